@@ -1,0 +1,1 @@
+"""taggram service: decode → patch → batch → run → pool → cache → respond."""

@@ -1,0 +1,282 @@
+"""The HTTP API: routes, start-up and shutdown. Each route: upload → cache or pipeline → response body."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import metrics, respond
+from service.batch import Batcher, Overloaded
+from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
+from service.config import Settings
+from service.decode import SAMPLE_RATE, DecodeError
+from service.errors import Problem, overloaded, problem_response
+from service.pipeline import analyse
+from service.pool import Analysis
+from service.registry import LoadedModel, load_models
+from service.upload import read_upload
+
+log = logging.getLogger("taggram")
+
+MAX_HOP_SECONDS = 30.0
+MIN_HOP_SECONDS = 0.5  # 6× the patches of the default hop: the most work one request may ask for per second
+MAX_K = 50
+AUDIO_ENDPOINTS = ("/taggram", "/embed", "/suggest-subgenres")
+METRIC_ENDPOINTS = (*AUDIO_ENDPOINTS, "/models", "/healthz", "/readyz", "/metrics")
+
+AUDIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+PROBLEM_RESPONSES = {
+    status: {"description": text, "content": {"application/problem+json": {}}}
+    for status, text in {
+        401: "Missing or wrong API key (only when TAGGRAM_API_KEY is set)",
+        413: "Body too large (code body_too_large)",
+        415: "Not decodable audio or unsupported Content-Type",
+        422: "Too short, too long, empty, non-finite audio, or bad parameters",
+        503: "Overloaded: retry after the Retry-After header",
+        504: "Deadline passed",
+    }.items()
+}
+
+
+@dataclass
+class State:
+    settings: Settings
+    models: dict[str, LoadedModel]
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    cache: object = None
+    flight: SingleFlight = field(default_factory=SingleFlight)
+    decode_pool: ThreadPoolExecutor | None = None
+    in_flight: int = 0
+    ready: bool = False
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Loads every model now (a bad model file fails here, before serving); starts batchers on start-up."""
+    settings = settings or Settings()
+    state = State(settings=settings, models=load_models(settings))
+    for model in state.models.values():
+        if model.manifest.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"model {model.name} expects {model.manifest.sample_rate} Hz; the decoder gives {SAMPLE_RATE}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        state.cache = make_cache(settings)
+        for name, model in state.models.items():
+            await asyncio.to_thread(model.runner.warm_up, model.manifest.patch_samples)
+            max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
+            batcher = Batcher(model.runner, model=name, output_dims={"tags": len(model.manifest.labels),
+                              "embedding": model.manifest.embedding_dim}, max_batch=max_batch,
+                              max_wait_seconds=settings.max_batch_wait_ms / 1000, max_queue_patches=settings.max_queue_patches)
+            batcher.start()
+            state.batchers[name] = batcher
+        state.ready = True
+        log.info("ready: models %s, cache %s", sorted(state.models), state.cache.name)
+        try:
+            yield
+        finally:
+            state.ready = False
+            for batcher in state.batchers.values():
+                await batcher.close()
+            await state.cache.close()
+            state.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="taggram",
+        version="0.1.0",
+        description="Music tagging: subgenre suggestions, embeddings and taggrams from uploaded audio.",
+        lifespan=lifespan,
+    )
+    app.state.taggram = state
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    declare_routes(app, state)
+    return app
+
+
+# ---- errors ----------------------------------------------------------------------------------------------------
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, problem: Problem) -> JSONResponse:
+        metrics.REJECTIONS.labels(problem.code).inc()
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return await on_problem(request, Problem(422, "invalid_parameter", details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        problem = Problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return problem_response(Problem(500, "internal_error", "an unexpected error occurred"), request.url.path)
+
+
+class MetricsMiddleware:
+    """Counts requests by endpoint and status and times them (pure ASGI: no body buffering)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in METRIC_ENDPOINTS else "other"
+        status = {"code": 500}
+        started = time.perf_counter()
+
+        async def send_with_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.REQUESTS.labels(endpoint, str(status["code"])).inc()
+            metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+
+
+# ---- routes ----------------------------------------------------------------------------------------------------
+
+
+def declare_routes(app: FastAPI, state: State) -> None:
+    settings = state.settings
+
+    async def require_api_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+            raise Problem(401, "unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
+                          {"WWW-Authenticate": "Bearer"})
+
+    def pick_model(name: str | None) -> LoadedModel:
+        model = state.models.get(name or settings.default_model)
+        if model is None:
+            raise Problem(422, "unknown_model", f"model {name!r} is not loaded; choose one of {sorted(state.models)}")
+        return model
+
+    async def analysis_for(request: Request, model: LoadedModel, hop: float | None) -> tuple[Analysis, bool]:
+        deadline = time.monotonic() + settings.request_timeout_seconds
+        geometry = model.manifest.geometry
+        hop_frames = geometry.hop_frames(hop)
+        batcher = state.batchers[model.name]
+        if batcher.queued_patches >= batcher.max_queue_patches:  # refuse before reading a large body
+            raise overloaded(settings.retry_after_seconds, f"the {model.name} queue is full")
+        if state.in_flight >= settings.max_concurrent_analyses:
+            raise overloaded(settings.retry_after_seconds, f"{state.in_flight} uploads are already being analysed")
+        state.in_flight += 1
+        try:
+            return await analyse_upload(request, model, geometry, hop_frames, batcher, deadline)
+        finally:
+            state.in_flight -= 1
+
+    async def analyse_upload(request, model, geometry, hop_frames, batcher, deadline) -> tuple[Analysis, bool]:
+        upload = await read_upload(request, settings.max_upload_bytes)
+        try:
+            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_frames * geometry.frame_hop)
+
+            async def compute() -> Analysis:
+                return await analyse(upload.file, geometry=geometry, hop_frames=hop_frames, batcher=batcher,
+                                     decode_pool=state.decode_pool, max_seconds=settings.max_audio_seconds,
+                                     min_seconds=settings.min_audio_seconds, deadline=deadline)
+
+            return await get_or_compute(state.cache, state.flight, key, compute)
+        except DecodeError as error:
+            raise Problem(error.status, error.code, error.detail) from None
+        except Overloaded as error:
+            raise overloaded(settings.retry_after_seconds, str(error)) from None
+        finally:
+            upload.close()
+
+    model_query = Query(None, description="Model name (GET /models lists them); default: TAGGRAM_DEFAULT_MODEL")
+    hop_query = Query(None, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS,
+                      description="Seconds between segment starts, rounded to whole STFT frames (16 ms); "
+                                  "default: one patch (≈2.99 s, no overlap)")
+    protected = [Depends(require_api_key)]
+
+    @app.post("/taggram", response_model=respond.TaggramResponse, dependencies=protected,
+              openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Tag probabilities over time")
+    async def taggram(request: Request, model: str | None = model_query, hop: float | None = hop_query):
+        chosen = pick_model(model)
+        analysis, cached = await analysis_for(request, chosen, hop)
+        return respond.taggram(chosen.name, chosen.manifest.labels, analysis, cached)
+
+    @app.post("/embed", response_model=respond.EmbedResponse, response_model_exclude_none=True,
+              dependencies=protected, openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES,
+              summary="Track embedding (mean over segments)")
+    async def embed(request: Request, model: str | None = model_query, hop: float | None = hop_query,
+                    segments: bool = Query(False, description="Also return per-segment embeddings")):
+        chosen = pick_model(model)
+        analysis, cached = await analysis_for(request, chosen, hop)
+        return respond.embed(chosen.name, analysis, cached, segments)
+
+    @app.post("/suggest-subgenres", response_model=respond.SuggestResponse, dependencies=protected,
+              openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Top-k platform subgenres")
+    async def suggest_subgenres(request: Request, model: str | None = model_query, hop: float | None = hop_query,
+                                k: int = Query(5, ge=1, le=MAX_K, description="How many subgenres")):
+        chosen = pick_model(model)
+        analysis, cached = await analysis_for(request, chosen, hop)
+        return respond.suggestions(chosen.name, chosen.taxonomy, analysis, cached, k)
+
+    @app.get("/models", response_model=respond.ModelsResponse, dependencies=protected, summary="Loaded models")
+    async def list_models():
+        return respond.ModelsResponse(
+            default=settings.default_model,
+            models=[
+                respond.ModelInfo(name=m.name, manifest=m.manifest.model_dump(), provider=m.runner.provider,
+                                  taxonomy=m.taxonomy.as_dict(m.manifest.labels))
+                for m in state.models.values()
+            ],
+        )
+
+    @app.get("/healthz", summary="Liveness: the process serves HTTP")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: models loaded and warmed, not shutting down",
+             responses={503: {"description": "Not ready"}})
+    async def readyz():
+        if not state.ready:
+            return JSONResponse({"status": "not ready"}, status_code=503)
+        return {"status": "ready", "models": sorted(state.models)}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

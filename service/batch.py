@@ -1,0 +1,182 @@
+"""Cross-request batching: one batcher per model gathers patches from concurrent requests.
+
+A batch runs when it is full (``max_batch``) or when its first patch has waited ``max_wait``. Patches are taken
+round-robin, one per request per turn, so a 30 s clip is never stuck behind an hour-long track. The queue is
+bounded in patches; each request carries a deadline. Inference runs in one worker thread per model
+(ONNX Runtime releases the GIL), so the event loop keeps serving while a batch computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service import metrics
+from service.run import SERVED_OUTPUTS, Runner
+
+
+class Overloaded(Exception):
+    """The model's queue is full: the caller should retry later (HTTP 503)."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before all its patches were computed (HTTP 504)."""
+
+
+@dataclass(eq=False)
+class Job:
+    patches: np.ndarray  # [n, patch_samples]
+    results: dict[str, np.ndarray]
+    future: asyncio.Future
+    submitted_at: float  # time.monotonic()
+    next_patch: int = 0
+    completed: int = 0
+    abandoned: bool = False
+
+
+@dataclass
+class BatchRecord:
+    """What one batch held: kept (bounded) for tests and debugging; ids are per-job identities."""
+
+    job_ids: list[int] = field(default_factory=list)
+
+
+class Batcher:
+    def __init__(self, runner: Runner, *, model: str, output_dims: dict[str, int], max_batch: int,
+                 max_wait_seconds: float, max_queue_patches: int, history: int = 256) -> None:
+        self.runner = runner
+        self.model = model
+        self.output_dims = output_dims
+        self.max_batch = max_batch
+        self.max_wait_seconds = max_wait_seconds
+        self.max_queue_patches = max_queue_patches
+        self.recent_batches: deque[BatchRecord] = deque(maxlen=history)
+        self._jobs: deque[Job] = deque()  # jobs with patches not yet scheduled, in round-robin order
+        self._queued = 0
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model}")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def queued_patches(self) -> int:
+        return self._queued
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model}")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, patches: np.ndarray, timeout_seconds: float) -> dict[str, np.ndarray]:
+        """Outputs for every patch, in order; raises Overloaded or DeadlineExceeded."""
+        n = len(patches)
+        # A request larger than the whole queue is still admitted when the queue is empty, so no track that
+        # passed the duration limit is refused forever.
+        if self._queued > 0 and self._queued + n > self.max_queue_patches:
+            raise Overloaded(f"{self._queued} patches already queued for {self.model}")
+        job = Job(
+            patches=patches,
+            results={name: np.empty((n, self.output_dims[name]), np.float32) for name in SERVED_OUTPUTS},
+            future=asyncio.get_running_loop().create_future(),
+            submitted_at=time.monotonic(),
+        )
+        self._enqueue(job)
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(timeout_seconds, 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded(f"deadline of {timeout_seconds:.1f} s passed") from None
+        finally:
+            self._abandon(job)
+
+    def _enqueue(self, job: Job) -> None:
+        self._jobs.append(job)
+        self._queued += len(job.patches)
+        metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
+        self._arrived.set()
+
+    def _abandon(self, job: Job) -> None:
+        """Drop whatever of a finished, failed, timed-out or cancelled job is still queued."""
+        if job.abandoned:
+            return
+        job.abandoned = True
+        self._queued -= len(job.patches) - job.next_patch
+        job.next_patch = len(job.patches)
+        metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
+
+    def _take(self) -> list[tuple[Job, int]]:
+        """Up to max_batch (job, patch index) pairs, one per job per turn."""
+        picks: list[tuple[Job, int]] = []
+        while self._jobs and len(picks) < self.max_batch:
+            job = self._jobs.popleft()
+            if job.abandoned or job.next_patch >= len(job.patches):
+                continue
+            picks.append((job, job.next_patch))
+            job.next_patch += 1
+            self._queued -= 1
+            if job.next_patch < len(job.patches):
+                self._jobs.append(job)
+        metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
+        return picks
+
+    async def _wait_to_fill(self) -> None:
+        """Give concurrent requests up to max_wait to add patches to a batch that is not yet full."""
+        deadline = time.monotonic() + self.max_wait_seconds
+        while self._queued < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _compute(self, picks: list[tuple[Job, int]]) -> tuple[dict[str, np.ndarray], float]:
+        batch = np.stack([job.patches[index] for job, index in picks])
+        started = time.perf_counter()
+        outputs = self.runner.run(batch)
+        return outputs, time.perf_counter() - started
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._queued == 0:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._wait_to_fill()
+            picks = self._take()
+            if not picks:
+                continue
+            now = time.monotonic()
+            for job, _ in picks:
+                metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(now - job.submitted_at)
+            metrics.BATCH_SIZE.labels(self.model).observe(len(picks))
+            self.recent_batches.append(BatchRecord([id(job) for job, _ in picks]))
+            try:
+                outputs, seconds = await loop.run_in_executor(self._executor, self._compute, picks)
+            except Exception as error:  # an inference failure fails the requests in this batch, not the loop
+                for job, _ in picks:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            metrics.INFERENCE_SECONDS.labels(self.model).observe(seconds)
+            self._scatter(picks, outputs)
+
+    @staticmethod
+    def _scatter(picks: list[tuple[Job, int]], outputs: dict[str, np.ndarray]) -> None:
+        for row, (job, index) in enumerate(picks):
+            if job.future.done():
+                continue
+            for name, values in outputs.items():
+                job.results[name][index] = values[row]
+            job.completed += 1
+            if job.completed == len(job.patches):
+                job.future.set_result(job.results)

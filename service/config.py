@@ -1,0 +1,45 @@
+"""Settings from environment variables (prefix ``TAGGRAM_``); every field is listed in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGGRAM_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address `taggram serve` binds (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=1, le=65535, description="Port `taggram serve` listens on")
+    models_dir: Path = Field(Path("models"), description="Folder holding <name>.onnx + <name>.json manifests")
+    models: str = Field("", description="Comma-separated model names to load; empty = every manifest in models_dir")
+    default_model: str = Field("msd-musicnn", description="Model used when a request names none")
+    taxonomy_dir: Path | None = Field(None, description="Folder of <model>.json taxonomies overriding the shipped ones")
+
+    max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
+    max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")
+    min_audio_seconds: float = Field(1.0, description="Shortest accepted track; shorter than one patch is repeat-padded")
+
+    max_batch_patches: int = Field(16, ge=1, description="Largest inference batch (patches)")
+    max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill before it runs")
+    max_queue_patches: int = Field(4096, ge=1, description="Patches queued per model before new requests get 503")
+    request_timeout_seconds: float = Field(120.0, gt=0, description="Deadline per request; past it: 504")
+    retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 503")
+    max_concurrent_analyses: int = Field(32, ge=1, description="Uploads decoded or analysed at once; beyond: 503")
+    decode_threads: int = Field(2, ge=1, description="Concurrent decodes")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = runtime default)")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="Inference device; auto = CUDA when available")
+    cuda_batch_sizes: str = Field("1,4,16", description="On CUDA: fixed batch sizes batches are padded to")
+
+    redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = in-process LRU cache")
+    redis_timeout_seconds: float = Field(0.25, gt=0, description="Per-operation Redis timeout; on timeout: bypass")
+    cache_ttl_seconds: int = Field(30 * 24 * 3600, ge=0, description="Cache entry lifetime (0 = no expiry)")
+    memory_cache_bytes: int = Field(256 * MIB, ge=0, description="In-process LRU size bound")
+
+    api_key: str | None = Field(None, description="If set, every endpoint but health/metrics needs 'Authorization: Bearer <key>'")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, description="Time to drain in-flight requests on SIGTERM")
+    log_level: str = Field("info", description="Python logging level")

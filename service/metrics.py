@@ -1,0 +1,34 @@
+"""Prometheus metrics, one prefix, base units (seconds, bytes)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREFIX = "taggram"
+
+# Latency buckets from a 30 s clip on a hot cache (ms) to an hour-long track on CPU (minutes).
+LATENCY_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+REQUESTS = Counter(f"{PREFIX}_requests_total", "HTTP requests by endpoint and status", ["endpoint", "status"])
+REQUEST_LATENCY = Histogram(
+    f"{PREFIX}_request_duration_seconds", "End-to-end request latency", ["endpoint"], buckets=LATENCY_BUCKETS_SECONDS
+)
+DECODE_SECONDS = Histogram(
+    f"{PREFIX}_decode_duration_seconds", "Time to decode and resample one upload", buckets=LATENCY_BUCKETS_SECONDS
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    f"{PREFIX}_queue_wait_seconds", "Time a patch waits in the batcher queue", ["model"], buckets=LATENCY_BUCKETS_SECONDS
+)
+BATCH_SIZE = Histogram(f"{PREFIX}_batch_size_patches", "Patches per inference batch", ["model"], buckets=BATCH_SIZE_BUCKETS)
+INFERENCE_SECONDS = Histogram(
+    f"{PREFIX}_inference_duration_seconds", "ONNX Runtime time per batch", ["model"], buckets=LATENCY_BUCKETS_SECONDS
+)
+AUDIO_SECONDS = Counter(f"{PREFIX}_audio_processed_seconds_total", "Seconds of audio analysed (cache misses)", ["model"])
+CACHE_HITS = Counter(f"{PREFIX}_cache_hits_total", "Analysis cache hits", ["backend"])
+CACHE_MISSES = Counter(f"{PREFIX}_cache_misses_total", "Analysis cache misses", ["backend"])
+CACHE_ERRORS = Counter(f"{PREFIX}_cache_errors_total", "Cache backend errors (request served anyway)", ["backend", "op"])
+REJECTIONS = Counter(f"{PREFIX}_rejections_total", "Requests refused, by reason (problem code)", ["reason"])
+QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth_patches", "Patches waiting in the batcher", ["model"])
+IN_FLIGHT = Gauge(f"{PREFIX}_requests_in_flight", "Requests being processed")
+MODEL_INFO = Gauge(
+    f"{PREFIX}_model_info", "Loaded models (value is always 1)", ["model", "version", "onnx_sha256", "provider"]
+)

@@ -1,0 +1,53 @@
+"""Load every configured model at start-up: manifest → verified .onnx → session → taxonomy.
+
+Any missing or corrupt file stops the start with one ModelFileError naming that file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from service import metrics
+from service.config import Settings
+from service.manifest import Manifest, ModelFileError, discover, load_manifest, verify_onnx
+from service.run import Runner, load_runner
+from service.taxonomy import Taxonomy, load_taxonomy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    runner: Runner
+    taxonomy: Taxonomy
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+
+
+def load_models(settings: Settings) -> dict[str, LoadedModel]:
+    names = [n.strip() for n in settings.models.split(",") if n.strip()]
+    models: dict[str, LoadedModel] = {}
+    for manifest_path in discover(settings.models_dir, names):
+        manifest = load_manifest(manifest_path)
+        if manifest_path.stem != manifest.name:
+            raise ModelFileError(f"model manifest {manifest_path} names model {manifest.name!r}, not {manifest_path.stem!r}")
+        onnx_file = verify_onnx(manifest_path, manifest)
+        runner = load_runner(onnx_file, settings.device, settings.intra_op_threads, parse_sizes(settings.cuda_batch_sizes))
+        taxonomy = load_taxonomy(manifest.name, manifest.labels, settings.taxonomy_dir)
+        models[manifest.name] = LoadedModel(manifest, runner, taxonomy)
+        metrics.MODEL_INFO.labels(manifest.name, manifest.version, manifest.onnx.sha256, runner.provider).set(1)
+        log.info("loaded model %s (%s, %s) with taxonomy %s", manifest.name, manifest.version, runner.provider, taxonomy.path)
+    if settings.default_model not in models:
+        raise ModelFileError(
+            f"default model {settings.default_model!r} is not among the loaded models {sorted(models)} "
+            f"(looked in {settings.models_dir})"
+        )
+    return models
