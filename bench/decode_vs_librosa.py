@@ -1,0 +1,144 @@
+"""How close is service.decode to librosa.load(path, sr=16000) on real music?
+
+For every file: our decode vs ``librosa.load(path, sr=16000)`` (mono = mean, resampler soxr_hq): lengths, the lag
+that best aligns the two (cross-correlation, searched within ±MAX_LAG_SAMPLES), and, over the aligned overlap,
+max |difference|, RMS difference and SNR = 10·log10(Σref² / Σ(ours − ref)²).
+
+Inputs: the .ogg files of a folder (default: Debian's lincity-ng-data music, unpacked with
+``apt-get download lincity-ng-data && dpkg -x lincity-ng-data_*.deb /tmp/lincity``), plus the first
+``--transcode`` of them re-encoded with PyAV to mp3 (libmp3lame) and m4a (FFmpeg aac), written to ``--workdir``.
+
+librosa reads ogg and mp3 through soundfile (libsndfile: libvorbis, mpg123); m4a it can only read through audioread,
+which needs the ``ffmpeg`` command line (Debian package ffmpeg); without it the m4a rows say so.
+
+Usage: .venv/bin/python bench/decode_vs_librosa.py [--music-dir DIR] [--workdir DIR] [--transcode N]
+Prints a Markdown table (paste into docs/decode.md) and the versions involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import av
+import librosa
+import numpy as np
+import scipy.signal
+import soundfile
+import soxr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from service.decode import SAMPLE_RATE, decode  # noqa: E402
+
+DEFAULT_MUSIC_DIR = Path("/tmp/lincity/usr/share/games/lincity-ng/music/default")
+DEFAULT_WORKDIR = Path("/tmp/decode_bench")
+MAX_LAG_SAMPLES = 4_096  # at 16 kHz: 256 ms, far more than any codec delay
+LAG_WINDOW_SECONDS = 30.0  # cross-correlate this much audio (from 10 s in) to find the lag
+TRANSCODE_BIT_RATE = 192_000  # bit/s for the mp3 and m4a copies
+MAX_SECONDS = 3_600.0
+TRANSCODES = {"mp3": ("mp3", "libmp3lame"), "m4a": ("ipod", "aac")}
+
+
+def transcode(src: Path, dst: Path, container_format: str, codec: str) -> None:
+    """Decode ``src`` and re-encode it (same rate and layout) with PyAV."""
+    with av.open(str(src)) as inp, av.open(str(dst), mode="w", format=container_format) as out:
+        in_stream = inp.streams.audio[0]
+        out_stream = out.add_stream(codec, rate=in_stream.codec_context.sample_rate, layout=in_stream.codec_context.layout)
+        out_stream.codec_context.bit_rate = TRANSCODE_BIT_RATE
+        for frame in inp.decode(in_stream):
+            frame.pts = None
+            for packet in out_stream.encode(frame):
+                out.mux(packet)
+        for packet in out_stream.encode(None):
+            out.mux(packet)
+
+
+def best_lag(ours: np.ndarray, ref: np.ndarray) -> int:
+    """Lag L (samples) maximising the correlation of ours[n + L] with ref[n]: positive when ours is late."""
+    start = min(10 * SAMPLE_RATE, max(len(ref) - int(LAG_WINDOW_SECONDS * SAMPLE_RATE), 0))
+    stop = start + int(LAG_WINDOW_SECONDS * SAMPLE_RATE)
+    a = ours[start : stop + MAX_LAG_SAMPLES].astype(np.float64)
+    b = ref[start:stop].astype(np.float64)
+    corr = scipy.signal.correlate(a, b, mode="full", method="fft")
+    zero = len(b) - 1
+    window = corr[zero - MAX_LAG_SAMPLES : zero + MAX_LAG_SAMPLES + 1]
+    return int(np.argmax(window)) - MAX_LAG_SAMPLES
+
+
+def compare(ours: np.ndarray, ref: np.ndarray, lag: int) -> dict[str, float]:
+    a, b = (ours[lag:], ref) if lag >= 0 else (ours, ref[-lag:])
+    n = min(len(a), len(b))
+    diff = a[:n].astype(np.float64) - b[:n].astype(np.float64)
+    signal_power = float(np.sum(b[:n].astype(np.float64) ** 2))
+    noise_power = float(np.sum(diff**2))
+    return {
+        "max_abs": float(np.max(np.abs(diff))),
+        "rms": float(np.sqrt(np.mean(diff**2))),
+        "snr_db": float("inf") if noise_power == 0 else 10 * np.log10(signal_power / noise_power),
+        "compared": n,
+    }
+
+
+def librosa_backend(path: Path) -> str:
+    try:
+        soundfile.info(str(path))
+        return "soundfile"
+    except Exception:  # noqa: BLE001 - anything soundfile cannot open goes to audioread
+        return "audioread"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--music-dir", type=Path, default=DEFAULT_MUSIC_DIR)
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--transcode", type=int, default=2, help="how many of the ogg files to copy to mp3 and m4a")
+    args = parser.parse_args()
+
+    originals = sorted(args.music_dir.glob("*.ogg"))
+    if not originals:
+        sys.exit(f"no .ogg files in {args.music_dir} (see the module docstring to fetch them)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    files = list(originals)
+    for src in originals[: args.transcode]:
+        for ext, (container_format, codec) in TRANSCODES.items():
+            dst = args.workdir / f"{src.stem}.{ext}"
+            if not dst.exists():
+                transcode(src, dst, container_format, codec)
+            files.append(dst)
+
+    print("| file | codec | duration (s) | ours (samples) | librosa (samples) | length diff | lag | max abs diff | RMS diff | SNR (dB) | ours (s) | librosa (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for path in files:
+        started = time.perf_counter()
+        with path.open("rb") as f:
+            decoded = decode(f, max_seconds=MAX_SECONDS)
+        ours_seconds = time.perf_counter() - started
+        backend = librosa_backend(path)
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "PySoundFile failed. Trying audioread instead." is expected for m4a
+                ref, _ = librosa.load(path, sr=SAMPLE_RATE)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"| {path.name} | {decoded.codec} | {decoded.duration_seconds:.1f} | {decoded.samples.size} | "
+                  f"librosa cannot load it ({type(exc).__name__}) | | | | | | {ours_seconds:.2f} | |")
+            continue
+        librosa_seconds = time.perf_counter() - started
+        lag = best_lag(decoded.samples, ref)
+        m = compare(decoded.samples, ref, lag)
+        print(f"| {path.name} | {decoded.codec} (librosa: {backend}) | {decoded.duration_seconds:.1f} | {decoded.samples.size} "
+              f"| {ref.size} | {decoded.samples.size - ref.size:+d} | {lag:+d} | {m['max_abs']:.2e} | {m['rms']:.2e} "
+              f"| {m['snr_db']:.1f} | {ours_seconds:.2f} | {librosa_seconds:.2f} |")
+
+    print()
+    print(f"python {platform.python_version()}, PyAV {av.__version__} (libavcodec "
+          f"{'.'.join(map(str, av.library_versions['libavcodec']))}), soxr {soxr.__version__}, numpy {np.__version__}, "
+          f"librosa {librosa.__version__}, soundfile {soundfile.__version__} (libsndfile {soundfile.__libsndfile_version__})")
+
+
+if __name__ == "__main__":
+    main()
