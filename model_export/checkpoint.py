@@ -71,8 +71,12 @@ def _read_block(table: bytes, handle: tuple[int, int]) -> list[tuple[bytes, byte
     if table[offset + size] != NO_COMPRESSION:
         raise CheckpointError("compressed index blocks are not supported")
     block = table[offset : offset + size]
+    if size < 4:
+        raise CheckpointError("index block shorter than its restart count")
     (num_restarts,) = struct.unpack_from("<I", block, size - 4)
     entries_end = size - 4 - 4 * num_restarts
+    if entries_end < 0:
+        raise CheckpointError("index block restart array runs past the block")
     entries, key, pos = [], b"", 0
     while pos < entries_end:
         shared, pos = _varint(block, pos)
@@ -82,6 +86,8 @@ def _read_block(table: bytes, handle: tuple[int, int]) -> list[tuple[bytes, byte
         pos += non_shared
         entries.append((key, block[pos : pos + value_len]))
         pos += value_len
+        if pos > entries_end or shared > len(key):
+            raise CheckpointError("index block entry runs past the block")
     return entries
 
 
@@ -119,14 +125,26 @@ def _fields(message: bytes):
             value, pos = message[pos : pos + 8], pos + 8
         else:
             raise CheckpointError(f"unsupported protobuf wire type {wire_type}")
+        if pos > len(message):
+            raise CheckpointError("protobuf field runs past the end of its message")
         yield number, wire_type, value
+
+
+def _expect(wire_type: int, expected: int, field: str) -> None:
+    if wire_type != expected:
+        raise CheckpointError(f"{field}: protobuf wire type {wire_type}, expected {expected}")
 
 
 def _shape(message: bytes) -> tuple[int, ...]:
     dims = []
-    for number, _, dim in _fields(message):
+    for number, wire_type, dim in _fields(message):
         if number == 2:  # TensorShapeProto.dim
-            size = next((v for n, _, v in _fields(dim) if n == 1), 0)
+            _expect(wire_type, 2, "TensorShapeProto.dim")
+            size = 0
+            for n, w, v in _fields(dim):
+                if n == 1:
+                    _expect(w, 0, "TensorShapeProto.Dim.size")
+                    size = v
             dims.append(size)
     return tuple(dims)
 
@@ -134,10 +152,14 @@ def _shape(message: bytes) -> tuple[int, ...]:
 def parse_entry(message: bytes) -> TensorEntry:
     """Decode a BundleEntryProto (tensor_bundle.proto)."""
     dtype_code, shape, shard, offset, size = 1, (), 0, 0, 0
-    for number, _, value in _fields(message):
+    varint_fields = {1: "dtype", 3: "shard_id", 4: "offset", 5: "size"}
+    for number, wire_type, value in _fields(message):
+        if number in varint_fields:
+            _expect(wire_type, 0, f"BundleEntryProto.{varint_fields[number]}")
         if number == 1:
             dtype_code = value
         elif number == 2:
+            _expect(wire_type, 2, "BundleEntryProto.shape")
             shape = _shape(value)
         elif number == 3:
             shard = value

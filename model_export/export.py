@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,9 @@ ALLOWED_OPS = frozenset({
 })  # fmt: skip
 PACKAGE_DIR = Path(__file__).resolve().parent
 FIXTURES_DIR = PACKAGE_DIR.parent / "tests" / "fixtures" / "reference"
+MODEL_FILE_MODE = 0o644  # models are built by one user and served by another (the image's non-root user)
+# A build whose measured parity misses these is refused, never written.
+PARITY_LIMITS = {"tags_max_abs_error": 1e-4, "embedding_max_rel_error": 1e-3, "logmel_max_abs_error_vs_librosa": 1e-4}
 
 
 def log(message: str) -> None:
@@ -36,12 +40,12 @@ def sha256_bytes(data: bytes) -> str:
 
 def build_key(spec: ModelSpec) -> str:
     """Digest of everything a build depends on: pinned weights, this package's code, the exporter's versions."""
-    import onnx
-    import torch
+    from importlib.metadata import version
 
+    tools = [version(name) for name in ("torch", "onnx", "onnxscript", "onnxruntime", "librosa", "numpy")]
     digest = hashlib.sha256()
-    digest.update(json.dumps([MANIFEST_FORMAT, EXPORT_REVISION, OPSET, spec.name, torch.__version__,
-                              onnx.__version__, source.CHECKPOINT_SHA256[spec.folder]]).encode())
+    digest.update(json.dumps([MANIFEST_FORMAT, EXPORT_REVISION, OPSET, spec.name, tools,
+                              source.CHECKPOINT_SHA256[spec.folder]]).encode())
     for path in sorted(PACKAGE_DIR.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     for path in sorted(FIXTURES_DIR.glob("*.npz")):  # parity figures in the manifest are measured on these
@@ -142,6 +146,9 @@ def build_model(spec: ModelSpec, wheel: Path, out_dir: Path, cache_dir: Path, fo
     onnx_bytes = export_onnx(spec, tensors)
     log(f"{spec.name}: measuring parity against the TF reference fixtures")
     figures = parity.measure(onnx_bytes, spec, FIXTURES_DIR)
+    missed = {name: figures[name] for name, limit in PARITY_LIMITS.items() if not figures[name] <= limit}
+    if missed:
+        raise ValueError(f"{spec.name}: parity with the TF reference misses its limits {PARITY_LIMITS}: {missed}")
     manifest = manifest_for(spec, checkpoint, onnx_bytes, onnx_path.name, key, figures)
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(onnx_path, onnx_bytes)
@@ -155,6 +162,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(data)
+    os.chmod(tmp.name, MODEL_FILE_MODE)
     Path(tmp.name).replace(path)
 
 

@@ -1,6 +1,6 @@
 """Decode step: an uploaded audio file → 16 kHz mono float32, streaming and bounded.
 
-Pipeline, one frame at a time (nothing holds the whole track but ``decode``'s final array)::
+Pipeline, one frame at a time (only ``decode``, which returns the whole track, holds it all)::
 
     PyAV/FFmpeg demux+decode ─▶ float [channels, n] ─▶ mean of channels ─▶ soxr HQ stream ─▶ fixed-size chunks
 
@@ -27,13 +27,14 @@ Limits (each a :class:`DecodeError` with a stable ``code``; see docs/decode.md):
 
 Damage: decoding keeps going past packets the decoder rejects (as players and the ffmpeg CLI do) and stops at
 the first demuxer error or after ``MAX_CONSECUTIVE_BAD_PACKETS`` rejected packets in a row. What decoded before
-that is kept (a truncated mp3/ogg/flac gives its prefix, ``DecodedAudio.damaged`` is set); if nothing decoded, the
-file is ``undecodable_audio``.
+that is kept: a truncated mp3/ogg/flac gives its prefix, and ``DecodedAudio.damaged`` tells that an error was met
+(a file cut at a frame boundary may end without one). If nothing decoded, the file is ``undecodable_audio``.
 
 Errors raised by the *source file object itself* (e.g. an ``OSError`` from the disk behind the spooled upload)
 are not about the content and propagate unchanged: they are server faults, not 4xx answers.
 
-Decoding is CPU-bound C code (PyAV releases the GIL inside FFmpeg calls); the service runs it in a worker thread.
+Decoding is CPU-bound (FFmpeg, soxr, numpy); the service runs it in its decode thread pool. Each decode uses one
+FFmpeg thread.
 """
 
 from __future__ import annotations

@@ -1,35 +1,32 @@
 """Test helper: real audio files made by real encoders, and the signals to put in them.
 
 Signals are float32 arrays shaped ``[channels, samples]`` in [-1, 1]. Files are produced in memory and returned as
-bytes (``encode_audio``), or also written to a path / binary file (``write_audio``)::
+bytes (``encode_audio``), or also written to a path / binary file (``write_audio``). pytest puts ``tests/`` on
+``sys.path`` (no ``__init__.py``), so test modules import it as ``audio_factory``::
 
-    from tests.audio_factory import sine, stereo, encode_audio, write_audio
+    from audio_factory import encode_audio, sine, stereo, write_audio
 
     data = encode_audio(sine(440, 2.0, 44_100, channels=2), 44_100, "mp3")   # bytes of an .mp3
     write_audio(tmp_path / "a.flac", stereo(sine(440, 1, 8_000), sine(660, 1, 8_000)), 8_000, "flac")
 
-Formats (``FORMATS``; the name is also a sensible file extension, minus the ``wav_*`` suffixes):
+Formats (``FORMATS``; the name is a sensible file extension, minus the ``wav_*`` suffixes). ``LOSSLESS_FORMATS``
+decode back to exactly the samples given, after 16/24/32-bit quantisation.
 
-============  =========  ================================  ===================================================
-name          container  encoder                           notes
-============  =========  ================================  ===================================================
-wav           wav        PyAV pcm_s16le                    16-bit PCM, any rate, any channel count
-wav_s24       wav        PyAV pcm_s24le                    24-bit PCM
-wav_s32       wav        PyAV pcm_s32le                    32-bit PCM
-wav_f32       wav        PyAV pcm_f32le                    float PCM: values are written as given (NaN too)
-flac          flac       PyAV flac                         16-bit, 1–8 channels
-mp3           mp3        PyAV libmp3lame                   1–2 channels, 8–48 kHz (MPEG-1/2/2.5 rates)
-ogg           ogg        soundfile (libsndfile's libvorbis) Vorbis. PyAV's bundled FFmpeg has no libvorbis,
-                                                           and its native "vorbis" encoder is experimental and
-                                                           stereo-only, so libsndfile's libvorbis is used.
-opus          ogg        PyAV libopus                      Opus runs at 8/12/16/24/48 kHz: other rates are
-                                                           resampled to 48 kHz with soxr first (the decoder
-                                                           outputs 48 kHz anyway).
-m4a           ipod/mp4   PyAV aac (FFmpeg's native AAC)    1–2 channels here
-============  =========  ================================  ===================================================
+* ``wav``, ``wav_s24``, ``wav_s32``, ``wav_f32``: WAV with PyAV's pcm_s16le / pcm_s24le / pcm_s32le / pcm_f32le; any
+  rate, any channel count. ``wav_f32`` writes values as given (NaN and inf included).
+* ``aiff``: AIFF, pcm_s16be.
+* ``flac``: PyAV's flac, 16-bit, 1–8 channels. FFmpeg's muxer puts 8 KB of padding after the header.
+* ``mp3``: PyAV's libmp3lame, 1–2 channels, MPEG-1/2/2.5 rates (8–48 kHz); writes a LAME gapless header.
+* ``ogg``: Ogg Vorbis from soundfile (libsndfile's libvorbis). PyAV's bundled FFmpeg has no libvorbis, and its native
+  "vorbis" encoder is experimental and stereo-only.
+* ``opus`` (Ogg) and ``webm`` (Matroska/WebM, what browsers record): PyAV's libopus, 1–2 channels. Opus runs at
+  8/12/16/24/48 kHz: other rates are resampled to 48 kHz with soxr first (the decoder outputs 48 kHz anyway).
+* ``m4a``: PyAV's aac (FFmpeg's native AAC encoder) in an iPod/MP4 container, 1–2 channels, index (moov) at the end;
+  the edit list makes decoders drop the encoder priming.
+* ``aac``: the same encoder as a raw ADTS stream (.aac): no gapless info, so the 1024-sample priming is decoded too.
 
-Lossy encoders add priming/padding samples (mp3 ≈ 1 frame of 1152, aac ≈ 1024 + partial frame); decoders remove
-part of it, so decoded lengths differ from the input by up to ~2 codec frames.
+Lossy encoders add priming/padding samples (mp3 ≈ one 1152-sample frame, aac 1024 + a partial frame); decoders
+remove part of it, so decoded lengths differ from the input by up to ~2 codec frames.
 
 For malformed files, start from one of these and cut or corrupt its bytes in the test itself.
 """
@@ -70,9 +67,12 @@ _PYAV_FORMATS = {
     "mp3": _PyAVSpec("mp3", "libmp3lame", "fltp", max_channels=2, rates=MP3_RATES_HZ),
     "opus": _PyAVSpec("ogg", "libopus", "flt", max_channels=2, rates=OPUS_RATES_HZ),
     "m4a": _PyAVSpec("ipod", "aac", "fltp", max_channels=2),
+    "aac": _PyAVSpec("adts", "aac", "fltp", max_channels=2),
+    "aiff": _PyAVSpec("aiff", "pcm_s16be", "s16"),
+    "webm": _PyAVSpec("webm", "libopus", "flt", max_channels=2, rates=OPUS_RATES_HZ),
 }
 FORMATS = (*_PYAV_FORMATS, "ogg")
-LOSSLESS_FORMATS = ("wav", "wav_s24", "wav_s32", "wav_f32", "flac")
+LOSSLESS_FORMATS = ("wav", "wav_s24", "wav_s32", "wav_f32", "flac", "aiff")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def _to_sample_format(block: np.ndarray, sample_format: str) -> np.ndarray:
 
 def _encode_pyav(samples: np.ndarray, sample_rate: int, spec: _PyAVSpec, bit_rate: int | None) -> bytes:
     if spec.rates is not None and sample_rate not in spec.rates:
-        if spec.codec != "libopus":
+        if spec.codec != "libopus":  # only Opus gets resampled: other codecs have no such excuse
             raise ValueError(f"{spec.codec} cannot encode at {sample_rate} Hz (supported: {spec.rates})")
         samples = soxr.resample(samples.T, sample_rate, OPUS_FALLBACK_RATE_HZ, quality="HQ").T.astype(np.float32)
         sample_rate = OPUS_FALLBACK_RATE_HZ
@@ -182,7 +182,11 @@ def _encode_vorbis(samples: np.ndarray, sample_rate: int) -> bytes:
 
 
 def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str, *, bit_rate: int | None = None) -> bytes:
-    """Encode ``samples`` (float ``[channels, n]``, or ``[n]`` for mono) as a complete file of format ``fmt``."""
+    """Encode ``samples`` (float ``[channels, n]``, or ``[n]`` for mono) as a complete file of format ``fmt``.
+
+    ``bit_rate`` (bit/s) is passed to the PyAV encoders (lossy ones use it); ``ogg`` keeps libsndfile's default
+    quality. Raises ``ValueError`` for an unknown format, or a channel count or rate the format cannot take.
+    """
     samples = np.atleast_2d(np.asarray(samples, dtype=np.float32))
     channels = samples.shape[0]
     if fmt == "ogg":

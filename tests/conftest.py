@@ -24,7 +24,8 @@ def models_dir() -> Path:
         build_all(list(MODELS), out_dir, cache_dir=REPO_ROOT / ".cache" / "musicnn")
     except Exception as error:  # noqa: BLE001 - any build failure must fail, with its cause in the report
         pytest.fail(f"building the models into {out_dir} failed: {error!r}", pytrace=True)
-    missing = [f"{name}{ext}" for name in MODELS for ext in (".onnx", ".json") if not (out_dir / f"{name}{ext}").is_file()]
+    files = [out_dir / f"{name}{ext}" for name in MODELS for ext in (".onnx", ".json")]
+    missing = [path.name for path in files if not path.is_file()]
     if missing:
         pytest.fail(f"build_all succeeded but {out_dir} lacks {missing}")
     return out_dir

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from service.cache import cache_key
-from tests.audio_factory import chord, encode_audio, noise, sine, stereo
-from tests.live_server import live_server, server_settings
-from tests.redis_support import private_redis, private_redis_factory, redis_url  # noqa: F401 (fixtures)
+from audio_factory import chord, encode_audio, noise, sine, stereo
+from live_server import live_server, server_settings
+from redis_support import private_redis, private_redis_factory, redis_url  # noqa: F401 (fixtures)
 
 PATCH_SECONDS = 187 * 256 / 16_000
 FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "m4a")

@@ -43,14 +43,19 @@ from service.decode import (
     to_float_planar,
 )
 
+# librosa.load imports audioread (its fallback loader), which imports modules Python 3.13 removes: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:audioread")
+
 TONE_HZ = 440.0
 TONE_SECONDS = 2.0
 LONG_LIMIT_S = 60.0  # max_seconds for tests that are not about the cap
 
 # Lossy codecs add priming and padding; decoders remove part of it. Allowed length error, in codec frames at the
 # encoder's rate: mp3 1152-sample frames, AAC 1024, Vorbis blocks up to 2048, Opus 960 at 48 kHz.
-CODEC_PADDING_SAMPLES = {"mp3": 2 * 1152, "m4a": 2 * 1024, "ogg": 2 * 2048, "opus": 2 * 960}
+CODEC_PADDING_SAMPLES = {"mp3": 2 * 1152, "m4a": 2 * 1024, "aac": 2 * 1024, "ogg": 2 * 2048, "opus": 2 * 960,
+                         "webm": 2 * 960}
 OPUS_RATE_HZ = 48_000  # the Opus decoder always outputs 48 kHz
+OPUS_FORMATS = ("opus", "webm")
 
 # (channels, sample rate) of the source files every format is tried with.
 LAYOUTS = [(1, 8_000), (2, 44_100), (2, 48_000)]
@@ -104,28 +109,22 @@ def test_every_format_decodes_to_16k_mono_float32_with_the_tone_intact(fmt: str,
     if fmt in LOSSLESS_FORMATS:
         assert audio.samples.size == expected
     else:
-        encoder_rate = OPUS_RATE_HZ if fmt == "opus" else rate
+        encoder_rate = OPUS_RATE_HZ if fmt in OPUS_FORMATS else rate
         tolerance = math.ceil(CODEC_PADDING_SAMPLES[fmt] * SAMPLE_RATE / encoder_rate)
         assert abs(audio.samples.size - expected) <= tolerance
     assert audio.duration_seconds == audio.samples.size / SAMPLE_RATE
     assert abs(peak_frequency(audio.samples) - TONE_HZ) < 2.0
     assert 0.3 < rms(audio.samples) < 0.4  # a 0.5-amplitude sine has RMS 0.354; nothing was remixed to -3 dB
-    assert audio.source_sample_rate == (OPUS_RATE_HZ if fmt == "opus" else rate)
+    assert audio.source_sample_rate == (OPUS_RATE_HZ if fmt in OPUS_FORMATS else rate)
     assert audio.source_channels == channels
     assert audio.damaged is False
 
 
 def test_codec_names_are_ffmpeg_canonical_names() -> None:
     x = sine(TONE_HZ, 0.5, 44_100)
-    names = {fmt: decode_bytes(encode_audio(x, 44_100, fmt)).codec for fmt in ("wav", "flac", "mp3", "ogg", "opus", "m4a")}
-    assert names == {
-        "wav": "pcm_s16le",
-        "flac": "flac",
-        "mp3": "mp3",
-        "ogg": "vorbis",
-        "opus": "opus",
-        "m4a": "aac",
-    }
+    expected = {"wav": "pcm_s16le", "aiff": "pcm_s16be", "flac": "flac", "mp3": "mp3", "ogg": "vorbis",
+                "opus": "opus", "webm": "opus", "m4a": "aac", "aac": "aac"}
+    assert {fmt: decode_bytes(encode_audio(x, 44_100, fmt)).codec for fmt in expected} == expected
 
 
 def test_a_source_already_at_16k_passes_through_unresampled() -> None:
@@ -143,8 +142,8 @@ def test_every_source_rate_in_range_gives_the_librosa_length() -> None:
 
 def test_a_sample_rate_change_mid_stream_is_resampled_segment_by_segment() -> None:
     # Two mp3s back to back (44.1 kHz then 22.05 kHz): one stream whose frames change rate.
-    data = encode_audio(sine(TONE_HZ, 1.0, 44_100), 44_100, "mp3") + encode_audio(sine(TONE_HZ, 1.0, 22_050), 22_050, "mp3")
-    audio = decode_bytes(data)
+    first = encode_audio(sine(TONE_HZ, 1.0, 44_100), 44_100, "mp3")
+    audio = decode_bytes(first + encode_audio(sine(TONE_HZ, 1.0, 22_050), 22_050, "mp3"))
     assert abs(audio.duration_seconds - 2.0) < 0.2
     assert abs(peak_frequency(audio.samples) - TONE_HZ) < 2.0
 
@@ -273,7 +272,7 @@ def test_the_duration_cap_stops_decoding_early() -> None:
             yielded += 1
     assert (caught.value.code, caught.value.status) == ("audio_too_long", 422)
     assert yielded <= 5  # 1-s chunks: nothing past the cap was handed out
-    assert source.bytes_read < len(data) / 2  # and most of the file was never even read
+    assert 0 < source.bytes_read < len(data) / 2  # and most of the file was never even read
 
 
 def test_decode_applies_the_cap_too() -> None:
@@ -299,7 +298,9 @@ def test_the_cap_ignores_what_the_header_claims() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def wav_bytes(rate: int, channels: int, *, data: bytes = bytes(200), bits: int = 16, claimed_data_bytes: int | None = None) -> bytes:
+def wav_bytes(
+    rate: int, channels: int, *, data: bytes = bytes(200), bits: int = 16, claimed_data_bytes: int | None = None
+) -> bytes:
     """A hand-made canonical WAV (PCM) header + data: for headers no encoder would write."""
     block = channels * bits // 8
     fmt = (1).to_bytes(2, "little") + channels.to_bytes(2, "little") + rate.to_bytes(4, "little")
@@ -401,7 +402,8 @@ def test_limits_at_the_edges_are_accepted() -> None:
     assert decode_bytes(wav_bytes(MAX_SOURCE_RATE_HZ, 1)).source_sample_rate == MAX_SOURCE_RATE_HZ
     audio = decode_bytes(encode_audio(noise(0.2, 44_100, seed=0, channels=32), 44_100, "wav"))
     assert audio.source_channels == 32 and np.isfinite(audio.samples).all()
-    assert decode_bytes(encode_audio(noise(0.1, 8_000, seed=0, channels=MAX_CHANNELS), 8_000, "wav")).source_channels == 64
+    widest = encode_audio(noise(0.1, 8_000, seed=0, channels=MAX_CHANNELS), 8_000, "wav")
+    assert decode_bytes(widest).source_channels == MAX_CHANNELS
 
 
 def test_a_one_sample_file_decodes_to_one_sample() -> None:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from service.config import Settings
-from tests.live_server import REPO_ROOT, live_server, server_settings
+from live_server import REPO_ROOT, live_server, server_settings
 
 README = (REPO_ROOT / "README.md").read_text()
 README_URL = "http://127.0.0.1:8000"
