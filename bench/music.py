@@ -18,7 +18,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
 PACKAGE = "lincity-ng-data"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,13 +123,6 @@ def cut_clip(path: Path, offset_seconds: float, seconds: float) -> bytes:
                 packet.stream = out_stream
                 out.mux(packet)
     return out_buf.getvalue()
-
-
-def decode_pcm(path: Path) -> np.ndarray:
-    """Whole file → float32 mono at its own rate (used to cut PCM-free clips only in tests of this module)."""
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray().astype(np.float32) for f in container.decode(audio=0)]
-    return np.concatenate(frames, axis=-1).mean(axis=0)
 
 
 if __name__ == "__main__":

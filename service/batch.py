@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,13 +31,28 @@ class DeadlineExceeded(Exception):
 
 @dataclass(eq=False)
 class Job:
-    patches: np.ndarray  # [n, patch_samples]
-    results: dict[str, np.ndarray]
+    """One request's patches. They may keep arriving (decoding overlaps inference) until ``close``."""
+
     future: asyncio.Future
     submitted_at: float  # time.monotonic()
+    patches: list[np.ndarray | None] = field(default_factory=list)  # None once computed
+    rows: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
+    on_patch_done: Callable[[], None] | None = None  # lets a producer keep a bounded number of patches ahead
     next_patch: int = 0
     completed: int = 0
+    closed: bool = False
     abandoned: bool = False
+    in_rotation: bool = False  # in the batcher's round-robin deque
+
+    @property
+    def unscheduled(self) -> int:
+        return len(self.patches) - self.next_patch
+
+    def finished(self) -> bool:
+        return self.closed and self.completed == len(self.patches)
+
+    def results(self) -> dict[str, np.ndarray]:
+        return {name: np.stack(rows) for name, rows in self.rows.items()}
 
 
 @dataclass
@@ -47,11 +63,10 @@ class BatchRecord:
 
 
 class Batcher:
-    def __init__(self, runner: Runner, *, model: str, output_dims: dict[str, int], max_batch: int,
+    def __init__(self, runner: Runner, *, model: str, max_batch: int,
                  max_wait_seconds: float, max_queue_patches: int, history: int = 256) -> None:
         self.runner = runner
         self.model = model
-        self.output_dims = output_dims
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
         self.max_queue_patches = max_queue_patches
@@ -75,39 +90,65 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, patches: np.ndarray, timeout_seconds: float) -> dict[str, np.ndarray]:
-        """Outputs for every patch, in order; raises Overloaded or DeadlineExceeded."""
-        n = len(patches)
-        # A request larger than the whole queue is still admitted when the queue is empty, so no track that
-        # passed the duration limit is refused forever.
-        if self._queued > 0 and self._queued + n > self.max_queue_patches:
+    def open_job(self) -> Job:
+        """A job to ``add`` patches to as they are decoded; raises Overloaded when the queue is already full."""
+        if self._queued >= self.max_queue_patches:
             raise Overloaded(f"{self._queued} patches already queued for {self.model}")
-        job = Job(
-            patches=patches,
-            results={name: np.empty((n, self.output_dims[name]), np.float32) for name in SERVED_OUTPUTS},
-            future=asyncio.get_running_loop().create_future(),
-            submitted_at=time.monotonic(),
-        )
-        self._enqueue(job)
+        job = Job(future=asyncio.get_running_loop().create_future(), submitted_at=time.monotonic())
+        job.rows = {name: [] for name in SERVED_OUTPUTS}
+        return job
+
+    def add_patch(self, job: Job, patch: np.ndarray) -> None:
+        if job.abandoned or job.future.done():
+            return
+        job.patches.append(patch)
+        for rows in job.rows.values():
+            rows.append(None)
+        self._queued += 1
+        if not job.in_rotation:
+            job.in_rotation = True
+            self._jobs.append(job)
+        metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
+        self._arrived.set()
+
+    def close_job(self, job: Job) -> None:
+        """No more patches will come; the job completes when the added ones are computed."""
+        job.closed = True
+        if job.finished() and not job.future.done():
+            job.future.set_result(job.results())
+
+    def fail_job(self, job: Job, error: BaseException) -> None:
+        if not job.future.done():
+            job.future.set_exception(error)
+        self.abandon(job)
+
+    async def wait_for(self, job: Job, timeout_seconds: float) -> dict[str, np.ndarray]:
+        """Outputs for every patch of a closed job, in order; raises DeadlineExceeded past the timeout."""
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(timeout_seconds, 0.0))
         except TimeoutError:
             raise DeadlineExceeded(f"deadline of {timeout_seconds:.1f} s passed") from None
         finally:
-            self._abandon(job)
+            self.abandon(job)
 
-    def _enqueue(self, job: Job) -> None:
-        self._jobs.append(job)
-        self._queued += len(job.patches)
-        metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
-        self._arrived.set()
+    async def submit(self, patches: np.ndarray, timeout_seconds: float) -> dict[str, np.ndarray]:
+        """All patches at once. A request larger than the whole queue is still admitted when the queue is
+        empty, so no track that passed the duration limit is refused forever."""
+        if self._queued > 0 and self._queued + len(patches) > self.max_queue_patches:
+            raise Overloaded(f"{self._queued} patches already queued for {self.model}")
+        job = Job(future=asyncio.get_running_loop().create_future(), submitted_at=time.monotonic())
+        job.rows = {name: [] for name in SERVED_OUTPUTS}
+        for patch in patches:
+            self.add_patch(job, patch)
+        self.close_job(job)
+        return await self.wait_for(job, timeout_seconds)
 
-    def _abandon(self, job: Job) -> None:
+    def abandon(self, job: Job) -> None:
         """Drop whatever of a finished, failed, timed-out or cancelled job is still queued."""
         if job.abandoned:
             return
         job.abandoned = True
-        self._queued -= len(job.patches) - job.next_patch
+        self._queued -= job.unscheduled
         job.next_patch = len(job.patches)
         metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
 
@@ -116,13 +157,16 @@ class Batcher:
         picks: list[tuple[Job, int]] = []
         while self._jobs and len(picks) < self.max_batch:
             job = self._jobs.popleft()
-            if job.abandoned or job.next_patch >= len(job.patches):
+            if job.abandoned or job.unscheduled == 0:
+                job.in_rotation = False  # re-enters the rotation when its next patch is added
                 continue
             picks.append((job, job.next_patch))
             job.next_patch += 1
             self._queued -= 1
-            if job.next_patch < len(job.patches):
+            if job.unscheduled > 0:
                 self._jobs.append(job)
+            else:
+                job.in_rotation = False
         metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
         return picks
 
@@ -176,7 +220,10 @@ class Batcher:
             if job.future.done():
                 continue
             for name, values in outputs.items():
-                job.results[name][index] = values[row]
+                job.rows[name][index] = values[row]
+            job.patches[index] = None  # computed: the job no longer holds its samples
+            if job.on_patch_done is not None:
+                job.on_patch_done()
             job.completed += 1
-            if job.completed == len(job.patches):
-                job.future.set_result(job.results)
+            if job.finished():
+                job.future.set_result(job.results())

@@ -75,3 +75,60 @@ def patch_track(samples: np.ndarray, geometry: PatchGeometry, hop_frames: int) -
     padded[context : context + len(samples)] = samples
     windows = np.lib.stride_tricks.sliding_window_view(padded, geometry.patch_samples)
     return windows[:: hop_frames * geometry.frame_hop][: len(starts)]
+
+
+class StreamingPatcher:
+    """``patch_track`` for a track that arrives in chunks: full patches are emitted as soon as their samples are in.
+
+    ``push`` returns the patches completed by a chunk; ``finish`` the tail (and the repeat-padded single patch of
+    a track shorter than one patch). Together they equal ``patch_track`` of the whole track, patch for patch.
+    Memory: one patch plus one chunk, whatever the track's length.
+    """
+
+    def __init__(self, geometry: PatchGeometry, hop_frames: int) -> None:
+        self.geometry = geometry
+        self.hop_samples = hop_frames * geometry.frame_hop
+        self.hop_frames = hop_frames
+        self.num_samples = 0  # track samples received
+        self.emitted = 0  # patches emitted so far
+        self._buffer = np.zeros(geometry.context_samples, np.float32)  # padded track from _buffer_start on
+        self._buffer_start = 0  # padded-sample index of _buffer[0]
+        self._head: list[np.ndarray] = []  # the first covered_samples of the track, kept for repeat-padding
+
+    def _next_start(self) -> int:
+        return self.emitted * self.hop_samples
+
+    def _take_ready(self) -> list[np.ndarray]:
+        ready = []
+        size = self.geometry.patch_samples
+        while self._next_start() + size <= self._buffer_start + len(self._buffer):
+            offset = self._next_start() - self._buffer_start
+            ready.append(self._buffer[offset : offset + size].copy())
+            self.emitted += 1
+        drop = min(self._next_start() - self._buffer_start, len(self._buffer))
+        if drop > 0:
+            self._buffer = self._buffer[drop:]
+            self._buffer_start += drop
+        return ready
+
+    def push(self, chunk: np.ndarray) -> list[np.ndarray]:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if self.num_samples < self.geometry.covered_samples:
+            self._head.append(chunk[: self.geometry.covered_samples - self.num_samples].copy())
+        self.num_samples += len(chunk)
+        self._buffer = np.concatenate([self._buffer, chunk])
+        return self._take_ready()
+
+    def finish(self) -> list[np.ndarray]:
+        if self.num_samples == 0:
+            raise ValueError("cannot patch an empty track")
+        if self.num_samples < self.geometry.covered_samples:
+            return list(patch_track(np.concatenate(self._head), self.geometry, self.hop_frames))
+        total = len(patch_starts(self.num_samples, self.geometry, self.hop_frames))
+        end = (total - 1) * self.hop_samples + self.geometry.patch_samples  # padded end of the last kept patch
+        missing = end - (self._buffer_start + len(self._buffer))
+        if missing > 0:  # the zeros a centred STFT pads the track's end with
+            self._buffer = np.concatenate([self._buffer, np.zeros(missing, np.float32)])
+        tail = self._take_ready()
+        assert self.emitted == total, (self.emitted, total)  # every patch emitted while streaming is kept
+        return tail

@@ -71,3 +71,30 @@ def test_frame_count_is_that_of_a_centred_stft():
 def test_an_empty_track_cannot_be_patched():
     with pytest.raises(ValueError):
         patch_track(np.zeros(0, np.float32), GEOMETRY, 187)
+
+
+@pytest.mark.parametrize("hop_frames", [187, 94, 31, 400])
+@pytest.mark.parametrize("seconds", [1.1, 2.99, 3.0, 4.5, 4.6, 7.0, 31.3])
+@pytest.mark.parametrize("chunk_samples", [1000, 48_128, 160_000])
+def test_streaming_patches_equal_patching_the_whole_track(hop_frames, seconds, chunk_samples):
+    from service.patch import StreamingPatcher
+
+    track = np.random.default_rng(0).standard_normal(int(seconds * 16_000)).astype(np.float32)
+    patcher = StreamingPatcher(GEOMETRY, hop_frames)
+    streamed = []
+    for start in range(0, len(track), chunk_samples):
+        streamed += patcher.push(track[start : start + chunk_samples])
+    streamed += patcher.finish()
+    expected = patch_track(track, GEOMETRY, hop_frames)
+    assert len(streamed) == len(expected)
+    for a, b in zip(streamed, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_streaming_emits_each_patch_as_soon_as_its_samples_arrived():
+    from service.patch import StreamingPatcher
+
+    patcher = StreamingPatcher(GEOMETRY, 187)
+    assert patcher.push(np.ones(COVERED - 1, np.float32)) == []
+    assert len(patcher.push(np.ones(1, np.float32))) == 1  # 256 context + 47 872 track samples = one patch
+    assert len(patcher.push(np.ones(COVERED, np.float32))) == 1
