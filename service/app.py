@@ -89,8 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for name, model in state.models.items():
             await asyncio.to_thread(model.runner.warm_up, model.manifest.patch_samples)
             max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
-            batcher = Batcher(model.runner, model=name, output_dims={"tags": len(model.manifest.labels),
-                              "embedding": model.manifest.embedding_dim}, max_batch=max_batch,
+            batcher = Batcher(model.runner, model=name, max_batch=max_batch,
                               max_wait_seconds=settings.max_batch_wait_ms / 1000, max_queue_patches=settings.max_queue_patches)
             batcher.start()
             state.batchers[name] = batcher
@@ -113,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.taggram = state
     install_error_handlers(app)
+    app.add_middleware(CloseUnreadBodyMiddleware)
     app.add_middleware(MetricsMiddleware)
     declare_routes(app, state)
     return app
@@ -170,6 +170,37 @@ class MetricsMiddleware:
             metrics.IN_FLIGHT.dec()
             metrics.REQUESTS.labels(endpoint, str(status["code"])).inc()
             metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+
+
+class CloseUnreadBodyMiddleware:
+    """A response sent before the request body was fully read (413, 401, 503, 415, ...) closes the connection.
+
+    Otherwise the server, keeping the connection alive, would go on receiving and discarding the rest of the
+    body (uvicorn does), so a client could stream an endless upload through one refused request.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        body = {"pending": b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")}
+
+        async def receive_tracking():
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body["pending"] = False
+            return message
+
+        async def send_closing(message) -> None:
+            if message["type"] == "http.response.start" and body["pending"]:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive_tracking, send_closing)
 
 
 # ---- routes ----------------------------------------------------------------------------------------------------
