@@ -136,9 +136,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hits", type=int, default=5, help="identical requests after the miss (median reported)")
     parser.add_argument("--backends", default="memory,redis", help="comma-separated: memory, redis")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="its database is FLUSHED first")
-    parser.add_argument("--model", default=common.DEFAULT_MODEL)
-    parser.add_argument("--port", type=int, default=0, help="service port (0 = a free one)")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    common.add_service_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -6,6 +6,7 @@ between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``, replacing
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import importlib.metadata
@@ -46,6 +47,13 @@ below is rewritten by its script; the command line, date, machine and package ve
 
 
 # ---- machine ----------------------------------------------------------------------------------------------------
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark that starts the service shares."""
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--port", type=int, default=0, help="service port (0 = a free one)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
 
 
 def cpu_model() -> str:

@@ -163,9 +163,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="client timeout per request (s)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="service setting for the run, e.g. --set intra_op_threads=1 (→ TAGGRAM_INTRA_OP_THREADS)")
-    parser.add_argument("--model", default=common.DEFAULT_MODEL)
-    parser.add_argument("--port", type=int, default=0, help="service port (0 = a free one)")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    common.add_service_arguments(parser)
     return parser.parse_args(argv)
 
 

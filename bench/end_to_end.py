@@ -325,9 +325,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=0.0, help="cut each track to its first N s (0 = full)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the tracks; the best round counts")
     parser.add_argument("--batch", type=int, default=16, help="patches per inference batch (paths 1, 2, 4)")
-    parser.add_argument("--model", default=common.DEFAULT_MODEL)
-    parser.add_argument("--port", type=int, default=0, help="service port (0 = a free one)")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    common.add_service_arguments(parser)
     return parser.parse_args(argv)
 
 

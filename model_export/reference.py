@@ -23,7 +23,6 @@ The loud synthetic clips are here to catch exactly that.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from model_export.source import sha256_file
 
 # --- musicnn's signal processing (musicnn/configuration.py, each model's config.json) ---
 SAMPLE_RATE = 16_000  # Hz
@@ -202,14 +203,6 @@ def middle_excerpt_start(track_samples: int, n_samples: int) -> int:
     if track_samples < n_samples:
         raise ValueError(f"track has {track_samples} samples, excerpt needs {n_samples}")
     return (track_samples - n_samples) // 2
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the Debian package holding the music ---
