@@ -16,7 +16,7 @@ from model_export.checkpoint import read_checkpoint
 from model_export.tagger import MODELS, ModelSpec, build_tagger
 
 MANIFEST_FORMAT = 1
-EXPORT_REVISION = 1  # bump when the export changes in a way the source digest below would not show
+EXPORT_REVISION = 2  # bump when the export changes in a way the source digest below would not show
 OPSET = 18
 # Every op type the exported graphs may contain: all have CUDA EP kernels (no STFT/DFT, no control flow).
 ALLOWED_OPS = frozenset({
@@ -63,6 +63,17 @@ def is_up_to_date(onnx_path: Path, manifest_path: Path, key: str) -> bool:
     return manifest.get("build_key") == key and manifest["onnx"]["sha256"] == source.sha256_file(onnx_path)
 
 
+def strip_debug_metadata(model):
+    """Drop the exporter's per-node debug notes (stack traces with absolute source paths, FX node dumps): they
+    would make the bytes, and so the onnx sha256 and every cache key, depend on where the repo is checked out."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    for function in model.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+    return model
+
+
 def export_onnx(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
     """The tagger as ONNX bytes with a dynamic batch axis, checked with full shape inference."""
     import onnx
@@ -75,7 +86,7 @@ def export_onnx(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
         dynamic_shapes={"waveform": {0: torch.export.Dim("batch")}}, opset_version=OPSET, dynamo=True,
         optimize=True, verbose=False,
     )
-    model = program.model_proto
+    model = strip_debug_metadata(program.model_proto)
     model.doc_string = f"{spec.name}: musicnn {spec.folder} with its log-mel frontend in the graph"
     model.producer_name, model.producer_version = "taggram.model_export", str(EXPORT_REVISION)
     onnx.checker.check_model(model, full_check=True)
