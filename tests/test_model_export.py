@@ -514,3 +514,10 @@ def test_an_unknown_extra_weight_is_reported_but_extra_optimizer_state_is_ignore
     with pytest.raises(ValueError, match="dense_9/kernel"):
         build_tagger(MODELS[name], {**tensors, "dense_9/kernel": extra})
     build_tagger(MODELS[name], {**tensors, "dense_9/kernel/Adam": extra, "dense_9/kernel/Adam_1": extra})
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_built_graphs_do_not_depend_on_where_the_repo_is_checked_out(models_dir, name):
+    data = (models_dir / f"{name}.onnx").read_bytes()
+    assert str(REPO_ROOT).encode() not in data and b"stack_trace" not in data
+    assert all(not node.metadata_props for node in onnx.load_from_string(data).graph.node)
