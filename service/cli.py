@@ -4,27 +4,67 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
 
 from service.config import Settings
 from service.manifest import ModelFileError
+
+log = logging.getLogger("taggram")
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with the shutdown an orchestrator expects (see docs/reliability.md, "Shutdown").
 
+    On SIGTERM or SIGINT, at once: ``on_stop()`` (the app's readiness turns false, so /readyz answers 503).
+    On SIGTERM only, the server then keeps accepting and serving for ``drain_seconds`` while load balancers
+    notice the failing readiness and stop routing here. Then uvicorn's graceful shutdown: the listening socket
+    closes (new connections are refused), in-flight requests get up to ``timeout_graceful_shutdown`` to finish,
+    the app shuts down. A second signal cuts the drain short; a second SIGINT forces the exit (uvicorn's rule).
+
+    Unlike plain uvicorn, the signal is not re-raised after the shutdown: a requested, completed shutdown exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], None], drain_seconds: float) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop
+        self.drain_seconds = drain_seconds
+        self.drain_until: float | None = None  # monotonic time at which the drain ends
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal handler: only flag-setting here, the main loop's tick (every 0.1 s) acts on it.
+        self.on_stop()
+        if sig == signal.SIGTERM and self.drain_seconds > 0 and self.drain_until is None and not self.should_exit:
+            self.drain_until = time.monotonic() + self.drain_seconds
+            return
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(settings: Settings) -> int:
     from service.app import create_app
 
     try:
         app = create_app(settings)
     except ModelFileError as error:
-        logging.getLogger("taggram").error("cannot start: %s", error)
+        log.error("cannot start: %s", error)
         return 2
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -33,6 +73,15 @@ def serve(settings: Settings) -> int:
         proxy_headers=True,
         access_log=False,  # request counts and latencies are in /metrics; access logs would only repeat them
     )
+    state = app.state.taggram
+
+    def on_stop() -> None:
+        state.ready = False
+
+    server = DrainingServer(config, on_stop=on_stop, drain_seconds=settings.shutdown_drain_seconds)
+    server.run()
+    if not server.started:  # uvicorn could not start (port taken, application startup failed); it logged why
+        return 3
     return 0
 
 
@@ -40,11 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taggram", description="Music tagging service")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP API (configuration: TAGGRAM_* environment variables)")
-    args = parser.parse_args(argv)
+    # backfill parses its own arguments (service/backfill.py): everything after the word goes to it, -h included.
+    commands.add_parser("backfill", add_help=False, help="tag a catalog offline into Parquet (taggram backfill -h)")
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "backfill":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = Settings()
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "backfill":
+        from service.backfill import main as backfill
+
+        return backfill(rest)
     return 1
 
 

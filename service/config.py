@@ -9,6 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 
+# Request parameters the API (and the backfill, which mirrors it) accepts.
+MIN_HOP_SECONDS = 0.5  # 6× the patches of the default hop: the most work one request may ask for per second
+MAX_HOP_SECONDS = 30.0
+MAX_K = 50
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGGRAM_", frozen=True)
@@ -42,4 +47,5 @@ class Settings(BaseSettings):
 
     api_key: str | None = Field(None, description="If set, every endpoint but health/metrics needs 'Authorization: Bearer <key>'")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="Time to drain in-flight requests on SIGTERM")
+    shutdown_drain_seconds: float = Field(0.0, ge=0, description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes (load balancers stop routing here meanwhile)")
     log_level: str = Field("info", description="Python logging level")

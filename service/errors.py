@@ -38,6 +38,10 @@ def body_too_large(limit: int) -> Problem:
     return Problem(413, "body_too_large", f"the request body exceeds the limit of {limit} bytes")
 
 
+def empty_body() -> Problem:
+    return Problem(422, "empty_body", "the request carried no audio bytes")
+
+
 def unsupported_media_type(content_type: str) -> Problem:
     return Problem(415, "unsupported_media_type",
                    f"Content-Type {content_type!r} is not accepted: send the audio as multipart/form-data in a "

@@ -59,6 +59,9 @@ def load_runner(path: Path, device: str, intra_op_threads: int, cuda_batch_sizes
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The memory-pattern planner keeps an arena per input shape; off, the same batches use ~40% less memory
+    # (batch 16: 916 → 571 MB) at the same speed (measured with bench/backfill.py).
+    options.enable_mem_pattern = False
     providers = choose_providers(device)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

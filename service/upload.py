@@ -15,7 +15,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import Problem, body_too_large, unsupported_media_type
+from service.errors import Problem, body_too_large, empty_body, unsupported_media_type
 
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and small extra fields around the file
@@ -138,7 +138,7 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         raise
     if sink.size == 0:
         sink.file.close()
-        raise Problem(422, "empty_body", "the request carried no audio bytes")
+        raise empty_body()
     return sink.finish()
 
 
