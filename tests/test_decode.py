@@ -500,3 +500,99 @@ def mutated_seed_files(draw) -> bytes:
 @given(mutated_seed_files())
 def test_mutated_real_files_never_escape(data: bytes) -> None:
     assert_clean_result_or_decode_error(data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Property, extended: header fields chosen by hypothesis, and seeds in the other allowed containers
+# ---------------------------------------------------------------------------------------------------------------
+
+_U16, _U32 = 0xFFFF, 0xFFFF_FFFF
+
+
+@st.composite
+def wav_with_arbitrary_header_fields(draw) -> bytes:
+    """A RIFF/WAVE file whose format tag, channel count, rate, bit depth and sizes are anything at all.
+
+    Mutating real files rarely produces e.g. 40 000 channels with a plausible layout around them; building the
+    header field by field reaches every check of rate, channels and sample format, and every overflow in between.
+    """
+    format_tag = draw(st.sampled_from([0, 1, 2, 3, 6, 7, 0x11, 0x55, 0xFFFE, 0xFFFF]))
+    channels = draw(st.one_of(st.integers(0, 70), st.integers(0, _U16)))
+    rate = draw(st.one_of(st.sampled_from([0, 1, MIN_SOURCE_RATE_HZ - 1, MIN_SOURCE_RATE_HZ, 44_100,
+                                           MAX_SOURCE_RATE_HZ, MAX_SOURCE_RATE_HZ + 1]), st.integers(0, _U32)))
+    bits = draw(st.sampled_from([0, 1, 4, 8, 12, 16, 20, 24, 32, 64, 128, _U16]))
+    block = draw(st.one_of(st.just(channels * bits // 8 & _U16), st.integers(0, _U16)))
+    byte_rate = draw(st.one_of(st.just(rate * block & _U32), st.integers(0, _U32)))
+    data = draw(st.binary(max_size=4096))
+    data_size = draw(st.one_of(st.just(len(data)), st.integers(0, _U32)))
+    fmt = b"".join(v.to_bytes(n, "little") for v, n in
+                   ((format_tag, 2), (channels, 2), (rate, 4), (byte_rate, 4), (block, 2), (bits, 2)))
+    if format_tag == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: cbSize, valid bits, channel mask, sub-format GUID
+        fmt += (22).to_bytes(2, "little") + draw(st.binary(min_size=22, max_size=22))
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + data_size.to_bytes(4, "little") + data
+    riff_size = draw(st.one_of(st.just(len(body)), st.integers(0, _U32)))
+    return b"RIFF" + riff_size.to_bytes(4, "little") + body
+
+
+@PROPERTY_SETTINGS
+@given(wav_with_arbitrary_header_fields())
+def test_wav_headers_with_arbitrary_fields_never_escape(data: bytes) -> None:
+    assert_clean_result_or_decode_error(data)
+
+
+def _pyav_seed(container: str, codec: str, sample_format: str) -> bytes:
+    signal = chord((440, 660), 0.3, 22_050, channels=2)
+    data = signal if sample_format.endswith("p") else np.ascontiguousarray(signal.T).reshape(1, -1)
+    if sample_format == "s16":
+        data = np.round(data * 32767).astype(np.int16)
+    out = io.BytesIO()
+    import av
+
+    with av.open(out, "w", format=container) as c:
+        stream = c.add_stream(codec, rate=22_050, layout="stereo")
+        stream.codec_context.format = sample_format
+        frame = av.AudioFrame.from_ndarray(data, sample_format, "stereo")
+        frame.sample_rate, frame.pts = 22_050, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            c.mux(packet)
+    return out.getvalue()
+
+
+@cache
+def other_container_seeds() -> tuple[bytes, ...]:
+    """The allowed demuxers the seeds above do not exercise: aiff, caf, w64, matroska, aac (ADTS)."""
+    return (_pyav_seed("aiff", "pcm_s16be", "s16"), _pyav_seed("caf", "pcm_s16le", "s16"),
+            _pyav_seed("w64", "pcm_s16le", "s16"), _pyav_seed("matroska", "flac", "s16"),
+            _pyav_seed("adts", "aac", "fltp"))
+
+
+def test_the_other_container_seeds_decode_when_intact() -> None:
+    assert [decode_bytes(data).codec for data in other_container_seeds()] == [
+        "pcm_s16be", "pcm_s16le", "pcm_s16le", "flac", "aac"]
+
+
+@st.composite
+def mutated_other_container_files(draw) -> bytes:
+    data = bytearray(draw(st.sampled_from(other_container_seeds())))
+    for _ in range(draw(st.integers(1, 8))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        kind = draw(st.sampled_from(["flip", "header", "delete", "insert", "truncate"]))
+        if kind == "flip":
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "header":
+            data[at % 96] = draw(st.integers(0, 255))
+        elif kind == "delete":
+            del data[at : at + draw(st.integers(1, 256))]
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=64))
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@PROPERTY_SETTINGS
+@given(mutated_other_container_files())
+def test_mutated_files_in_the_other_allowed_containers_never_escape(data: bytes) -> None:
+    assert_clean_result_or_decode_error(data)
