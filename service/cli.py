@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.config import Settings
 from service.manifest import ModelFileError
@@ -23,7 +24,7 @@ def configure_logging(level: str) -> None:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server with the shutdown an orchestrator expects (see docs/reliability.md, "Shutdown").
+    """uvicorn's server with the shutdown an orchestrator expects (docs/reliability.md, "SIGTERM under load").
 
     On SIGTERM or SIGINT, at once: ``on_stop()`` (the app's readiness turns false, so /readyz answers 503).
     On SIGTERM only, the server then keeps accepting and serving for ``drain_seconds`` while load balancers
@@ -94,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "backfill":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        configure_logging("info")
+        problems = "; ".join(f"TAGGRAM_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        log.error("cannot start: invalid settings: %s", problems)
+        return 2
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -49,3 +49,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="Time to drain in-flight requests on SIGTERM")
     shutdown_drain_seconds: float = Field(0.0, ge=0, description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes (load balancers stop routing here meanwhile)")
     log_level: str = Field("info", description="Python logging level")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url

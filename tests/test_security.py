@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from fastapi.routing import APIRoute
 
 from service.app import CloseUnreadBodyMiddleware
 from tests.audio_factory import chord, encode_audio, noise
 from tests.live_server import live_server, server_settings
+from tests.peak_rss import PeakRss
 from tests.redis_support import private_redis_factory  # noqa: F401 (fixture)
 from tests.serve_process import ServeProcess
 
@@ -185,14 +184,14 @@ LINGER = CloseUnreadBodyMiddleware.LINGER_SECONDS
 def test_a_slow_chunked_upload_is_answered_413_at_the_limit_then_cut_and_memory_stays_flat(server):
     port = int(server.url.rsplit(":", 1)[1])
     limit = server.state.settings.max_upload_bytes  # 1 MB here; the client would send 64 MB
-    rss = psutil.Process().memory_info().rss
-    cut = stream_until_cut(port, chunked_head("/embed", f"Authorization: Bearer {API_KEY}\r\n"), 64 * limit)
-    growth_mb = (psutil.Process().memory_info().rss - rss) / 2**20
+    with PeakRss() as memory:
+        cut = stream_until_cut(port, chunked_head("/embed", f"Authorization: Bearer {API_KEY}\r\n"), 64 * limit)
+    growth_mb = memory.growth_mb
     assert cut.answer.startswith(b"HTTP/1.1 413 "), cut.answer[:200]
     assert b"connection: close" in cut.answer.lower()
     assert cut.cut_after is not None, f"never cut: {cut.sent} bytes sent"
     # Cut after the lingering close, not at the end of the 64 MB: bytes sent meanwhile were read and discarded.
-    assert cut.cut_after - cut.answered_after < LINGER + 1.0, cut
+    assert cut.cut_after - cut.answered_after < LINGER + 2.0, cut
     assert cut.sent < 32 * limit, cut.sent
     assert growth_mb < 20, growth_mb
 
@@ -202,7 +201,7 @@ def test_an_unauthenticated_upload_is_answered_401_then_cut(server):
     cut = stream_until_cut(port, chunked_head("/embed"), 64 * 2**20)
     assert cut.answer.startswith(b"HTTP/1.1 401 "), cut.answer[:200]
     assert b"connection: close" in cut.answer.lower()
-    assert cut.cut_after is not None and cut.cut_after - cut.answered_after < LINGER + 1.0, cut
+    assert cut.cut_after is not None and cut.cut_after - cut.answered_after < LINGER + 2.0, cut
 
 
 # ---- API key ----------------------------------------------------------------------------------------------------
@@ -221,7 +220,6 @@ def test_every_route_but_health_readiness_metrics_and_the_api_description_needs_
                 assert response.status_code == 401, (method, path, response.status_code)
                 assert response.json()["code"] == "unauthorized"
                 assert API_KEY not in response.text
-    assert all(isinstance(r, APIRoute) for r in server.app.routes if getattr(r, "path", "") in {"/embed", "/models"})
 
 
 # ---- Redis with a password over TLS, through the app -------------------------------------------------------------

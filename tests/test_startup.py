@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from service.taxonomy import SHIPPED_DIR
+from tests.redis_support import free_port
 from tests.serve_process import ServeProcess, clean_env, taggram_executable
 
 MODEL = "msd-musicnn"
@@ -128,8 +129,6 @@ def port_is_closed(port: int) -> bool:
 
 @pytest.mark.parametrize("case", list(BREAKERS))
 def test_a_broken_model_file_stops_the_start_with_one_error_line_naming_it(tmp_path, models_dir, case):
-    from tests.redis_support import free_port
-
     models = copy_model(models_dir, tmp_path / "models")
     taxonomies = copy_taxonomy(tmp_path / "taxonomies")
     broken = BREAKERS[case](models, taxonomies)
@@ -138,7 +137,7 @@ def test_a_broken_model_file_stops_the_start_with_one_error_line_naming_it(tmp_p
     result = run_serve(models, taxonomies, port)
 
     output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    assert result.returncode == 2, output
     errors = [line for line in output.splitlines() if " ERROR " in line or line.startswith("ERROR")]
     assert len(errors) == 1, output
     assert str(broken) in errors[0], errors[0]
@@ -155,3 +154,11 @@ def test_the_same_folders_unbroken_start_and_serve(tmp_path, models_dir):
     with ServeProcess(models, tmp_path / "logs", TAGGRAM_TAXONOMY_DIR=str(taxonomies)) as proc:
         proc.wait_ready()
         assert " ERROR " not in proc.stderr()
+
+
+def test_an_invalid_setting_stops_the_start_with_one_line_naming_the_variable(models_dir):
+    env = clean_env() | {"TAGGRAM_MODELS_DIR": str(models_dir), "TAGGRAM_REDIS_URL": "http://127.0.0.1:6379/0"}
+    result = subprocess.run([taggram_executable(), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "TAGGRAM_REDIS_URL" in errors[0] and "Traceback" not in result.stderr
