@@ -143,8 +143,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    files = music_files(tuple(args.formats.split(",")))
-    files = files[: args.tracks] if args.tracks else files
+    files = music_files(tuple(args.formats.split(",")), limit=args.tracks)
     sections = []
     summary = []
     for backend in args.backends.split(","):

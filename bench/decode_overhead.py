@@ -3,11 +3,9 @@
 For each file, interleaved, best of ``--reps``:
 
 * **codec only** — PyAV demux + decode, frames dropped: the floor for any PyAV-based decoder;
-* **service.decode** — the service's decoder as it is (per FFmpeg frame: ``to_ndarray``, float conversion, channel
-  mean, two finiteness checks, one ``soxr`` stream call, rechunking);
-* **frames grouped** — the same functions (``to_float_planar``, ``mix_to_mono``, the service's soxr stream) applied
-  to groups of frames of ≥ ``--group-samples`` samples instead of to every frame; its output is checked to be
-  bit-identical to ``service.decode``'s. This is a prototype of the suggested fix, not service code;
+* **service.decode** — the service's decoder as it is (frames converted, mixed, checked and resampled in groups of
+  ``service.decode.GROUP_SAMPLES``, then rechunked). An earlier version of this script prototyped that grouping
+  against a per-frame decoder; the grouping is now the service's own;
 * **librosa.load** — ``librosa.load(path, sr=16000)`` (libsndfile for ogg/mp3, audioread + ffmpeg for m4a).
 
 Then a cProfile of ``service.decode`` on one file: the functions with the most own time.
@@ -44,42 +42,6 @@ def service(data: bytes) -> np.ndarray:
     return service_decode.decode(io.BytesIO(data), max_seconds=MAX_SECONDS).samples
 
 
-def grouped(data: bytes, group_samples: int) -> np.ndarray:
-    """service.decode's chain on groups of frames (single-rate streams only; enough for the measurement)."""
-    out: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
-    pending_samples = 0
-    resampler = None
-    fmt = channels = None
-
-    def flush() -> None:
-        nonlocal pending, pending_samples
-        if pending:
-            planar = service_decode.to_float_planar(np.concatenate(pending, axis=1), fmt, channels)
-            mono = service_decode.mix_to_mono(planar)
-            service_decode._check_finite(mono)
-            out.append(resampler.push(mono))
-        pending, pending_samples = [], 0
-
-    with av.open(io.BytesIO(data)) as container:
-        for frame in container.decode(container.streams.audio[0]):
-            if resampler is None:
-                resampler = service_decode._Resampler(frame.sample_rate)
-                fmt, channels = frame.format.name, frame.layout.nb_channels
-            elif frame.sample_rate != resampler.rate or frame.format.name != fmt:
-                raise RuntimeError("the prototype handles constant-format streams only")
-            array = frame.to_ndarray()
-            pending.append(array if fmt.endswith("p") else array.reshape(1, -1))
-            pending_samples += frame.samples
-            if pending_samples >= group_samples:
-                flush()
-    flush()
-    out.append(resampler.finish())
-    samples = np.concatenate(out)
-    service_decode._check_finite(samples)
-    return samples
-
-
 def librosa_load(path: Path) -> np.ndarray:
     import librosa
 
@@ -109,7 +71,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--formats", default="ogg,mp3,m4a")
     parser.add_argument("--tracks", type=int, default=0, help="use only the first N files (0 = all)")
     parser.add_argument("--reps", type=int, default=2, help="repetitions; the best counts")
-    parser.add_argument("--group-samples", type=int, default=65536, help="samples per frame group (prototype)")
     parser.add_argument("--no-librosa", action="store_true", help="skip librosa.load")
     parser.add_argument("--profile-top", type=int, default=12)
     parser.add_argument("--no-write", action="store_true")
@@ -119,12 +80,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    files = music_files(tuple(args.formats.split(",")))
-    files = files[: args.tracks] if args.tracks else files
+    files = music_files(tuple(args.formats.split(",")), limit=args.tracks)
     methods = {
         "codec only": lambda path, data: codec_only(data),
         "service.decode": lambda path, data: service(data),
-        "frames grouped": lambda path, data: grouped(data, args.group_samples),
     }
     if not args.no_librosa:
         methods["librosa.load"] = lambda path, data: librosa_load(path)
@@ -133,7 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     for index, path in enumerate(files):
         data = path.read_bytes()
         reference = service(data)  # also a warm-up
-        identical = np.array_equal(grouped(data, args.group_samples), reference)
         best = dict.fromkeys(names, float("inf"))
         for rep in range(args.reps):
             shift = (index + rep) % len(names)
@@ -145,11 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         audio += seconds
         for name in names:
             totals[name] += best[name]
-        rows.append([path.name, f"{seconds:.0f}", *(f"{best[n]:.2f}" for n in names),
-                     f"{best['service.decode'] / best['frames grouped']:.2f}×", "yes" if identical else "**NO**"])
+        rows.append([path.name, f"{seconds:.0f}", *(f"{best[n]:.2f}" for n in names)])
         print(f"{path.name}: " + ", ".join(f"{n} {best[n]:.2f} s" for n in names), file=sys.stderr)
-    rows.append(["**all**", f"{audio:.0f}", *(f"{totals[n]:.2f}" for n in names),
-                 f"{totals['service.decode'] / totals['frames grouped']:.2f}×", ""])
+    rows.append(["**all**", f"{audio:.0f}", *(f"{totals[n]:.2f}" for n in names)])
     speed = ", ".join(f"{n} {audio / totals[n]:.0f}×" for n in names)
     profiled = next((f for f in files if f.suffix == ".mp3"), files[0])
     text = "\n".join([
@@ -157,10 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *common.environment_lines(["bench.decode_overhead", *argv]),
         f"- input: {len(files)} full-length files ({args.formats}); seconds per file = best of {args.reps}, "
-        f"methods interleaved; frame groups of ≥ {args.group_samples} source samples",
+        "methods interleaved",
         "",
-        common.markdown_table(["file", "audio s", *(f"{n} s" for n in names), "service ÷ grouped",
-                               "grouped bit-identical"], rows),
+        common.markdown_table(["file", "audio s", *(f"{n} s" for n in names)], rows),
         "",
         f"- real-time factors over all files: {speed}",
         "",

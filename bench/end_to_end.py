@@ -14,9 +14,9 @@
    baseline pays for its mel once, in librosa. The brief's simpler alternative — librosa's preprocessing plus our
    whole graph (which computes the mel again) — is reported too, as "baseline (+ in-graph frontend)"; it is
    computed from the same run (librosa time + path 1's time on the same patches).
-5. **PROTOTYPE, not service code: path 2 with decoding overlapped with inference** — a thread decodes with
-   ``service.decode.iter_decoded`` while the main thread runs every batch whose patches are already complete
-   (same patches, same batches as path 2, checked): what streaming decode into the batcher could buy.
+5. **path 2 streamed** — as the service's pipeline does it: a thread decodes with ``service.decode.iter_decoded``
+   while the main thread cuts patches with ``service.patch.StreamingPatcher`` and runs every batch as soon as it is
+   full (same patches, same batches as path 2, checked): what overlapping decoding with inference buys.
 
 Every path processes the same patches (same count per track), so patches/s compare directly. Paths are
 interleaved track by track (the order rotates), so load from other work on the machine hits all of them alike,
@@ -46,7 +46,7 @@ from bench import common
 from bench.music import cut_clip, music_files
 from service.decode import SAMPLE_RATE, decode, iter_decoded
 from service.manifest import load_manifest
-from service.patch import PatchGeometry, patch_starts, patch_track
+from service.patch import PatchGeometry, StreamingPatcher, patch_starts, patch_track
 from service.run import load_runner
 
 SECTION = "end_to_end"
@@ -60,7 +60,7 @@ LABELS = {
     "http": "3. end to end over HTTP (`POST /taggram`, cache off)",
     "baseline": "4. librosa baseline (load + mel + network-only subgraph)",
     "baseline_full": "4b. librosa baseline (+ in-graph frontend, brief's variant)",
-    "overlap": "5. PROTOTYPE, not service code: 2. with decoding overlapped with inference",
+    "overlap": "5. path 2 streamed (decoding overlapped with inference, as the service)",
 }
 
 
@@ -115,10 +115,9 @@ class Bench:
         return ended - started, {"decode": decoded_at - started, "infer": ended - decoded_at}
 
     def run_overlap(self, track: Track) -> tuple[float, dict[str, float]]:
-        """Path 2 restructured: a thread decodes (``iter_decoded``, 10 s chunks) while this thread runs every batch
-        whose patches are complete; the last patches (zero-padded at the end) are cut once decoding has finished.
-        Same patches, same batches of ``--batch`` as path 2; a sketch of what streaming decode into the batcher
-        would buy, not a proposal for the code itself."""
+        """Path 2 streamed, as the service's pipeline does it: a thread decodes (``iter_decoded``) while this thread
+        cuts patches with the service's ``StreamingPatcher`` and runs every batch as soon as it is full. Same patches,
+        same batches of ``--batch`` as path 2."""
         started = time.perf_counter()
         chunks: queue.Queue = queue.Queue()
 
@@ -131,29 +130,23 @@ class Bench:
                 chunks.put(error)
 
         threading.Thread(target=produce, daemon=True).start()
-        hop = self.hop_frames * self.geometry.frame_hop
-        covered, context, size = self.geometry.covered_samples, self.geometry.context_samples, self.geometry.patch_samples
-        buffer = np.zeros(context + 60 * SAMPLE_RATE, np.float32)  # starts with the left context (zeros); grows
-        filled = context
-        done = 0
+        patcher = StreamingPatcher(self.geometry, self.hop_frames)
+        pending: list[np.ndarray] = []
+        computed = 0
         while (item := chunks.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            if filled + len(item) > len(buffer):
-                buffer = np.concatenate([buffer, np.zeros(max(len(buffer), len(item)), np.float32)])
-            buffer[filled : filled + len(item)] = item
-            filled += len(item)
-            track_samples = filled - context
-            ready = (track_samples - covered) // hop + 1 if track_samples >= covered else 0
-            while ready - done >= self.args.batch:  # patches fully inside the decoded prefix: final already
-                batch = np.stack([buffer[i * hop : i * hop + size] for i in range(done, done + self.args.batch)])
-                self.runner.run(batch)
-                done += self.args.batch
-        patches = patch_track(buffer[context:filled], self.geometry, self.hop_frames)
-        for start in range(done, len(patches), self.args.batch):
-            self.runner.run(np.stack(patches[start : start + self.args.batch]))
-        if len(patches) != track.patches:
-            raise RuntimeError(f"{track.path.name}: {len(patches)} patches, expected {track.patches}")
+            pending += patcher.push(item)
+            while len(pending) >= self.args.batch:
+                self.runner.run(np.stack(pending[: self.args.batch]))
+                computed += self.args.batch
+                del pending[: self.args.batch]
+        pending += patcher.finish()
+        for start in range(0, len(pending), self.args.batch):
+            self.runner.run(np.stack(pending[start : start + self.args.batch]))
+        computed += len(pending)
+        if computed != track.patches:
+            raise RuntimeError(f"{track.path.name}: {computed} patches, expected {track.patches}")
         return time.perf_counter() - started, {}
 
     def run_http(self, track: Track) -> tuple[float, dict[str, float]]:
@@ -209,7 +202,7 @@ def prepare(path: Path, data: bytes, bench: Bench, batch: int) -> Track:
 
 def load_tracks(args: argparse.Namespace, bench: Bench) -> list[Track]:
     tracks = []
-    for path in music_files(tuple(args.formats.split(","))):
+    for path in music_files(tuple(args.formats.split(",")), limit=args.tracks):
         if args.max_seconds:
             clip_path = common.REPO_ROOT / ".cache" / "bench-music" / "clips" / f"{path.stem}.{args.max_seconds:g}s{path.suffix}"
             if not clip_path.exists():
@@ -217,7 +210,7 @@ def load_tracks(args: argparse.Namespace, bench: Bench) -> list[Track]:
                 clip_path.write_bytes(cut_clip(path, 0.0, args.max_seconds))
             path = clip_path  # librosa must read the same bytes
         tracks.append(prepare(path, path.read_bytes(), bench, args.batch))
-    return tracks[: args.tracks] if args.tracks else tracks
+    return tracks
 
 
 def warm_up(bench: Bench, tracks: list[Track], args: argparse.Namespace) -> None:

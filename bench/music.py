@@ -69,8 +69,9 @@ def _transcode(source: Path, target: Path, fmt: str) -> None:
     partial.rename(target)
 
 
-def music_files(formats: tuple[str, ...] = ("ogg",)) -> list[Path]:
-    """Tracks in the given formats ("ogg" = the originals; "mp3"/"m4a" = transcodes made once)."""
+def music_files(formats: tuple[str, ...] = ("ogg",), limit: int = 0) -> list[Path]:
+    """Tracks in the given formats ("ogg" = the originals; "mp3"/"m4a" = transcodes made once); the first ``limit``
+    of them when it is not 0."""
     tracks = ensure_music()
     files: list[Path] = []
     for fmt in formats:
@@ -85,7 +86,7 @@ def music_files(formats: tuple[str, ...] = ("ogg",)) -> list[Path]:
             if not target.exists():
                 _transcode(track, target, fmt)
             files.append(target)
-    return files
+    return files[:limit] if limit else files
 
 
 def duration_seconds(path: Path) -> float:

@@ -253,8 +253,10 @@ def declare_routes(app: FastAPI, state: State) -> None:
         geometry = model.manifest.geometry
         hop_frames = geometry.hop_frames(hop)
         batcher = state.batchers[model.name]
-        if batcher.queued_patches >= batcher.max_queue_patches:  # refuse before reading a large body
-            raise overloaded(settings.retry_after_seconds, f"the {model.name} queue is full")
+        try:
+            batcher.admit()  # refuse before reading a large body
+        except Overloaded as error:
+            raise overloaded(settings.retry_after_seconds, str(error)) from None
         if state.in_flight >= settings.max_concurrent_analyses:
             raise overloaded(settings.retry_after_seconds, f"{state.in_flight} uploads are already being analysed")
         state.in_flight += 1

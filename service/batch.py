@@ -36,7 +36,7 @@ class Job:
     future: asyncio.Future
     submitted_at: float  # time.monotonic()
     patches: list[np.ndarray | None] = field(default_factory=list)  # None once computed
-    rows: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
+    rows: dict[str, list[np.ndarray | None]] = field(default_factory=lambda: {name: [] for name in SERVED_OUTPUTS})
     on_patch_done: Callable[[], None] | None = None  # lets a producer keep a bounded number of patches ahead
     next_patch: int = 0
     completed: int = 0
@@ -90,13 +90,15 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    def open_job(self) -> Job:
-        """A job to ``add`` patches to as they are decoded; raises Overloaded when the queue is already full."""
+    def admit(self) -> None:
+        """Raise Overloaded when the queue is full: checked before an upload is read, and again when it opens a job."""
         if self._queued >= self.max_queue_patches:
             raise Overloaded(f"{self._queued} patches already queued for {self.model}")
-        job = Job(future=asyncio.get_running_loop().create_future(), submitted_at=time.monotonic())
-        job.rows = {name: [] for name in SERVED_OUTPUTS}
-        return job
+
+    def open_job(self) -> Job:
+        """A job to ``add_patch`` to as patches are decoded; ``close_job`` when the last one is in."""
+        self.admit()
+        return Job(future=asyncio.get_running_loop().create_future(), submitted_at=time.monotonic())
 
     def add_patch(self, job: Job, patch: np.ndarray) -> None:
         if job.abandoned or job.future.done():
@@ -117,11 +119,6 @@ class Batcher:
         if job.finished() and not job.future.done():
             job.future.set_result(job.results())
 
-    def fail_job(self, job: Job, error: BaseException) -> None:
-        if not job.future.done():
-            job.future.set_exception(error)
-        self.abandon(job)
-
     async def wait_for(self, job: Job, timeout_seconds: float) -> dict[str, np.ndarray]:
         """Outputs for every patch of a closed job, in order; raises DeadlineExceeded past the timeout."""
         try:
@@ -130,18 +127,6 @@ class Batcher:
             raise DeadlineExceeded(f"deadline of {timeout_seconds:.1f} s passed") from None
         finally:
             self.abandon(job)
-
-    async def submit(self, patches: np.ndarray, timeout_seconds: float) -> dict[str, np.ndarray]:
-        """All patches at once. A request larger than the whole queue is still admitted when the queue is
-        empty, so no track that passed the duration limit is refused forever."""
-        if self._queued > 0 and self._queued + len(patches) > self.max_queue_patches:
-            raise Overloaded(f"{self._queued} patches already queued for {self.model}")
-        job = Job(future=asyncio.get_running_loop().create_future(), submitted_at=time.monotonic())
-        job.rows = {name: [] for name in SERVED_OUTPUTS}
-        for patch in patches:
-            self.add_patch(job, patch)
-        self.close_job(job)
-        return await self.wait_for(job, timeout_seconds)
 
     def abandon(self, job: Job) -> None:
         """Drop whatever of a finished, failed, timed-out or cancelled job is still queued."""

@@ -130,15 +130,14 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
                 sink.write(chunk)
         else:
             await _read_multipart(request, sink, body_limit)
-    except ClientDisconnect:
+        if sink.size == 0:
+            raise empty_body()
+    except BaseException as error:
         sink.file.close()
-        raise Problem(400, "client_disconnected", "the client closed the connection before the body was complete") from None
-    except BaseException:
-        sink.file.close()
+        if isinstance(error, ClientDisconnect):
+            raise Problem(400, "client_disconnected",
+                          "the client closed the connection before the body was complete") from None
         raise
-    if sink.size == 0:
-        sink.file.close()
-        raise empty_body()
     return sink.finish()
 
 

@@ -24,6 +24,8 @@ decode back to exactly the samples given, after 16/24/32-bit quantisation.
 * ``m4a``: PyAV's aac (FFmpeg's native AAC encoder) in an iPod/MP4 container, 1–2 channels, index (moov) at the end;
   the edit list makes decoders drop the encoder priming.
 * ``aac``: the same encoder as a raw ADTS stream (.aac): no gapless info, so the 1024-sample priming is decoded too.
+* ``caf``, ``w64`` (pcm_s16le) and ``mka`` (Matroska, flac): the remaining containers the decoder allows, in
+  ``CONTAINER_FORMATS`` rather than ``FORMATS``: seeds for malformed-input tests.
 
 Lossy encoders add priming/padding samples (mp3 ≈ one 1152-sample frame, aac 1024 + a partial frame); decoders
 remove part of it, so decoded lengths differ from the input by up to ~2 codec frames.
@@ -72,6 +74,12 @@ _PYAV_FORMATS = {
     "webm": _PyAVSpec("webm", "libopus", "flt", max_channels=2, rates=OPUS_RATES_HZ),
 }
 FORMATS = (*_PYAV_FORMATS, "ogg")
+# Further containers the decoder allows, for malformed-input seeds; not in FORMATS (no format-matrix test uses them).
+CONTAINER_FORMATS = {
+    "caf": _PyAVSpec("caf", "pcm_s16le", "s16"),
+    "w64": _PyAVSpec("w64", "pcm_s16le", "s16"),
+    "mka": _PyAVSpec("matroska", "flac", "s16", max_channels=8),
+}
 LOSSLESS_FORMATS = ("wav", "wav_s24", "wav_s32", "wav_f32", "flac", "aiff")
 
 
@@ -192,9 +200,9 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str, *, bit_rate: i
     if fmt == "ogg":
         return _encode_vorbis(samples, sample_rate)
     try:
-        spec = _PYAV_FORMATS[fmt]
+        spec = (_PYAV_FORMATS | CONTAINER_FORMATS)[fmt]
     except KeyError:
-        raise ValueError(f"unknown format {fmt!r}; known: {FORMATS}") from None
+        raise ValueError(f"unknown format {fmt!r}; known: {(*FORMATS, *CONTAINER_FORMATS)}") from None
     if spec.max_channels is not None and channels > spec.max_channels:
         raise ValueError(f"{fmt} is limited to {spec.max_channels} channels here, got {channels}")
     return _encode_pyav(samples, sample_rate, spec, bit_rate)
