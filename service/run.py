@@ -50,8 +50,10 @@ class Runner:
         outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
-    def warm_up(self, patch_samples: int) -> None:
-        for size in self.fixed_batch_sizes or (1,):
+    def warm_up(self, patch_samples: int, max_batch: int) -> None:
+        """Run every batch size the service will use (on CPU: the largest), so ONNX Runtime's memory arena reaches
+        its peak before the service reports ready rather than under load, whenever a larger batch first forms."""
+        for size in self.fixed_batch_sizes or (max_batch,):
             self.run(np.zeros((size, patch_samples), np.float32))
 
 
