@@ -32,10 +32,17 @@ import numpy as np
 
 from bench import common
 from bench.music import cut_clip, duration_seconds, music_files
+from service.config import Settings
+from service.run import usable_cpus
 
 SECTION = "concurrency"
 WARM_UP_REQUESTS = 2
 OFFSET_STEP_SECONDS = 1.37  # between clips of one track: not a multiple of any codec frame
+
+
+def default(setting: str) -> object:
+    """The service's default for ``setting`` (the bench's service ignores inherited TAGGRAM_* variables)."""
+    return Settings.model_fields[setting].default
 
 
 @dataclass
@@ -209,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
         *common.environment_lines(["bench.concurrency", *argv]),
         f"- input: distinct {args.clip_seconds:g} s clips (≈{patches_per_clip:.0f} patches each) cut from "
         f"{len(files)} files ({args.formats}); `POST {args.endpoint}`; service defaults (in-process cache, batch "
-        f"≤ 16 patches, 5 ms batch wait, 32 concurrent analyses, queue 4096 patches)"
+        f"≤ {default('max_batch_patches')} patches, {default('inference_workers') or usable_cpus()} inference workers, "
+        f"{default('max_batch_wait_ms'):g} ms batch wait, {default('max_concurrent_analyses')} concurrent analyses, "
+        f"queue {default('max_queue_patches')} patches)"
         f"{''.join(f', {k}={v}' for k, v in overrides.items())}; 503 → "
         f"{'immediate retry' if args.no_retry_wait else 'wait Retry-After, retry'} (≤ {args.max_retries}×)",
         "",

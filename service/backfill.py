@@ -810,7 +810,8 @@ class Backfill:
 
         o = self.options
         settings = Settings(models_dir=o.models_dir, models=o.model, default_model=o.model,
-                            taxonomy_dir=o.taxonomy_dir, device=o.device, intra_op_threads=o.intra_op_threads)
+                            taxonomy_dir=o.taxonomy_dir, device=o.device, intra_op_threads=o.intra_op_threads,
+                            inference_workers=1)  # one batch at a time: the decode workers keep it fed
         try:
             model = load_models(settings)[o.model]
         except (ModelFileError, RuntimeError) as error:
@@ -1044,23 +1045,22 @@ class _Loop:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def usable_cpus() -> int:
+def _usable_cpus() -> int:
     """CPUs this process may run on (in a container: the node's, whatever the CPU limit; pass the flags there)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 2
+    from service.run import usable_cpus  # imported here, not at the top: decode workers need no ONNX Runtime
+
+    return usable_cpus()
 
 
 def default_workers() -> int:
     """A quarter of the CPUs, at least one: decoding costs 15-35 CPU-s per audio hour, CPU inference ~80."""
-    return max(1, usable_cpus() // 4)
+    return max(1, _usable_cpus() // 4)
 
 
 def default_inference_threads(workers: int) -> int:
     """The CPUs the decode workers leave: ONNX Runtime threads fighting the decoders for a core lose more to
     waiting for each other than they gain (docs/backfill.md)."""
-    return max(1, usable_cpus() - workers)
+    return max(1, _usable_cpus() - workers)
 
 
 def _env_int(name: str, default: int) -> int:

@@ -2,13 +2,17 @@
 
 A batch runs when it is full (``max_batch``) or when its first patch has waited ``max_wait``. Patches are taken
 round-robin, one per request per turn, so a 30 s clip is never stuck behind an hour-long track. The queue is
-bounded in patches; each request carries a deadline. Inference runs in one worker thread per model
-(ONNX Runtime releases the GIL), so the event loop keeps serving while a batch computes.
+bounded in patches; each request carries a deadline. Inference runs in ``runner.workers`` threads per model
+(ONNX Runtime releases the GIL), so the event loop keeps serving while batches compute. Each batch takes one
+worker's share of the queue, ``ceil(queued / workers)`` patches, at most ``max_batch``: a batch gains nothing per
+patch on CPU (see ``service.run``), and this way one short request uses every worker and the last patches of a
+track are spread over the workers instead of left to one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,9 +61,11 @@ class Job:
 
 @dataclass
 class BatchRecord:
-    """What one batch held: kept (bounded) for tests and debugging; ids are per-job identities."""
+    """What one batch held and when it ran: kept (bounded) for tests and debugging; ids are per-job identities."""
 
     job_ids: list[int] = field(default_factory=list)
+    started_at: float = 0.0  # time.monotonic() when handed to an inference thread
+    finished_at: float | None = None  # when its outputs came back (or it failed); None while computing
 
 
 class Batcher:
@@ -74,8 +80,11 @@ class Batcher:
         self._jobs: deque[Job] = deque()  # jobs with patches not yet scheduled, in round-robin order
         self._queued = 0
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model}")
+        self._workers = runner.workers
+        self._idle_workers = asyncio.Semaphore(runner.workers)
+        self._executor = ThreadPoolExecutor(max_workers=runner.workers, thread_name_prefix=f"infer-{model}")
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # batches being computed
 
     @property
     def queued_patches(self) -> int:
@@ -85,9 +94,10 @@ class Batcher:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model}")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [self._task, *self._running] if self._task else [*self._running]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     def admit(self) -> None:
@@ -137,10 +147,16 @@ class Batcher:
         job.next_patch = len(job.patches)
         metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
 
-    def _take(self) -> list[tuple[Job, int]]:
-        """Up to max_batch (job, patch index) pairs, one per job per turn."""
+    def _batch_size(self) -> int:
+        """This worker's share of the queue, at most max_batch ("guided self-scheduling"): a long queue goes out in
+        full batches, a short one in ever smaller shares, so the workers finish the last patches together instead
+        of one computing a full last batch while the others wait."""
+        return max(1, min(self.max_batch, math.ceil(self._queued / self._workers)))
+
+    def _take(self, size: int) -> list[tuple[Job, int]]:
+        """Up to ``size`` (job, patch index) pairs, one per job per turn."""
         picks: list[tuple[Job, int]] = []
-        while self._jobs and len(picks) < self.max_batch:
+        while self._jobs and len(picks) < size:
             job = self._jobs.popleft()
             if job.abandoned or job.unscheduled == 0:
                 job.in_rotation = False  # re-enters the rotation when its next patch is added
@@ -175,29 +191,49 @@ class Batcher:
         return outputs, time.perf_counter() - started
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        while True:
+            await self._idle_workers.acquire()
+            try:
+                picks = await self._next_batch()
+            except BaseException:
+                self._idle_workers.release()
+                raise
+            task = asyncio.create_task(self._run_batch(picks), name=f"batch-{self.model}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[tuple[Job, int]]:
+        """Wait for patches (and up to max_wait for a full batch), then take this worker's batch."""
         while True:
             if self._queued == 0:
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._wait_to_fill()
-            picks = self._take()
-            if not picks:
-                continue
-            now = time.monotonic()
+            picks = self._take(self._batch_size())
+            if picks:
+                return picks
+
+    async def _run_batch(self, picks: list[tuple[Job, int]]) -> None:
+        """Compute one batch in an inference thread and hand each row to its job; frees the worker at the end."""
+        record = BatchRecord([id(job) for job, _ in picks], started_at=time.monotonic())
+        try:
             for job, _ in picks:
-                metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(now - job.submitted_at)
+                metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(record.started_at - job.submitted_at)
             metrics.BATCH_SIZE.labels(self.model).observe(len(picks))
-            self.recent_batches.append(BatchRecord([id(job) for job, _ in picks]))
+            self.recent_batches.append(record)
             try:
+                loop = asyncio.get_running_loop()
                 outputs, seconds = await loop.run_in_executor(self._executor, self._compute, picks)
-            except Exception as error:  # an inference failure fails the requests in this batch, not the loop
+            except Exception as error:  # an inference failure fails the requests in this batch, not the batcher
                 for job, _ in picks:
                     if not job.future.done():
                         job.future.set_exception(error)
-                continue
+                return
             metrics.INFERENCE_SECONDS.labels(self.model).observe(seconds)
             self._scatter(picks, outputs)
+        finally:
+            record.finished_at = time.monotonic()
+            self._idle_workers.release()
 
     @staticmethod
     def _scatter(picks: list[tuple[Job, int]], outputs: dict[str, np.ndarray]) -> None:

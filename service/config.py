@@ -29,14 +29,15 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")
     min_audio_seconds: float = Field(1.0, description="Shortest accepted track; shorter than one patch is repeat-padded")
 
-    max_batch_patches: int = Field(16, ge=1, description="Largest inference batch (patches)")
+    max_batch_patches: int = Field(4, ge=1, description="Largest inference batch (patches); each worker runs one")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill before it runs")
     max_queue_patches: int = Field(4096, ge=1, description="Patches queued per model before new requests get 503")
     request_timeout_seconds: float = Field(120.0, gt=0, description="Deadline per request; past it: 504")
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 503")
     max_concurrent_analyses: int = Field(32, ge=1, description="Uploads decoded or analysed at once; beyond: 503")
     decode_threads: int = Field(2, ge=1, description="Concurrent decodes")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = runtime default)")
+    inference_workers: int = Field(0, ge=0, description="Batches one model computes at once (0 = one per usable CPU; 1 on CUDA)")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per batch (0 = usable CPUs ÷ inference workers; on CUDA the runtime default)")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="Inference device; auto = CUDA when available")
     cuda_batch_sizes: str = Field("1,4,16", description="On CUDA: fixed batch sizes batches are padded to")
 

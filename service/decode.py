@@ -20,6 +20,7 @@ librosa, not FFmpeg:
 Limits (each a :class:`DecodeError` with a stable ``code``; see docs/decode.md):
 
 * Source sample rate in [``MIN_SOURCE_RATE_HZ``, ``MAX_SOURCE_RATE_HZ``], at most ``MAX_CHANNELS`` channels.
+* Samples finite and within ±``MAX_SAMPLE_MAGNITUDE`` (float sources), checked on every group as it decodes.
 * ``max_seconds`` of decoded audio, enforced *while* decoding: a tiny file that decodes to hours stops as soon as
   the decoded duration passes the cap, whatever its header says.
 * Only the demuxers in ``ALLOWED_DEMUXERS`` are used: no playlist/concat demuxer can make FFmpeg open other
@@ -55,6 +56,9 @@ SAMPLE_RATE = 16_000  # Hz: what every model consumes
 MIN_SOURCE_RATE_HZ = 4_000  # Hz: below this there is no music left to tag (8 kHz telephony still passes)
 MAX_SOURCE_RATE_HZ = 384_000  # Hz: highest rate of real PCM/FLAC masters (8× 48 kHz)
 MAX_CHANNELS = 64  # channels: beyond ambisonics/22.2 layouts; bounds per-frame memory (64 ch × frame × 8 B)
+# Largest sample magnitude accepted (only float sources can exceed full scale, 1.0): 120 dB above full scale, far
+# beyond any real mix and far below what overflows float32 in the graph's power spectrum (|x| ≳ 1e15 → inf → NaN tags).
+MAX_SAMPLE_MAGNITUDE = 1e6
 DEFAULT_CHUNK_SAMPLES = 10 * SAMPLE_RATE  # samples at 16 kHz per yielded chunk: 10 s = 640 KB of float32
 
 GROUP_SAMPLES = 65_536  # source samples converted and resampled per call (≈1.5 s at 44.1 kHz)
@@ -126,6 +130,14 @@ def _empty() -> DecodeError:
 
 def _non_finite() -> DecodeError:
     return DecodeError("non_finite_audio", 422, "The audio contains NaN or infinite sample values.")
+
+
+def _out_of_range() -> DecodeError:
+    return DecodeError(
+        "audio_out_of_range",
+        422,
+        f"The audio has sample values beyond ±{MAX_SAMPLE_MAGNITUDE:g} (120 dB above full scale); it is not audio.",
+    )
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,15 @@ def check_channels(channels: int) -> None:
 def _check_finite(samples: np.ndarray) -> None:
     if not np.isfinite(samples).all():
         raise _non_finite()
+
+
+def _check_range(samples: np.ndarray) -> None:
+    """NaN or ±inf: non_finite_audio; finite beyond ±MAX_SAMPLE_MAGNITUDE: audio_out_of_range."""
+    with np.errstate(invalid="ignore"):
+        if (np.abs(samples) <= MAX_SAMPLE_MAGNITUDE).all():  # NaN compares False: one pass checks both
+            return
+    _check_finite(samples)
+    raise _out_of_range()
 
 
 def _checked_finite(samples: np.ndarray) -> np.ndarray:
@@ -374,8 +395,8 @@ def _mono_pieces(
         data = group[0] if len(group) == 1 else np.concatenate(group, axis=1)
         group, group_samples = [], 0
         mono = mix_to_mono(to_float_planar(data, sample_format, channels))
-        _check_finite(mono)
-        return _checked_finite(resampler.push(mono))  # huge-but-finite floats can overflow in the filter
+        _check_range(mono)
+        return _checked_finite(resampler.push(mono))
 
     for frame in frames:
         if frame.samples == 0:

@@ -40,11 +40,13 @@ def load_models(settings: Settings) -> dict[str, LoadedModel]:
         if manifest_path.stem != manifest.name:
             raise ModelFileError(f"model manifest {manifest_path} names model {manifest.name!r}, not {manifest_path.stem!r}")
         onnx_file = verify_onnx(manifest_path, manifest)
-        runner = load_runner(onnx_file, settings.device, settings.intra_op_threads, parse_sizes(settings.cuda_batch_sizes))
+        runner = load_runner(onnx_file, settings.device, settings.intra_op_threads, parse_sizes(settings.cuda_batch_sizes),
+                             settings.inference_workers)
         taxonomy = load_taxonomy(manifest.name, manifest.labels, settings.taxonomy_dir)
         models[manifest.name] = LoadedModel(manifest, runner, taxonomy)
         metrics.MODEL_INFO.labels(manifest.name, manifest.version, manifest.onnx.sha256, runner.provider).set(1)
-        log.info("loaded model %s (%s, %s) with taxonomy %s", manifest.name, manifest.version, runner.provider, taxonomy.path)
+        log.info("loaded model %s (%s, %s, %d inference workers) with taxonomy %s", manifest.name, manifest.version,
+                 runner.provider, runner.workers, taxonomy.path)
     if settings.default_model not in models:
         raise ModelFileError(
             f"default model {settings.default_model!r} is not among the loaded models {sorted(models)} "

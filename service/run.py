@@ -1,8 +1,18 @@
-"""Run an exported graph with ONNX Runtime: CPU by default, CUDA when onnxruntime-gpu sees a GPU."""
+"""Run an exported graph with ONNX Runtime: CPU by default, CUDA when onnxruntime-gpu sees a GPU.
+
+On CPU a model runs ``workers`` batches at once, each on its own single-threaded ``session.run`` (one session,
+shared: ``run`` is thread-safe). One multi-threaded run per batch is what ONNX Runtime does by default, but its
+threads meet at a barrier after every operator: when decoding takes a core from one of them, the other waits,
+and the whole batch slows. Independent single-threaded runs lose nothing to that, and batching gains nothing per
+patch on CPU (about 35 ms per patch on one thread, at batch 1 as at batch 16). Measured in docs/benchmarks.md
+("Inference parallelism").
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +39,26 @@ def choose_providers(device: str) -> list[str]:
     return [CPU_PROVIDER]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (in a container: the node's, whatever the CPU limit; set the counts there)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
+def resolve_parallelism(on_cuda: bool, workers: int, intra_op_threads: int) -> tuple[int, int]:
+    """(batches run at once, ONNX Runtime intra-op threads per run); 0 means "choose" for either.
+
+    CPU: one worker per usable CPU, and the CPUs shared out between the workers (so one thread each by default).
+    CUDA: one worker (the GPU runs one batch at a time anyway) and ONNX Runtime's own thread default.
+    """
+    if on_cuda:
+        return workers or 1, intra_op_threads
+    workers = workers or usable_cpus()
+    return workers, intra_op_threads or max(1, usable_cpus() // workers)
+
+
 @dataclass
 class Runner:
     """One InferenceSession; `run` is thread-safe and releases the GIL while it computes."""
@@ -36,6 +66,7 @@ class Runner:
     session: ort.InferenceSession
     provider: str
     fixed_batch_sizes: tuple[int, ...]  # empty on CPU: any batch size runs as is
+    workers: int = 1  # batches the caller may run at once (the batcher's inference threads)
 
     def padded_size(self, batch: int) -> int:
         fitting = [size for size in self.fixed_batch_sizes if size >= batch]
@@ -51,24 +82,29 @@ class Runner:
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
     def warm_up(self, patch_samples: int, max_batch: int) -> None:
-        """Run every batch size the service will use (on CPU: the largest), so ONNX Runtime's memory arena reaches
-        its peak before the service reports ready rather than under load, whenever a larger batch first forms."""
-        for size in self.fixed_batch_sizes or (max_batch,):
-            self.run(np.zeros((size, patch_samples), np.float32))
+        """Run every batch size the service will use (on CPU: the largest), ``workers`` at once, so ONNX Runtime's
+        memory arena reaches its peak before the service reports ready rather than under load."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="warm-up") as pool:
+            for size in self.fixed_batch_sizes or (max_batch,):
+                batch = np.zeros((size, patch_samples), np.float32)
+                list(pool.map(self.run, [batch] * self.workers))
 
 
-def load_runner(path: Path, device: str, intra_op_threads: int, cuda_batch_sizes: tuple[int, ...]) -> Runner:
+def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_sizes: tuple[int, ...] = (),
+                workers: int = 0) -> Runner:
+    """A Runner for ``path``; ``workers`` and ``intra_op_threads`` 0 = chosen by ``resolve_parallelism``."""
+    providers = choose_providers(device)
+    workers, intra_op_threads = resolve_parallelism(providers[0] != CPU_PROVIDER, workers, intra_op_threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The memory-pattern planner keeps an arena per input shape; off, the same batches use ~40% less memory
     # (batch 16: 916 → 571 MB) at the same speed (measured with bench/backfill.py).
     options.enable_mem_pattern = False
-    providers = choose_providers(device)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()
-    return Runner(session, provider, fixed)
+    return Runner(session, provider, fixed, workers)

@@ -366,6 +366,11 @@ HOSTILE = {
         "non_finite_audio",
         422,
     ),
+    "finite floats past 120 dB over full scale (the graph's power spectrum would overflow)": (
+        lambda: encode_audio(np.full((2, 44_100), 1e30, np.float32), 44_100, "wav_f32"),
+        "audio_out_of_range",
+        422,
+    ),
     "mp3 cut inside its first frame": (
         lambda: encode_audio(sine(TONE_HZ, 1.0, 44_100), 44_100, "mp3")[:100],
         "undecodable_audio",

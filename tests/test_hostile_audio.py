@@ -168,6 +168,8 @@ CASES: dict[str, Case] = {
     "float wav full of NaN": Case(lambda: float_wav(np.full((1, 44_100), np.nan)), 422, "non_finite_audio"),
     "float wav full of +inf and -inf": Case(
         lambda: float_wav(np.tile([np.inf, -np.inf], (2, 22_050))), 422, "non_finite_audio"),
+    "float wav of finite 1e30 samples (NaN tags if analysed)": Case(
+        lambda: float_wav(np.full((2, 44_100), 1e30)), 422, "audio_out_of_range"),
     "zero channels": Case(lambda: wav_header(16_000, 0, data=bytes(32_000)), 415, "undecodable_audio"),
     "one sample": Case(lambda: wav_header(44_100, 1, data=b"\x00\x10"), 422, "audio_too_short"),
     "1 Hz": Case(lambda: wav_header(1, 1, data=bytes(200)), 422, "unsupported_sample_rate"),

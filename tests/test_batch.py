@@ -1,0 +1,108 @@
+"""The batcher's inference workers (service/batch.py, service/run.py): how queued patches become batches, and
+that batches run side by side on a multi-worker runner. Cross-request sharing, fairness, the queue bound and
+deadlines are specified over real HTTP in tests/test_api.py and tests/test_reliability.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.batch import Batcher, BatchRecord
+from service.run import Runner, load_runner, resolve_parallelism, usable_cpus
+
+PATCH_SAMPLES = 48_128
+
+
+@pytest.fixture(scope="module")
+def two_worker_runner(models_dir) -> Runner:
+    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", workers=2)
+
+
+@pytest.fixture(scope="module")
+def one_worker_runner(models_dir) -> Runner:
+    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", workers=1)
+
+
+def patches(n: int, seed: int = 0) -> np.ndarray:
+    return (0.3 * np.random.default_rng(seed).standard_normal((n, PATCH_SAMPLES))).astype(np.float32)
+
+
+def run_one_job(runner: Runner, rows: np.ndarray, max_batch: int) -> tuple[dict[str, np.ndarray], list[BatchRecord]]:
+    """Queue every row of one job before the batcher starts, so the batches it forms depend on the policy alone."""
+
+    async def scenario():
+        batcher = Batcher(runner, model="msd-musicnn", max_batch=max_batch, max_wait_seconds=0.0,
+                          max_queue_patches=1024)
+        job = batcher.open_job()
+        for row in rows:
+            batcher.add_patch(job, row)
+        batcher.close_job(job)
+        batcher.start()
+        try:
+            results = await batcher.wait_for(job, timeout_seconds=60.0)
+        finally:
+            await batcher.close()
+        return results, list(batcher.recent_batches)
+
+    return asyncio.run(scenario())
+
+
+def sizes(records: list[BatchRecord]) -> list[int]:
+    return [len(record.job_ids) for record in records]
+
+
+def overlap(first: BatchRecord, second: BatchRecord) -> bool:
+    return second.started_at < first.finished_at and first.started_at < second.finished_at
+
+
+# ---- parallelism chosen from the machine -------------------------------------------------------------------------
+
+
+def test_on_cpu_each_usable_cpu_gets_a_single_threaded_worker_unless_told_otherwise():
+    cpus = usable_cpus()
+    assert resolve_parallelism(on_cuda=False, workers=0, intra_op_threads=0) == (cpus, 1)
+    assert resolve_parallelism(on_cuda=False, workers=1, intra_op_threads=0) == (1, cpus)
+    assert resolve_parallelism(on_cuda=False, workers=2 * cpus, intra_op_threads=0) == (2 * cpus, 1)
+    assert resolve_parallelism(on_cuda=False, workers=3, intra_op_threads=4) == (3, 4)
+
+
+def test_on_cuda_one_worker_and_onnx_runtimes_own_thread_default_unless_told_otherwise():
+    assert resolve_parallelism(on_cuda=True, workers=0, intra_op_threads=0) == (1, 0)
+    assert resolve_parallelism(on_cuda=True, workers=2, intra_op_threads=1) == (2, 1)
+
+
+def test_the_runner_carries_its_worker_count(two_worker_runner, one_worker_runner):
+    assert two_worker_runner.workers == 2 and one_worker_runner.workers == 1
+
+
+# ---- how queued patches become batches ---------------------------------------------------------------------------
+
+
+def test_each_batch_is_one_workers_share_of_the_queue_and_the_workers_compute_at_the_same_time(two_worker_runner):
+    rows = patches(16, seed=1)
+    results, records = run_one_job(two_worker_runner, rows, max_batch=8)
+    assert sizes(records) == [8, 4, 2, 1, 1]  # ceil(queued / 2) each time
+    assert overlap(records[0], records[1]), records
+    expected = two_worker_runner.run(rows)  # one batch of 16: rows agree to float32 rounding whatever the batching
+    for name in ("tags", "embedding"):
+        np.testing.assert_allclose(results[name], expected[name], rtol=0, atol=1e-5)
+
+
+def test_a_short_request_is_spread_over_the_workers(two_worker_runner):
+    _, records = run_one_job(two_worker_runner, patches(6, seed=2), max_batch=8)
+    assert sizes(records) == [3, 2, 1]
+    assert overlap(records[0], records[1]), records
+
+
+def test_a_long_queue_goes_out_in_full_batches_and_only_its_end_in_smaller_shares(two_worker_runner):
+    _, records = run_one_job(two_worker_runner, patches(20, seed=3), max_batch=4)
+    assert sizes(records) == [4, 4, 4, 4, 2, 1, 1]
+
+
+def test_a_single_worker_takes_full_batches_one_after_another(one_worker_runner):
+    _, records = run_one_job(one_worker_runner, patches(12, seed=4), max_batch=8)
+    assert sizes(records) == [8, 4]
+    assert not overlap(*records), records
+
