@@ -1046,7 +1046,7 @@ class _Loop:
 
 
 def _usable_cpus() -> int:
-    """CPUs this process may run on (in a container: the node's, whatever the CPU limit; pass the flags there)."""
+    """CPUs this process may use (affinity, capped by the container's CPU quota)."""
     from service.run import usable_cpus  # imported here, not at the top: decode workers need no ONNX Runtime
 
     return usable_cpus()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.batch import Batcher, BatchRecord
-from service.run import Runner, load_runner, resolve_parallelism, usable_cpus
+from service.run import Runner, load_runner
 
 PATCH_SAMPLES = 48_128
 
@@ -55,26 +55,6 @@ def sizes(records: list[BatchRecord]) -> list[int]:
 
 def overlap(first: BatchRecord, second: BatchRecord) -> bool:
     return second.started_at < first.finished_at and first.started_at < second.finished_at
-
-
-# ---- parallelism chosen from the machine -------------------------------------------------------------------------
-
-
-def test_on_cpu_each_usable_cpu_gets_a_single_threaded_worker_unless_told_otherwise():
-    cpus = usable_cpus()
-    assert resolve_parallelism(on_cuda=False, workers=0, intra_op_threads=0) == (cpus, 1)
-    assert resolve_parallelism(on_cuda=False, workers=1, intra_op_threads=0) == (1, cpus)
-    assert resolve_parallelism(on_cuda=False, workers=2 * cpus, intra_op_threads=0) == (2 * cpus, 1)
-    assert resolve_parallelism(on_cuda=False, workers=3, intra_op_threads=4) == (3, 4)
-
-
-def test_on_cuda_one_worker_and_onnx_runtimes_own_thread_default_unless_told_otherwise():
-    assert resolve_parallelism(on_cuda=True, workers=0, intra_op_threads=0) == (1, 0)
-    assert resolve_parallelism(on_cuda=True, workers=2, intra_op_threads=1) == (2, 1)
-
-
-def test_the_runner_carries_its_worker_count(two_worker_runner, one_worker_runner):
-    assert two_worker_runner.workers == 2 and one_worker_runner.workers == 1
 
 
 # ---- how queued patches become batches ---------------------------------------------------------------------------

@@ -1,12 +1,16 @@
-"""Running a graph (service/run.py): outputs per patch, and the fixed-size padding used on CUDA."""
+"""Running a graph (service/run.py): outputs per patch, the fixed-size padding used on CUDA, and how many batches
+run at once on how many threads."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.run import Runner, choose_providers, load_runner
+from service.run import (Runner, choose_providers, cgroup_cpu_limit, load_runner, parse_cpu_max, quota_cores,
+                         resolve_parallelism, usable_cpus)
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +47,37 @@ def test_cpu_is_chosen_unless_cuda_is_available_and_an_unavailable_cuda_is_refus
         assert choose_providers("auto") == ["CPUExecutionProvider"]
         with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
             choose_providers("cuda")
+
+
+# ---- parallelism chosen from the machine -------------------------------------------------------------------------
+
+
+def test_on_cpu_each_usable_cpu_gets_a_single_threaded_worker_unless_told_otherwise():
+    cpus = usable_cpus()
+    assert resolve_parallelism(on_cuda=False, workers=0, intra_op_threads=0) == (cpus, 1)
+    assert resolve_parallelism(on_cuda=False, workers=1, intra_op_threads=0) == (1, cpus)
+    assert resolve_parallelism(on_cuda=False, workers=2 * cpus, intra_op_threads=0) == (2 * cpus, 1)
+    assert resolve_parallelism(on_cuda=False, workers=3, intra_op_threads=4) == (3, 4)
+
+
+def test_on_cuda_one_worker_and_onnx_runtimes_own_thread_default_unless_told_otherwise():
+    assert resolve_parallelism(on_cuda=True, workers=0, intra_op_threads=0) == (1, 0)
+    assert resolve_parallelism(on_cuda=True, workers=2, intra_op_threads=1) == (2, 1)
+
+
+def test_the_runner_records_its_workers_and_its_session_uses_the_resolved_thread_count(models_dir):
+    runner = load_runner(models_dir / "msd-musicnn.onnx", "cpu", workers=2)
+    assert runner.workers == 2
+    assert runner.session.get_session_options().intra_op_num_threads == max(1, usable_cpus() // 2)
+
+
+def test_a_containers_cpu_quota_caps_the_usable_cpus_rounded_up_to_whole_cores():
+    assert parse_cpu_max("200000 100000\n") == 2
+    assert parse_cpu_max("150000 100000") == 2  # 1.5 CPUs: two workers, each busy part of the time
+    assert parse_cpu_max("50000 100000") == 1
+    assert parse_cpu_max("max 100000") is None
+    assert quota_cores(-1, 100_000) is None  # cgroup v1: no quota
+    assert quota_cores(400_000, 100_000) == 4
+    limit = cgroup_cpu_limit()
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+    assert limit is None or usable_cpus() <= limit
