@@ -83,6 +83,9 @@ MAX_CONSECUTIVE_BAD_PACKETS = 32
 # IndexError / EOFError / OverflowError come from its Python-side checks on odd frames and sizes.
 _CONTENT_ERRORS = (av.error.FFmpegError, ValueError, IndexError, EOFError, OverflowError)
 
+# numpy type of one sample, per FFmpeg sample format (planar formats drop their trailing "p").
+_SAMPLE_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32, "dbl": np.float64}
+
 # libsndfile's int → float normalisation (what soundfile and so librosa.load return), per FFmpeg sample format.
 _INT_FULL_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
 _U8_OFFSET = 128.0
@@ -168,8 +171,33 @@ class _SourceInfo:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def frame_planes(frame: av.AudioFrame) -> list[np.ndarray]:
+    """A frame's samples as views of FFmpeg's buffers, no copy: one array per channel for a planar format, one
+    interleaved array otherwise (what ``AudioFrame.to_ndarray`` stacks into a new array)."""
+    sample_format = frame.format.name
+    planar = frame.format.is_planar
+    dtype = _SAMPLE_DTYPES.get(sample_format[:-1] if planar else sample_format)
+    if dtype is None:
+        raise ValueError(f"unsupported sample format {sample_format!r}")
+    count = frame.samples if planar else frame.samples * frame.layout.nb_channels
+    return [np.frombuffer(plane, dtype, count) for plane in frame.planes]
+
+
+def join_planes(frames: list[list[np.ndarray]]) -> np.ndarray:
+    """Consecutive frames' planes (``frame_planes``) → one ``[planes, samples]`` array, copying each sample once."""
+    total = sum(planes[0].size for planes in frames)
+    joined = np.empty((len(frames[0]), total), frames[0][0].dtype)
+    offset = 0
+    for planes in frames:
+        n = planes[0].size
+        for row, plane in zip(joined, planes):
+            row[offset : offset + n] = plane
+        offset += n
+    return joined
+
+
 def to_float_planar(data: np.ndarray, sample_format: str, channels: int) -> np.ndarray:
-    """FFmpeg frame data (``AudioFrame.to_ndarray()``) → float32 ``[channels, samples]`` scaled like libsndfile.
+    """FFmpeg frame data (``join_planes`` of ``frame_planes``) → float32 ``[channels, samples]`` scaled like libsndfile.
 
     ``sample_format`` is FFmpeg's name ("s16", "fltp", ...): a trailing "p" means planar data ``[channels, n]``,
     otherwise it is interleaved ``[1, n * channels]``.
@@ -382,7 +410,7 @@ def _mono_pieces(
     numpy and soxr calls cost more than FFmpeg's decoding itself. Results are bit-identical either way.
     """
     resampler: _Resampler | None = None
-    group: list[np.ndarray] = []  # raw frame data of one (rate, format, channels) run, not yet converted
+    group: list[list[np.ndarray]] = []  # plane views of the frames of one (rate, format, channels) run
     group_key: tuple[int, str, int] | None = None
     group_samples = 0
     # Decoded duration = whole earlier segments + samples of the current one / its rate: counting samples (not
@@ -393,7 +421,7 @@ def _mono_pieces(
     def flush() -> np.ndarray:
         nonlocal group, group_samples
         rate, sample_format, channels = group_key
-        data = group[0] if len(group) == 1 else np.concatenate(group, axis=1)
+        data = join_planes(group)
         group, group_samples = [], 0
         mono = mix_to_mono(to_float_planar(data, sample_format, channels))
         _check_range(mono)
@@ -421,7 +449,7 @@ def _mono_pieces(
         segment_samples += frame.samples
         if earlier_segments_seconds + segment_samples / rate > max_seconds:
             raise _too_long(max_seconds)
-        group.append(frame.to_ndarray())
+        group.append(frame_planes(frame))
         group_key = key
         group_samples += frame.samples
         if group_samples >= GROUP_SAMPLES:

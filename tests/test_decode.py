@@ -10,6 +10,7 @@ import io
 import math
 from functools import cache
 
+import av
 import librosa
 import numpy as np
 import pytest
@@ -38,7 +39,9 @@ from service.decode import (
     DecodedAudio,
     DecodeError,
     decode,
+    frame_planes,
     iter_decoded,
+    join_planes,
     mix_to_mono,
     resampled_length,
     to_float_planar,
@@ -119,6 +122,19 @@ def test_every_format_decodes_to_16k_mono_float32_with_the_tone_intact(fmt: str,
     assert audio.source_sample_rate == (OPUS_RATE_HZ if fmt in OPUS_FORMATS else rate)
     assert audio.source_channels == channels
     assert audio.damaged is False
+
+
+@pytest.mark.parametrize("fmt", ["wav", "wav_s24", "wav_f32", "flac", "mp3", "m4a", "ogg"])
+def test_frame_planes_joined_are_exactly_what_pyav_copies_out_of_the_frames(fmt: str) -> None:
+    """Packed (s16, s32, flt) and planar (fltp, s16p/s32p from flac, vorbis) formats: the zero-copy views, joined,
+    equal ``AudioFrame.to_ndarray`` concatenated, sample for sample and dtype for dtype."""
+    data = encode_audio(stereo(noise(0.5, 44_100, seed=3), noise(0.5, 44_100, seed=4)), 44_100, fmt)
+    with av.open(io.BytesIO(data)) as container:
+        frames = list(container.decode(container.streams.audio[0]))
+    expected = np.concatenate([frame.to_ndarray() for frame in frames], axis=1)
+    joined = join_planes([frame_planes(frame) for frame in frames])
+    assert joined.dtype == expected.dtype and joined.shape == expected.shape
+    assert np.array_equal(joined, expected)
 
 
 def test_codec_names_are_ffmpeg_canonical_names() -> None:
