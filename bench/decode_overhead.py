@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from bench import common
-from bench.music import music_files
+from bench.music import check_librosa_reads, music_files
 from service import decode as service_decode
 
 SECTION = "decode"
@@ -80,6 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if not args.no_librosa:
+        check_librosa_reads(tuple(args.formats.split(",")))
     files = music_files(tuple(args.formats.split(",")), limit=args.tracks)
     methods = {
         "codec only": lambda path, data: codec_only(data),

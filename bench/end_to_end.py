@@ -49,7 +49,7 @@ import onnxruntime as ort
 from onnx.utils import Extractor
 
 from bench import common
-from bench.music import cut_clip, music_files
+from bench.music import check_librosa_reads, cut_clip, music_files
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, iter_decoded
 from service.manifest import load_manifest
@@ -343,6 +343,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    check_librosa_reads(tuple(args.formats.split(",")))  # the baseline path is librosa.load
     with common.running_service(args.port, args.model, memory_cache_bytes=0, max_batch_patches=args.batch) as service:
         bench = Bench(args, service.url, service.process.pid)
         tracks = load_tracks(args, bench)

@@ -16,7 +16,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from bench.music import music_files
+from bench.music import check_librosa_reads, music_files
 from service.decode import SAMPLE_RATE, decode
 from service.manifest import load_manifest
 from service.patch import patch_track
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--formats", nargs="+", default=["ogg", "mp3", "m4a"])
     args = parser.parse_args()
+    check_librosa_reads(tuple(args.formats))
     manifest = load_manifest(args.models_dir / f"{args.model}.json")
     runner = load_runner(args.models_dir / manifest.onnx.file, "cpu", 0, ())
     rows = [compare(path, manifest, runner) for path in music_files(tuple(args.formats))]
