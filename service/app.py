@@ -84,9 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.cache = make_cache(settings)
         for name, model in state.models.items():
             max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
-            await asyncio.to_thread(model.runner.warm_up, model.manifest.patch_samples, max_batch)
             batcher = Batcher(model.runner, model=name, max_batch=max_batch,
                               max_wait_seconds=settings.max_batch_wait_ms / 1000, max_queue_patches=settings.max_queue_patches)
+            await batcher.warm_up(model.manifest.patch_samples)
             batcher.start()
             state.batchers[name] = batcher
         state.ready = True

@@ -90,6 +90,16 @@ class Batcher:
     def queued_patches(self) -> int:
         return self._queued
 
+    async def warm_up(self, patch_samples: int) -> None:
+        """Before serving: every batch size this batcher will run (on CPU: ``max_batch``), on all its inference
+        threads at once. ONNX Runtime's arena and each serving thread's own buffers reach their peak now, not under
+        the first load (the executor starts one thread per task submitted while the others are busy)."""
+        loop = asyncio.get_running_loop()
+        for size in self.runner.fixed_batch_sizes or (self.max_batch,):
+            batch = np.zeros((size, patch_samples), np.float32)
+            await asyncio.gather(*(loop.run_in_executor(self._executor, self.runner.run, batch)
+                                   for _ in range(self._workers)))
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model}")
 

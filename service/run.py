@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,14 +114,6 @@ class Runner:
             patches = np.concatenate([patches, np.zeros((size - n, patches.shape[1]), np.float32)])
         outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
-
-    def warm_up(self, patch_samples: int, max_batch: int) -> None:
-        """Run every batch size the service will use (on CPU: the largest), ``workers`` at once, so ONNX Runtime's
-        memory arena reaches its peak before the service reports ready rather than under load."""
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="warm-up") as pool:
-            for size in self.fixed_batch_sizes or (max_batch,):
-                batch = np.zeros((size, patch_samples), np.float32)
-                list(pool.map(self.run, [batch] * self.workers))
 
 
 def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_sizes: tuple[int, ...] = (),

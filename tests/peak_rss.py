@@ -1,4 +1,5 @@
-"""Test helper: the peak resident memory of this process (where ``live_server`` runs the app) over a block."""
+"""Test helper: the peak resident memory of a process over a block: this one (where ``live_server`` runs the app) by
+default, or a child such as ``ServeProcess``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import psutil
 class PeakRss:
     """``with PeakRss() as memory: ...`` then ``memory.growth_mb``: peak RSS minus RSS at entry, sampled every 10 ms."""
 
-    def __init__(self) -> None:
-        self.process = psutil.Process()
+    def __init__(self, pid: int | None = None) -> None:
+        self.process = psutil.Process(pid)
         self.baseline = self.peak = self.process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)

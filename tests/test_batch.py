@@ -5,6 +5,7 @@ deadlines are specified over real HTTP in tests/test_api.py and tests/test_relia
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -86,3 +87,18 @@ def test_a_single_worker_takes_full_batches_one_after_another(one_worker_runner)
     assert sizes(records) == [8, 4]
     assert not overlap(*records), records
 
+
+
+def test_warm_up_runs_a_full_batch_on_every_inference_thread_before_serving(two_worker_runner):
+    """So each serving thread's first batch (its buffers, ONNX Runtime's arena at full size) is paid before ready."""
+
+    async def scenario():
+        batcher = Batcher(two_worker_runner, model="warm-up-check", max_batch=4, max_wait_seconds=0.0,
+                          max_queue_patches=16)
+        try:
+            await batcher.warm_up(PATCH_SAMPLES)
+            return sorted(t.name for t in threading.enumerate() if t.name.startswith("infer-warm-up-check"))
+        finally:
+            await batcher.close()
+
+    assert len(asyncio.run(scenario())) == 2
