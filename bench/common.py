@@ -27,6 +27,8 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.config import Settings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPORT = REPO_ROOT / "docs" / "benchmarks.md"
 MODELS_DIR = REPO_ROOT / "models"
@@ -47,6 +49,11 @@ below is rewritten by its script; the command line, date, machine and package ve
 
 
 # ---- machine ----------------------------------------------------------------------------------------------------
+
+
+def service_default(setting: str) -> object:
+    """The service's default for ``setting`` (the benchmarks' service ignores inherited TAGGRAM_* variables)."""
+    return Settings.model_fields[setting].default
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,17 +32,11 @@ import numpy as np
 
 from bench import common
 from bench.music import cut_clip, duration_seconds, music_files
-from service.config import Settings
 from service.run import usable_cpus
 
 SECTION = "concurrency"
 WARM_UP_REQUESTS = 2
 OFFSET_STEP_SECONDS = 1.37  # between clips of one track: not a multiple of any codec frame
-
-
-def default(setting: str) -> object:
-    """The service's default for ``setting`` (the bench's service ignores inherited TAGGRAM_* variables)."""
-    return Settings.model_fields[setting].default
 
 
 @dataclass
@@ -210,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     patches_per_clip = (common.metric(first.metrics_after, "taggram_batch_size_patches_sum", model=args.model)
                         - common.metric(first.metrics_before, "taggram_batch_size_patches_sum", model=args.model)
                         ) / max(len(first.latencies), 1)
+    default = common.service_default
     text = "\n".join([
         "## Concurrent clients (`bench/concurrency.py`)",
         "",

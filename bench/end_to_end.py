@@ -50,7 +50,6 @@ from onnx.utils import Extractor
 
 from bench import common
 from bench.music import check_librosa_reads, cut_clip, music_files
-from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, iter_decoded
 from service.manifest import load_manifest
 from service.patch import PatchGeometry, StreamingPatcher, patch_starts, patch_track
@@ -334,7 +333,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tracks", type=int, default=0, help="use only the first N files (0 = all)")
     parser.add_argument("--max-seconds", type=float, default=0.0, help="cut each track to its first N s (0 = full)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the tracks; the best round counts")
-    parser.add_argument("--batch", type=int, default=Settings.model_fields["max_batch_patches"].default,
+    parser.add_argument("--batch", type=int, default=common.service_default("max_batch_patches"),
                         help="patches per inference batch, every path (default: the service's TAGGRAM_MAX_BATCH_PATCHES)")
     common.add_service_arguments(parser)
     return parser.parse_args(argv)

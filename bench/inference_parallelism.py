@@ -31,7 +31,6 @@ import onnxruntime as ort
 
 from bench import common
 from bench.music import music_files
-from service.config import Settings
 from service.decode import decode, iter_decoded
 from service.manifest import load_manifest
 from service.patch import PatchGeometry, patch_track
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inference_parallelism", description=__doc__.split("\n\n")[0])
     parser.add_argument("--formats", default="ogg", help="comma-separated: ogg (originals), mp3, m4a (transcodes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved passes; the best one counts")
-    parser.add_argument("--batch", type=int, default=Settings.model_fields["max_batch_patches"].default,
+    parser.add_argument("--batch", type=int, default=common.service_default("max_batch_patches"),
                         help="patches per batch in part 2 (default: the service's TAGGRAM_MAX_BATCH_PATCHES)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per batch size in part 1")
     common.add_service_arguments(parser)

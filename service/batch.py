@@ -80,7 +80,6 @@ class Batcher:
         self._jobs: deque[Job] = deque()  # jobs with patches not yet scheduled, in round-robin order
         self._queued = 0
         self._arrived = asyncio.Event()
-        self._workers = runner.workers
         self._idle_workers = asyncio.Semaphore(runner.workers)
         self._executor = ThreadPoolExecutor(max_workers=runner.workers, thread_name_prefix=f"infer-{model}")
         self._task: asyncio.Task | None = None
@@ -98,7 +97,7 @@ class Batcher:
         for size in self.runner.fixed_batch_sizes or (self.max_batch,):
             batch = np.zeros((size, patch_samples), np.float32)
             await asyncio.gather(*(loop.run_in_executor(self._executor, self.runner.run, batch)
-                                   for _ in range(self._workers)))
+                                   for _ in range(self.runner.workers)))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model}")
@@ -161,7 +160,7 @@ class Batcher:
         """This worker's share of the queue, at most max_batch ("guided self-scheduling"): a long queue goes out in
         full batches, a short one in ever smaller shares, so the workers finish the last patches together instead
         of one computing a full last batch while the others wait."""
-        return max(1, min(self.max_batch, math.ceil(self._queued / self._workers)))
+        return max(1, min(self.max_batch, math.ceil(self._queued / self.runner.workers)))
 
     def _take(self, size: int) -> list[tuple[Job, int]]:
         """Up to ``size`` (job, patch index) pairs, one per job per turn."""

@@ -89,8 +89,9 @@ def resolve_parallelism(on_cuda: bool, workers: int, intra_op_threads: int) -> t
     """
     if on_cuda:
         return workers or 1, intra_op_threads
-    workers = workers or usable_cpus()
-    return workers, intra_op_threads or max(1, usable_cpus() // workers)
+    cpus = usable_cpus()
+    workers = workers or cpus
+    return workers, intra_op_threads or max(1, cpus // workers)
 
 
 @dataclass
