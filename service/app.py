@@ -267,13 +267,19 @@ def declare_routes(app: FastAPI, state: State) -> None:
 
     async def analyse_upload(request, model, geometry, hop_frames, batcher, deadline) -> tuple[Analysis, bool]:
         upload = await read_upload(request, settings.max_upload_bytes)
+        # The upload's file belongs to this request until a computation takes it (analyse closes what it was given):
+        # requests sharing that computation may then come and go without pulling the file from under the decoder.
+        handed_over = False
         try:
             key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_frames * geometry.frame_hop)
 
             async def compute() -> Analysis:
+                nonlocal handed_over
+                handed_over = True
                 return await analyse(upload.file, geometry=geometry, hop_frames=hop_frames, batcher=batcher,
                                      decode_pool=state.decode_pool, max_seconds=settings.max_audio_seconds,
-                                     min_seconds=settings.min_audio_seconds, deadline=deadline)
+                                     min_seconds=settings.min_audio_seconds, deadline=deadline,
+                                     damaged_audio=settings.damaged_audio)
 
             return await get_or_compute(state.cache, state.flight, key, compute)
         except DecodeError as error:
@@ -281,7 +287,8 @@ def declare_routes(app: FastAPI, state: State) -> None:
         except Overloaded as error:
             raise overloaded(settings.retry_after_seconds, str(error)) from None
         finally:
-            upload.close()
+            if not handed_over:
+                upload.close()
 
     model_query = Query(None, description="Model name (GET /models lists them); default: TAGGRAM_DEFAULT_MODEL")
     hop_query = Query(None, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS,

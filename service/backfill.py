@@ -61,12 +61,12 @@ from typing import Any
 
 import numpy as np
 
-from service.decode import SAMPLE_RATE, DecodeError, iter_decoded
+from service.decode import SAMPLE_RATE, DecodeError, DecodeFacts, iter_decoded, refuse_damaged
 from service.patch import PatchGeometry, StreamingPatcher
 
 log = logging.getLogger("taggram.backfill")
 
-OUTPUT_FORMAT = 1  # bump when the Parquet schema or the meaning of a column changes
+OUTPUT_FORMAT = 2  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings)
 RUN_FILE = "_backfill.json"
 RESULTS_DIR = "results"
 ERRORS_DIR = "errors"
@@ -233,16 +233,17 @@ def refusal(path: str, max_bytes: int) -> tuple[str, str] | None:
 
 
 def decode_messages(seq: int, path: str, limits: DecodeLimits) -> Iterator[tuple]:
-    """What a worker sends for one file: ("chunk", seq, samples)* then ("end", seq, n_samples, sha256) or
+    """What a worker sends for one file: ("chunk", seq, samples)* then ("end", seq, n_samples, sha256, facts) or
     ("error", seq, code, detail). Size checks (``refusal``) are the parent's, done before the file is sent here."""
     try:
         with open(path, "rb") as f:
             sha256 = hashlib.file_digest(f, "sha256").hexdigest()
             samples = 0
-            for chunk in iter_decoded(f, max_seconds=limits.max_seconds, chunk_samples=limits.chunk_samples):
+            chunks = iter_decoded(f, max_seconds=limits.max_seconds, chunk_samples=limits.chunk_samples)
+            for chunk in chunks:
                 samples += chunk.size
                 yield ("chunk", seq, chunk)
-        yield ("end", seq, samples, sha256)
+        yield ("end", seq, samples, sha256, chunks.facts)
     except DecodeError as error:
         yield ("error", seq, error.code, error.detail)
     except OSError as error:
@@ -380,13 +381,14 @@ class RunIdentity:
     max_seconds: float
     min_seconds: float
     max_bytes: int
+    damaged_audio: str
 
     def as_json(self) -> dict:
         return {"format": OUTPUT_FORMAT, "model": self.model, "onnx_sha256": self.onnx_sha256,
                 "labels": list(self.labels), "embedding_dim": self.embedding_dim, "hop_samples": self.hop_samples,
                 "top_k": self.top_k, "taggram": self.taggram, "taxonomy": self.taxonomy_name,
                 "taxonomy_sha256": self.taxonomy_sha256, "max_seconds": self.max_seconds,
-                "min_seconds": self.min_seconds, "max_bytes": self.max_bytes}
+                "min_seconds": self.min_seconds, "max_bytes": self.max_bytes, "damaged_audio": self.damaged_audio}
 
 
 def results_schema(identity: RunIdentity):
@@ -405,6 +407,9 @@ def results_schema(identity: RunIdentity):
         pa.field("top_subgenres", pa.list_(pa.struct([("subgenre", pa.string()), ("score", pa.float32())])),
                  nullable=False),
         pa.field("embedding", pa.list_(pa.float32(), identity.embedding_dim), nullable=False),
+        pa.field("decoder", pa.string(), nullable=False),
+        pa.field("declared_duration_seconds", pa.float64(), nullable=True),
+        pa.field("warnings", pa.list_(pa.string()), nullable=False),  # decode warning codes; empty when clean
     ]
     if identity.taggram:
         fields.append(pa.field("taggram", pa.list_(pa.list_(pa.float32(), len(identity.labels))), nullable=False))
@@ -438,6 +443,7 @@ class ResultRow:
     embedding: np.ndarray  # float32 [dim]
     taggram: np.ndarray | None  # float32 [segments, labels]
     segments: int
+    decode: DecodeFacts
 
 
 @dataclass
@@ -558,6 +564,9 @@ class OutputDir:
             "top_subgenres": pa.array([[{"subgenre": s, "score": v} for s, v in r.top] for r in rows],
                                       schema.field("top_subgenres").type),
             "embedding": _fixed_lists(np.stack([r.embedding for r in rows]), dim),
+            "decoder": pa.array([r.decode.decoder for r in rows], pa.string()),
+            "declared_duration_seconds": pa.array([r.decode.declared_duration_seconds for r in rows], pa.float64()),
+            "warnings": pa.array([[w.code for w in r.decode.warnings] for r in rows], pa.list_(pa.string())),
         }
         if identity.taggram:
             offsets = np.concatenate([[0], np.cumsum([r.taggram.shape[0] for r in rows])]).astype(np.int32)
@@ -654,6 +663,7 @@ class _TrackState:
     embeddings: list[np.ndarray] = field(default_factory=list)
     num_samples: int = 0
     sha256: str = ""
+    decode: DecodeFacts = field(default_factory=DecodeFacts)
 
 
 @dataclass
@@ -676,6 +686,7 @@ class Options:
     max_seconds: float
     min_seconds: float
     max_bytes: int
+    damaged_audio: str
     warm_cache: bool
     redis_url: str | None
     redis_timeout_seconds: float
@@ -695,6 +706,7 @@ class Summary:
     analysed: int = 0
     errors: int = 0
     errors_by_code: Counter = field(default_factory=Counter)
+    warnings_by_code: Counter = field(default_factory=Counter)  # analysed tracks with a decode warning
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     inference_seconds: float = 0.0  # wall time inside Runner.run: near wall_seconds = the decoders keep up
@@ -712,6 +724,7 @@ class Summary:
         return {"shard_index": self.shard_index, "shard_count": self.shard_count,
                 "tracks_in_shard": self.tracks_in_shard, "already_done": self.already_done,
                 "analysed": self.analysed, "errors": self.errors, "errors_by_code": dict(self.errors_by_code),
+                "warnings_by_code": dict(self.warnings_by_code),
                 "remaining": self.tracks_in_shard - self.already_done - self.analysed - self.errors,
                 "audio_hours": round(self.audio_seconds / 3600, 4), "wall_seconds": round(self.wall_seconds, 2),
                 "audio_hours_per_hour": round(self.speed, 2),
@@ -828,7 +841,7 @@ class Backfill:
             model=manifest.name, onnx_sha256=manifest.onnx.sha256, labels=tuple(manifest.labels),
             embedding_dim=manifest.embedding_dim, hop_samples=hop_frames * manifest.frame_hop, top_k=o.top_k,
             taggram=o.taggram, taxonomy_name=taxonomy.name, taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
-            max_seconds=o.max_seconds, min_seconds=o.min_seconds, max_bytes=o.max_bytes,
+            max_seconds=o.max_seconds, min_seconds=o.min_seconds, max_bytes=o.max_bytes, damaged_audio=o.damaged_audio,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -933,7 +946,7 @@ class _Loop:
                     self._add_patches(state, state.patcher.push(message[2]))
                 elif kind == "end":
                     worker.tasks.popleft()
-                    self._end(state, num_samples=message[2], sha256=message[3])
+                    self._end(state, num_samples=message[2], sha256=message[3], facts=message[4])
                 else:  # "error"
                     worker.tasks.popleft()
                     self._fail(state, message[2], message[3])
@@ -962,16 +975,21 @@ class _Loop:
             if state.batch.full:
                 self._run_batch(state)
 
-    def _end(self, state: _TrackState, *, num_samples: int, sha256: str) -> None:
+    def _end(self, state: _TrackState, *, num_samples: int, sha256: str, facts: DecodeFacts) -> None:
         from service.errors import Problem
         from service.pipeline import check_min_duration
 
         try:
+            if self.options.damaged_audio == "refuse":
+                refuse_damaged(facts)
             check_min_duration(num_samples, self.geometry.sample_rate, self.options.min_seconds)
+        except DecodeError as error:
+            self._fail(state, error.code, error.detail)
+            return
         except Problem as problem:
             self._fail(state, problem.code, problem.detail)
             return
-        state.num_samples, state.sha256 = num_samples, sha256
+        state.num_samples, state.sha256, state.decode = num_samples, sha256, facts
         self._add_patches(state, state.patcher.finish())
         if len(state.batch):
             self._run_batch(state)  # the track's last, partial batch: not padded, not shared with another track
@@ -1004,14 +1022,16 @@ class _Loop:
 
         outputs = {"tags": np.stack(state.tags), "embedding": np.stack(state.embeddings)}
         state.tags, state.embeddings = [], []
-        analysis = build_analysis(state.num_samples, self.geometry, self.hop_frames, outputs)
+        analysis = build_analysis(state.num_samples, self.geometry, self.hop_frames, outputs, state.decode)
         tag_scores = mean_over_segments(analysis.tags)
         row = ResultRow(
             track=state.track, audio_sha256=state.sha256, duration_seconds=analysis.duration_seconds,
             tag_scores=tag_scores, top=suggest(self.model.taxonomy, tag_scores, self.options.top_k),
             embedding=mean_over_segments(analysis.embedding),
             taggram=analysis.tags if self.options.taggram else None, segments=analysis.segments,
+            decode=analysis.decode,
         )
+        self.summary.warnings_by_code.update(w.code for w in analysis.decode.warnings)
         if self.warmer is not None:
             key = cache_key(state.sha256, self.identity.model, self.identity.onnx_sha256, analysis.hop_samples)
             if self.warmer.store(key, analysis):
@@ -1141,6 +1161,9 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="shortest track, as TAGGRAM_MIN_AUDIO_SECONDS (default: %(default)s)")
     p.add_argument("--max-bytes", type=positive_int, default=settings.max_upload_bytes,
                    help="largest file, as TAGGRAM_MAX_UPLOAD_BYTES (default: %(default)s)")
+    p.add_argument("--damaged-audio", choices=("warn", "refuse"), default=settings.damaged_audio,
+                   help="damaged or truncated audio: a result row with its warnings, or an error row damaged_audio; "
+                        "as TAGGRAM_DAMAGED_AUDIO (default: %(default)s)")
     p.add_argument("--warm-cache", action="store_true",
                    help="also store every analysis in the service's Redis cache (same key scheme)")
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
@@ -1177,7 +1200,7 @@ def parse_options(argv: list[str] | None) -> Options:
         shard_index=shard_index, shard_count=shard_count, workers=args.workers, batch_patches=args.batch_patches,
         tracks_per_part=args.tracks_per_part, part_seconds=args.part_seconds, chunk_seconds=args.chunk_seconds,
         max_seconds=args.max_seconds, min_seconds=args.min_seconds, max_bytes=args.max_bytes,
-        warm_cache=args.warm_cache, redis_url=args.redis_url, redis_timeout_seconds=settings.redis_timeout_seconds,
+        damaged_audio=args.damaged_audio, warm_cache=args.warm_cache, redis_url=args.redis_url, redis_timeout_seconds=settings.redis_timeout_seconds,
         cache_ttl_seconds=settings.cache_ttl_seconds, device=args.device,
         intra_op_threads=args.intra_op_threads or default_inference_threads(args.workers),
         progress=args.progress, progress_seconds=args.progress_seconds,
@@ -1188,11 +1211,12 @@ def log_summary(summary: Summary) -> None:
     s = summary
     log.info(
         "shard %d/%d: %d tracks, %d already finished, %d analysed (%.2f h of audio), %d errors%s; "
-        "%.1f s wall (%.0f%% of it in inference), %.1f audio hours per hour; %d part(s) committed%s",
+        "%.1f s wall (%.0f%% of it in inference), %.1f audio hours per hour; %d part(s) committed%s%s",
         s.shard_index, s.shard_count, s.tracks_in_shard, s.already_done, s.analysed, s.audio_seconds / 3600, s.errors,
         f" {dict(s.errors_by_code)}" if s.errors else "", s.wall_seconds,
         100 * s.inference_seconds / s.wall_seconds if s.wall_seconds else 0.0, s.speed, s.parts_committed,
         f"; cache: {s.cache_writes} written, {s.cache_write_failures} failed" if s.cache_writes or s.cache_write_failures else "",
+        f"; analysed with decode warnings: {dict(s.warnings_by_code)}" if s.warnings_by_code else "",
     )  # fmt: skip
 
 

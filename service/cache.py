@@ -15,6 +15,7 @@ See docs/cache.md for the byte layout and the operational behaviour.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import struct
@@ -30,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from service.decode.facts import facts_from_json, facts_to_json
 from service.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 from service.pool import Analysis
 
@@ -42,7 +44,7 @@ T = TypeVar("T")
 
 # Bump whenever the byte layout or the meaning of a cached field changes. It is part of the key, so entries written
 # by an older release are simply never looked up again (they age out through the TTL) instead of failing to decode.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decode facts (decoder, declared duration, warnings) travel with the analysis
 
 KEY_PREFIX = "taggram"
 # 16 hex digits = 64 bits of the model's ONNX hash: collision-free in practice across a handful of exports per model,
@@ -56,15 +58,16 @@ _SHA256_HEX_CHARS = 64
 # ---------------------------------------------------------------------------------------------------------------
 # Value format. Little-endian throughout, independent of the host:
 #   magic 4s | schema u16 | reserved u16 (0) | duration f64 | sample_rate u32 | patch_samples u32 | hop_samples u32
-#   | segments u32 | labels u32 | embedding_dim u32 | crc32 u32      (44 bytes)
-#   then tags float32[segments*labels], then embedding float32[segments*embedding_dim], row-major.
-# The CRC covers the header (minus the CRC itself) and both arrays, so a flipped bit anywhere is a miss, not a
-# silently wrong answer.
+#   | segments u32 | labels u32 | embedding_dim u32 | facts_bytes u32 | crc32 u32      (48 bytes)
+#   then tags float32[segments*labels], then embedding float32[segments*embedding_dim], row-major,
+#   then the decode facts as UTF-8 JSON (facts_bytes long), so a cached answer carries the uncached one's warnings.
+# The CRC covers the header (minus the CRC itself), both arrays and the facts, so a flipped bit anywhere is a miss,
+# not a silently wrong answer.
 # ---------------------------------------------------------------------------------------------------------------
 MAGIC = b"TGAN"
-_HEADER_BODY = struct.Struct("<4sHHdIIIIII")
+_HEADER_BODY = struct.Struct("<4sHHdIIIIIII")
 _CRC = struct.Struct("<I")
-HEADER_BYTES = _HEADER_BODY.size + _CRC.size  # 44
+HEADER_BYTES = _HEADER_BODY.size + _CRC.size  # 48
 _WIRE_FLOAT = np.dtype("<f4")
 _U32_MAX = 2**32 - 1
 
@@ -115,10 +118,12 @@ def encode_analysis(a: Analysis) -> bytes:
     ints = (a.sample_rate, a.patch_samples, a.hop_samples, tags.shape[0], tags.shape[1], embedding.shape[1])
     if any(isinstance(v, bool) or not 0 <= int(v) <= _U32_MAX for v in ints):
         raise ValueError(f"integer fields must fit in uint32, got {ints}")
-    body = _HEADER_BODY.pack(MAGIC, SCHEMA_VERSION, 0, float(a.duration_seconds), *(int(v) for v in ints))
+    facts_bytes = json.dumps(facts_to_json(a.decode), separators=(",", ":")).encode()
+    body = _HEADER_BODY.pack(MAGIC, SCHEMA_VERSION, 0, float(a.duration_seconds), *(int(v) for v in ints),
+                             len(facts_bytes))
     tag_bytes, embedding_bytes = tags.tobytes(), embedding.tobytes()
-    crc = zlib.crc32(embedding_bytes, zlib.crc32(tag_bytes, zlib.crc32(body)))
-    return b"".join((body, _CRC.pack(crc), tag_bytes, embedding_bytes))
+    crc = zlib.crc32(facts_bytes, zlib.crc32(embedding_bytes, zlib.crc32(tag_bytes, zlib.crc32(body))))
+    return b"".join((body, _CRC.pack(crc), tag_bytes, embedding_bytes, facts_bytes))
 
 
 def _wire_array(name: str, values: np.ndarray) -> np.ndarray:
@@ -135,7 +140,8 @@ def decode_analysis(b: bytes | bytearray | memoryview) -> Analysis:
     data = memoryview(b).cast("B")
     if len(data) < HEADER_BYTES:
         raise CorruptEntry(f"entry is {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header")
-    magic, version, reserved, duration, sample_rate, patch, hop, segments, labels, dim = _HEADER_BODY.unpack_from(data)
+    magic, version, reserved, duration, sample_rate, patch, hop, segments, labels, dim, facts_bytes = (
+        _HEADER_BODY.unpack_from(data))
     if magic != MAGIC:
         raise CorruptEntry("not an encoded Analysis (bad magic)")
     if version != SCHEMA_VERSION:
@@ -143,13 +149,18 @@ def decode_analysis(b: bytes | bytearray | memoryview) -> Analysis:
     if reserved != 0:
         raise CorruptEntry("reserved header field is not zero")
     tag_count, embedding_count = segments * labels, segments * dim
-    expected = HEADER_BYTES + _WIRE_FLOAT.itemsize * (tag_count + embedding_count)
+    arrays_end = HEADER_BYTES + _WIRE_FLOAT.itemsize * (tag_count + embedding_count)
+    expected = arrays_end + facts_bytes
     if len(data) != expected:
         raise CorruptEntry(f"entry is {len(data)} bytes, header announces {expected}")
     (stored_crc,) = _CRC.unpack_from(data, _HEADER_BODY.size)
     if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[: _HEADER_BODY.size])) != stored_crc:
         raise CorruptEntry("checksum mismatch")
-    floats = np.frombuffer(data, dtype=_WIRE_FLOAT, offset=HEADER_BYTES)
+    try:
+        facts = facts_from_json(json.loads(bytes(data[arrays_end:])))
+    except (ValueError, KeyError, TypeError) as error:
+        raise CorruptEntry(f"decode facts unreadable: {error}") from None
+    floats = np.frombuffer(data, dtype=_WIRE_FLOAT, offset=HEADER_BYTES, count=tag_count + embedding_count)
     # astype copies into native-endian, writable arrays that do not pin the (possibly large) source buffer.
     tags = floats[:tag_count].astype(np.float32).reshape(segments, labels)
     embedding = floats[tag_count:].astype(np.float32).reshape(segments, dim)
@@ -160,6 +171,7 @@ def decode_analysis(b: bytes | bytearray | memoryview) -> Analysis:
         hop_samples=hop,
         tags=tags,
         embedding=embedding,
+        decode=facts,
     )
 
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")
     min_audio_seconds: float = Field(1.0, description="Shortest accepted track; shorter than one patch is repeat-padded")
+    damaged_audio: str = Field("warn", pattern="^(warn|refuse)$",
+                               description="Damaged or truncated audio: analyse it with a warning, or refuse it (422 damaged_audio)")
 
     max_batch_patches: int = Field(4, ge=1, description="Largest inference batch (patches); each worker runs one")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill before it runs")

@@ -22,6 +22,10 @@ BATCH_SIZE = Histogram(f"{PREFIX}_batch_size_patches", "Patches per inference ba
 INFERENCE_SECONDS = Histogram(
     f"{PREFIX}_inference_duration_seconds", "ONNX Runtime time per batch", ["model"], buckets=LATENCY_BUCKETS_SECONDS
 )
+DECODES = Counter(f"{PREFIX}_decodes_total", "Uploads decoded, by the decoder that read them (ffmpeg, libsndfile)",
+                  ["decoder"])
+DECODE_WARNINGS = Counter(f"{PREFIX}_decode_warnings_total",
+                          "Decoded uploads with a warning, by code (audio_damaged, audio_truncated)", ["code"])
 AUDIO_SECONDS = Counter(f"{PREFIX}_audio_processed_seconds_total", "Seconds of audio analysed (cache misses)", ["model"])
 CACHE_HITS = Counter(f"{PREFIX}_cache_hits_total", "Analysis cache hits", ["backend"])
 CACHE_MISSES = Counter(f"{PREFIX}_cache_misses_total", "Analysis cache misses", ["backend"])

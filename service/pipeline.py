@@ -3,6 +3,11 @@
 Decoding runs in a worker thread and hands each patch to the model's batcher as soon as its samples are decoded,
 so inference overlaps decoding. The decoder stays at most PATCHES_AHEAD patches ahead of inference (memory per
 request stays bounded whatever the track's length), and stops as soon as the request is abandoned.
+
+The analysis owns its input: the decode thread closes the source when it is done with it, so whoever started the
+analysis (one request among several sharing it, see cache.SingleFlight) may go away without pulling the file from
+under the decoder. The analysis carries the decode facts; with ``damaged_audio="refuse"`` a file whose decode
+raised warnings fails with ``damaged_audio`` instead of being analysed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 
 from service import metrics
 from service.batch import Batcher, DeadlineExceeded, Job
-from service.decode import iter_decoded
+from service.decode import DecodeFacts, iter_decoded, refuse_damaged
 from service.errors import Problem, deadline_exceeded
 from service.patch import PatchGeometry, StreamingPatcher
 from service.pool import Analysis
@@ -30,7 +35,8 @@ class Abandoned(Exception):
     """The request went away (deadline, disconnect, failure): decoding stops."""
 
 
-def build_analysis(num_samples: int, geometry: PatchGeometry, hop_frames: int, outputs: dict[str, np.ndarray]) -> Analysis:
+def build_analysis(num_samples: int, geometry: PatchGeometry, hop_frames: int, outputs: dict[str, np.ndarray],
+                   decode: DecodeFacts) -> Analysis:
     return Analysis(
         duration_seconds=num_samples / geometry.sample_rate,
         sample_rate=geometry.sample_rate,
@@ -38,7 +44,14 @@ def build_analysis(num_samples: int, geometry: PatchGeometry, hop_frames: int, o
         hop_samples=hop_frames * geometry.frame_hop,
         tags=np.ascontiguousarray(outputs["tags"], dtype=np.float32),
         embedding=np.ascontiguousarray(outputs["embedding"], dtype=np.float32),
+        decode=decode,
     )
+
+
+def count_decode(facts: DecodeFacts) -> None:
+    metrics.DECODES.labels(facts.decoder).inc()
+    for warning in facts.warnings:
+        metrics.DECODE_WARNINGS.labels(warning.code).inc()
 
 
 def check_min_duration(num_samples: int, sample_rate: int, min_seconds: float) -> None:
@@ -55,6 +68,7 @@ class _Producer:
         self.stop = threading.Event()
         self.credits = threading.Semaphore(PATCHES_AHEAD)
         self.decode_seconds = 0.0  # time inside the decoder, excluding waits for inference to catch up
+        self.facts: DecodeFacts | None = None  # set once the whole file decoded
         job.on_patch_done = self.credits.release
 
     def send(self, patch: np.ndarray) -> None:
@@ -64,8 +78,13 @@ class _Producer:
         self.loop.call_soon_threadsafe(self.batcher.add_patch, self.job, patch)
 
     def run(self, source: BinaryIO, geometry: PatchGeometry, hop_frames: int, max_seconds: float,
-            min_seconds: float) -> int:
-        """Decode and send every patch; returns the track's length in samples."""
+            min_seconds: float, damaged_audio: str) -> int:
+        """Decode and send every patch; returns the track's length in samples. Closes ``source`` when done."""
+        with source:
+            return self._run(source, geometry, hop_frames, max_seconds, min_seconds, damaged_audio)
+
+    def _run(self, source: BinaryIO, geometry: PatchGeometry, hop_frames: int, max_seconds: float,
+             min_seconds: float, damaged_audio: str) -> int:
         patcher = StreamingPatcher(geometry, hop_frames)
         chunks = iter_decoded(source, max_seconds=max_seconds)
         try:
@@ -81,6 +100,10 @@ class _Producer:
                     self.send(patch)
         finally:
             chunks.close()
+        self.facts = chunks.facts
+        count_decode(chunks.facts)
+        if damaged_audio == "refuse":
+            refuse_damaged(chunks.facts)
         check_min_duration(patcher.num_samples, geometry.sample_rate, min_seconds)
         for patch in patcher.finish():
             self.send(patch)
@@ -95,14 +118,25 @@ def _retrieve_exception(future: asyncio.Future) -> None:
         future.exception()
 
 
+def _close_if_never_run(source: BinaryIO):
+    def callback(future: asyncio.Future) -> None:
+        if future.cancelled():  # the executor dropped the call before it started (shutdown): nobody else will
+            source.close()
+    return callback
+
+
 async def analyse(source: BinaryIO, *, geometry: PatchGeometry, hop_frames: int, batcher: Batcher,
-                  decode_pool: Executor, max_seconds: float, min_seconds: float, deadline: float) -> Analysis:
-    """deadline: time.monotonic() by which the analysis must be done (else 504)."""
+                  decode_pool: Executor, max_seconds: float, min_seconds: float, deadline: float,
+                  damaged_audio: str = "warn") -> Analysis:
+    """deadline: time.monotonic() by which the analysis must be done (else 504). Takes ownership of ``source``:
+    it is closed once decoding ends, however the analysis ends."""
     loop = asyncio.get_running_loop()
     job = batcher.open_job()
     producer = _Producer(loop, batcher, job)
-    decoding = loop.run_in_executor(decode_pool, producer.run, source, geometry, hop_frames, max_seconds, min_seconds)
+    decoding = loop.run_in_executor(decode_pool, producer.run, source, geometry, hop_frames, max_seconds, min_seconds,
+                                    damaged_audio)
     decoding.add_done_callback(_retrieve_exception)
+    decoding.add_done_callback(_close_if_never_run(source))
     try:
         num_samples = await asyncio.wait_for(asyncio.shield(decoding), timeout=max(deadline - time.monotonic(), 0.0))
         metrics.DECODE_SECONDS.observe(producer.decode_seconds)
@@ -115,4 +149,4 @@ async def analyse(source: BinaryIO, *, geometry: PatchGeometry, hop_frames: int,
         producer.stop.set()
         batcher.abandon(job)
     metrics.AUDIO_SECONDS.labels(batcher.model).inc(num_samples / geometry.sample_rate)
-    return build_analysis(num_samples, geometry, hop_frames, outputs)
+    return build_analysis(num_samples, geometry, hop_frames, outputs, producer.facts)

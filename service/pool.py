@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from service.decode import DecodeFacts
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,9 @@ class Analysis:
     hop_samples: int
     tags: np.ndarray  # float32 [segments, labels]
     embedding: np.ndarray  # float32 [segments, dim]
+    # Which decoder read the audio, its declared duration, warnings (damaged, truncated). Empty for an analysis of
+    # samples that were never a file (tests, benchmarks).
+    decode: DecodeFacts = field(default_factory=DecodeFacts)
 
     @property
     def segments(self) -> int:

@@ -4,8 +4,37 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from service.decode import DecodeFacts
 from service.pool import Analysis, mean_over_segments
 from service.taxonomy import Taxonomy, suggest
+
+
+class DecodeWarningOut(BaseModel):
+    code: str = Field(description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
+                                  "(much shorter than declared, or the container shows the file was cut)")
+    detail: str
+
+
+class DecodeInfo(BaseModel):
+    decoder: str = Field(description="ffmpeg, or libsndfile for files FFmpeg cannot read")
+    codec: str
+    duration_seconds: float = Field(description="Decoded duration")
+    declared_duration_seconds: float | None = Field(description="Duration the file declares, when it declares one")
+
+
+class DecodeReport(BaseModel):
+    """Fields every audio response carries: how the upload decoded, and what the analysis may be missing."""
+
+    warnings: list[DecodeWarningOut] = Field(description="Empty when the audio decoded cleanly")
+    decode: DecodeInfo
+
+
+def decode_report(facts: DecodeFacts) -> dict:
+    return {
+        "warnings": [DecodeWarningOut(code=w.code, detail=w.detail) for w in facts.warnings],
+        "decode": DecodeInfo(decoder=facts.decoder, codec=facts.codec, duration_seconds=facts.duration_seconds,
+                             declared_duration_seconds=facts.declared_duration_seconds),
+    }
 
 
 class TagSegment(BaseModel):
@@ -14,7 +43,7 @@ class TagSegment(BaseModel):
     scores: list[float] = Field(description="Tag probabilities, in the order of `labels`")
 
 
-class TaggramResponse(BaseModel):
+class TaggramResponse(DecodeReport):
     model: str
     labels: list[str]
     patch_seconds: float = Field(description="Audio each segment stands for (187 STFT frames)")
@@ -31,7 +60,7 @@ class EmbeddingSegment(BaseModel):
     embedding: list[float]
 
 
-class EmbedResponse(BaseModel):
+class EmbedResponse(DecodeReport):
     model: str
     dim: int
     embedding: list[float] = Field(description="Mean over segments of the per-segment embeddings")
@@ -45,7 +74,7 @@ class Suggestion(BaseModel):
     score: float = Field(description="Highest track-level mean probability among the subgenre's tags")
 
 
-class SuggestResponse(BaseModel):
+class SuggestResponse(DecodeReport):
     model: str
     taxonomy: str
     suggestions: list[Suggestion]
@@ -79,6 +108,7 @@ def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> 
         segments=segments,
         mean=mean_over_segments(analysis.tags).tolist(),
         cached=cached,
+        **decode_report(analysis.decode),
     )
 
 
@@ -96,6 +126,7 @@ def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> 
         duration_seconds=analysis.duration_seconds,
         cached=cached,
         segments=segments,
+        **decode_report(analysis.decode),
     )
 
 
@@ -107,4 +138,5 @@ def suggestions(model: str, taxonomy: Taxonomy, analysis: Analysis, cached: bool
         suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranked],
         duration_seconds=analysis.duration_seconds,
         cached=cached,
+        **decode_report(analysis.decode),
     )

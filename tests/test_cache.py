@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import asyncio
 import hashlib
 import struct
@@ -41,6 +42,7 @@ from service.cache import (
     make_cache,
 )
 from service.config import Settings
+from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
 from service.pool import Analysis
 
 AUDIO = hashlib.sha256(b"some song").hexdigest()
@@ -108,6 +110,23 @@ def analyses(draw) -> Analysis:
         hop_samples=draw(st.integers(0, 2**32 - 1)),
         tags=draw(hnp.arrays(np.float32, (segments, labels), elements=float32s)),
         embedding=draw(hnp.arrays(np.float32, (segments, dim), elements=float32s)),
+        decode=draw(decode_facts()),
+    )
+
+
+@st.composite
+def decode_facts(draw) -> DecodeFacts:
+    text = st.text(max_size=40)
+    return DecodeFacts(
+        decoder=draw(st.sampled_from(["", "ffmpeg", "libsndfile"])),
+        codec=draw(text),
+        source_sample_rate=draw(st.integers(0, 384_000)),
+        source_channels=draw(st.integers(0, 64)),
+        declared_duration_seconds=draw(st.none() | st.floats(0, 1e6)),
+        duration_seconds=draw(st.floats(0, 1e6)),
+        damaged=draw(st.booleans()),
+        cut_reason=draw(st.none() | text),
+        warnings=draw(st.lists(st.builds(DecodeWarning, st.sampled_from(WARNING_CODES), text), max_size=3)),
     )
 
 
@@ -115,8 +134,11 @@ def analyses(draw) -> Analysis:
 @given(analyses())
 def test_round_trip_is_bit_exact_for_any_shape_and_value(a: Analysis) -> None:
     encoded = encode_analysis(a)
-    assert len(encoded) == HEADER_BYTES + 4 * a.tags.size + 4 * a.embedding.size
-    assert_identical(a, decode_analysis(encoded))
+    facts_bytes = len(json.dumps(facts_to_json(a.decode), separators=(",", ":")).encode())
+    assert len(encoded) == HEADER_BYTES + 4 * a.tags.size + 4 * a.embedding.size + facts_bytes
+    decoded = decode_analysis(encoded)
+    assert_identical(a, decoded)
+    assert decoded.decode == a.decode
 
 
 def test_special_float_values_survive_bit_for_bit() -> None:
@@ -299,7 +321,7 @@ def test_memory_cache_evicts_least_recently_used_by_bytes() -> None:
         assert key(2) not in cache and key(1) in cache and key(3) in cache
         assert cache.size_bytes == 2 * entry
 
-        big = analysis(segments=6)  # twice the size of the others: evicts both
+        big = analysis(segments=12)  # over twice the size of the others (with the fixed facts trailer): evicts both
         await cache.set(key(4), big)
         assert list(cache._entries) == [key(4)] and cache.size_bytes == len(encode_analysis(big))
 

@@ -7,7 +7,7 @@ answering from a fragment in silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 AUDIO_DAMAGED = "audio_damaged"  # the decoder met errors and skipped packets or stopped early
 AUDIO_TRUNCATED = "audio_truncated"  # decoded much shorter than declared, or the container says it was cut
@@ -67,3 +67,15 @@ def warnings_for(facts: DecodeFacts) -> list[DecodeWarning]:
         found.append(DecodeWarning(AUDIO_TRUNCATED, f"The file looks cut short ({facts.cut_reason}): the analysis "
                                                     "covers the part that is there."))
     return found
+
+
+def facts_to_json(facts: DecodeFacts) -> dict:
+    """A plain-JSON form of the facts (the cache value's trailer, the backfill's columns)."""
+    return asdict(facts)
+
+
+def facts_from_json(document: dict) -> DecodeFacts:
+    """Inverse of :func:`facts_to_json`; raises KeyError/TypeError/ValueError for anything it did not write."""
+    fields = dict(document)
+    fields["warnings"] = [DecodeWarning(str(w["code"]), str(w["detail"])) for w in fields["warnings"]]
+    return DecodeFacts(**fields)
