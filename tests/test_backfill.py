@@ -193,6 +193,12 @@ def test_catalog_gives_a_result_row_per_good_file_and_an_error_row_per_broken_on
     durations = {r["track_id"]: r["duration_seconds"] for r in results}
     assert durations["a/sine.wav"] == 6.0 and durations["short.m4a"] == pytest.approx(1.5, abs=0.1)
     assert durations["truncated.wav"] == pytest.approx(5.5, abs=0.01)
+    warnings = {r["track_id"]: r["warnings"] for r in results}
+    assert warnings.pop("truncated.wav") == ["audio_truncated"]  # analysed, and the row says what is missing
+    assert set(map(tuple, warnings.values())) == {()}
+    declared = {r["track_id"]: r["declared_duration_seconds"] for r in results}
+    assert declared["truncated.wav"] == pytest.approx(11.0) and declared["a/sine.wav"] == pytest.approx(6.0)
+    assert {r["decoder"] for r in results} == {"ffmpeg"}
 
     schema = read_output(clean_run, "results").schema
     assert schema.field("embedding").type == pa.list_(pa.float32(), 200)
@@ -227,12 +233,25 @@ def test_results_equal_what_the_service_answers_for_the_same_bytes(clean_run, ca
             np.testing.assert_allclose(taggram["mean"], row["tag_scores"], **close, err_msg=name)
             np.testing.assert_allclose(embed["embedding"], row["embedding"], **close, err_msg=name)
             assert [s["subgenre"] for s in suggest["suggestions"]] == [s["subgenre"] for s in row["top_subgenres"]]
+            assert [w["code"] for w in taggram["warnings"]] == row["warnings"], name
+            assert taggram["decode"]["decoder"] == row["decoder"], name
             np.testing.assert_allclose([s["score"] for s in suggest["suggestions"]],
                                        [s["score"] for s in row["top_subgenres"]], **close, err_msg=name)
         for name, (_, code) in BROKEN.items():
             response = http.post("/embed", content=(catalog / name).read_bytes())
             assert response.status_code in (413, 415, 422), name
             assert response.json()["code"] == errors[name]["code"] == code, name
+
+
+def test_refusing_damaged_audio_makes_truncated_files_error_rows(catalog, models_dir, tmp_path):
+    out = tmp_path / "out"
+    assert run_inprocess([catalog, "--out", out, "--models-dir", models_dir, "--workers", 1, *COMMON,
+                          "--damaged-audio", "refuse"]) == 0
+    errors = {e["track_id"]: e for e in sorted_rows(out, "errors")}
+    assert errors["truncated.wav"]["code"] == "damaged_audio"
+    assert "11.0 s" in errors["truncated.wav"]["message"]  # says what the file declares
+    assert "truncated.wav" not in {r["track_id"] for r in sorted_rows(out, "results")}
+    assert json.loads((out / "_backfill.json").read_text())["damaged_audio"] == "refuse"
 
 
 # ---------------------------------------------------------------------------------------------------------------
