@@ -27,6 +27,7 @@ from service import backfill
 from service.backfill import read_output, shard_of
 from service.cache import cache_key
 from tests.audio_factory import chord, encode_audio, noise, sine, sweep
+from tests.ogg_pages import with_padded_vorbis_setup
 from tests.live_server import live_server, server_settings
 from tests.redis_support import redis_url  # noqa: F401 (fixture)
 
@@ -50,6 +51,7 @@ GOOD = {  # analysed: a result row each (the service answers 200)
     "b/c/sweep.ogg": lambda: encode_audio(sweep(100, 4000, 5.0, 48_000), 48_000, "ogg"),
     "short.m4a": lambda: encode_audio(sine(660, 1.5, 44_100), 44_100, "m4a"),  # one repeat-padded patch
     "truncated.wav": lambda: _wav_halved(11.0),  # cut in the middle: its first 5.5 s
+    "libsndfile_only.ogg": lambda: with_padded_vorbis_setup(encode_audio(sine(550, 4.0, 44_100), 44_100, "ogg")),
 }
 BROKEN = {  # error rows, with the service's code for the same bytes
     "too_short.wav": (lambda: encode_audio(sine(440, 0.5, 16_000), 16_000, "wav"), "audio_too_short"),
@@ -198,7 +200,9 @@ def test_catalog_gives_a_result_row_per_good_file_and_an_error_row_per_broken_on
     assert set(map(tuple, warnings.values())) == {()}
     declared = {r["track_id"]: r["declared_duration_seconds"] for r in results}
     assert declared["truncated.wav"] == pytest.approx(11.0) and declared["a/sine.wav"] == pytest.approx(6.0)
-    assert {r["decoder"] for r in results} == {"ffmpeg"}
+    decoders = {r["track_id"]: r["decoder"] for r in results}
+    assert decoders.pop("libsndfile_only.ogg") == "libsndfile"  # FFmpeg refuses it (tests/ogg_pages.py)
+    assert set(decoders.values()) == {"ffmpeg"}
 
     schema = read_output(clean_run, "results").schema
     assert schema.field("embedding").type == pa.list_(pa.float32(), 200)

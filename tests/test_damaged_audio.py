@@ -12,13 +12,14 @@ import asyncio
 import hashlib
 import io
 
+import av
 import httpx
 import numpy as np
 import pytest
 
 from audio_factory import encode_audio, sine
 from live_server import live_server, server_settings
-from ogg_pages import split_pages, with_flags
+from ogg_pages import ending_on_an_empty_page, split_pages, with_flags, with_padded_vorbis_setup
 from service.app import create_app
 from service.cache import cache_key
 from service.decode import (
@@ -118,6 +119,58 @@ def test_a_closed_upload_is_a_server_fault_not_a_short_track():
             pass
 
 
+# ---- files FFmpeg gets wrong ----------------------------------------------------------------------------------------
+
+
+def ffmpeg_packet_errors(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        errors = 0
+        for packet in container.demux(container.streams.audio[0]):
+            try:
+                packet.decode()
+            except av.error.FFmpegError:
+                errors += 1
+        return errors
+
+
+def test_a_vorbis_file_ffmpeg_refuses_is_read_by_libsndfile():
+    original = tone("ogg", 5.0)
+    refused_by_ffmpeg = with_padded_vorbis_setup(original)
+    with pytest.raises(av.error.FFmpegError):
+        av.open(io.BytesIO(refused_by_ffmpeg))  # the condition under test: FFmpeg alone gives up
+    audio = decode(io.BytesIO(refused_by_ffmpeg), max_seconds=MAX_SECONDS)
+    assert audio.facts.decoder == "libsndfile" and audio.facts.codec == "vorbis"
+    assert codes(audio.facts) == []
+    reference = decode(io.BytesIO(original), max_seconds=MAX_SECONDS).samples  # FFmpeg on the unpadded file
+    assert audio.samples.size == reference.size
+    assert np.max(np.abs(audio.samples - reference)) < 1e-3
+
+
+def test_a_file_neither_decoder_reads_keeps_ffmpegs_reason():
+    data = with_padded_vorbis_setup(tone("ogg", 3.0))
+    pages = split_pages(data)
+    unreadable = pages[0] + b"\x00" * len(pages[1]) + b"".join(pages[2:])  # the setup header is gone as well
+    with pytest.raises(DecodeError) as caught:
+        decode(io.BytesIO(unreadable), max_seconds=MAX_SECONDS)
+    assert caught.value.code == "undecodable_audio" and "libsndfile" not in caught.value.detail
+
+
+def test_an_ogg_ending_on_an_empty_page_is_not_reported_damaged():
+    """FFmpeg rejects the empty last packet (seen in Debian's supertux-data); libsndfile reads the file cleanly to
+    the same length, so nothing is missing and no warning is due."""
+    data = ending_on_an_empty_page(tone("ogg", 5.0))
+    assert ffmpeg_packet_errors(data) == 1
+    facts = decode(io.BytesIO(data), max_seconds=MAX_SECONDS).facts
+    assert facts.decoder == "ffmpeg" and codes(facts) == []
+    assert facts.duration_seconds == pytest.approx(5.0, abs=0.01)
+
+
+def test_ffmpeg_errors_that_libsndfile_confirms_keep_the_warning():
+    data = tone("flac")
+    facts = decode(io.BytesIO(data[: len(data) // 2]), max_seconds=MAX_SECONDS).facts
+    assert facts.damaged and AUDIO_DAMAGED in codes(facts)  # libsndfile cannot read it cleanly either
+
+
 # ---- the libsndfile decoder ---------------------------------------------------------------------------------------
 
 
@@ -188,6 +241,15 @@ def test_a_clean_file_has_an_empty_warnings_list(server):
     with server.client() as http:
         body = http.post("/embed", content=tone("mp3", 4.0)).json()
     assert body["warnings"] == [] and body["decode"]["decoder"] == "ffmpeg"
+
+
+def test_a_file_only_libsndfile_reads_is_analysed_over_http(server):
+    with server.client() as http:
+        body = http.post("/taggram", content=with_padded_vorbis_setup(tone("ogg", 7.0))).json()
+        exposition = http.get("/metrics").text
+    assert body["decode"]["decoder"] == "libsndfile" and body["warnings"] == []
+    assert len(body["segments"]) == 2
+    assert 'taggram_decodes_total{decoder="libsndfile"}' in exposition
 
 
 def test_decode_warnings_are_counted_by_code(server):

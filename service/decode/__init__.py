@@ -27,6 +27,9 @@ Which decoder: FFmpeg first. When it cannot open the file or decodes nothing fro
 libsndfile tries the same file object; if it cannot either, FFmpeg's error is the answer. A file FFmpeg has
 started to yield audio from is never handed over (chunks already went downstream).
 
+When FFmpeg met errors in a file, libsndfile gives a second opinion: if it reads the whole file cleanly to the same
+length, nothing is missing and the file is not reported damaged (see ``_read_cleanly_elsewhere``).
+
 Damage is visible, not silent: ``DecodeStream.facts`` says which decoder read the file, the decoded and the
 declared duration, and carries ``warnings`` (``audio_damaged``: the decoder met errors; ``audio_truncated``: much
 shorter than declared, or the container shows it was cut). Callers decide whether to analyse with the warning or
@@ -48,7 +51,17 @@ import numpy as np
 
 from service.decode import ffmpeg, sndfile
 from service.decode.errors import DecodeError, SourceReadError, damaged
-from service.decode.facts import AUDIO_DAMAGED, AUDIO_TRUNCATED, FFMPEG, LIBSNDFILE, WARNING_CODES, DecodeFacts, DecodeWarning, warnings_for
+from service.decode.facts import (
+    AUDIO_DAMAGED,
+    AUDIO_TRUNCATED,
+    FFMPEG,
+    LIBSNDFILE,
+    WARNING_CODES,
+    DecodeFacts,
+    DecodeWarning,
+    truncation_gap,
+    warnings_for,
+)
 from service.decode.ffmpeg import ALLOWED_DEMUXERS, frame_planes, join_planes
 from service.decode.integrity import check_integrity
 from service.decode.limits import (
@@ -142,10 +155,23 @@ def _decode_chunks(source: GuardedSource, max_seconds: float, chunk_samples: int
     if source.error is not None:  # a decoder swallowed it and ended "cleanly" on a prefix
         raise SourceReadError(f"reading the upload failed: {source.error!r}") from source.error
     facts.duration_seconds = samples_out / SAMPLE_RATE
+    if facts.damaged and facts.decoder == FFMPEG and _read_cleanly_elsewhere(source, facts.duration_seconds):
+        facts.damaged = False
     if integrity.declared_seconds is not None:
         facts.declared_duration_seconds = integrity.declared_seconds
     facts.cut_reason = integrity.cut_reason
     facts.warnings = warnings_for(facts)
+
+
+def _read_cleanly_elsewhere(source: BinaryIO, decoded_seconds: float) -> bool:
+    """Whether libsndfile reads the whole file without error to the length FFmpeg decoded.
+
+    FFmpeg rejects packets of some valid files (measured: the last packet of a libVorbis 1.3 Ogg file in Debian's
+    supertux-data, where FFmpeg and libsndfile still decode the same number of samples, 3e-7 apart). Such a file is
+    not damaged: nothing is missing from the analysis. A file libsndfile cannot read cleanly, or reads longer (audio
+    FFmpeg lost), keeps its warning. Costs a second read of the file, only for files FFmpeg met errors in."""
+    seconds = sndfile.clean_read_seconds(source)
+    return seconds is not None and truncation_gap(seconds, decoded_seconds) is None
 
 
 def _validate_args(max_seconds: float, chunk_samples: int) -> None:

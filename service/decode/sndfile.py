@@ -81,3 +81,17 @@ def decode_chunks(source: BinaryIO, max_seconds: float, chunk_samples: int, fact
             yield chunk
     if n_out == 0:
         raise errors.undecodable("No audio could be decoded from the file.") if facts.damaged else errors.empty()
+
+
+def clean_read_seconds(source: BinaryIO) -> float | None:
+    """Seconds of audio libsndfile reads from ``source`` without any error, or None when it cannot read all of it
+    (or not at all). A second opinion on files where FFmpeg met errors; reads blocks and keeps nothing."""
+    source.seek(0)
+    try:
+        with _open(source) as audio:
+            frames = 0
+            while block := audio.buffer_read(GROUP_SAMPLES, dtype="float32"):
+                frames += len(block) // (4 * audio.channels)
+            return frames / audio.samplerate
+    except (errors.DecodeError, *_CONTENT_ERRORS):
+        return None
