@@ -109,6 +109,15 @@ def test_a_chained_ogg_decodes_every_link_without_a_warning():
     assert facts.duration_seconds == pytest.approx(7.0, abs=0.05)
 
 
+def test_a_chained_ogg_whose_links_change_rate_is_damaged_not_silently_shortened():
+    first = tone("ogg", 3.0)
+    second = encode_audio(sine(660, 4.0, 22_050), 22_050, "ogg")  # FFmpeg's demuxer stops at the rate change
+    facts = decode(io.BytesIO(first + second), max_seconds=MAX_SECONDS).facts
+    assert facts.duration_seconds == pytest.approx(3.0, abs=0.05)
+    assert codes(facts) == [AUDIO_DAMAGED]  # libsndfile reads the first link only: it cannot vouch for the file
+    assert facts.declared_duration_seconds is None  # the last granule counts from the second link's start
+
+
 def test_a_closed_upload_is_a_server_fault_not_a_short_track():
     source = io.BytesIO(tone("wav", 30.0))
     chunks = iter_decoded(source, max_seconds=MAX_SECONDS, chunk_samples=SAMPLE_RATE)

@@ -59,7 +59,6 @@ from service.decode.facts import (
     WARNING_CODES,
     DecodeFacts,
     DecodeWarning,
-    truncation_gap,
     warnings_for,
 )
 from service.decode.ffmpeg import ALLOWED_DEMUXERS, frame_planes, join_planes
@@ -155,7 +154,9 @@ def _decode_chunks(source: GuardedSource, max_seconds: float, chunk_samples: int
     if source.error is not None:  # a decoder swallowed it and ended "cleanly" on a prefix
         raise SourceReadError(f"reading the upload failed: {source.error!r}") from source.error
     facts.duration_seconds = samples_out / SAMPLE_RATE
-    if facts.damaged and facts.decoder == FFMPEG and _read_cleanly_elsewhere(source, facts.duration_seconds):
+    if integrity.chained:  # libsndfile would read the first link only: no second opinion, no declared length
+        facts.declared_duration_seconds = None
+    elif facts.damaged and facts.decoder == FFMPEG and _read_cleanly_elsewhere(source, facts.duration_seconds):
         facts.damaged = False
     if integrity.declared_seconds is not None:
         facts.declared_duration_seconds = integrity.declared_seconds
@@ -163,15 +164,23 @@ def _decode_chunks(source: GuardedSource, max_seconds: float, chunk_samples: int
     facts.warnings = warnings_for(facts)
 
 
+# How far the two decoders' lengths may differ for the file to count as complete: under one codec frame
+# (mp3 1152 samples = 26 ms, AAC 1024 = 23 ms at 44.1 kHz), so a single skipped frame keeps the warning.
+SECOND_OPINION_MAX_GAP_SECONDS = 0.01
+
+
 def _read_cleanly_elsewhere(source: BinaryIO, decoded_seconds: float) -> bool:
     """Whether libsndfile reads the whole file without error to the length FFmpeg decoded.
 
-    FFmpeg rejects packets of some valid files (measured: the last packet of a libVorbis 1.3 Ogg file in Debian's
-    supertux-data, where FFmpeg and libsndfile still decode the same number of samples, 3e-7 apart). Such a file is
-    not damaged: nothing is missing from the analysis. A file libsndfile cannot read cleanly, or reads longer (audio
-    FFmpeg lost), keeps its warning. Costs a second read of the file, only for files FFmpeg met errors in."""
+    FFmpeg rejects packets of some valid files (measured: the empty last packet of a libVorbis 1.3 Ogg file in
+    Debian's supertux-data, where FFmpeg and libsndfile still decode the same number of samples, 3e-7 apart). Such a
+    file is not damaged: nothing is missing from the analysis. A file libsndfile cannot read cleanly, or reads to
+    another length, keeps its warning: libsndfile's MP3 decoder (mpg123) ends or resyncs at corrupt frames without
+    an error (measured: 1.99 s of a 4 s mp3 with 500 corrupt bytes, where FFmpeg skipped the bad frames and decoded
+    3.76 s), so only an equal length vouches for the file, and the tolerance is below one frame. Costs a second read
+    of the file, only for files FFmpeg met errors in."""
     seconds = sndfile.clean_read_seconds(source)
-    return seconds is not None and truncation_gap(seconds, decoded_seconds) is None
+    return seconds is not None and abs(seconds - decoded_seconds) < SECOND_OPINION_MAX_GAP_SECONDS
 
 
 def _validate_args(max_seconds: float, chunk_samples: int) -> None:

@@ -5,7 +5,8 @@ Opus file to its last complete page without any error, and clamps a WAV file's `
 so neither looks damaged nor shorter than declared. The containers do say it, in bytes the decoders skip:
 
 * **Ogg** (RFC 3533): the last page of a complete logical stream carries the end-of-stream flag. A file that ends
-  inside a page, or on a page without that flag, was cut.
+  inside a page, or on a page without that flag, was cut. A last page from another logical stream than the first
+  page's marks a chained file (several streams one after the other).
 * **RIFF/WAVE**: the ``data`` chunk header states its size; a file shorter than the chunk it declares was cut, and
   the declared size gives the track's real duration. (Size fields of 0 or 0xFFFFFFFF are what streaming writers
   leave behind: no claim is made then.)
@@ -35,6 +36,9 @@ class Integrity:
 
     cut_reason: str | None = None  # why the file looks cut short; None when nothing says so
     declared_seconds: float | None = None  # duration the container declares, when the decoders would not tell it
+    # An Ogg file of several logical streams one after the other (a chained file): its last granule position counts
+    # from the last link's start, so it declares nothing about the whole, and libsndfile reads the first link only.
+    chained: bool = False
 
 
 def ogg_cut_reason(tail: bytes) -> str | None:
@@ -48,6 +52,19 @@ def ogg_cut_reason(tail: bytes) -> str | None:
             return "the Ogg stream ends on a page without the end-of-stream flag: the file was cut"
         position = tail.rfind(OGG_CAPTURE, 0, position)
     return "the file ends inside an Ogg page: it was cut mid-page"
+
+
+def ogg_serial(page_start: bytes) -> bytes:
+    """The logical stream's serial number, from the start of a page."""
+    return page_start[14:18]
+
+
+def ogg_integrity(head: bytes, tail: bytes) -> Integrity:
+    """Cut or not (``ogg_cut_reason``), and chained or not: the first and the last page belong to different
+    logical streams."""
+    last = tail.rfind(OGG_CAPTURE)
+    chained = last >= 0 and len(tail) >= last + OGG_HEADER_BYTES and ogg_serial(tail[last:]) != ogg_serial(head)
+    return Integrity(ogg_cut_reason(tail), chained=chained)
 
 
 def _ogg_page_end(data: bytes, start: int) -> int | None:
@@ -99,11 +116,11 @@ def check_integrity(source: BinaryIO) -> Integrity:
     try:
         size = source.seek(0, 2)
         source.seek(0)
-        magic = source.read(4)
-        if magic == OGG_CAPTURE:
+        head = source.read(OGG_HEADER_BYTES)
+        if head.startswith(OGG_CAPTURE):
             source.seek(max(size - MAX_OGG_PAGE_BYTES, 0))
-            return Integrity(ogg_cut_reason(source.read()))
-        if magic == b"RIFF":
+            return ogg_integrity(head, source.read())
+        if head.startswith(b"RIFF"):
             return riff_wave_declared(source, size)
         return Integrity()
     finally:

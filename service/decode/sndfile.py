@@ -90,8 +90,8 @@ def clean_read_seconds(source: BinaryIO) -> float | None:
     try:
         with _open(source) as audio:
             frames = 0
-            while block := audio.buffer_read(GROUP_SAMPLES, dtype="float32"):
-                frames += len(block) // (4 * audio.channels)
+            while (read := audio.read(GROUP_SAMPLES, dtype="float32", always_2d=True).shape[0]) > 0:
+                frames += read
             return frames / audio.samplerate
     except (errors.DecodeError, *_CONTENT_ERRORS):
         return None
