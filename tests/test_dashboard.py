@@ -2,7 +2,7 @@
 
 Every PromQL expression in deploy/grafana/dashboards/taggram.json and deploy/alerts/taggram.rules.yml is parsed
 with `promql-parser` (Python bindings of the Rust crate GreptimeDB uses, which follows the Prometheus grammar;
-on PyPI and maintained), and every metric name its selectors reference is looked up among the sample names of
+on PyPI and maintained; promtool also parses the dashboard's queries, as recording rules), and every metric name its selectors reference is looked up among the sample names of
 the real service: `taggram serve` is started and its /metrics parsed. The HELP/TYPE lines list every family,
 even labelled ones with no sample yet, and the family type tells which sample names it exports (a histogram
 has _bucket/_sum/_count, a counter _total). A real parser rather than a regex: a regex cannot tell a metric name
@@ -23,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.promtool_support import run_promtool
 from tests.serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +53,13 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", 
             "summary": ("", "_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",), "unknown": ("",)}
 
 
+def grafana_free(expr: str) -> str:
+    """The query as Grafana sends it: its interval variables replaced by durations."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
 def exported_sample_names(metrics_text: str) -> set[str]:
     names = set()
     for family in text_string_to_metric_families(metrics_text):
@@ -62,10 +70,8 @@ def exported_sample_names(metrics_text: str) -> set[str]:
 
 def referenced_metric_names(expr: str) -> set[str]:
     """Metric names of every selector in a PromQL expression (raises ValueError when it does not parse)."""
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
     names: list[str | None] = []
-    promql_parser.walk(promql_parser.parse(expr),
+    promql_parser.walk(promql_parser.parse(grafana_free(expr)),
                        pre_visit=lambda node: names.append(node.name) if isinstance(node, promql_parser.VectorSelector) else None)
     assert None not in names, f"a selector without a metric name cannot be checked: {expr}"
     return set(names)
@@ -142,6 +148,16 @@ def test_the_check_would_catch_a_misspelt_metric(service_metric_names):
     assert "taggram_request_total" not in service_metric_names  # (the real one is taggram_requests_total)
     assert "taggram_requests_total" in service_metric_names and "process_resident_memory_bytes" in service_metric_names
     assert "taggram_request_duration_seconds_bucket" in service_metric_names  # a histogram with no sample yet
+
+
+def test_prometheus_itself_parses_every_dashboard_expression(tmp_path):
+    """A second, authoritative parser: Prometheus' own (promtool), on the dashboard's queries as recording rules."""
+    rules = [{"record": f"dashboard:query_{i}", "expr": grafana_free(expr)} for i, expr in enumerate(dashboard_exprs())]
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = run_promtool("check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
 def test_dashboard_covers_what_ops_asked_for():
