@@ -5,8 +5,9 @@ with `promql-parser` (Python bindings of the Rust crate GreptimeDB uses, which f
 on PyPI and maintained; promtool also parses the dashboard's queries, as recording rules), and every metric
 name its selectors reference is looked up among the sample names of the real service: `taggram serve` is
 started and its /metrics parsed. The HELP/TYPE lines list every family, even labelled ones with no sample yet,
-and the family type tells which sample names it exports (a histogram has _bucket/_sum/_count, a counter _total). A real parser rather than a regex: a regex cannot tell a metric name
-from a function, an aggregation keyword or a label name (`sum by (le) (rate(x[5m]))`).
+and the family type tells which sample names it exports (a histogram has _bucket/_sum/_count, a counter _total).
+A real parser rather than a regex: a regex cannot tell a metric name from a function, an aggregation keyword or
+a label name (`sum by (le) (rate(x[5m]))`).
 
 The dashboard's provisioning by docker-compose is checked here too (datasource uid, provider path, mounts).
 """
