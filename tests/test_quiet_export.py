@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 import warnings
 
-from model_export.quiet import (LEAFSPEC_MODULE, TORCHVISION_LOGGER, TORCHVISION_NOTICE, export_noise_filtered)
+from model_export.quiet import (LEAFSPEC_MESSAGE, LEAFSPEC_MODULE, TORCHVISION_LOGGER, TORCHVISION_NOTICE,
+                                export_noise_filtered)
 
 
 def test_the_filtered_logger_is_torchs_onnx_op_registry():
@@ -20,6 +22,11 @@ def test_the_filtered_logger_is_torchs_onnx_op_registry():
     assert registry.logger.name == TORCHVISION_LOGGER
     source = importlib.util.find_spec(TORCHVISION_LOGGER).loader.get_source(TORCHVISION_LOGGER)
     assert TORCHVISION_NOTICE.strip() in source, "torch no longer logs the notice this filter drops"
+
+
+def test_the_filtered_future_warning_is_torchs_pytree_deprecation():
+    source = importlib.util.find_spec("torch.utils._pytree").loader.get_source("torch.utils._pytree")
+    assert re.search(LEAFSPEC_MESSAGE, source), "torch no longer warns this; drop the filter"
 
 
 def test_torchvision_notices_are_dropped_only_inside_the_export(caplog):
