@@ -10,23 +10,37 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: run test models venv lint clean
 
+# Progress lines and real problems only: each setup step prints one line; a step's full output goes to
+# $(SETUP_LOG) and is printed only when the step fails (so pip's errors are still shown in full). pip's own
+# "ERROR" lines are printed even when it exits 0 (e.g. the resolver's dependency-conflict report).
+SETUP_LOG = $(VENV)/setup.log
+EXTRAS := .[export,test]
+quietly = $(1) > $(SETUP_LOG) 2>&1 || { cat $(SETUP_LOG); echo "[setup] FAILED: $(1) (log: $(SETUP_LOG))"; exit 1; }; \
+	grep '^ERROR' $(SETUP_LOG) || true
+
 run: models
-	$(BIN)/taggram serve
+	@echo "[run] $(BIN)/taggram serve"
+	@$(BIN)/taggram serve
 
 test: models
-	$(BIN)/python -m pytest
+	@echo "[test] $(BIN)/python -m pytest"
+	@$(BIN)/python -m pytest
 
 models: $(STAMP)
-	$(BIN)/python -m model_export
+	@echo "[models] building missing models (python -m model_export)"
+	@$(BIN)/python -m model_export
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@echo "[setup] creating $(VENV) and installing pinned dependencies (runtime + export + test extras)"
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off $(FIND_LINKS) -c constraints.txt -e '.[export,test]'
-	touch $@
+	@echo "[setup] creating $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "[setup] upgrading pip"
+	@$(call quietly,$(BIN)/python -m pip install --quiet --upgrade pip)
+	@echo "[setup] installing pinned dependencies (runtime + export + test extras); log: $(SETUP_LOG)"
+	@$(call quietly,$(BIN)/python -m pip install --quiet --progress-bar off $(FIND_LINKS) -c constraints.txt -e '$(EXTRAS)')
+	@touch $@
+	@echo "[setup] done"
 
 clean:
 	rm -rf $(VENV) models .cache

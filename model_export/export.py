@@ -13,6 +13,7 @@ import numpy as np
 
 from model_export import frontend, parity, source
 from model_export.checkpoint import read_checkpoint
+from model_export.quiet import export_noise_filtered
 from model_export.tagger import MODELS, ModelSpec, build_tagger
 
 MANIFEST_FORMAT = 1
@@ -81,11 +82,12 @@ def export_onnx(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
 
     tagger = build_tagger(spec, tensors)
     example = torch.zeros(2, frontend.PATCH_SAMPLES)
-    program = torch.onnx.export(
-        tagger, (example,), input_names=["waveform"], output_names=list(spec.outputs),
-        dynamic_shapes={"waveform": {0: torch.export.Dim("batch")}}, opset_version=OPSET, dynamo=True,
-        optimize=True, verbose=False,
-    )
+    with export_noise_filtered():  # torch's torchvision notices and a LeafSpec FutureWarning: see quiet.py
+        program = torch.onnx.export(
+            tagger, (example,), input_names=["waveform"], output_names=list(spec.outputs),
+            dynamic_shapes={"waveform": {0: torch.export.Dim("batch")}}, opset_version=OPSET, dynamo=True,
+            optimize=True, verbose=False,
+        )
     model = strip_debug_metadata(program.model_proto)
     model.doc_string = f"{spec.name}: musicnn {spec.folder} with its log-mel frontend in the graph"
     model.producer_name, model.producer_version = "taggram.model_export", str(EXPORT_REVISION)

