@@ -17,7 +17,8 @@ const NEIGHBOURS_K = 10;
 const TOOLTIP_OFFSET_PX = 14;
 const MARK_PICKED = "taggram-file-picked";
 const MARK_DRAWN = "taggram-heatmap-drawn";
-const MEASURE_TO_HEATMAP = "time-to-heatmap";
+const MEASURE_TO_HEATMAP = "time-to-heatmap";  // pick → heatmap drawn (bench/page.py reads it)
+const MEASURE_DRAW = "heatmap-draw";  // the drawing alone
 
 const $ = (id) => document.getElementById(id);
 
@@ -264,7 +265,9 @@ function showNeighbours(similar) {
 
 function redraw() {
   if (!state.heat || $("result").hidden) return;
+  const started = performance.now();
   state.layout = drawHeatmap($("heatmap"), state.heat);
+  performance.measure(MEASURE_DRAW, { start: started, end: performance.now() });
   $("heatmap").dataset.segments = String(state.heat.starts.length);
   if (state.series !== null && state.selected !== null) drawSelected();
   moveCursors();
@@ -280,7 +283,7 @@ function placeCursor(cursor, axis, top, height) {
 
 function moveCursors() {
   if (state.layout) placeCursor($("cursor"), state.layout.axis, state.layout.top, state.layout.plotHeight);
-  if (state.chartLayout) placeCursor($("segment-cursor"), state.chartLayout.axis, 0, $("segment-chart").clientHeight);
+  if (state.chartLayout) placeCursor($("segment-cursor"), state.chartLayout.axis, state.chartLayout.top, state.chartLayout.plotHeight);
 }
 
 function followPlayback() {

@@ -67,5 +67,5 @@ export function drawSegmentChart(canvas, heatmapAxis, data, values) {
   ctx.stroke();
   ctx.lineWidth = 1;
   drawTimeTicks(ctx, axis, TOP_PX + plotHeight, INK);
-  return { axis };
+  return { axis, top: TOP_PX, plotHeight };
 }
