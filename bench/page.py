@@ -76,8 +76,10 @@ def page_weight(driver) -> dict[str, int]:
         const nav = performance.getEntriesByType('navigation')[0];
         const assets = performance.getEntriesByType('resource').filter((r) => r.name.includes('/static/'));
         const sum = (key) => assets.reduce((total, r) => total + r[key], 0);
+        const elsewhere = performance.getEntriesByType('resource')
+          .filter((r) => new URL(r.name).origin !== location.origin).map((r) => r.name);
         return {files: 1 + assets.length, transferred: nav.transferSize + sum('transferSize'),
-                body: nav.decodedBodySize + sum('decodedBodySize')};""")
+                body: nav.decodedBodySize + sum('decodedBodySize'), elsewhere};""")
 
 
 def gzipped_bytes() -> int:
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Page weight (first load, empty cache): **{weight['transferred'] / 1024:.1f} KiB transferred** in "
         f"{weight['files']} files ({weight['body'] / 1024:.1f} KiB of bodies; {gzipped_bytes() / 1024:.1f} KiB if "
-        "gzip -9'd: the service sends them uncompressed). No third-party request.",
+        "gzip -9'd: the service sends them uncompressed). Requests to other origins: "
+        f"{', '.join(weight['elsewhere']) or 'none'}.",
         "",
         f"Time to heatmap for a {CLIP_SECONDS / 60:.0f}-minute track (seconds from picking the file to the heatmap "
         "drawn; \"API\" is `POST /taggram` of a clip of the same track from Python, interleaved; \"cached\" is the "

@@ -349,6 +349,9 @@ def test_with_an_api_key_the_page_asks_for_it_and_then_works(driver, keyed_serve
 def test_the_csp_is_enforced_and_the_page_itself_causes_no_violation(driver, server, audio_file):
     analyse_in_page(driver, server.url, audio_file)
     assert csp_violations(driver) == []
+    elsewhere = driver.execute_script("return performance.getEntriesByType('resource')"
+                                      ".map((r) => r.name).filter((url) => new URL(url).origin !== location.origin)")
+    assert elsewhere == []  # no third-party request
     # The header is really enforced: an injected inline script and style attribute are refused and reported.
     driver.execute_script("""
         const s = document.createElement('script');
