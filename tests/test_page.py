@@ -7,6 +7,7 @@ Browser missing → skip locally, fail under ``CI=true`` (tests/browser.py).
 
 from __future__ import annotations
 
+import base64
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -273,6 +274,25 @@ def test_top_tags_suggestions_and_the_chosen_suggestion_per_segment(driver, serv
     assert visible_text(driver, "segment-title").startswith(chosen)
     assert not driver.find_element(By.ID, "neighbours-panel").is_displayed()  # no "index" in /models here
     assert not driver.find_element(By.ID, "warnings").is_displayed()  # a clean file has no decode warnings
+
+
+def test_a_dropped_file_is_analysed_like_a_picked_one(driver, server, tmp_path):
+    """A real drop event carrying a File in its DataTransfer, dispatched on the drop zone."""
+    path = tmp_path / "dropped.wav"
+    write_audio(path, sweep(300, 3000, 6.0, SAMPLE_RATE), SAMPLE_RATE, "wav")
+    open_page(driver, server.url)
+    wait_for(driver, "return document.body.dataset.ready === 'true'")
+    driver.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'dropped.wav', {type: 'audio/wav'}));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        """, base64.b64encode(path.read_bytes()).decode())
+    wait_for(driver, "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null",
+             ANALYSIS_TIMEOUT_SECONDS)
+    drawn = driver.execute_script("return window.taggramPage.heatmap")
+    assert drawn["matrix"] == expected_matrix(api_post(server.url, "/taggram", path))
+    assert "dropped.wav" in visible_text(driver, "file-name")
 
 
 def test_the_cached_flag_is_shown(driver, server, audio_file):
