@@ -384,6 +384,27 @@ def test_the_csp_is_enforced_and_the_page_itself_causes_no_violation(driver, ser
     assert any(v.startswith("script-src") for v in violations) and any(v.startswith("style-src") for v in violations)
 
 
+def test_switching_the_model_redraws_with_that_models_taggram(driver, models_dir, audio_file):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with live_server(server_settings(models_dir, models="msd-musicnn,mtt-musicnn")) as two:
+        analyse_in_page(driver, two.url, audio_file)
+        select = Select(driver.find_element(By.ID, "model"))
+        assert sorted(o.text for o in select.options) == ["msd-musicnn", "mtt-musicnn"]
+        assert select.first_selected_option.text == "msd-musicnn"  # the server's default
+        select.select_by_visible_text("mtt-musicnn")
+        wait_for(driver, "return document.getElementById('facts').textContent.includes('model mtt-musicnn')"
+                         " && document.body.dataset.analysing === 'false'", ANALYSIS_TIMEOUT_SECONDS)
+        drawn = driver.execute_script("return window.taggramPage.heatmap")
+        mtt = api_post(two.url, "/taggram", audio_file, model="mtt-musicnn")
+        assert drawn["matrix"] == expected_matrix(mtt)
+        taxonomy = driver.execute_script("return document.getElementById('taxonomy').value")
+        with two.client() as http:
+            listed = {m["name"]: m for m in http.get("/models").json()["models"]}
+        assert taxonomy == f"tags:{listed['mtt-musicnn']['taxonomy']['name']}"
+
+
 def test_the_taxonomy_selector_offers_what_get_models_lists(driver, server):
     """Tag taxonomies, then trained heads, as GET /models lists them (heads and extra taxonomies only on servers
     that have them: this branch's server lists the model's own tag taxonomy only)."""
