@@ -22,6 +22,7 @@ from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
 from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
 from service.decode import SAMPLE_RATE, DecodeError
 from service.errors import Problem, overloaded, problem_response
+from service.page import install_page
 from service.pipeline import analyse
 from service.pool import Analysis
 from service.registry import LoadedModel, load_models
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CloseUnreadBodyMiddleware)
     app.add_middleware(MetricsMiddleware)
     declare_routes(app, state)
+    install_page(app)
     return app
 
 

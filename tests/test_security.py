@@ -30,7 +30,8 @@ from tests.redis_support import private_redis_factory  # noqa: F401 (fixture)
 from tests.serve_process import ServeProcess
 
 API_KEY = "tg-key-7f3c9a1e5b2d4c6f8a0e"
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# "/" is the exploration page: public like the API description, its own API calls need the key (test_page.py).
+PUBLIC_PATHS = {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 ALLOWED_PARAMETERS = {"model", "hop", "k", "segments"}
 
 
