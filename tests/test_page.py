@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from audio_factory import chord, noise, sweep, write_audio
+from audio_factory import chord, encode_audio, noise, sweep, write_audio
 from browser import chromium, console_entries, require_browser
 from live_server import live_server, server_settings
 
@@ -137,13 +137,21 @@ def visible_text(driver, element_id: str) -> str:
 
 
 def move_to_canvas_point(driver, canvas_id: str, x: float, y: float):
-    """An ActionChains positioned at CSS pixel (x, y) of the canvas (Selenium offsets count from its centre)."""
+    """An ActionChains that moves the pointer to CSS pixel (x, y) of the canvas, in viewport coordinates.
+
+    Selenium's element offsets count from the centre of the element's *visible* part, which moves whenever a tall
+    canvas is cut by the window's edge; the viewport position of the point itself does not depend on that."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     canvas = driver.find_element(By.ID, canvas_id)
-    size = canvas.size
-    return ActionChains(driver).move_to_element_with_offset(canvas, int(x - size["width"] / 2), int(y - size["height"] / 2))
+    left, top = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "window.scrollBy(0, r.top + arguments[1] - window.innerHeight / 2);"  # the point in the middle of the window
+        "const s = arguments[0].getBoundingClientRect(); return [s.left, s.top];", canvas, y)
+    actions = ActionChains(driver)
+    actions.w3c_actions.pointer_action.move_to_location(int(left + x), int(top + y))
+    return actions
 
 
 # ---- the page's HTTP responses ------------------------------------------------------------------------------
@@ -416,3 +424,19 @@ def test_the_taxonomy_selector_offers_what_get_models_lists(driver, server):
     tag_taxonomies = list(dict.fromkeys([model["taxonomy"]["name"], *model.get("taxonomies", [])]))
     heads = [head["name"] for head in model.get("heads", [])]
     assert options == [f"tags:{name}" for name in tag_taxonomies] + [f"head:{name}" for name in heads]
+
+
+def test_a_truncated_file_shows_its_decode_warnings_and_the_decoder(driver, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = encode_audio(chord((220, 330, 440), 12.0, 44_100), 44_100, "flac")
+    path = tmp_path / "cut short.flac"
+    path.write_bytes(data[: len(data) // 2])  # a download that stopped half way
+    analyse_in_page(driver, server.url, path)
+    warnings = driver.find_element(By.ID, "warnings")
+    assert warnings.is_displayed()
+    shown = [item.find_element(By.TAG_NAME, "code").text for item in warnings.find_elements(By.TAG_NAME, "li")]
+    expected = [w["code"] for w in api_post(server.url, "/taggram", path)["warnings"]]
+    assert shown == expected == ["audio_damaged", "audio_truncated"]
+    assert "12.0 s" in warnings.text  # the detail says how much the file declares
+    assert "decoded by ffmpeg (flac)" in driver.find_element(By.ID, "facts").text
