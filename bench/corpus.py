@@ -53,6 +53,14 @@ class Source:
     licence: str          # SPDX-ish, from /usr/share/doc/<package>/copyright
     artist: str           # fallback when a file carries no artist tag
     album: str            # fallback album (the game's soundtrack)
+    # (regex on the file's path in the package, licence) for files the copyright file licenses differently
+    licence_overrides: tuple[tuple[str, str], ...] = ()
+
+    def licence_of(self, relative_path: str) -> str:
+        for pattern, licence in self.licence_overrides:
+            if re.search(pattern, relative_path):
+                return licence
+        return self.licence
 
 
 SOURCES: tuple[Source, ...] = (
@@ -94,14 +102,17 @@ SOURCES: tuple[Source, ...] = (
            "unknown", "SuperTux Soundtrack"),
     Source("warmux-data", r"usr/share/games/warmux/music/.+\.ogg$", "GPL-2.0-or-later",
            "unknown", "WarMUX soundtrack"),
-    Source("warzone2100-music", r"usr/share/games/warzone2100/music/.+\.opus$", "CC-BY-SA-3.0-or-later",
-           "unknown", "Warzone 2100 soundtrack"),
+    Source("warzone2100-music", r"usr/share/games/warzone2100/music/.+\.opus$",
+           "CC-BY-SA-3.0-or-later OR GPL-2.0-or-later", "unknown", "Warzone 2100 soundtrack",
+           # the albums' license.txt: Martin Severn's original tracks (and track3_enhanced, derived) are GPL-2+
+           ((r"original_soundtrack/|track3_enhanced|music/menu\.opus$", "GPL-2.0-or-later"),)),
     Source("xmoto-data", r"usr/share/games/xmoto/Textures/Musics/[^/]+\.ogg$", "GPL-2.0-or-later",
            "unknown", "X-Moto soundtrack"),
     Source("frozen-bubble-data", r"usr/share/games/frozen-bubble/snd/(introzik|frozen-mainzik-[12]p)\.ogg$",
            "GPL-2.0-only", "unknown", "Frozen-Bubble soundtrack"),
     Source("tuxtype-data", r"usr/share/tuxtype/sounds/(tuxi|amidst_the_raindrops|chiptune2)\.ogg$",
-           "GPL-2.0-or-later", "unknown", "Tux Typing music"),
+           "GPL-2.0-or-later", "unknown", "Tux Typing music",
+           ((r"tuxi\.ogg$", "LicenseRef-public-domain"),)),
     Source("parsec47-data", r"usr/share/games/parsec47/sounds/ptn\d\.ogg$", "BSD-2-Clause",
            "Kenta Cho", "PARSEC47 soundtrack"),
     Source("rrootage-data", r"usr/share/games/rrootage/sounds/stg_[a-z]\.ogg$", "BSD-2-Clause",
@@ -225,18 +236,30 @@ def album_json_titles(root: Path) -> dict[str, tuple[str, str, str]]:
     return found
 
 
-def filename_title(name: str) -> str:
-    stem = Path(name).stem
-    return re.sub(r"[_]+", " ", stem).strip()
+# "01 - pronobozo - lincity.ogg" (LinCity-NG), "Olivier Militon.-.Apnee.ogg" (WarMUX)
+FILENAME_ARTIST_TITLE = re.compile(r"^(?:\d+\s*-\s*)?(?P<artist>[^-]+?)\s*(?:\.-\.| - )\s*(?P<title>.+)$")
+
+
+def filename_artist_title(name: str) -> tuple[str, str]:
+    """(artist, title) when a file name follows 'NN - Artist - Title' or 'Artist.-.Title', else ('', title)."""
+    stem = re.sub(r"_+", " ", Path(name).stem).strip()
+    match = FILENAME_ARTIST_TITLE.match(stem)
+    if match:
+        return match.group("artist").strip(), match.group("title").strip()
+    return "", stem
 
 
 def describe(path: Path, root: Path, source: Source, albums: dict[str, tuple[str, str, str]]) -> dict[str, str]:
     """artist, album and title for one file: album.json, then the file's tags, then the package defaults."""
     found = tags(path)
     title, artist, album = albums.get(path.as_posix(), ("", "", ""))
-    artist = artist or found.get("artist") or found.get("composer") or source.artist
+    name_artist, name_title = filename_artist_title(path.name)
+    tagged_artist = found.get("artist") or found.get("composer") or ""
+    if tagged_artist.startswith("http"):  # a web site in the artist tag names no one
+        tagged_artist = ""
+    artist = artist or tagged_artist or name_artist or source.artist
     album = album or found.get("album") or source.album
-    title = title or found.get("title") or filename_title(path.name)
+    title = title or found.get("title") or name_title
     return {"artist": artist.strip(), "album": album.strip(), "title": title.strip()}
 
 
@@ -263,7 +286,7 @@ def catalogue_package(source: Source, root: Path, version: str, audio_dir: Path,
             os.link(path, target)
         tid = track_id(source.package, name)
         row = {"track_id": tid, "path": str(target), "package": source.package, "package_version": version,
-               **describe(path, root, source, albums), "licence": source.licence,
+               **describe(path, root, source, albums), "licence": source.licence_of(path.relative_to(root).as_posix()),
                "duration_seconds": f"{seconds:.2f}" if seconds is not None else "", "codec": codec,
                "label": "", "label_reason": ""}
         label = labels.get(tid)
@@ -307,13 +330,27 @@ def soundfile_decode(path: Path) -> tuple[int, int, str]:
     return data.shape[0], rate, ""
 
 
+def declared_frames(path: Path) -> int:
+    """The frame count libsndfile reads from the file's headers (cheap: no decoding); 0 if it cannot open it."""
+    import soundfile
+    try:
+        return soundfile.info(str(path)).frames
+    except (soundfile.LibsndfileError, RuntimeError):
+        return 0
+
+
 def refused_row(tid: str, path: Path) -> dict[str, str] | None:
-    """A row for ffmpeg_refused.csv when FFmpeg fails or stops short while libsndfile reads the file whole."""
+    """A row for ffmpeg_refused.csv when FFmpeg fails or stops short while libsndfile reads the file whole.
+
+    FFmpeg decodes every file; libsndfile decodes fully only the files FFmpeg failed on or cut short against
+    libsndfile's header frame count (the full read is what proves libsndfile reads them whole)."""
+    ff_frames, ff_error = ffmpeg_decode(path)
+    # FFmpeg resamples nothing here, so both count frames at the file's own rate (Opus: libsndfile reports 48 kHz too)
+    if not ff_error and ff_frames >= PARTIAL_DECODE_RATIO * declared_frames(path):
+        return None
     sf_frames, sf_rate, sf_error = soundfile_decode(path)
     if sf_error or sf_frames == 0:
         return None
-    ff_frames, ff_error = ffmpeg_decode(path)
-    # FFmpeg resamples nothing here, so both count frames at the file's own rate (Opus: libsndfile reports 48 kHz too)
     partial = ff_frames < PARTIAL_DECODE_RATIO * sf_frames
     if not ff_error and not partial:
         return None
@@ -345,7 +382,14 @@ def build(dest: Path, packages: list[str] | None = None) -> list[dict[str, str]]
 
 
 def scan(dest: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    refused = [r for row in rows if (r := refused_row(row["track_id"], Path(row["path"])))]
+    refused = []
+    for n, row in enumerate(rows, 1):
+        found = refused_row(row["track_id"], Path(row["path"]))
+        if found:
+            refused.append(found)
+            print(f"FFmpeg refuses {found['path']}: {found['ffmpeg_error']}", file=sys.stderr)
+        if n % 50 == 0:
+            print(f"scanned {n}/{len(rows)}", file=sys.stderr)
     write_csv(dest / "ffmpeg_refused.csv", REFUSED_COLUMNS, refused)
     return refused
 
