@@ -354,7 +354,9 @@ def refused_row(tid: str, path: Path) -> dict[str, str] | None:
     partial = ff_frames < PARTIAL_DECODE_RATIO * sf_frames
     if not ff_error and not partial:
         return None
-    error = ff_error or f"decoded {ff_frames} of {sf_frames} frames without an error"
+    # say how far FFmpeg got: an error raised after every frame was decoded is a different bug from a refusal
+    error = (f"{ff_error} (after {ff_frames} of {sf_frames} frames)" if ff_error
+             else f"decoded {ff_frames} of {sf_frames} frames without an error")
     return {"track_id": tid, "path": str(path), "ffmpeg_error": error, "soundfile_frames": str(sf_frames),
             "soundfile_samplerate": str(sf_rate)}
 
