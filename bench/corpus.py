@@ -25,9 +25,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import av
 
@@ -55,6 +55,14 @@ class Source:
     album: str            # fallback album (the game's soundtrack)
     # (regex on the file's path in the package, licence) for files the copyright file licenses differently
     licence_overrides: tuple[tuple[str, str], ...] = ()
+    # (regex on the file name, artist) from the package's own credits, for files whose tags name no one
+    credited_artists: tuple[tuple[str, str], ...] = ()
+
+    def credited_artist(self, name: str) -> str:
+        for pattern, artist in self.credited_artists:
+            if re.search(pattern, name):
+                return artist
+        return ""
 
     def licence_of(self, relative_path: str) -> str:
         for pattern, licence in self.licence_overrides:
@@ -83,7 +91,10 @@ SOURCES: tuple[Source, ...] = (
     Source("drascula-music", r"usr/share/scummvm/drascula/audio/[^/]+\.ogg$", "LicenseRef-Drascula",
            "Alcachofa Soft", "Drascula: The Vampire Strikes Back soundtrack"),
     Source("extremetuxracer-data", r"usr/share/games/etr/music/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "Extreme Tux Racer soundtrack"),
+           "unknown", "Extreme Tux Racer soundtrack",
+           # usr/share/games/etr/music/readme ("Music Authors List")
+           credited_artists=((r"-jt\.ogg$", "Joseph Toscano"), (r"-ks\.ogg$", "K. Schroeder"),
+                             (r"-cp\.ogg$", "Christian Picon"), (r"^freezingpoint", "Grady O'Connell"))),
     Source("fillets-ng-data", r"usr/share/games/fillets-ng/music/[^/]+\.ogg$", "GPL-2.0-or-later",
            "unknown", "Fish Fillets NG soundtrack"),
     Source("flare-game", r"usr/share/games/flare/mods/fantasycore/music/[^/]+\.ogg$", "CC-BY-SA-3.0-or-later",
@@ -110,6 +121,11 @@ SOURCES: tuple[Source, ...] = (
            "unknown", "X-Moto soundtrack"),
     Source("frozen-bubble-data", r"usr/share/games/frozen-bubble/snd/(introzik|frozen-mainzik-[12]p)\.ogg$",
            "GPL-2.0-only", "unknown", "Frozen-Bubble soundtrack"),
+    Source("supertuxkart-data",
+           # the *_fast / *_f files are sped-up copies of the same pieces (played on the last lap): left out
+           r"usr/share/games/supertuxkart/data/music/(?![^/]*_(fast|f)\.ogg$)[^/]+\.ogg$", "CC-BY-SA-3.0",
+           "unknown", "SuperTuxKart soundtrack",
+           ((r"/(Boom_boom_boom|alien_signal)\.ogg$", "CC-BY-SA-4.0"), (r"/klabauter_dance\.ogg$", "GPL"))),
     Source("tuxtype-data", r"usr/share/tuxtype/sounds/(tuxi|amidst_the_raindrops|chiptune2)\.ogg$",
            "GPL-2.0-or-later", "unknown", "Tux Typing music",
            ((r"tuxi\.ogg$", "LicenseRef-public-domain"),)),
@@ -223,6 +239,20 @@ def stream_facts(path: Path) -> tuple[float | None, str]:
         return info.frames / info.samplerate, info.subtype.lower()
 
 
+def music_xml_titles(root: Path, album: str) -> dict[str, tuple[str, str, str]]:
+    """filename → (title, composer, album) from SuperTuxKart's ``*.music`` XML files (its documented credits)."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for music_file in root.rglob("*.music"):
+        try:
+            element = ElementTree.parse(music_file).getroot()
+        except ElementTree.ParseError:
+            continue  # SuperTux's *.music files are S-expressions, not XML: nothing documented there
+        if element.tag == "music" and element.get("file"):
+            key = (music_file.parent / element.get("file")).as_posix()
+            found[key] = (element.get("title", ""), element.get("composer", ""), album)
+    return found
+
+
 def album_json_titles(root: Path) -> dict[str, tuple[str, str, str]]:
     """filename → (title, author, album title) from Warzone 2100's ``album.json`` files (its documented music
     metadata); empty for packages without them."""
@@ -257,7 +287,7 @@ def describe(path: Path, root: Path, source: Source, albums: dict[str, tuple[str
     tagged_artist = found.get("artist") or found.get("composer") or ""
     if tagged_artist.startswith("http"):  # a web site in the artist tag names no one
         tagged_artist = ""
-    artist = artist or tagged_artist or name_artist or source.artist
+    artist = artist or tagged_artist or source.credited_artist(path.name) or name_artist or source.artist
     album = album or found.get("album") or source.album
     title = title or found.get("title") or name_title
     return {"artist": artist.strip(), "album": album.strip(), "title": title.strip()}
@@ -273,7 +303,7 @@ def read_labels(path: Path = LABELS_CSV) -> dict[str, dict[str, str]]:
 def catalogue_package(source: Source, root: Path, version: str, audio_dir: Path,
                       labels: dict[str, dict[str, str]]) -> list[dict[str, str]]:
     """Link the package's music into ``audio_dir/<package>/`` and describe each track (one row per track)."""
-    albums = album_json_titles(root)
+    albums = album_json_titles(root) | music_xml_titles(root, source.album)
     rows = []
     paths = music_files(root, source.pattern)
     for path, name in zip(paths, relative_names(paths)):
@@ -379,6 +409,10 @@ def build(dest: Path, packages: list[str] | None = None) -> list[dict[str, str]]
     missing = sorted(set(labels) - {r["track_id"] for r in rows})
     if missing and not packages:
         raise SystemExit(f"{len(missing)} labelled tracks not found in the packages, e.g. {missing[:3]}")
+    if packages and (dest / "corpus.csv").exists():
+        # a partial run re-catalogues only the named packages and keeps every other package's rows
+        with (dest / "corpus.csv").open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["package"] not in packages] + rows
     write_csv(dest / "corpus.csv", CORPUS_COLUMNS, rows)
     return rows
 
