@@ -279,16 +279,22 @@ def filename_artist_title(name: str) -> tuple[str, str]:
     return "", stem
 
 
+def meaningful(tag: str | None) -> str:
+    """A tag's text, or '' for the placeholders some files carry ('none', '<Unknown>', a web address)."""
+    text = (tag or "").strip()
+    if text.lower() in ("none", "(none)", "<unknown>", "unknown") or text.startswith("http"):
+        return ""
+    return text
+
+
 def describe(path: Path, root: Path, source: Source, albums: dict[str, tuple[str, str, str]]) -> dict[str, str]:
     """artist, album and title for one file: album.json, then the file's tags, then the package defaults."""
     found = tags(path)
     title, artist, album = albums.get(path.as_posix(), ("", "", ""))
     name_artist, name_title = filename_artist_title(path.name)
-    tagged_artist = found.get("artist") or found.get("composer") or ""
-    if tagged_artist.startswith("http"):  # a web site in the artist tag names no one
-        tagged_artist = ""
+    tagged_artist = meaningful(found.get("artist")) or meaningful(found.get("composer"))
     artist = artist or tagged_artist or source.credited_artist(path.name) or name_artist or source.artist
-    album = album or found.get("album") or source.album
+    album = album or meaningful(found.get("album")) or source.album
     title = title or found.get("title") or name_title
     return {"artist": artist.strip(), "album": album.strip(), "title": title.strip()}
 
