@@ -40,8 +40,8 @@ MIN_TRACK_SECONDS = 20.0
 PARTIAL_DECODE_RATIO = 0.98
 
 CORPUS_COLUMNS = ["track_id", "path", "package", "package_version", "artist", "album", "title", "licence",
-                  "duration_seconds", "codec", "label", "label_reason"]
-LABEL_COLUMNS = ["track_id", "label", "artist", "album", "label_reason"]
+                  "duration_seconds", "codec", "label", "label_reason", "label_evidence", "cv_group"]
+LABEL_COLUMNS = ["track_id", "label", "artist", "album", "label_reason", "evidence", "cv_group"]
 REFUSED_COLUMNS = ["track_id", "path", "ffmpeg_error", "soundfile_frames", "soundfile_samplerate"]
 
 
@@ -299,6 +299,11 @@ def describe(path: Path, root: Path, source: Source, albums: dict[str, tuple[str
     return {"artist": artist.strip(), "album": album.strip(), "title": title.strip()}
 
 
+def cv_group(artist: str, album: str) -> str:
+    """The unit an artist-disjoint split keeps together: the artist, or the album when the artist is unknown."""
+    return artist if artist and artist != "unknown" else album
+
+
 def read_labels(path: Path = LABELS_CSV) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
@@ -324,11 +329,13 @@ def catalogue_package(source: Source, root: Path, version: str, audio_dir: Path,
         row = {"track_id": tid, "path": str(target), "package": source.package, "package_version": version,
                **describe(path, root, source, albums), "licence": source.licence_of(path.relative_to(root).as_posix()),
                "duration_seconds": f"{seconds:.2f}" if seconds is not None else "", "codec": codec,
-               "label": "", "label_reason": ""}
+               "label": "", "label_reason": "", "label_evidence": ""}
         label = labels.get(tid)
         if label:
             # the labels file is the curated record: its artist/album (read from copyright files and docs) win
             row.update({k: label[k] for k in ("label", "label_reason", "artist", "album") if label.get(k)})
+            row["label_evidence"] = label.get("evidence", "")
+        row["cv_group"] = cv_group(row["artist"], row["album"])
         rows.append(row)
     return rows
 
