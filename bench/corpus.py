@@ -293,7 +293,7 @@ def describe(path: Path, root: Path, source: Source, albums: dict[str, tuple[str
     title, artist, album = albums.get(path.as_posix(), ("", "", ""))
     name_artist, name_title = filename_artist_title(path.name)
     tagged_artist = meaningful(found.get("artist")) or meaningful(found.get("composer"))
-    artist = artist or tagged_artist or source.credited_artist(path.name) or name_artist or source.artist
+    artist = meaningful(artist) or tagged_artist or source.credited_artist(path.name) or name_artist or source.artist
     album = album or meaningful(found.get("album")) or source.album
     title = title or found.get("title") or name_title
     return {"artist": artist.strip(), "album": album.strip(), "title": title.strip()}
