@@ -126,6 +126,10 @@ SOURCES: tuple[Source, ...] = (
            r"usr/share/games/supertuxkart/data/music/(?![^/]*_(fast|f)\.ogg$)[^/]+\.ogg$", "CC-BY-SA-3.0",
            "unknown", "SuperTuxKart soundtrack",
            ((r"/(Boom_boom_boom|alien_signal)\.ogg$", "CC-BY-SA-4.0"), (r"/klabauter_dance\.ogg$", "GPL"))),
+    Source("widelands-data", r"usr/share/games/widelands/data/music/[^/]+\.ogg$", "GPL-2.0-or-later",
+           "unknown", "Widelands soundtrack", ((r"/ingame_2[456]\.ogg$", "CC-BY-SA-3.0"),)),
+    Source("megaglest-data", r"usr/share/games/megaglest/.*/music/[^/]+\.ogg$", "CC-BY-SA-3.0",
+           "unknown", "MegaGlest soundtrack"),
     Source("tuxtype-data", r"usr/share/tuxtype/sounds/(tuxi|amidst_the_raindrops|chiptune2)\.ogg$",
            "GPL-2.0-or-later", "unknown", "Tux Typing music",
            ((r"tuxi\.ogg$", "LicenseRef-public-domain"),)),
@@ -279,10 +283,13 @@ def filename_artist_title(name: str) -> tuple[str, str]:
     return "", stem
 
 
+PLACEHOLDER_TAGS = ("none", "(none)", "<unknown>", "unknown", "???")
+
+
 def meaningful(tag: str | None) -> str:
-    """A tag's text, or '' for the placeholders some files carry ('none', '<Unknown>', a web address)."""
+    """A tag's text, or '' for the placeholders some files carry ('none', '???', a web address)."""
     text = (tag or "").strip()
-    if text.lower() in ("none", "(none)", "<unknown>", "unknown") or text.startswith("http"):
+    if text.lower() in PLACEHOLDER_TAGS or text.startswith(("http", "www.")):
         return ""
     return text
 

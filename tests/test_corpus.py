@@ -61,7 +61,8 @@ def test_cv_group_falls_back_to_the_album():
 
 
 def test_music_xml_titles_reads_supertuxkart_credits_and_skips_s_expressions(tmp_path):
-    (tmp_path / "bay.music").write_text('<?xml version="1.0"?>\n<music title="Bay" composer="0zone0ne" file="bay.ogg"/>')
+    (tmp_path / "bay.music").write_text(
+        '<?xml version="1.0"?>\n<music title="Bay" composer="0zone0ne" file="bay.ogg"/>')
     (tmp_path / "forest.music").write_text('(supertux-music (file "forest.ogg"))')
     found = corpus.music_xml_titles(tmp_path, "SuperTuxKart soundtrack")
     assert found == {(tmp_path / "bay.ogg").as_posix(): ("Bay", "0zone0ne", "SuperTuxKart soundtrack")}
@@ -71,7 +72,8 @@ def test_catalogue_links_describes_skips_jingles_and_joins_labels(tmp_path):
     root = tmp_path / "unpacked" / "pkg"
     music = root / "usr" / "share" / "games" / "pkg" / "music"
     music.mkdir(parents=True)
-    (music / "01 - Some Body - Long Piece.ogg").write_bytes(encode_audio(sine(440, 25, SAMPLE_RATE), SAMPLE_RATE, "ogg"))
+    piece = encode_audio(sine(440, 25, SAMPLE_RATE), SAMPLE_RATE, "ogg")
+    (music / "01 - Some Body - Long Piece.ogg").write_bytes(piece)
     (music / "jingle.ogg").write_bytes(encode_audio(sine(440, 3, SAMPLE_RATE), SAMPLE_RATE, "ogg"))
     source = Source("pkg", r"music/[^/]+\.ogg$", "GPL-2.0-or-later", "unknown", "Pkg soundtrack")
     tid = "pkg/01_-_Some_Body_-_Long_Piece"
