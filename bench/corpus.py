@@ -342,7 +342,8 @@ def catalogue_package(source: Source, root: Path, version: str, audio_dir: Path,
             # the labels file is the curated record: its artist/album (read from copyright files and docs) win
             row.update({k: label[k] for k in ("label", "label_reason", "artist", "album") if label.get(k)})
             row["label_evidence"] = label.get("evidence", "")
-        row["cv_group"] = cv_group(row["artist"], row["album"])
+        # the labels file may group a track with another artist's (a remaster stays with its original)
+        row["cv_group"] = (label or {}).get("cv_group") or cv_group(row["artist"], row["album"])
         rows.append(row)
     return rows
 

@@ -17,10 +17,10 @@ parser.add_argument("--dest", type=Path, required=True)
 args = parser.parse_args()
 rows = {r['track_id']: r for r in csv.DictReader(open(args.dest / 'corpus.csv', newline='', encoding='utf-8'))}
 out = []
-def add(tid, label, reason, evidence, artist=None, album=None):
+def add(tid, label, reason, evidence, artist=None, album=None, group=None):
     r = rows[tid]
     artist = artist or r['artist']; album = album or r['album']
-    group = artist if artist != 'unknown' else album
+    group = group or (artist if artist != 'unknown' else album)
     out.append(dict(track_id=tid, label=label, artist=artist, album=album, label_reason=reason,
                     evidence=evidence, cv_group=group))
 
@@ -54,6 +54,9 @@ for tid, r in rows.items():
             add(tid, 'rock_metal', "Obsidian Shell (band, copyright file) album used by M.A.R.S.; half of its tracks are tagged 'Female Fronted Metal', this one untagged", 'curator')
     elif p in KENTA:
         add(tid, 'electronic', f"Kenta Cho's {KENTA[p]} shoot-'em-up loops; tag 'Made with Sonic Foundry ACID 3' (loop-sequencer production); electronic/techno by curator judgement", 'curator', album=f"{KENTA[p]} soundtrack")
+    elif tid == 'warzone2100-music/albums_aftermath_soundtrack_track3_enhanced':
+        # a remaster of Martin Severn's track 3 (license.txt): kept in his group so no split separates the two
+        add(tid, 'electronic', "Warzone 2100: LupusMechanicus's remaster of Martin Severn's original track 3 (albums' license.txt); synthesizer-based electronic score, curator judgement", 'curator', group='Martin Severn')
     elif p == 'warzone2100-music' and '/albums_' in tid:
         add(tid, 'electronic', f"Warzone 2100: album '{r['album']}' (album.json) by {r['artist']}: synthesizer-based electronic score, curator judgement (no genre in the package)", 'curator')
     elif tid == 'freedroidrpg-data/temple':
