@@ -78,14 +78,14 @@ def test_catalogue_links_describes_skips_jingles_and_joins_labels(tmp_path):
     source = Source("pkg", r"music/[^/]+\.ogg$", "GPL-2.0-or-later", "unknown", "Pkg soundtrack")
     tid = "pkg/01_-_Some_Body_-_Long_Piece"
     labels = {tid: {"track_id": tid, "label": "ambient", "artist": "", "album": "", "label_reason": "why",
-                    "evidence": "documented", "cv_group": "Some Body"}}
+                    "evidence": "documented", "cv_group": "The Original's Composer"}}
     rows = corpus.catalogue_package(source, root, "1.0-1", tmp_path / "audio", labels)
     assert [r["track_id"] for r in rows] == [tid]  # the 3 s jingle is left out
     (row,) = rows
     assert Path(row["path"]).samefile(music / "01 - Some Body - Long Piece.ogg")
     assert (row["artist"], row["title"], row["album"]) == ("Some Body", "Long Piece", "Pkg soundtrack")
     assert (row["label"], row["label_reason"], row["label_evidence"], row["cv_group"]) == \
-        ("ambient", "why", "documented", "Some Body")
+        ("ambient", "why", "documented", "The Original's Composer")  # the labels file's grouping wins
     assert row["codec"] == "vorbis" and abs(float(row["duration_seconds"]) - 25) < 0.1
     # a second run finds the link already there and gives the same row
     assert corpus.catalogue_package(source, root, "1.0-1", tmp_path / "audio", labels) == rows
