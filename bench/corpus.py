@@ -183,7 +183,10 @@ def unpack(deb: Path, root: Path) -> Path:
         return root
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run(["dpkg", "-x", str(deb), str(partial)], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"dpkg -x {deb} failed: {run.stderr.strip()}")
     partial.rename(root)
     return root
 
@@ -415,6 +418,10 @@ def refused_row(tid: str, path: Path) -> dict[str, str] | None:
 # ---------------------------------------------------------------- main
 
 def build(dest: Path, packages: list[str] | None = None) -> list[dict[str, str]]:
+    unknown = sorted(set(packages or ()) - {s.package for s in SOURCES})
+    if unknown:
+        raise SystemExit(f"not in bench.corpus.SOURCES: {', '.join(unknown)} "
+                         f"(known: {', '.join(s.package for s in SOURCES)})")
     labels = read_labels()
     rows: list[dict[str, str]] = []
     for source in SOURCES:

@@ -112,3 +112,9 @@ def test_labels_file_is_consistent():
     assert len(classes) >= 5
     for label in classes:
         assert len({r["cv_group"] for r in rows if r["label"] == label}) >= 3, label
+
+
+def test_an_unknown_package_is_refused_before_any_download(tmp_path):
+    with pytest.raises(SystemExit, match="not in bench.corpus.SOURCES: no-such-package"):
+        corpus.build(tmp_path, ["no-such-package"])
+    assert not (tmp_path / "debs").exists()
