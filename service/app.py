@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -21,9 +20,10 @@ from service.batch import Batcher, Overloaded
 from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
 from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
 from service.decode import SAMPLE_RATE, DecodeError
+from service.decode_scheduler import BULK, INTERACTIVE, DecodeScheduler
 from service.errors import Problem, overloaded, problem_response
 from service.pipeline import analyse
-from service.pool import Analysis
+from service.analysis import Analysis, TrackAnalyser
 from service.registry import LoadedModel, load_models
 from service.upload import read_upload
 
@@ -65,7 +65,7 @@ class State:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     cache: object = None
     flight: SingleFlight = field(default_factory=SingleFlight)
-    decode_pool: ThreadPoolExecutor | None = None
+    decoder: DecodeScheduler | None = None
     in_flight: int = 0
     ready: bool = False
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        state.decoder = DecodeScheduler(settings.decode_threads)
         state.cache = make_cache(settings)
         for name, model in state.models.items():
             max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for batcher in state.batchers.values():
                 await batcher.close()
             await state.cache.close()
-            state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            state.decoder.shutdown()
 
     app = FastAPI(
         title="taggram",
@@ -248,6 +248,8 @@ def declare_routes(app: FastAPI, state: State) -> None:
             raise Problem(422, "unknown_model", f"model {name!r} is not loaded; choose one of {sorted(state.models)}")
         return model
 
+    interactive = {path.strip() for path in settings.interactive_endpoints.split(",") if path.strip()}
+
     async def analysis_for(request: Request, model: LoadedModel, hop: float | None) -> tuple[Analysis, bool]:
         deadline = time.monotonic() + settings.request_timeout_seconds
         geometry = model.manifest.geometry
@@ -261,19 +263,21 @@ def declare_routes(app: FastAPI, state: State) -> None:
             raise overloaded(settings.retry_after_seconds, f"{state.in_flight} uploads are already being analysed")
         state.in_flight += 1
         try:
-            return await analyse_upload(request, model, geometry, hop_frames, batcher, deadline)
+            analyser = TrackAnalyser(geometry, hop_frames, settings.min_audio_seconds)
+            priority = INTERACTIVE if request.url.path in interactive else BULK
+            return await analyse_upload(request, model, analyser, batcher, deadline, priority)
         finally:
             state.in_flight -= 1
 
-    async def analyse_upload(request, model, geometry, hop_frames, batcher, deadline) -> tuple[Analysis, bool]:
+    async def analyse_upload(request, model, analyser, batcher, deadline, priority) -> tuple[Analysis, bool]:
         upload = await read_upload(request, settings.max_upload_bytes)
         try:
-            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_frames * geometry.frame_hop)
+            hop_samples = analyser.hop_frames * analyser.geometry.frame_hop
+            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples)
 
             async def compute() -> Analysis:
-                return await analyse(upload.file, geometry=geometry, hop_frames=hop_frames, batcher=batcher,
-                                     decode_pool=state.decode_pool, max_seconds=settings.max_audio_seconds,
-                                     min_seconds=settings.min_audio_seconds, deadline=deadline)
+                return await analyse(upload.file, analyser=analyser, batcher=batcher, decoder=state.decoder,
+                                     max_seconds=settings.max_audio_seconds, deadline=deadline, priority=priority)
 
             return await get_or_compute(state.cache, state.flight, key, compute)
         except DecodeError as error:

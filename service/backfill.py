@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from service.decode import SAMPLE_RATE, DecodeError, iter_decoded
+from service.analysis import AudioTooShort, TrackAnalyser
 from service.patch import PatchGeometry, StreamingPatcher
 
 log = logging.getLogger("taggram.backfill")
@@ -874,7 +875,7 @@ class _Loop:
         self.runner = runner
         self.model = model
         self.geometry = geometry
-        self.hop_frames = hop_frames
+        self.analyser = TrackAnalyser(geometry, hop_frames, o.min_seconds)
         self.identity = identity
         self.output = output
         self.warmer = warmer
@@ -944,7 +945,7 @@ class _Loop:
         """The next track to decode; tracks the service would refuse before decoding become error rows here."""
         while self.todo:
             self.seq += 1
-            state = _TrackState(self.todo.popleft(), self.seq, StreamingPatcher(self.geometry, self.hop_frames))
+            state = _TrackState(self.todo.popleft(), self.seq, self.analyser.patcher())
             try:
                 refused = refusal(state.track.path, self.options.max_bytes)
             except OSError as error:
@@ -963,16 +964,13 @@ class _Loop:
                 self._run_batch(state)
 
     def _end(self, state: _TrackState, *, num_samples: int, sha256: str) -> None:
-        from service.errors import Problem
-        from service.pipeline import check_min_duration
-
         try:
-            check_min_duration(num_samples, self.geometry.sample_rate, self.options.min_seconds)
-        except Problem as problem:
-            self._fail(state, problem.code, problem.detail)
+            tail = self.analyser.finish(state.patcher)
+        except AudioTooShort as error:
+            self._fail(state, error.code, error.detail)
             return
         state.num_samples, state.sha256 = num_samples, sha256
-        self._add_patches(state, state.patcher.finish())
+        self._add_patches(state, tail)
         if len(state.batch):
             self._run_batch(state)  # the track's last, partial batch: not padded, not shared with another track
         self._finalize(state)
@@ -998,13 +996,12 @@ class _Loop:
 
     def _finalize(self, state: _TrackState) -> None:
         from service.cache import cache_key
-        from service.pipeline import build_analysis
-        from service.pool import mean_over_segments
+        from service.analysis import mean_over_segments
         from service.taxonomy import suggest
 
         outputs = {"tags": np.stack(state.tags), "embedding": np.stack(state.embeddings)}
         state.tags, state.embeddings = [], []
-        analysis = build_analysis(state.num_samples, self.geometry, self.hop_frames, outputs)
+        analysis = self.analyser.analysis(state.num_samples, outputs)
         tag_scores = mean_over_segments(analysis.tags)
         row = ResultRow(
             track=state.track, audio_sha256=state.sha256, duration_seconds=analysis.duration_seconds,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.pool import Analysis, mean_over_segments
+from service.analysis import Analysis, mean_over_segments
 from service.taxonomy import Taxonomy, suggest
 
 

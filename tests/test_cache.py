@@ -41,7 +41,7 @@ from service.cache import (
     make_cache,
 )
 from service.config import Settings
-from service.pool import Analysis
+from service.analysis import Analysis
 
 AUDIO = hashlib.sha256(b"some song").hexdigest()
 ONNX = hashlib.sha256(b"msd-musicnn.onnx").hexdigest()
