@@ -108,8 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.taggram = state
     install_error_handlers(app)
-    app.add_middleware(CloseUnreadBodyMiddleware)
+    # Added last = outermost: metrics sit inside the lingering close, so they time the answer, not the drain.
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(CloseUnreadBodyMiddleware)
     declare_routes(app, state)
     return app
 
@@ -141,7 +142,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class MetricsMiddleware:
-    """Counts requests by endpoint and status and times them (pure ASGI: no body buffering)."""
+    """Counts requests by endpoint and status and times them (pure ASGI: no body buffering).
+
+    A request is timed until its answer's last byte is handed on, not until the ASGI call returns: a refusal sent
+    before its body was read is followed by a lingering close (``CloseUnreadBodyMiddleware``), up to
+    ``LINGER_SECONDS`` of draining that the client does not wait for.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
@@ -153,10 +159,13 @@ class MetricsMiddleware:
         endpoint = scope["path"] if scope["path"] in METRIC_ENDPOINTS else "other"
         status = {"code": 500}
         started = time.perf_counter()
+        answered: list[float] = []  # when the answer's last body message was handed on
 
         async def send_with_status(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not answered:
+                answered.append(time.perf_counter())
             await send(message)
 
         metrics.IN_FLIGHT.inc()
@@ -165,7 +174,8 @@ class MetricsMiddleware:
         finally:
             metrics.IN_FLIGHT.dec()
             metrics.REQUESTS.labels(endpoint, str(status["code"])).inc()
-            metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            ended = answered[0] if answered else time.perf_counter()
+            metrics.REQUEST_LATENCY.labels(endpoint).observe(ended - started)
 
 
 class CloseUnreadBodyMiddleware:
