@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,12 +118,36 @@ class Runner:
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
 
+# One CPU arena for every session of the process instead of one per session: the four models' arenas each grew to
+# their own peak (979 MiB RSS for the four) where one shared arena holds the largest at any moment (338 MiB), at the
+# same speed (FIELD-NOTES; docs/benchmarks.md "Memory"). Sessions opt in with this session config entry.
+USE_ENV_ALLOCATORS = "session.use_env_allocators"
+_shared_arena_lock = threading.Lock()
+_shared_arena_registered = False
+
+
+def share_cpu_arena() -> None:
+    """Register the process-wide CPU arena with ONNX Runtime's environment (once; later calls do nothing)."""
+    global _shared_arena_registered
+    with _shared_arena_lock:
+        if _shared_arena_registered:
+            return
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # 0 / -1: no cap, ONNX Runtime's default growth, chunk size and dead-bytes threshold.
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared_arena_registered = True
+
+
 def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_sizes: tuple[int, ...] = (),
-                workers: int = 0) -> Runner:
-    """A Runner for ``path``; ``workers`` and ``intra_op_threads`` 0 = chosen by ``resolve_parallelism``."""
+                workers: int = 0, shared_arena: bool = True) -> Runner:
+    """A Runner for ``path``; ``workers`` and ``intra_op_threads`` 0 = chosen by ``resolve_parallelism``;
+    ``shared_arena``: CPU memory from the process-wide arena (False: the session's own, for comparison)."""
     providers = choose_providers(device)
     workers, intra_op_threads = resolve_parallelism(providers[0] != CPU_PROVIDER, workers, intra_op_threads)
     options = ort.SessionOptions()
+    if shared_arena:
+        share_cpu_arena()
+        options.add_session_config_entry(USE_ENV_ALLOCATORS, "1")
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The memory-pattern planner keeps an arena per input shape; off, the same batches use ~40% less memory
