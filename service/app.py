@@ -345,6 +345,8 @@ def declare_routes(app: FastAPI, state: State) -> None:
     @app.get("/readyz", summary="Readiness: models loaded and warmed, not shutting down",
              responses={503: {"description": "Not ready"}})
     async def readyz():
+        # Deliberately not the cache's health (Cache.ping, which the backfill's cache warming uses): requests are
+        # served with Redis down (the cache is bypassed), and a Redis outage must not take every replica out.
         if not state.ready:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return {"status": "ready", "models": sorted(state.models)}

@@ -213,8 +213,9 @@ def select_shard(tracks: Iterable[Track], shard_index: int, shard_count: int) ->
 
 @dataclass(frozen=True)
 class DecodeLimits:
+    """What a decode worker needs to decode one track (file-size refusals happen in the parent: ``refusal``)."""
+
     max_seconds: float
-    max_bytes: int
     chunk_samples: int
 
 
@@ -881,7 +882,7 @@ class _Loop:
         self.warmer = warmer
         self.todo = todo
         self.started = started
-        self.limits = DecodeLimits(o.max_seconds, o.max_bytes, max(1, round(o.chunk_seconds * SAMPLE_RATE)))
+        self.limits = DecodeLimits(o.max_seconds, max(1, round(o.chunk_seconds * SAMPLE_RATE)))
         self.results: list[ResultRow] = []
         self.errors: list[ErrorRow] = []
         self.last_commit = time.monotonic()
