@@ -145,15 +145,17 @@ def parse_options(argv: list[str] | None) -> Options:
         parser.error("--warm-cache needs --redis-url or TAGGRAM_REDIS_URL (the service's Redis)")
     if args.min_seconds < 0:
         parser.error("--min-seconds must be >= 0")
+    overrides = {
+        "default_model": args.model, "models_dir": args.models_dir, "taxonomy_dir": args.taxonomy_dir,
+        "max_audio_seconds": args.max_seconds, "min_audio_seconds": args.min_seconds,
+        "max_upload_bytes": args.max_bytes, "redis_url": args.redis_url, "device": args.device,
+        "intra_op_threads": args.intra_op_threads or default_inference_threads(args.workers),
+    }
     return Options(
-        source=args.source, out=args.out, model=args.model, models_dir=args.models_dir,
-        taxonomy_dir=args.taxonomy_dir, hop_seconds=args.hop, top_k=args.top_k, taggram=args.taggram,
-        shard_index=shard_index, shard_count=shard_count, workers=args.workers, batch_patches=args.batch_patches,
-        tracks_per_part=args.tracks_per_part, part_seconds=args.part_seconds, chunk_seconds=args.chunk_seconds,
-        max_seconds=args.max_seconds, min_seconds=args.min_seconds, max_bytes=args.max_bytes,
-        warm_cache=args.warm_cache, redis_url=args.redis_url, redis_timeout_seconds=settings.redis_timeout_seconds,
-        cache_ttl_seconds=settings.cache_ttl_seconds, device=args.device,
-        intra_op_threads=args.intra_op_threads or default_inference_threads(args.workers),
+        settings=settings.model_copy(update=overrides), source=args.source, out=args.out, hop_seconds=args.hop,
+        top_k=args.top_k, taggram=args.taggram, shard_index=shard_index, shard_count=shard_count,
+        workers=args.workers, batch_patches=args.batch_patches, tracks_per_part=args.tracks_per_part,
+        part_seconds=args.part_seconds, chunk_seconds=args.chunk_seconds, warm_cache=args.warm_cache,
         progress=args.progress, progress_seconds=args.progress_seconds,
     )  # fmt: skip
 

@@ -81,11 +81,12 @@ class _TrackState:
 
 @dataclass
 class Options:
+    """One run: the service's ``Settings`` (copied with the command line's overrides: model, folders, limits, device,
+    threads, Redis) and the fields only a backfill has."""
+
+    settings: Settings
     source: Path
     out: Path
-    model: str
-    models_dir: Path
-    taxonomy_dir: Path | None
     hop_seconds: float | None
     top_k: int
     taggram: bool
@@ -96,17 +97,13 @@ class Options:
     tracks_per_part: int
     part_seconds: float
     chunk_seconds: float
-    max_seconds: float
-    min_seconds: float
-    max_bytes: int
     warm_cache: bool
-    redis_url: str | None
-    redis_timeout_seconds: float
-    cache_ttl_seconds: int
-    device: str
-    intra_op_threads: int
     progress: str
     progress_seconds: float
+
+    @property
+    def model(self) -> str:
+        return self.settings.default_model
 
 
 @dataclass
@@ -151,9 +148,10 @@ class _CacheWarmer:
 
         self._loop = asyncio.new_event_loop()
         # Offline writes have no latency budget: allow a slow Redis more than the service's per-request timeout.
-        timeout = max(options.redis_timeout_seconds, 5.0)
+        settings = options.settings
+        timeout = max(settings.redis_timeout_seconds, 5.0)
         try:
-            self.cache = RedisCache(options.redis_url, options.cache_ttl_seconds, timeout)
+            self.cache = RedisCache(settings.redis_url, settings.cache_ttl_seconds, timeout)
         except ValueError as error:
             raise UsageError(f"--redis-url is not a valid Redis URL: {error}") from None
         if not self._loop.run_until_complete(self.cache.ping()):
@@ -220,9 +218,8 @@ class Backfill:
     # -- set-up --------------------------------------------------------------------------------------------------
     def _load_model(self):
         o = self.options
-        settings = Settings(models_dir=o.models_dir, models=o.model, default_model=o.model,
-                            taxonomy_dir=o.taxonomy_dir, device=o.device, intra_op_threads=o.intra_op_threads,
-                            inference_workers=1)  # one batch at a time: the decode workers keep it fed
+        # One batch at a time: the decode workers keep it fed.
+        settings = o.settings.model_copy(update={"models": o.model, "inference_workers": 1})
         try:
             model = load_models(settings)[o.model]
         except (ModelFileError, RuntimeError) as error:
@@ -239,7 +236,8 @@ class Backfill:
             model=manifest.name, onnx_sha256=manifest.onnx.sha256, labels=tuple(manifest.labels),
             embedding_dim=manifest.embedding_dim, hop_samples=hop_frames * manifest.frame_hop, top_k=o.top_k,
             taggram=o.taggram, taxonomy_name=taxonomy.name, taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
-            max_seconds=o.max_seconds, min_seconds=o.min_seconds, max_bytes=o.max_bytes,
+            max_seconds=o.settings.max_audio_seconds, min_seconds=o.settings.min_audio_seconds,
+            max_bytes=o.settings.max_upload_bytes,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -285,13 +283,13 @@ class _Loop:
         self.runner = runner
         self.model = model
         self.geometry = geometry
-        self.analyser = TrackAnalyser(geometry, hop_frames, o.min_seconds)
+        self.analyser = TrackAnalyser(geometry, hop_frames, o.settings.min_audio_seconds)
         self.identity = identity
         self.output = output
         self.warmer = warmer
         self.todo = todo
         self.started = started
-        self.limits = DecodeLimits(o.max_seconds, max(1, round(o.chunk_seconds * SAMPLE_RATE)))
+        self.limits = DecodeLimits(o.settings.max_audio_seconds, max(1, round(o.chunk_seconds * SAMPLE_RATE)))
         self.results: list[ResultRow] = []
         self.errors: list[ErrorRow] = []
         self.last_commit = time.monotonic()
@@ -357,7 +355,7 @@ class _Loop:
             self.seq += 1
             state = _TrackState(self.todo.popleft(), self.seq, self.analyser.patcher())
             try:
-                refused = refusal(state.track.path, self.options.max_bytes)
+                refused = refusal(state.track.path, self.options.settings.max_upload_bytes)
             except OSError as error:
                 refused = (UNREADABLE_FILE, unreadable_message(error))
             if refused is None:
