@@ -46,7 +46,7 @@ class AudioTooShort(DecodeError):
     """The decoded track is shorter than the shortest accepted (a limit on the decoded audio, like its length cap)."""
 
     def __init__(self, num_samples: int, sample_rate: int, min_seconds: float) -> None:
-        super().__init__("audio_too_short", 422,
+        super().__init__(422, "audio_too_short",
                          f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed")
 
 
