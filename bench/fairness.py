@@ -13,8 +13,12 @@ One service process, loopback only, these phases in this order (ratios are withi
    b. **mixed** — the same N long uploads again plus one client sending clips back to back (``--clip-gap-ms``
       apart) until the long uploads are done: the clips' latency percentiles and the uploads' throughput.
 
-Reported: clip p50/p95/p99 (idle and mixed, and p99 as a multiple of idle p99) and long-upload throughput mixed vs
-alone. Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
+Reported: clip p50/p95/p99 (idle and mixed, and p99 as a multiple of idle p99), long-upload throughput mixed vs
+alone, the clips' share of the audio analysed while mixed, and all audio analysed per second (long + clips) vs the
+long uploads alone: the clips' work is taken from the long uploads' share, so a busy clip stream lowers the long
+uploads' ratio even when no capacity is lost. On a shared machine wall-clock throughput moves with other work, so
+the service's own CPU time per audio second is reported too: the same figure mixed as alone means the fair
+schedule costs no throughput (a dedicated machine turns CPU time into wall time). Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Phase:
     clip_latencies: list[float] = field(default_factory=list)
     long_seconds: float = 0.0  # audio seconds of the long uploads
     long_wall: float = 0.0  # first upload sent → last upload answered
+    clip_seconds: float = 0.0  # audio seconds of the clips answered while the long uploads were in flight
+    cpu_seconds: float = 0.0  # the service process's CPU time over the phase (/proc): not slowed by other work
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -113,6 +119,7 @@ async def send_clip(client: httpx.AsyncClient, url: str, clip: bytes, phase: Pha
         phase.errors.append(f"clip {response.status_code} {response.text[:120]}")
         return
     phase.clip_latencies.append(time.perf_counter() - started)
+    phase.clip_seconds += response.json()["duration_seconds"]
 
 
 async def send_long(client: httpx.AsyncClient, url: str, path: Path, phase: Phase) -> None:
@@ -126,14 +133,22 @@ async def send_long(client: httpx.AsyncClient, url: str, path: Path, phase: Phas
     phase.long_seconds += body["duration_seconds"]
 
 
-async def run_phase(url: str, name: str, longs: list[Path], clips: list[bytes], clip_gap: float,
-                    max_clips: int) -> Phase:
+def run_phase(service: common.Service, name: str, longs: list[Path], clips: list[bytes], clip_gap: float,
+              max_clips: int) -> Phase:
     phase = Phase(name)
+    cpu_before = common.process_cpu_seconds(service.process.pid)
+    asyncio.run(phase_requests(service.url, phase, longs, clips, clip_gap, max_clips))
+    phase.cpu_seconds = common.process_cpu_seconds(service.process.pid) - cpu_before
+    return phase
+
+
+async def phase_requests(url: str, phase: Phase, longs: list[Path], clips: list[bytes], clip_gap: float,
+                         max_clips: int) -> None:
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_SECONDS) as client:
         if not longs:  # idle: clips one after another
             for clip in clips:
                 await send_clip(client, url, clip, phase)
-            return phase
+            return
         started = time.perf_counter()
         uploads = asyncio.gather(*(send_long(client, url, path, phase) for path in longs))
         if clips:
@@ -145,7 +160,6 @@ async def run_phase(url: str, name: str, longs: list[Path], clips: list[bytes], 
                 await asyncio.sleep(clip_gap)
         await uploads
         phase.long_wall = time.perf_counter() - started
-    return phase
 
 
 def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
@@ -153,10 +167,17 @@ def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
     p99 = common.percentile(lat, 99)
     clips = [len(lat), *(f"{common.percentile(lat, q):.2f}" for q in (50, 95)), f"{p99:.2f}",
              f"{p99 / idle_p99:.1f}×" if lat else "–"] if lat else [0, "–", "–", "–", "–"]
-    longs = ["–", "–"]
+    longs = ["–"] * 6
     if phase.long_wall:
-        ratio = f"{phase.long_throughput / alone.long_throughput:.2f}×" if alone and alone is not phase else "1.00×"
-        longs = [f"{phase.long_throughput:.1f}", ratio]
+        mixed = alone is not None and alone is not phase
+        ratio = f"{phase.long_throughput / alone.long_throughput:.2f}×" if mixed else "1.00×"
+        total = (phase.long_seconds + phase.clip_seconds) / phase.long_wall
+        total_ratio = f"{total / alone.long_throughput:.2f}×" if mixed else "1.00×"
+        share = phase.clip_seconds / (phase.long_seconds + phase.clip_seconds)
+        cpu = phase.cpu_seconds / (phase.long_seconds + phase.clip_seconds)
+        alone_cpu = alone.cpu_seconds / alone.long_seconds if alone else cpu
+        longs = [f"{phase.long_throughput:.1f}", ratio, f"{share:.0%}", total_ratio, f"{1000 * cpu:.0f}",
+                 f"{alone_cpu / cpu:.2f}×"]
     return [phase.name, *clips, *longs, len(phase.errors)]
 
 
@@ -166,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-uploads", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--long-minutes", type=float, default=15.5)
     parser.add_argument("--idle-clips", type=int, default=15)
-    parser.add_argument("--clip-gap-ms", type=float, default=500.0, help="pause between one clip's answer and the next")
+    parser.add_argument("--clip-gap-ms", type=float, default=3000.0,
+                        help="pause between one clip's answer and the next (the clips' share of the work)")
     parser.add_argument("--max-clips", type=int, default=200, help="clips per mixed phase at most")
     parser.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to write")
     args = parser.parse_args(argv)
@@ -179,19 +201,20 @@ def main(argv: list[str] | None = None) -> None:
     phases: list[tuple[Phase, Phase | None]] = []
     with common.running_service(args.port, args.model, memory_cache_bytes=0,
                                 request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS) as service:
-        asyncio.run(run_phase(service.url, "warm-up", [], idle_clips[:2], gap, 0))
-        idle = asyncio.run(run_phase(service.url, "idle: clips alone", [], idle_clips, gap, 0))
+        run_phase(service, "warm-up", [], idle_clips[:2], gap, 0)
+        idle = run_phase(service, "idle: clips alone", [], idle_clips, gap, 0)
         phases.append((idle, None))
         for n in args.long_uploads:
-            alone = asyncio.run(run_phase(service.url, f"{n} long uploads alone", longs[:n], [], gap, 0))
-            mixed = asyncio.run(run_phase(service.url, f"{n} long uploads + clip stream", longs[:n], stream_clips,
-                                          gap, args.max_clips))
+            alone = run_phase(service, f"{n} long uploads alone", longs[:n], [], gap, 0)
+            mixed = run_phase(service, f"{n} long uploads + clip stream", longs[:n], stream_clips, gap,
+                              args.max_clips)
             phases += [(alone, alone), (mixed, alone)]
             print(f"N={n}: alone {alone.long_throughput:.1f} audio s/s; mixed {mixed.long_throughput:.1f}; "
                   f"clips p99 {common.percentile(mixed.clip_latencies, 99):.2f} s", file=sys.stderr)
     idle_p99 = common.percentile(idle.clip_latencies, 99)
     header = ["phase", "clips", "clip p50 s", "clip p95 s", "clip p99 s", "p99 vs idle",
-              "long uploads: audio s per s", "vs alone", "errors"]
+              "long uploads: audio s per s", "vs alone", "clips' share of audio", "all audio vs alone",
+              "service CPU ms per audio s", "audio per CPU-s vs alone", "errors"]
     table = common.markdown_table(header, [row(phase, idle_p99, alone) for phase, alone in phases])
     errors = [e for phase, _ in phases for e in phase.errors]
     body = "\n".join([
