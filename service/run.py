@@ -95,6 +95,26 @@ def resolve_parallelism(on_cuda: bool, workers: int, intra_op_threads: int) -> t
     return workers, intra_op_threads or max(1, cpus // workers)
 
 
+class CpuSlots:
+    """At most one single-threaded CPU run per usable core at once, process-wide, whatever the number of models.
+
+    Each model has its own inference threads (one per core), so with four models eight runs could compute at once on
+    two cores: no faster than two, but the shared arena would then have to hold eight runs' activations (the
+    per-session figure again). Capped at the cores, the arena's peak is the cores' worth of runs, which warm-up
+    reaches, so it does not grow under load after ready.
+    """
+
+    _lock = threading.Lock()
+    _semaphore: threading.BoundedSemaphore | None = None
+
+    @classmethod
+    def get(cls) -> threading.BoundedSemaphore:
+        with cls._lock:
+            if cls._semaphore is None:
+                cls._semaphore = threading.BoundedSemaphore(usable_cpus())
+            return cls._semaphore
+
+
 @dataclass
 class Runner:
     """One InferenceSession; `run` is thread-safe and releases the GIL while it computes."""
@@ -103,6 +123,8 @@ class Runner:
     provider: str
     fixed_batch_sizes: tuple[int, ...]  # empty on CPU: any batch size runs as is
     workers: int = 1  # batches the caller may run at once (the batcher's inference threads)
+    # On CPU with single-threaded runs: the process-wide CpuSlots; None on CUDA or with multi-threaded runs.
+    slots: threading.BoundedSemaphore | None = None
 
     def padded_size(self, batch: int) -> int:
         fitting = [size for size in self.fixed_batch_sizes if size >= batch]
@@ -114,7 +136,11 @@ class Runner:
         size = self.padded_size(n)
         if size != n:
             patches = np.concatenate([patches, np.zeros((size - n, patches.shape[1]), np.float32)])
-        outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
+        if self.slots is None:
+            outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
+        else:
+            with self.slots:
+                outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
 
@@ -159,4 +185,5 @@ def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_s
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()
-    return Runner(session, provider, fixed, workers)
+    single_threaded_cpu = provider == CPU_PROVIDER and intra_op_threads == 1
+    return Runner(session, provider, fixed, workers, CpuSlots.get() if single_threaded_cpu else None)
