@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -21,10 +20,11 @@ from service.batch import Batcher, Overloaded
 from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
 from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
 from service.decode import SAMPLE_RATE, DecodeError
+from service.decode_scheduler import BULK, INTERACTIVE, DecodeScheduler
 from service.errors import Problem, overloaded, problem_response
 from service.page import install_page
 from service.pipeline import analyse
-from service.pool import Analysis
+from service.analysis import Analysis, TrackAnalyser
 from service.registry import LoadedModel, load_models
 from service.upload import read_upload
 
@@ -66,7 +66,7 @@ class State:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     cache: object = None
     flight: SingleFlight = field(default_factory=SingleFlight)
-    decode_pool: ThreadPoolExecutor | None = None
+    decoder: DecodeScheduler | None = None
     in_flight: int = 0
     ready: bool = False
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        state.decoder = DecodeScheduler(settings.decode_threads)
         state.cache = make_cache(settings)
         for name, model in state.models.items():
             max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for batcher in state.batchers.values():
                 await batcher.close()
             await state.cache.close()
-            state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            state.decoder.shutdown()
 
     app = FastAPI(
         title="taggram",
@@ -109,8 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.taggram = state
     install_error_handlers(app)
-    app.add_middleware(CloseUnreadBodyMiddleware)
+    # Added last = outermost: metrics sit inside the lingering close, so they time the answer, not the drain.
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(CloseUnreadBodyMiddleware)
     declare_routes(app, state)
     install_page(app)
     return app
@@ -143,7 +144,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class MetricsMiddleware:
-    """Counts requests by endpoint and status and times them (pure ASGI: no body buffering)."""
+    """Counts requests by endpoint and status and times them (pure ASGI: no body buffering).
+
+    A request is timed until its answer's last byte is handed on, not until the ASGI call returns: a refusal sent
+    before its body was read is followed by a lingering close (``CloseUnreadBodyMiddleware``), up to
+    ``LINGER_SECONDS`` of draining that the client does not wait for.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
@@ -155,10 +161,13 @@ class MetricsMiddleware:
         endpoint = scope["path"] if scope["path"] in METRIC_ENDPOINTS else "other"
         status = {"code": 500}
         started = time.perf_counter()
+        answered: list[float] = []  # when the answer's last body message was handed on
 
         async def send_with_status(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not answered:
+                answered.append(time.perf_counter())
             await send(message)
 
         metrics.IN_FLIGHT.inc()
@@ -167,7 +176,8 @@ class MetricsMiddleware:
         finally:
             metrics.IN_FLIGHT.dec()
             metrics.REQUESTS.labels(endpoint, str(status["code"])).inc()
-            metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            ended = answered[0] if answered else time.perf_counter()
+            metrics.REQUEST_LATENCY.labels(endpoint).observe(ended - started)
 
 
 class CloseUnreadBodyMiddleware:
@@ -250,6 +260,8 @@ def declare_routes(app: FastAPI, state: State) -> None:
             raise Problem(422, "unknown_model", f"model {name!r} is not loaded; choose one of {sorted(state.models)}")
         return model
 
+    interactive = {path.strip() for path in settings.interactive_endpoints.split(",") if path.strip()}
+
     async def analysis_for(request: Request, model: LoadedModel, hop: float | None) -> tuple[Analysis, bool]:
         deadline = time.monotonic() + settings.request_timeout_seconds
         geometry = model.manifest.geometry
@@ -263,24 +275,26 @@ def declare_routes(app: FastAPI, state: State) -> None:
             raise overloaded(settings.retry_after_seconds, f"{state.in_flight} uploads are already being analysed")
         state.in_flight += 1
         try:
-            return await analyse_upload(request, model, geometry, hop_frames, batcher, deadline)
+            analyser = TrackAnalyser(geometry, hop_frames, settings.min_audio_seconds)
+            priority = INTERACTIVE if request.url.path in interactive else BULK
+            return await analyse_upload(request, model, analyser, batcher, deadline, priority)
         finally:
             state.in_flight -= 1
 
-    async def analyse_upload(request, model, geometry, hop_frames, batcher, deadline) -> tuple[Analysis, bool]:
+    async def analyse_upload(request, model, analyser, batcher, deadline, priority) -> tuple[Analysis, bool]:
         upload = await read_upload(request, settings.max_upload_bytes)
         # The upload's file belongs to this request until a computation takes it (analyse closes what it was given):
         # requests sharing that computation may then come and go without pulling the file from under the decoder.
         handed_over = False
         try:
-            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_frames * geometry.frame_hop)
+            hop_samples = analyser.hop_frames * analyser.geometry.frame_hop
+            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples)
 
             async def compute() -> Analysis:
                 nonlocal handed_over
                 handed_over = True
-                return await analyse(upload.file, geometry=geometry, hop_frames=hop_frames, batcher=batcher,
-                                     decode_pool=state.decode_pool, max_seconds=settings.max_audio_seconds,
-                                     min_seconds=settings.min_audio_seconds, deadline=deadline,
+                return await analyse(upload.file, analyser=analyser, batcher=batcher, decoder=state.decoder,
+                                     max_seconds=settings.max_audio_seconds, deadline=deadline, priority=priority,
                                      damaged_audio=settings.damaged_audio)
 
             return await get_or_compute(state.cache, state.flight, key, compute)
@@ -340,6 +354,8 @@ def declare_routes(app: FastAPI, state: State) -> None:
     @app.get("/readyz", summary="Readiness: models loaded and warmed, not shutting down",
              responses={503: {"description": "Not ready"}})
     async def readyz():
+        # Deliberately not the cache's health (Cache.ping, which the backfill's cache warming uses): requests are
+        # served with Redis down (the cache is bypassed), and a Redis outage must not take every replica out.
         if not state.ready:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return {"status": "ready", "models": sorted(state.models)}

@@ -1,9 +1,11 @@
 """Cross-request batching: one batcher per model gathers patches from concurrent requests.
 
-A batch runs when it is full (``max_batch``) or when its first patch has waited ``max_wait``. Patches are taken
-round-robin, one per request per turn, so a 30 s clip is never stuck behind an hour-long track. The queue is
-bounded in patches; each request carries a deadline. Inference runs in ``runner.workers`` threads per model
-(ONNX Runtime releases the GIL), so the event loop keeps serving while batches compute. Each batch takes one
+A batch runs when a full one (``max_batch``) is queued or when the oldest queued patch has waited ``max_wait``
+(measured from when that patch was added, so a worker that was busy meanwhile does not add a second wait).
+Patches are taken round-robin, one per request per turn, interactive requests' jobs before bulk ones (the same
+classes as decoding, ``service.decode_scheduler``): a 30 s clip is never stuck behind an hour-long track. The
+queue is bounded in patches; each request carries a deadline. Inference runs in ``runner.workers`` threads per
+model (ONNX Runtime releases the GIL), so the event loop keeps serving while batches compute. Each batch takes one
 worker's share of the queue, ``ceil(queued / workers)`` patches, at most ``max_batch``: a batch gains nothing per
 patch on CPU (see ``service.run``), and this way one short request uses every worker and the last patches of a
 track are spread over the workers instead of left to one.
@@ -22,7 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import metrics
+from service.decode_scheduler import BULK, INTERACTIVE
 from service.run import SERVED_OUTPUTS, Runner
+
+PRIORITY_CLASSES = (INTERACTIVE, BULK)  # rotations, served in this order
 
 
 class Overloaded(Exception):
@@ -38,8 +43,9 @@ class Job:
     """One request's patches. They may keep arriving (decoding overlaps inference) until ``close``."""
 
     future: asyncio.Future
-    submitted_at: float  # time.monotonic()
+    priority: int = BULK
     patches: list[np.ndarray | None] = field(default_factory=list)  # None once computed
+    ready_at: list[float] = field(default_factory=list)  # time.monotonic() each patch was added: its queue wait's start
     rows: dict[str, list[np.ndarray | None]] = field(default_factory=lambda: {name: [] for name in SERVED_OUTPUTS})
     on_patch_done: Callable[[], None] | None = None  # lets a producer keep a bounded number of patches ahead
     next_patch: int = 0
@@ -77,7 +83,8 @@ class Batcher:
         self.max_wait_seconds = max_wait_seconds
         self.max_queue_patches = max_queue_patches
         self.recent_batches: deque[BatchRecord] = deque(maxlen=history)
-        self._jobs: deque[Job] = deque()  # jobs with patches not yet scheduled, in round-robin order
+        # Per priority class, the jobs with patches not yet scheduled, in round-robin order.
+        self._rotations: dict[int, deque[Job]] = {priority: deque() for priority in PRIORITY_CLASSES}
         self._queued = 0
         self._arrived = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(runner.workers)
@@ -114,21 +121,22 @@ class Batcher:
         if self._queued >= self.max_queue_patches:
             raise Overloaded(f"{self._queued} patches already queued for {self.model}")
 
-    def open_job(self) -> Job:
+    def open_job(self, priority: int = BULK) -> Job:
         """A job to ``add_patch`` to as patches are decoded; ``close_job`` when the last one is in."""
         self.admit()
-        return Job(future=asyncio.get_running_loop().create_future(), submitted_at=time.monotonic())
+        return Job(future=asyncio.get_running_loop().create_future(), priority=priority)
 
     def add_patch(self, job: Job, patch: np.ndarray) -> None:
         if job.abandoned or job.future.done():
             return
         job.patches.append(patch)
+        job.ready_at.append(time.monotonic())
         for rows in job.rows.values():
             rows.append(None)
         self._queued += 1
         if not job.in_rotation:
             job.in_rotation = True
-            self._jobs.append(job)
+            self._rotations[job.priority].append(job)
         metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
         self._arrived.set()
 
@@ -163,26 +171,34 @@ class Batcher:
         return max(1, min(self.max_batch, math.ceil(self._queued / self.runner.workers)))
 
     def _take(self, size: int) -> list[tuple[Job, int]]:
-        """Up to ``size`` (job, patch index) pairs, one per job per turn."""
+        """Up to ``size`` (job, patch index) pairs: interactive jobs first, one per job per turn within a class."""
         picks: list[tuple[Job, int]] = []
-        while self._jobs and len(picks) < size:
-            job = self._jobs.popleft()
-            if job.abandoned or job.unscheduled == 0:
-                job.in_rotation = False  # re-enters the rotation when its next patch is added
-                continue
-            picks.append((job, job.next_patch))
-            job.next_patch += 1
-            self._queued -= 1
-            if job.unscheduled > 0:
-                self._jobs.append(job)
-            else:
-                job.in_rotation = False
+        for priority in PRIORITY_CLASSES:
+            jobs = self._rotations[priority]
+            while jobs and len(picks) < size:
+                job = jobs.popleft()
+                if job.abandoned or job.unscheduled == 0:
+                    job.in_rotation = False  # re-enters the rotation when its next patch is added
+                    continue
+                picks.append((job, job.next_patch))
+                job.next_patch += 1
+                self._queued -= 1
+                if job.unscheduled > 0:
+                    jobs.append(job)
+                else:
+                    job.in_rotation = False
         metrics.QUEUE_DEPTH.labels(self.model).set(self._queued)
         return picks
 
+    def _oldest_ready_at(self) -> float:
+        """When the longest-waiting queued patch was added (now, with none queued)."""
+        return min((job.ready_at[job.next_patch] for jobs in self._rotations.values() for job in jobs
+                    if not job.abandoned and job.unscheduled > 0), default=time.monotonic())
+
     async def _wait_to_fill(self) -> None:
-        """Give concurrent requests up to max_wait to add patches to a batch that is not yet full."""
-        deadline = time.monotonic() + self.max_wait_seconds
+        """Until a full batch is queued, give concurrent requests what remains of the oldest queued patch's
+        max_wait to add patches."""
+        deadline = self._oldest_ready_at() + self.max_wait_seconds
         while self._queued < self.max_batch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -226,8 +242,8 @@ class Batcher:
         """Compute one batch in an inference thread and hand each row to its job; frees the worker at the end."""
         record = BatchRecord([id(job) for job, _ in picks], started_at=time.monotonic())
         try:
-            for job, _ in picks:
-                metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(record.started_at - job.submitted_at)
+            for job, index in picks:
+                metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(record.started_at - job.ready_at[index])
             metrics.BATCH_SIZE.labels(self.model).observe(len(picks))
             self.recent_batches.append(record)
             try:

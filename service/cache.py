@@ -1,6 +1,6 @@
 """Analysis cache: key scheme, binary value format, Redis / in-process backends, single-flight.
 
-An :class:`~service.pool.Analysis` is expensive (decode + minutes of CPU inference for a long track) and fully
+An :class:`~service.analysis.Analysis` is expensive (decode + minutes of CPU inference for a long track) and fully
 determined by (audio bytes, model graph, hop), so it is cached under a content-addressed key. Design rules:
 
 * The cache is an optimisation, never a dependency: every backend failure (Redis down, slow, full, corrupt entry)
@@ -33,7 +33,7 @@ from redis.backoff import NoBackoff
 
 from service.decode.facts import facts_from_json, facts_to_json
 from service.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
-from service.pool import Analysis
+from service.analysis import Analysis
 
 if TYPE_CHECKING:
     from service.config import Settings

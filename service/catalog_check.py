@@ -30,19 +30,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from service.backfill import (
-    DECODER_CRASHED,
-    INTERNAL_ERROR,
-    UNREADABLE_FILE,
-    Track,
-    UsageError,
-    catalog,
-    refusal,
-)
+from service.analysis import check_min_duration
+from service.backfill.catalog import Track, catalog, refusal
+from service.backfill.codes import DECODER_CRASHED, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
 from service.config import Settings
 from service.decode import SAMPLE_RATE, DecodeError, iter_decoded, refuse_damaged
-from service.errors import Problem
-from service.pipeline import check_min_duration
 
 EXAMPLES_PER_CODE = 3  # example paths the terminal summary shows for each warning and refusal code
 TASKS_PER_WORKER = 4  # files submitted ahead per worker: keeps workers busy, bounds memory for huge catalogs
@@ -99,8 +91,6 @@ def check_file(track: Track, limits: Limits) -> FileReport:
         report.status = "ok"
     except DecodeError as error:
         report.code, report.message = error.code, error.detail
-    except Problem as problem:  # the duration floor, checked by the pipeline's own function
-        report.code, report.message = problem.code, problem.detail
     except OSError as error:
         report.code, report.message = UNREADABLE_FILE, f"cannot read the file: {error.strerror or error}"
     except Exception as error:  # noqa: BLE001 - one file's surprise must not stop the check

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taggram", description="Music tagging service")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP API (configuration: TAGGRAM_* environment variables)")
-    # backfill parses its own arguments (service/backfill.py): everything after the word goes to it, -h included.
+    # backfill parses its own arguments (service/backfill/cli.py): everything after the word goes to it, -h included.
     commands.add_parser("backfill", add_help=False, help="tag a catalog offline into Parquet (taggram backfill -h)")
     commands.add_parser("check-catalog", add_help=False,
                         help="decode a catalog without the model: what would be analysed or refused, and why")

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(120.0, gt=0, description="Deadline per request; past it: 504")
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 503")
     max_concurrent_analyses: int = Field(32, ge=1, description="Uploads decoded or analysed at once; beyond: 503")
-    decode_threads: int = Field(2, ge=1, description="Concurrent decodes")
+    decode_threads: int = Field(2, ge=1, description="Threads decoding uploads, shared chunk by chunk by every upload in flight")
+    interactive_endpoints: str = Field("/suggest-subgenres", description="Comma-separated endpoints whose uploads are decoded and inferred first (empty = one class: least-decoded first)")
     inference_workers: int = Field(0, ge=0, description="Batches one model computes at once (0 = one per usable CPU; 1 on CUDA)")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per batch (0 = usable CPUs ÷ inference workers; on CUDA the runtime default)")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="Inference device; auto = CUDA when available")
@@ -52,6 +53,14 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="Time to drain in-flight requests on SIGTERM")
     shutdown_drain_seconds: float = Field(0.0, ge=0, description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes (load balancers stop routing here meanwhile)")
     log_level: str = Field("info", description="Python logging level")
+
+    @field_validator("cuda_batch_sizes")
+    @classmethod
+    def _positive_sizes(cls, text: str) -> str:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if not parts or not all(part.isdigit() and int(part) >= 1 for part in parts):
+            raise ValueError(f"must be comma-separated whole numbers >= 1 (e.g. 1,4,16), got {text!r}")
+        return text
 
     @field_validator("redis_url")
     @classmethod

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from service.analysis import Analysis, mean_over_segments
 from service.decode import DecodeFacts
-from service.pool import Analysis, mean_over_segments
 from service.taxonomy import Taxonomy, suggest
 
 

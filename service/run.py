@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,26 @@ def resolve_parallelism(on_cuda: bool, workers: int, intra_op_threads: int) -> t
     return workers, intra_op_threads or max(1, cpus // workers)
 
 
+class CpuSlots:
+    """At most one single-threaded CPU run per usable core at once, process-wide, whatever the number of models.
+
+    Each model has its own inference threads (one per core), so with four models eight runs could compute at once on
+    two cores: no faster than two, but the shared arena would then have to hold eight runs' activations (the
+    per-session figure again). Capped at the cores, the arena's peak is the cores' worth of runs, which warm-up
+    reaches, so it does not grow under load after ready.
+    """
+
+    _lock = threading.Lock()
+    _semaphore: threading.BoundedSemaphore | None = None
+
+    @classmethod
+    def get(cls) -> threading.BoundedSemaphore:
+        with cls._lock:
+            if cls._semaphore is None:
+                cls._semaphore = threading.BoundedSemaphore(usable_cpus())
+            return cls._semaphore
+
+
 @dataclass
 class Runner:
     """One InferenceSession; `run` is thread-safe and releases the GIL while it computes."""
@@ -102,6 +123,8 @@ class Runner:
     provider: str
     fixed_batch_sizes: tuple[int, ...]  # empty on CPU: any batch size runs as is
     workers: int = 1  # batches the caller may run at once (the batcher's inference threads)
+    # On CPU with single-threaded runs: the process-wide CpuSlots; None on CUDA or with multi-threaded runs.
+    slots: threading.BoundedSemaphore | None = None
 
     def padded_size(self, batch: int) -> int:
         fitting = [size for size in self.fixed_batch_sizes if size >= batch]
@@ -113,16 +136,44 @@ class Runner:
         size = self.padded_size(n)
         if size != n:
             patches = np.concatenate([patches, np.zeros((size - n, patches.shape[1]), np.float32)])
-        outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
+        if self.slots is None:
+            outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
+        else:
+            with self.slots:
+                outputs = self.session.run(list(SERVED_OUTPUTS), {"waveform": patches})
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
 
+# One CPU arena for every session of the process instead of one per session: the four models' arenas each grew to
+# their own peak (979 MiB RSS for the four) where one shared arena holds the largest at any moment (338 MiB), at the
+# same speed (FIELD-NOTES; docs/benchmarks.md "Memory"). Sessions opt in with this session config entry.
+USE_ENV_ALLOCATORS = "session.use_env_allocators"
+_shared_arena_lock = threading.Lock()
+_shared_arena_registered = False
+
+
+def share_cpu_arena() -> None:
+    """Register the process-wide CPU arena with ONNX Runtime's environment (once; later calls do nothing)."""
+    global _shared_arena_registered
+    with _shared_arena_lock:
+        if _shared_arena_registered:
+            return
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # 0 / -1: no cap, ONNX Runtime's default growth, chunk size and dead-bytes threshold.
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared_arena_registered = True
+
+
 def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_sizes: tuple[int, ...] = (),
-                workers: int = 0) -> Runner:
-    """A Runner for ``path``; ``workers`` and ``intra_op_threads`` 0 = chosen by ``resolve_parallelism``."""
+                workers: int = 0, shared_arena: bool = True) -> Runner:
+    """A Runner for ``path``; ``workers`` and ``intra_op_threads`` 0 = chosen by ``resolve_parallelism``;
+    ``shared_arena``: CPU memory from the process-wide arena (False: the session's own, for comparison)."""
     providers = choose_providers(device)
     workers, intra_op_threads = resolve_parallelism(providers[0] != CPU_PROVIDER, workers, intra_op_threads)
     options = ort.SessionOptions()
+    if shared_arena:
+        share_cpu_arena()
+        options.add_session_config_entry(USE_ENV_ALLOCATORS, "1")
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The memory-pattern planner keeps an arena per input shape; off, the same batches use ~40% less memory
@@ -134,4 +185,5 @@ def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_s
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()
-    return Runner(session, provider, fixed, workers)
+    single_threaded_cpu = provider == CPU_PROVIDER and intra_op_threads == 1
+    return Runner(session, provider, fixed, workers, CpuSlots.get() if single_threaded_cpu else None)

@@ -475,3 +475,22 @@ def test_kubernetes_job_is_an_indexed_job_running_taggram_backfill():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert any("persistentVolumeClaim" in v for v in volumes.values())
+
+
+def test_a_decode_worker_imports_no_inference_output_or_web_stack():
+    """Spawned decode workers import service.backfill.workers: by structure, it loads no pyarrow, ONNX Runtime,
+    FastAPI, Redis or tqdm (each worker would pay their import time and memory)."""
+    heavy = ("pyarrow", "onnxruntime", "fastapi", "redis", "tqdm", "starlette")
+    code = ("import sys, service.backfill.workers; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_walked_extensions_are_those_of_the_decoders_demuxers():
+    from service.backfill.catalog import AUDIO_EXTENSIONS, EXTENSIONS_BY_DEMUXER
+    from service.decode import ALLOWED_DEMUXERS
+
+    assert set(EXTENSIONS_BY_DEMUXER) == set(ALLOWED_DEMUXERS)
+    assert AUDIO_EXTENSIONS and all(ext.startswith(".") and ext == ext.lower() for ext in AUDIO_EXTENSIONS)

@@ -102,3 +102,36 @@ def test_warm_up_runs_a_full_batch_on_every_inference_thread_before_serving(two_
             await batcher.close()
 
     assert len(asyncio.run(scenario())) == 2
+
+
+def queue_wait(model: str) -> tuple[float, float]:
+    from prometheus_client import REGISTRY
+
+    total = REGISTRY.get_sample_value("taggram_queue_wait_seconds_sum", {"model": model}) or 0.0
+    count = REGISTRY.get_sample_value("taggram_queue_wait_seconds_count", {"model": model}) or 0.0
+    return total, count
+
+
+def test_queue_wait_runs_from_when_each_patch_was_added_not_from_when_its_job_opened(one_worker_runner):
+    decoding_seconds = 2.0  # a job opened this long before its patches arrive (as a decoding request's does)
+    model = "queue-wait-check"
+
+    async def scenario():
+        batcher = Batcher(one_worker_runner, model=model, max_batch=2, max_wait_seconds=0.0, max_queue_patches=64)
+        batcher.start()
+        try:
+            job = batcher.open_job()
+            await asyncio.sleep(decoding_seconds)
+            for row in patches(4, seed=7):
+                batcher.add_patch(job, row)
+            batcher.close_job(job)
+            await batcher.wait_for(job, timeout_seconds=60.0)
+        finally:
+            await batcher.close()
+
+    before_sum, before_count = queue_wait(model)
+    asyncio.run(scenario())
+    waited, count = queue_wait(model)[0] - before_sum, queue_wait(model)[1] - before_count
+    assert count == 4
+    # Each patch waited for at most the batches ahead of it (one worker), never the time before it existed.
+    assert waited / count < decoding_seconds, waited / count

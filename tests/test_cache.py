@@ -42,8 +42,8 @@ from service.cache import (
     make_cache,
 )
 from service.config import Settings
+from service.analysis import Analysis
 from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
-from service.pool import Analysis
 
 AUDIO = hashlib.sha256(b"some song").hexdigest()
 ONNX = hashlib.sha256(b"msd-musicnn.onnx").hexdigest()

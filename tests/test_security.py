@@ -205,6 +205,27 @@ def test_an_unauthenticated_upload_is_answered_401_then_cut(server):
     assert cut.cut_after is not None and cut.cut_after - cut.answered_after < LINGER + 2.0, cut
 
 
+def request_seconds(http, endpoint: str) -> tuple[float, float]:
+    """(sum, count) of taggram_request_duration_seconds for ``endpoint``, from /metrics."""
+    values = {}
+    for line in http.get("/metrics").text.splitlines():
+        for name in ("sum", "count"):
+            if line.startswith(f'taggram_request_duration_seconds_{name}{{endpoint="{endpoint}"}}'):
+                values[name] = float(line.rsplit(" ", 1)[1])
+    return values.get("sum", 0.0), values.get("count", 0.0)
+
+
+def test_a_refusals_latency_is_timed_to_its_answer_not_through_the_lingering_close(server, http):
+    port = int(server.url.rsplit(":", 1)[1])
+    before_sum, before_count = request_seconds(http, "/taggram")
+    cut = stream_until_cut(port, chunked_head("/taggram", f"Authorization: Bearer {API_KEY}\r\n"), 64 * 2**20)
+    after_sum, after_count = request_seconds(http, "/taggram")
+    assert cut.answer.startswith(b"HTTP/1.1 413 ") and after_count == before_count + 1, cut.answer[:200]
+    assert cut.cut_after - cut.answered_after > LINGER / 2, cut  # the drain did happen (the client kept sending)
+    # The request is timed from its start to the answer: the reading up to the limit, without the drain after it.
+    assert after_sum - before_sum < cut.answered_after + LINGER / 4, (after_sum - before_sum, cut)
+
+
 # ---- API key ----------------------------------------------------------------------------------------------------
 
 

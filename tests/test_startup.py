@@ -162,3 +162,12 @@ def test_an_invalid_setting_stops_the_start_with_one_line_naming_the_variable(mo
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert result.returncode == 2 and len(errors) == 1, result.stderr
     assert "TAGGRAM_REDIS_URL" in errors[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sizes", ["0", "four", "1,,-4"])
+def test_bad_cuda_batch_sizes_stop_the_start_with_the_one_line_settings_error(models_dir, sizes):
+    env = clean_env() | {"TAGGRAM_MODELS_DIR": str(models_dir), "TAGGRAM_CUDA_BATCH_SIZES": sizes}
+    result = subprocess.run([taggram_executable(), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "TAGGRAM_CUDA_BATCH_SIZES" in errors[0] and "Traceback" not in result.stderr

@@ -13,14 +13,18 @@ from service.decode.limits import MAX_CHANNELS, MAX_SAMPLE_MAGNITUDE, MAX_SOURCE
 class DecodeError(Exception):
     """The upload cannot be turned into audio to tag; ``code`` is stable, ``status`` is the HTTP status."""
 
-    def __init__(self, code: str, status: int, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        # (status, code, detail): the order of service.errors.Problem, which the HTTP edge maps this to. Checked,
+        # because a call in the other order would otherwise only fail when the error is rendered.
+        if not isinstance(status, int) or not isinstance(code, str):
+            raise TypeError(f"DecodeError(status: int, code: str, detail), got ({status!r}, {code!r}, ...)")
         super().__init__(detail)
-        self.code = code
         self.status = status
+        self.code = code
         self.detail = detail
 
     def __repr__(self) -> str:
-        return f"DecodeError(code={self.code!r}, status={self.status}, detail={self.detail!r})"
+        return f"DecodeError(status={self.status}, code={self.code!r}, detail={self.detail!r})"
 
 
 class SourceReadError(OSError):
@@ -29,43 +33,43 @@ class SourceReadError(OSError):
 
 
 def undecodable(detail: str) -> DecodeError:
-    return DecodeError("undecodable_audio", 415, detail)
+    return DecodeError(415, "undecodable_audio", detail)
 
 
 def unsupported_rate(rate: int) -> DecodeError:
     return DecodeError(
-        "unsupported_sample_rate",
         422,
+        "unsupported_sample_rate",
         f"Sample rate {rate} Hz is outside the accepted range {MIN_SOURCE_RATE_HZ}–{MAX_SOURCE_RATE_HZ} Hz.",
     )
 
 
 def too_many_channels(channels: int) -> DecodeError:
     return DecodeError(
-        "too_many_channels", 422, f"The audio has {channels} channels; at most {MAX_CHANNELS} are accepted."
+        422, "too_many_channels", f"The audio has {channels} channels; at most {MAX_CHANNELS} are accepted."
     )
 
 
 def too_long(max_seconds: float) -> DecodeError:
-    return DecodeError("audio_too_long", 422, f"The audio is longer than the {max_seconds:g} s limit.")
+    return DecodeError(422, "audio_too_long", f"The audio is longer than the {max_seconds:g} s limit.")
 
 
 def empty() -> DecodeError:
-    return DecodeError("empty_audio", 422, "The file holds an audio stream but it decodes to no samples.")
+    return DecodeError(422, "empty_audio", "The file holds an audio stream but it decodes to no samples.")
 
 
 def non_finite() -> DecodeError:
-    return DecodeError("non_finite_audio", 422, "The audio contains NaN or infinite sample values.")
+    return DecodeError(422, "non_finite_audio", "The audio contains NaN or infinite sample values.")
 
 
 def out_of_range() -> DecodeError:
     return DecodeError(
-        "audio_out_of_range",
         422,
+        "audio_out_of_range",
         f"The audio has sample values beyond ±{MAX_SAMPLE_MAGNITUDE:g} (120 dB above full scale); it is not audio.",
     )
 
 
 def damaged(detail: str) -> DecodeError:
     """Damaged or truncated audio, refused because the service is set to refuse it (TAGGRAM_DAMAGED_AUDIO=refuse)."""
-    return DecodeError("damaged_audio", 422, detail)
+    return DecodeError(422, "damaged_audio", detail)

@@ -1,0 +1,237 @@
+"""Fairness under mixed load: 30 s clips to /suggest-subgenres while long uploads are in flight.
+
+Real music only (``bench.music``: lincity-ng-data). Each long upload is a ``--long-minutes`` WAV (22.05 kHz stereo
+16-bit, so the service decodes *and* resamples it) made by looping the soundtrack's tracks, each upload starting
+from a different track so no two share bytes. Clips are 30 s packet copies of the .ogg tracks at distinct offsets.
+The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
+
+One service process, loopback only, these phases in this order (ratios are within this one run):
+
+1. **idle** — ``--idle-clips`` clips one after another on the idle service.
+2. for each N in ``--long-uploads`` (default 2 and 4):
+   a. **alone** — N long uploads to /embed at once, nothing else: their throughput (audio seconds per wall second).
+   b. **mixed** — the same N long uploads again plus one client sending clips back to back (``--clip-gap-ms``
+      apart) until the long uploads are done: the clips' latency percentiles and the uploads' throughput.
+
+Reported: clip p50/p95/p99 (idle and mixed, and p99 as a multiple of idle p99), long-upload throughput mixed vs
+alone, the clips' share of the audio analysed while mixed, and all audio analysed per second (long + clips) vs the
+long uploads alone: the clips' work is taken from the long uploads' share, so a busy clip stream lowers the long
+uploads' ratio even when no capacity is lost. On a shared machine wall-clock throughput moves with other work, so
+the service's own CPU time per audio second is reported too: the same figure mixed as alone means the fair
+schedule costs no throughput (a dedicated machine turns CPU time into wall time). Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import soxr
+
+from bench import common
+from bench.music import CACHE_DIR, cut_clip, duration_seconds, ensure_music
+
+SECTION = "fairness"
+LONG_RATE_HZ = 22_050  # long uploads' sample rate: not 16 kHz, so the service resamples as it would for real files
+LONG_CHANNELS = 2
+CLIP_SECONDS = 30.0
+CLIP_OFFSET_STEP_SECONDS = 1.37  # between clips of one track: distinct bytes, not a multiple of a codec frame
+CLIENT_TIMEOUT_SECONDS = 900.0
+SERVICE_REQUEST_TIMEOUT_SECONDS = 900  # the long uploads share 2 busy cores: the default 120 s deadline is too short
+LONG_DIR = CACHE_DIR / "long"
+
+
+@dataclass
+class Phase:
+    name: str
+    clip_latencies: list[float] = field(default_factory=list)
+    long_seconds: float = 0.0  # audio seconds of the long uploads
+    long_wall: float = 0.0  # first upload sent → last upload answered
+    clip_seconds: float = 0.0  # audio seconds of the clips answered while the long uploads were in flight
+    cpu_seconds: float = 0.0  # the service process's CPU time over the phase (/proc): not slowed by other work
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def long_throughput(self) -> float:
+        return self.long_seconds / self.long_wall if self.long_wall else float("nan")
+
+
+def decode_native(path: Path) -> np.ndarray:
+    """A track as float32 [samples, 2] at LONG_RATE_HZ."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="stereo", rate=stream.rate)
+        pieces = [np.asarray(out.to_ndarray()).reshape(-1, 2)
+                  for frame in container.decode(stream) for out in resampler.resample(frame)]
+        rate = stream.rate
+    samples = np.concatenate(pieces)
+    return soxr.resample(samples, rate, LONG_RATE_HZ).astype(np.float32)
+
+
+def long_upload(index: int, minutes: float, tracks: list[Path]) -> Path:
+    """A WAV of ``minutes`` of real music: the tracks looped, starting from track ``index`` (made once, cached)."""
+    path = LONG_DIR / f"long-{index}-{minutes:g}min.wav"
+    if path.exists():
+        return path
+    LONG_DIR.mkdir(parents=True, exist_ok=True)
+    wanted = int(minutes * 60 * LONG_RATE_HZ)
+    partial = path.with_suffix(".partial")
+    with wave.open(str(partial), "wb") as out:
+        out.setnchannels(LONG_CHANNELS)
+        out.setsampwidth(2)
+        out.setframerate(LONG_RATE_HZ)
+        written, turn = 0, index
+        while written < wanted:
+            samples = decode_native(tracks[turn % len(tracks)])[: wanted - written]
+            out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+            written += len(samples)
+            turn += 1
+    partial.rename(path)
+    return path
+
+
+def make_clips(tracks: list[Path], count: int) -> list[bytes]:
+    clips, offsets = [], {track: 0.0 for track in tracks}
+    lengths = {track: duration_seconds(track) for track in tracks}
+    turn = 0
+    while len(clips) < count:
+        track = tracks[turn % len(tracks)]
+        turn += 1
+        if offsets[track] + CLIP_SECONDS > lengths[track]:
+            continue
+        clips.append(cut_clip(track, offsets[track], CLIP_SECONDS))
+        offsets[track] += CLIP_OFFSET_STEP_SECONDS
+    return clips
+
+
+async def send_clip(client: httpx.AsyncClient, url: str, clip: bytes, phase: Phase) -> None:
+    started = time.perf_counter()
+    response = await client.post(f"{url}/suggest-subgenres", content=clip, headers={"content-type": "audio/ogg"})
+    if response.status_code != 200:
+        phase.errors.append(f"clip {response.status_code} {response.text[:120]}")
+        return
+    phase.clip_latencies.append(time.perf_counter() - started)
+    phase.clip_seconds += response.json()["duration_seconds"]
+
+
+async def send_long(client: httpx.AsyncClient, url: str, path: Path, phase: Phase) -> None:
+    response = await client.post(f"{url}/embed", content=path.read_bytes(), headers={"content-type": "audio/wav"})
+    if response.status_code != 200:
+        phase.errors.append(f"long {response.status_code} {response.text[:120]}")
+        return
+    body = response.json()
+    if body["cached"]:
+        raise RuntimeError("a long upload hit the cache: the bench must compute every request")
+    phase.long_seconds += body["duration_seconds"]
+
+
+def run_phase(service: common.Service, name: str, longs: list[Path], clips: list[bytes], clip_gap: float,
+              max_clips: int) -> Phase:
+    phase = Phase(name)
+    cpu_before = common.process_cpu_seconds(service.process.pid)
+    asyncio.run(phase_requests(service.url, phase, longs, clips, clip_gap, max_clips))
+    phase.cpu_seconds = common.process_cpu_seconds(service.process.pid) - cpu_before
+    return phase
+
+
+async def phase_requests(url: str, phase: Phase, longs: list[Path], clips: list[bytes], clip_gap: float,
+                         max_clips: int) -> None:
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_SECONDS) as client:
+        if not longs:  # idle: clips one after another
+            for clip in clips:
+                await send_clip(client, url, clip, phase)
+            return
+        started = time.perf_counter()
+        uploads = asyncio.gather(*(send_long(client, url, path, phase) for path in longs))
+        if clips:
+            await asyncio.sleep(clip_gap)  # the uploads are on their way in before the first clip
+            sent = 0
+            while not uploads.done() and sent < max_clips:
+                await send_clip(client, url, clips[sent % len(clips)], phase)
+                sent += 1
+                await asyncio.sleep(clip_gap)
+        await uploads
+        phase.long_wall = time.perf_counter() - started
+
+
+def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
+    lat = phase.clip_latencies
+    p99 = common.percentile(lat, 99)
+    clips = [len(lat), *(f"{common.percentile(lat, q):.2f}" for q in (50, 95)), f"{p99:.2f}",
+             f"{p99 / idle_p99:.1f}×" if lat else "–"] if lat else [0, "–", "–", "–", "–"]
+    longs = ["–"] * 6
+    if phase.long_wall:
+        mixed = alone is not None and alone is not phase
+        ratio = f"{phase.long_throughput / alone.long_throughput:.2f}×" if mixed else "1.00×"
+        total = (phase.long_seconds + phase.clip_seconds) / phase.long_wall
+        total_ratio = f"{total / alone.long_throughput:.2f}×" if mixed else "1.00×"
+        share = phase.clip_seconds / (phase.long_seconds + phase.clip_seconds)
+        cpu = phase.cpu_seconds / (phase.long_seconds + phase.clip_seconds)
+        alone_cpu = alone.cpu_seconds / alone.long_seconds if alone else cpu
+        longs = [f"{phase.long_throughput:.1f}", ratio, f"{share:.0%}", total_ratio, f"{1000 * cpu:.0f}",
+                 f"{alone_cpu / cpu:.2f}×"]
+    return [phase.name, *clips, *longs, len(phase.errors)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_service_arguments(parser)
+    parser.add_argument("--long-uploads", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--long-minutes", type=float, default=15.5)
+    parser.add_argument("--idle-clips", type=int, default=15)
+    parser.add_argument("--clip-gap-ms", type=float, default=3000.0,
+                        help="pause between one clip's answer and the next (the clips' share of the work)")
+    parser.add_argument("--max-clips", type=int, default=200, help="clips per mixed phase at most")
+    parser.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to write")
+    args = parser.parse_args(argv)
+
+    tracks = ensure_music()
+    longs = [long_upload(i, args.long_minutes, tracks) for i in range(max(args.long_uploads))]
+    clips = make_clips(tracks, args.idle_clips + args.max_clips)
+    idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips:]
+    gap = args.clip_gap_ms / 1000
+    phases: list[tuple[Phase, Phase | None]] = []
+    with common.running_service(args.port, args.model, memory_cache_bytes=0,
+                                request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS) as service:
+        run_phase(service, "warm-up", [], idle_clips[:2], gap, 0)
+        idle = run_phase(service, "idle: clips alone", [], idle_clips, gap, 0)
+        phases.append((idle, None))
+        for n in args.long_uploads:
+            alone = run_phase(service, f"{n} long uploads alone", longs[:n], [], gap, 0)
+            mixed = run_phase(service, f"{n} long uploads + clip stream", longs[:n], stream_clips, gap,
+                              args.max_clips)
+            phases += [(alone, alone), (mixed, alone)]
+            print(f"N={n}: alone {alone.long_throughput:.1f} audio s/s; mixed {mixed.long_throughput:.1f}; "
+                  f"clips p99 {common.percentile(mixed.clip_latencies, 99):.2f} s", file=sys.stderr)
+    idle_p99 = common.percentile(idle.clip_latencies, 99)
+    header = ["phase", "clips", "clip p50 s", "clip p95 s", "clip p99 s", "p99 vs idle",
+              "long uploads: audio s per s", "vs alone", "clips' share of audio", "all audio vs alone",
+              "service CPU ms per audio s", "audio per CPU-s vs alone", "errors"]
+    table = common.markdown_table(header, [row(phase, idle_p99, alone) for phase, alone in phases])
+    errors = [e for phase, _ in phases for e in phase.errors]
+    body = "\n".join([
+        "## Fairness: clips while long uploads are in flight", "",
+        *common.environment_lines(["bench.fairness", *(argv if argv is not None else sys.argv[1:])]),
+        f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music looped) to "
+        f"/embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, {args.clip_gap_ms:g} ms apart, one at "
+        "a time; cache off; one service process, phases in table order",
+        "- the 2 cores were shared with other agents' work during the run: compare the ratios (same run), not the "
+        "absolute figures; p99 of a few dozen clips is close to their maximum",
+        "", table, "",
+        *(["Errors: " + "; ".join(errors[:5]), ""] if errors else []),
+    ])
+    print(body)
+    if not args.no_write:
+        common.update_report(args.section, body)
+
+
+if __name__ == "__main__":
+    main()
