@@ -380,9 +380,12 @@ class RunIdentity:
     max_seconds: float
     min_seconds: float
     max_bytes: int
+    segment_embeddings: bool = False  # also the per-segment embeddings (what heads train on)
 
     def as_json(self) -> dict:
-        return {"format": OUTPUT_FORMAT, "model": self.model, "onnx_sha256": self.onnx_sha256,
+        # segment_embeddings only when on: directories started before the option existed keep their identity.
+        extra = {"segment_embeddings": True} if self.segment_embeddings else {}
+        return extra | {"format": OUTPUT_FORMAT, "model": self.model, "onnx_sha256": self.onnx_sha256,
                 "labels": list(self.labels), "embedding_dim": self.embedding_dim, "hop_samples": self.hop_samples,
                 "top_k": self.top_k, "taggram": self.taggram, "taxonomy": self.taxonomy_name,
                 "taxonomy_sha256": self.taxonomy_sha256, "max_seconds": self.max_seconds,
@@ -408,6 +411,9 @@ def results_schema(identity: RunIdentity):
     ]
     if identity.taggram:
         fields.append(pa.field("taggram", pa.list_(pa.list_(pa.float32(), len(identity.labels))), nullable=False))
+    if identity.segment_embeddings:
+        fields.append(pa.field("segment_embeddings", pa.list_(pa.list_(pa.float32(), identity.embedding_dim)),
+                               nullable=False))
     return pa.schema(fields, metadata=_schema_metadata(identity))
 
 
@@ -438,6 +444,7 @@ class ResultRow:
     embedding: np.ndarray  # float32 [dim]
     taggram: np.ndarray | None  # float32 [segments, labels]
     segments: int
+    segment_embeddings: np.ndarray | None = None  # float32 [segments, dim]
 
 
 @dataclass
@@ -560,9 +567,9 @@ class OutputDir:
             "embedding": _fixed_lists(np.stack([r.embedding for r in rows]), dim),
         }
         if identity.taggram:
-            offsets = np.concatenate([[0], np.cumsum([r.taggram.shape[0] for r in rows])]).astype(np.int32)
-            flat = np.concatenate([r.taggram for r in rows])
-            columns["taggram"] = pa.ListArray.from_arrays(pa.array(offsets), _fixed_lists(flat, n_labels))
+            columns["taggram"] = _segment_lists([r.taggram for r in rows], n_labels)
+        if identity.segment_embeddings:
+            columns["segment_embeddings"] = _segment_lists([r.segment_embeddings for r in rows], dim)
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
     def _errors_table(self, rows: list[ErrorRow]):
@@ -589,6 +596,14 @@ def _fixed_lists(values: np.ndarray, width: int):
 
     flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), width)
+
+
+def _segment_lists(per_track: list[np.ndarray], width: int):
+    """list<fixed_size_list<float32, width>>: one list of per-segment rows per track."""
+    import pyarrow as pa
+
+    offsets = np.concatenate([[0], np.cumsum([m.shape[0] for m in per_track])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), _fixed_lists(np.concatenate(per_track), width))
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -684,6 +699,7 @@ class Options:
     intra_op_threads: int
     progress: str
     progress_seconds: float
+    segment_embeddings: bool = False
 
 
 @dataclass
@@ -829,6 +845,7 @@ class Backfill:
             embedding_dim=manifest.embedding_dim, hop_samples=hop_frames * manifest.frame_hop, top_k=o.top_k,
             taggram=o.taggram, taxonomy_name=taxonomy.name, taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
             max_seconds=o.max_seconds, min_seconds=o.min_seconds, max_bytes=o.max_bytes,
+            segment_embeddings=o.segment_embeddings,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -1011,6 +1028,7 @@ class _Loop:
             tag_scores=tag_scores, top=suggest(self.model.taxonomy, tag_scores, self.options.top_k),
             embedding=mean_over_segments(analysis.embedding),
             taggram=analysis.tags if self.options.taggram else None, segments=analysis.segments,
+            segment_embeddings=analysis.embedding if self.options.segment_embeddings else None,
         )
         if self.warmer is not None:
             key = cache_key(state.sha256, self.identity.model, self.identity.onnx_sha256, analysis.hop_samples)
@@ -1120,6 +1138,8 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="seconds between segment starts, as the API's ?hop= (default: one patch, no overlap)")
     p.add_argument("--top-k", type=top_k, default=DEFAULT_TOP_K, help="subgenres kept per track (default: 5)")
     p.add_argument("--taggram", action="store_true", help="also write the per-segment tag scores")
+    p.add_argument("--segment-embeddings", action="store_true",
+                   help="also write the per-segment embeddings (what `taggram train-head` trains on)")
     p.add_argument("--shard-index", type=int, default=None,
                    help=f"this machine's shard, 0-based (default: ${SHARD_INDEX_ENV}, else 0)")
     p.add_argument("--shard-count", type=positive_int, default=None,
@@ -1181,6 +1201,7 @@ def parse_options(argv: list[str] | None) -> Options:
         cache_ttl_seconds=settings.cache_ttl_seconds, device=args.device,
         intra_op_threads=args.intra_op_threads or default_inference_threads(args.workers),
         progress=args.progress, progress_seconds=args.progress_seconds,
+        segment_embeddings=args.segment_embeddings,
     )  # fmt: skip
 
 
