@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run the HTTP API (configuration: TAGGRAM_* environment variables)")
     # backfill parses its own arguments (service/backfill.py): everything after the word goes to it, -h included.
     commands.add_parser("backfill", add_help=False, help="tag a catalog offline into Parquet (taggram backfill -h)")
+    # train-head lives outside service/ (optional extra `train`): imported only when asked for.
+    commands.add_parser("train-head", add_help=False, help="train a classification head on backfill embeddings "
+                        "(needs the `train` extra; taggram train-head -h)")
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "backfill":
+    if rest and args.command not in ("backfill", "train-head"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = Settings()
@@ -109,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.backfill import main as backfill
 
         return backfill(rest)
+    if args.command == "train-head":
+        from head_training.train import main as train_head
+
+        return train_head(rest)
     return 1
 
 
