@@ -14,6 +14,13 @@ class TagSegment(BaseModel):
     scores: list[float] = Field(description="Tag probabilities, in the order of `labels`")
 
 
+class HeadScores(BaseModel):
+    name: str
+    classes: list[str]
+    segments: list[list[float]] = Field(description="Per segment, one probability per class (order of `classes`)")
+    mean: list[float] = Field(description="Track-level probabilities, pooled as the head's manifest says")
+
+
 class TaggramResponse(BaseModel):
     model: str
     labels: list[str]
@@ -23,6 +30,7 @@ class TaggramResponse(BaseModel):
     segments: list[TagSegment]
     mean: list[float] = Field(description="Mean of the segments' scores: the track-level tag probabilities")
     cached: bool
+    head: HeadScores | None = Field(None, description="With ?head=NAME: the head's probabilities per segment")
 
 
 class EmbeddingSegment(BaseModel):
@@ -42,12 +50,14 @@ class EmbedResponse(BaseModel):
 
 class Suggestion(BaseModel):
     subgenre: str
-    score: float = Field(description="Highest track-level mean probability among the subgenre's tags")
+    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+                                     "track-level mean probability among the subgenre's tags")
 
 
 class SuggestResponse(BaseModel):
     model: str
     taxonomy: str
+    kind: str = Field("tags", description="'head' (a trained classification head) or 'tags' (a tag taxonomy)")
     suggestions: list[Suggestion]
     duration_seconds: float
     cached: bool
@@ -58,6 +68,9 @@ class ModelInfo(BaseModel):
     manifest: dict
     taxonomy: dict
     provider: str
+    heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
+    taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
+    default_taxonomy: str | None = None
 
 
 class ModelsResponse(BaseModel):
