@@ -22,7 +22,7 @@ from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
 from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
 from service.decode import SAMPLE_RATE, DecodeError
 from service.errors import Problem, overloaded, problem_response
-from service.heads import Heads, head_scores, head_suggestions, load_heads
+from service.heads import Heads, head_scores, load_heads
 from service.pipeline import analyse
 from service.pool import Analysis
 from service.registry import LoadedModel, load_models
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for model in state.models.values():
         if model.manifest.sample_rate != SAMPLE_RATE:
             raise ValueError(f"model {model.name} expects {model.manifest.sample_rate} Hz; the decoder gives {SAMPLE_RATE}")
-    state.heads = load_heads(settings.heads_dir, settings.default_taxonomies, state.models)
+    state.heads = load_heads(settings.heads_dir, settings.default_taxonomies, state.models, settings.taxonomy_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -320,11 +320,9 @@ def declare_routes(app: FastAPI, state: State) -> None:
                                 taxonomy: str | None = Query(None, description="A head or tag taxonomy of the model "
                                                              "(GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES")):
         chosen = pick_model(model)
-        head = state.heads.resolve(chosen, taxonomy)  # refused before the upload is read
+        answer = state.heads.resolve(chosen, taxonomy)  # refused before the upload is read
         analysis, cached = await analysis_for(request, chosen, hop)
-        if head is not None:
-            return head_suggestions(chosen.name, head, analysis, cached, k)
-        return respond.suggestions(chosen.name, chosen.taxonomy, analysis, cached, k)
+        return answer(analysis, cached, k)
 
     @app.get("/models", response_model=respond.ModelsResponse, dependencies=protected, summary="Loaded models")
     async def list_models():

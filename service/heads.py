@@ -17,7 +17,8 @@ or ``mean_scores`` (the mean of its per-segment scores).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from service import metrics
 from service.errors import Problem
 from service.manifest import ModelFileError, sha256_file
+from service.tag_calibration import CalibratedTaxonomy, load_calibration
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class Heads:
 
     by_model: dict[str, dict[str, LoadedHead]]
     defaults: dict[str, str]  # model → taxonomy name (head or tag taxonomy)
+    calibrated: dict[str, CalibratedTaxonomy] = field(default_factory=dict)  # model → its calibrated tag taxonomy
 
     def for_model(self, model: str) -> dict[str, LoadedHead]:
         return self.by_model.get(model, {})
@@ -169,23 +172,34 @@ class Heads:
     def default_for(self, loaded_model) -> str:
         return self.defaults.get(loaded_model.name, loaded_model.taxonomy.name)
 
-    def resolve(self, loaded_model, name: str | None) -> LoadedHead | None:
-        """The head NAME names for this model; None for its tag taxonomy; 422 unknown_taxonomy otherwise."""
+    def taxonomy_names(self, loaded_model) -> list[str]:
+        calibrated = self.calibrated.get(loaded_model.name)
+        return [loaded_model.taxonomy.name, *([calibrated.name] if calibrated else [])]
+
+    def resolve(self, loaded_model, name: str | None) -> Callable:
+        """What answers ?taxonomy=NAME for this model: ``answer(analysis, cached, k) -> SuggestResponse``.
+        NAME is a head, the tag taxonomy or its calibrated variant; anything else is 422 unknown_taxonomy."""
+        from service import respond
+
         name = name or self.default_for(loaded_model)
         if name == loaded_model.taxonomy.name:
-            return None
+            return lambda analysis, cached, k: respond.suggestions(loaded_model.name, loaded_model.taxonomy,
+                                                                   analysis, cached, k)
+        calibrated = self.calibrated.get(loaded_model.name)
+        if calibrated is not None and name == calibrated.name:
+            return lambda analysis, cached, k: calibrated_suggestions(loaded_model.name, calibrated, analysis, cached, k)
         head = self.for_model(loaded_model.name).get(name)
         if head is None:
-            choices = sorted([loaded_model.taxonomy.name, *self.for_model(loaded_model.name)])
+            choices = sorted([*self.taxonomy_names(loaded_model), *self.for_model(loaded_model.name)])
             raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no taxonomy or head {name!r}; "
                                                    f"choose one of {choices}")
-        return head
+        return lambda analysis, cached, k: head_suggestions(loaded_model.name, head, analysis, cached, k)
 
     def model_info(self, loaded_model) -> dict:
         """GET /models fields for one model: its heads (with metrics and the default flag) and tag taxonomies."""
         default = self.default_for(loaded_model)
         heads = [h.info(default == h.name) for h in self.for_model(loaded_model.name).values()]
-        return {"heads": heads, "taxonomies": [loaded_model.taxonomy.name], "default_taxonomy": default}
+        return {"heads": heads, "taxonomies": self.taxonomy_names(loaded_model), "default_taxonomy": default}
 
     def head(self, loaded_model, name: str) -> LoadedHead:
         """?head=NAME: a head of this model (a tag taxonomy is not a head)."""
@@ -196,7 +210,7 @@ class Heads:
         return head
 
 
-def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict) -> Heads:
+def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict, taxonomy_dir: Path | None = None) -> Heads:
     by_model: dict[str, dict[str, LoadedHead]] = {name: {} for name in models}
     if heads_dir is not None:
         if not heads_dir.is_dir():
@@ -204,17 +218,18 @@ def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict) ->
         for path in sorted(heads_dir.glob("*.json")):
             head = load_head(path, models)
             model = models[head.manifest.base_model.name]
-            if head.name == model.taxonomy.name:
+            if head.name in (model.taxonomy.name, model.taxonomy.name + "-calibrated"):
                 raise _fail(path, f"has the name of {model.name}'s tag taxonomy; rename the head")
             by_model[model.name][head.name] = head
             log.info("loaded head %s on %s (%d classes, pooling %s)", head.name, model.name,
                      len(head.manifest.classes), head.manifest.pooling)
-    heads = Heads(by_model, parse_defaults(default_taxonomies))
+    calibrated = {name: c for name, m in models.items() if (c := load_calibration(m, taxonomy_dir)) is not None}
+    heads = Heads(by_model, parse_defaults(default_taxonomies), calibrated)
     for model_name, name in heads.defaults.items():
         model = models.get(model_name)
         if model is None:
             raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES names model {model_name!r}, which is not loaded")
-        if name != model.taxonomy.name and name not in by_model[model_name]:
+        if name not in heads.taxonomy_names(model) and name not in by_model[model_name]:
             raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {name!r} "
                                  f"(heads folder: {heads_dir})")
     for model_name, loaded in by_model.items():
@@ -239,5 +254,17 @@ def head_suggestions(model: str, head: LoadedHead, analysis, cached: bool, k: in
     return SuggestResponse(
         model=model, taxonomy=head.name, kind="head",
         suggestions=[Suggestion(subgenre=head.manifest.classes[i], score=float(scores[i])) for i in order],
+        duration_seconds=analysis.duration_seconds, cached=cached,
+    )
+
+
+def calibrated_suggestions(model: str, calibrated: CalibratedTaxonomy, analysis, cached: bool, k: int):
+    from service.pool import mean_over_segments
+    from service.respond import Suggestion, SuggestResponse
+
+    ranked = calibrated.suggest(mean_over_segments(analysis.tags), k)
+    return SuggestResponse(
+        model=model, taxonomy=calibrated.name, kind="tags",
+        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranked],
         duration_seconds=analysis.duration_seconds, cached=cached,
     )

@@ -196,3 +196,56 @@ def test_unset_heads_dir_serves_without_heads_and_a_missing_one_refuses(models_d
     with ServeProcess(models_dir, tmp_path / "logs2") as proc:
         proc.wait_ready()
         assert httpx.get(proc.url + "/models").json()["models"][0]["heads"] == []
+
+
+# ---- catalog-calibrated tag taxonomy -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibrated_taxonomies(heads_dir, tmp_path_factory) -> Path:
+    """A taxonomy folder with the shipped msd-musicnn taxonomy and a calibration built from the test catalog."""
+    from head_training.tag_calibration import build
+    from service.taxonomy import SHIPPED_DIR
+
+    folder = tmp_path_factory.mktemp("taxonomies")
+    shutil.copyfile(SHIPPED_DIR / f"{MODEL}.json", folder / f"{MODEL}.json")
+    document = build(heads_dir.parent / "backfill", "generated test catalog")
+    (folder / f"{MODEL}.calibration.json").write_text(json.dumps(document))
+    return folder
+
+
+def test_calibrated_tag_taxonomy_ranks_by_catalog_percentile(models_dir, calibrated_taxonomies):
+    calibration = json.loads((calibrated_taxonomies / f"{MODEL}.calibration.json").read_text())
+    taxonomy = json.loads((calibrated_taxonomies / f"{MODEL}.json").read_text())
+    name = f"{TAG_TAXONOMY}-calibrated"
+    data = track("noise-beats")
+    settings = server_settings(models_dir, taxonomy_dir=calibrated_taxonomies, default_taxonomies=f"{MODEL}={name}")
+    with live_server(settings) as live, live.client() as http:
+        (entry,) = http.get("/models").json()["models"]
+        assert entry["taxonomies"] == [TAG_TAXONOMY, name] and entry["default_taxonomy"] == name
+        body = http.post("/suggest-subgenres?k=50", content=data).json()
+        mean = http.post("/taggram", content=data).json()["mean"]
+    assert body["kind"] == "tags" and body["taxonomy"] == name
+    # Independently: each tag's percentile by interpolation in the stored quantiles, best among a subgenre's tags.
+    levels = np.linspace(0, 1, calibration["points"])
+    percentile = {label: np.interp(score, q, levels)
+                  for label, score, q in zip(calibration["labels"], mean, calibration["quantiles"])}
+    expected = {s: max(percentile[t] for t in tags) for s, tags in taxonomy["subgenres"].items()}
+    got = {s["subgenre"]: s["score"] for s in body["suggestions"]}
+    assert got.keys() == expected.keys()
+    for subgenre, score in expected.items():
+        assert got[subgenre] == pytest.approx(score, abs=1e-6), subgenre
+    assert [s["score"] for s in body["suggestions"]] == sorted(got.values(), reverse=True)
+
+
+def test_calibration_of_another_graph_refuses_to_start(models_dir, calibrated_taxonomies, tmp_path):
+    folder = tmp_path / "taxonomies"
+    shutil.copytree(calibrated_taxonomies, folder)
+    path = folder / f"{MODEL}.calibration.json"
+    document = json.loads(path.read_text())
+    document["onnx_sha256"] = "2" * 64
+    path.write_text(json.dumps(document))
+    with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_TAXONOMY_DIR=str(folder)) as proc:
+        assert proc.wait() == 2
+        errors = [line for line in proc.stderr().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "tag calibration" in errors[0] and "another msd-musicnn graph" in errors[0]
