@@ -112,12 +112,21 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="5000,10000,20000")
+    parser.add_argument("--only", choices=("inference", "training"), default=None)
     args = parser.parse_args()
-    inference = bench_inference(args.models_dir, args.repeats)
+    if args.only != "training":
+        report_inference(bench_inference(args.models_dir, args.repeats))
+    if args.only != "inference":
+        report_training(bench_training([int(s) for s in args.sizes.split(",")]))
+
+
+def report_inference(inference: dict) -> None:
     print(f"per request ({SEGMENTS_PER_REQUEST} segments): base model {inference['base_ms']:.0f} ms; head on every "
           f"segment {inference['head_segments_ms']:.3f} ms ({inference['ratio_segments']:.2e} of the base); "
-          f"head on the pooled embedding {inference['head_pooled_ms']:.3f} ms ({inference['ratio_pooled']:.2e})")
-    training = bench_training([int(s) for s in args.sizes.split(",")])
+          f"head on the pooled embedding {inference['head_pooled_ms']:.3f} ms ({inference['ratio_pooled']:.2e})", flush=True)
+
+
+def report_training(training: dict) -> None:
     print(f"training logreg-pooled + calibration, {CLASSES} classes: {training['slope_s_per_track'] * 1e3:.2f} ms per "
           f"track (+{training['intercept_s']:.1f} s) → {TARGET_TRACKS} tracks ≈ {training['extrapolated_s'] / 60:.1f} min "
           f"for one fit; grouped 5-fold selection ≈ {6 * training['extrapolated_s'] / 60:.0f} min per candidate")
