@@ -227,3 +227,27 @@ def test_embeddings_of_another_model_are_refused(catalog, tmp_path, models_dir):
     done = train_cli(catalog["backfill"], catalog["labels"], "--name", "x", "--output", tmp_path / "out",
                      "--models-dir", models_dir, "--model", "mtt-musicnn")
     assert done.returncode == 2 and "not 'mtt-musicnn'" in done.stderr
+
+
+def test_evaluation_scores_heads_and_tag_baselines_on_the_same_folds(catalog, tmp_path):
+    from head_training.evaluate import main as evaluate_main
+    from head_training.evaluate import percentiles
+
+    reference = np.array([[0.1], [0.2], [0.3], [0.4]])
+    np.testing.assert_allclose(percentiles(reference, np.array([[0.05], [0.2], [0.35], [0.9]]))[:, 0],
+                               [0.0, 0.5, 0.75, 1.0])
+    tag_map = tmp_path / "map.json"
+    tag_map.write_text(json.dumps({"drone": ["ambient"], "pulses": ["electronic", "electro"],
+                                   "noise-beats": ["experimental", "heavy metal"]}))
+    out = tmp_path / "eval.json"
+    assert evaluate_main([str(catalog["backfill"]), str(catalog["labels"]), "--tag-map", str(tag_map),
+                          "--out", str(out), "--candidates", "logreg-pooled"]) == 0
+    summary = json.loads(out.read_text())
+    assert set(summary["results"]) == {"logreg-pooled", "tags-raw", "tags-percentile", "tags-platt"}
+    assert summary["grouped_by"] == "artist" and summary["tracks"] == 27
+    for result in summary["results"].values():
+        assert set(result["per_class"]) == set(CLASSES) and result["macro"]["tracks"] == 27
+    assert summary["results"]["logreg-pooled"]["macro"]["roc_auc"] >= 0.95
+    bad_map = tmp_path / "bad.json"
+    bad_map.write_text(json.dumps({"drone": ["no-such-tag"]}))
+    assert evaluate_main([str(catalog["backfill"]), str(catalog["labels"]), "--tag-map", str(bad_map)]) == 2
