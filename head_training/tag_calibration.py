@@ -42,15 +42,49 @@ def build(backfill_out: Path, reference: str) -> dict:
     }
 
 
+def top1_counts(backfill_out: Path, calibration: dict, taxonomy_file: Path) -> dict:
+    """Top-1 subgenre of every track of a backfill, raw vs calibrated: {"raw": {subgenre: n}, "calibrated": ...}.
+    In-sample when the calibration was built from the same backfill (the shipped case): it measures how the
+    ranking spreads over the taxonomy, not whether it is right (head_training/evaluate.py does that out of fold)."""
+    from collections import Counter
+
+    from service.backfill import read_output
+
+    taxonomy = json.loads(taxonomy_file.read_text())["subgenres"]
+    labels = calibration["labels"]
+    index = {t: i for i, t in enumerate(labels)}
+    table = read_output(backfill_out)
+    scores = np.asarray(table.column("tag_scores").combine_chunks().flatten().to_numpy(), np.float64)
+    scores = scores.reshape(-1, len(labels))
+    levels = np.linspace(0, 1, calibration["points"])
+    quantiles = np.asarray(calibration["quantiles"])
+    pct = np.stack([np.interp(scores[:, j], quantiles[j], levels) for j in range(len(labels))], axis=1)
+    names = list(taxonomy)
+    idx = [[index[t] for t in taxonomy[n]] for n in names]
+
+    def top1(matrix: np.ndarray) -> Counter:
+        by_subgenre = np.stack([matrix[:, i].max(axis=1) for i in idx], axis=1)
+        return Counter(names[i] for i in np.argmax(by_subgenre, axis=1))
+
+    return {"tracks": int(len(scores)), "raw": dict(top1(scores).most_common()),
+            "calibrated": dict(top1(pct).most_common())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m head_training.tag_calibration", description=__doc__.split("\n\n")[0])
     p.add_argument("backfill_out", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--reference", required=True, help="one line saying what the reference collection is")
+    p.add_argument("--taxonomy", type=Path, default=None, help="also print top-1 counts raw vs calibrated for this "
+                   "taxonomy file over the backfill")
     args = p.parse_args(argv)
     document = build(args.backfill_out, args.reference)
     args.out.write_text(json.dumps(document, indent=None, separators=(",", ":")) + "\n")
     print(f"{args.out}: {len(document['labels'])} tags over {document['reference']['tracks']} tracks")
+    if args.taxonomy is not None:
+        counts = top1_counts(args.backfill_out, document, args.taxonomy)
+        print(json.dumps({"distinct_top1_raw": len(counts["raw"]), "distinct_top1_calibrated": len(counts["calibrated"]),
+                          **counts}))
     return 0
 
 
