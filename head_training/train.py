@@ -73,7 +73,7 @@ def _versions() -> dict:
     return out
 
 
-def build_manifest(data: Dataset, labels, chosen: cand.Candidate, scored: dict, folds, args, base) -> dict:
+def build_manifest(data: Dataset, labels, chosen: cand.Candidate, scored: dict, folds, args) -> dict:
     return {
         "kind": "head",
         "classes": data.classes,
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
     x, y, g = cand.training_matrix(chosen, np.arange(len(data.track_ids)), data.pooled, data.segments, data.targets,
                                    np.asarray(data.groups))
     head = cand.fit(chosen, x, y, g, args.seed)
-    manifest = build_manifest(data, labels, chosen, scored, folds, args, (model, sha))
+    manifest = build_manifest(data, labels, chosen, scored, folds, args)
     onnx_path, json_path = write_artefact(head, args.name, args.output, manifest)
     return {"head": args.name, "chosen": chosen.name, "onnx": str(onnx_path), "manifest": str(json_path),
             "classes": len(data.classes), "tracks": len(data.track_ids), "grouped_by": data.grouped_by,
