@@ -22,6 +22,7 @@ from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
 from service.decode import SAMPLE_RATE, DecodeError
 from service.decode_scheduler import BULK, INTERACTIVE, DecodeScheduler
 from service.errors import Problem, overloaded, problem_response
+from service.heads import Heads, head_scores, load_heads
 from service.page import install_page
 from service.pipeline import analyse
 from service.analysis import Analysis, TrackAnalyser
@@ -67,6 +68,7 @@ class State:
     cache: object = None
     flight: SingleFlight = field(default_factory=SingleFlight)
     decoder: DecodeScheduler | None = None
+    heads: Heads | None = None
     in_flight: int = 0
     ready: bool = False
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for model in state.models.values():
         if model.manifest.sample_rate != SAMPLE_RATE:
             raise ValueError(f"model {model.name} expects {model.manifest.sample_rate} Hz; the decoder gives {SAMPLE_RATE}")
+    state.heads = load_heads(settings.heads_dir, settings.default_taxonomies, state.models, settings.taxonomy_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -314,10 +317,15 @@ def declare_routes(app: FastAPI, state: State) -> None:
 
     @app.post("/taggram", response_model=respond.TaggramResponse, dependencies=protected,
               openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Tag probabilities over time")
-    async def taggram(request: Request, model: str | None = model_query, hop: float | None = hop_query):
+    async def taggram(request: Request, model: str | None = model_query, hop: float | None = hop_query,
+                      head: str | None = Query(None, description="Also return this head's scores per segment")):
         chosen = pick_model(model)
+        picked = state.heads.head(chosen, head) if head else None  # refused before the upload is read
         analysis, cached = await analysis_for(request, chosen, hop)
-        return respond.taggram(chosen.name, chosen.manifest.labels, analysis, cached)
+        body = respond.taggram(chosen.name, chosen.manifest.labels, analysis, cached)
+        if picked is not None:
+            body.head = head_scores(picked, analysis)
+        return body
 
     @app.post("/embed", response_model=respond.EmbedResponse, response_model_exclude_none=True,
               dependencies=protected, openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES,
@@ -331,10 +339,13 @@ def declare_routes(app: FastAPI, state: State) -> None:
     @app.post("/suggest-subgenres", response_model=respond.SuggestResponse, dependencies=protected,
               openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Top-k platform subgenres")
     async def suggest_subgenres(request: Request, model: str | None = model_query, hop: float | None = hop_query,
-                                k: int = Query(5, ge=1, le=MAX_K, description="How many subgenres")):
+                                k: int = Query(5, ge=1, le=MAX_K, description="How many subgenres"),
+                                taxonomy: str | None = Query(None, description="A head or tag taxonomy of the model "
+                                                             "(GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES")):
         chosen = pick_model(model)
+        answer = state.heads.resolve(chosen, taxonomy)  # refused before the upload is read
         analysis, cached = await analysis_for(request, chosen, hop)
-        return respond.suggestions(chosen.name, chosen.taxonomy, analysis, cached, k)
+        return answer(analysis, cached, k)
 
     @app.get("/models", response_model=respond.ModelsResponse, dependencies=protected, summary="Loaded models")
     async def list_models():
@@ -342,7 +353,7 @@ def declare_routes(app: FastAPI, state: State) -> None:
             default=settings.default_model,
             models=[
                 respond.ModelInfo(name=m.name, manifest=m.manifest.model_dump(), provider=m.runner.provider,
-                                  taxonomy=m.taxonomy.as_dict(m.manifest.labels))
+                                  taxonomy=m.taxonomy.as_dict(m.manifest.labels), **state.heads.model_info(m))
                 for m in state.models.values()
             ],
         )

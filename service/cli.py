@@ -1,8 +1,9 @@
-"""`taggram serve` (the API under uvicorn), `taggram backfill` (the offline catalog run) and `taggram check-catalog`."""
+"""`taggram serve` (the API under uvicorn) and the commands in ``SUBCOMMANDS`` (backfill, check-catalog, train-head)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -86,16 +87,25 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+# Commands that parse their own arguments (everything after the word goes to them, -h included): the module whose
+# ``main(argv)`` runs each, imported only when asked for. train-head lives outside service/ (optional extra `train`).
+SUBCOMMANDS = {
+    "backfill": ("service.backfill", "tag a catalog offline into Parquet (taggram backfill -h)"),
+    "check-catalog": ("service.catalog_check",
+                      "decode a catalog without the model: what would be analysed or refused, and why"),
+    "train-head": ("head_training.train",
+                   "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taggram", description="Music tagging service")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP API (configuration: TAGGRAM_* environment variables)")
-    # backfill parses its own arguments (service/backfill/cli.py): everything after the word goes to it, -h included.
-    commands.add_parser("backfill", add_help=False, help="tag a catalog offline into Parquet (taggram backfill -h)")
-    commands.add_parser("check-catalog", add_help=False,
-                        help="decode a catalog without the model: what would be analysed or refused, and why")
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        commands.add_parser(name, add_help=False, help=help_text)
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in ("backfill", "check-catalog"):
+    if rest and args.command not in SUBCOMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = Settings()
@@ -107,15 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
-    if args.command == "backfill":
-        from service.backfill import main as backfill
-
-        return backfill(rest)
-    if args.command == "check-catalog":
-        from service.catalog_check import main as check_catalog
-
-        return check_catalog(rest)
-    return 1
+    return importlib.import_module(SUBCOMMANDS[args.command][0]).main(rest)
 
 
 if __name__ == "__main__":

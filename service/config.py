@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     models: str = Field("", description="Comma-separated model names to load; empty = every manifest in models_dir")
     default_model: str = Field("msd-musicnn", description="Model used when a request names none")
     taxonomy_dir: Path | None = Field(None, description="Folder of <model>.json taxonomies overriding the shipped ones")
+    heads_dir: Path | None = Field(None, description="Folder of <head>.onnx + <head>.json classification heads (`taggram train-head`); unset = none")
+    default_taxonomies: str = Field("", description="Default ?taxonomy= per model, e.g. 'msd-musicnn=my-head' (a head or the tag taxonomy); unset = the tag taxonomy")
 
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")

@@ -36,3 +36,4 @@ IN_FLIGHT = Gauge(f"{PREFIX}_requests_in_flight", "Requests being processed")
 MODEL_INFO = Gauge(
     f"{PREFIX}_model_info", "Loaded models (value is always 1)", ["model", "version", "onnx_sha256", "provider"]
 )
+HEADS_LOADED = Gauge(f"{PREFIX}_heads_loaded", "Classification heads loaded per base model", ["model"])

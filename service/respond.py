@@ -43,6 +43,13 @@ class TagSegment(BaseModel):
     scores: list[float] = Field(description="Tag probabilities, in the order of `labels`")
 
 
+class HeadScores(BaseModel):
+    name: str
+    classes: list[str]
+    segments: list[list[float]] = Field(description="Per segment, one probability per class (order of `classes`)")
+    mean: list[float] = Field(description="Track-level probabilities, pooled as the head's manifest says")
+
+
 class TaggramResponse(DecodeReport):
     model: str
     labels: list[str]
@@ -52,6 +59,7 @@ class TaggramResponse(DecodeReport):
     segments: list[TagSegment]
     mean: list[float] = Field(description="Mean of the segments' scores: the track-level tag probabilities")
     cached: bool
+    head: HeadScores | None = Field(None, description="With ?head=NAME: the head's probabilities per segment")
 
 
 class EmbeddingSegment(BaseModel):
@@ -71,12 +79,14 @@ class EmbedResponse(DecodeReport):
 
 class Suggestion(BaseModel):
     subgenre: str
-    score: float = Field(description="Highest track-level mean probability among the subgenre's tags")
+    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+                                     "track-level mean probability among the subgenre's tags")
 
 
 class SuggestResponse(DecodeReport):
     model: str
     taxonomy: str
+    kind: str = Field("tags", description="'head' (a trained classification head) or 'tags' (a tag taxonomy)")
     suggestions: list[Suggestion]
     duration_seconds: float
     cached: bool
@@ -87,6 +97,9 @@ class ModelInfo(BaseModel):
     manifest: dict
     taxonomy: dict
     provider: str
+    heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
+    taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
+    default_taxonomy: str | None = None
 
 
 class ModelsResponse(BaseModel):
@@ -132,9 +145,16 @@ def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> 
 
 def suggestions(model: str, taxonomy: Taxonomy, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
     ranked = suggest(taxonomy, mean_over_segments(analysis.tags), k)
+    return ranked_suggestions(model, taxonomy.name, "tags", ranked, analysis, cached)
+
+
+def ranked_suggestions(model: str, taxonomy: str, kind: str, ranked: list[tuple[str, float]], analysis: Analysis,
+                       cached: bool) -> SuggestResponse:
+    """The response for any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
     return SuggestResponse(
         model=model,
-        taxonomy=taxonomy.name,
+        taxonomy=taxonomy,
+        kind=kind,
         suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranked],
         duration_seconds=analysis.duration_seconds,
         cached=cached,

@@ -96,6 +96,8 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="seconds between segment starts, as the API's ?hop= (default: one patch, no overlap)")
     p.add_argument("--top-k", type=top_k, default=DEFAULT_TOP_K, help="subgenres kept per track (default: 5)")
     p.add_argument("--taggram", action="store_true", help="also write the per-segment tag scores")
+    p.add_argument("--segment-embeddings", action="store_true",
+                   help="also write the per-segment embeddings (what `taggram train-head` trains on)")
     p.add_argument("--shard-index", type=int, default=None,
                    help=f"this machine's shard, 0-based (default: ${SHARD_INDEX_ENV}, else 0)")
     p.add_argument("--shard-count", type=positive_int, default=None,
@@ -157,7 +159,8 @@ def parse_options(argv: list[str] | None) -> Options:
     }
     return Options(
         settings=settings.model_copy(update=overrides), source=args.source, out=args.out, hop_seconds=args.hop,
-        top_k=args.top_k, taggram=args.taggram, shard_index=shard_index, shard_count=shard_count,
+        top_k=args.top_k, taggram=args.taggram, segment_embeddings=args.segment_embeddings,
+        shard_index=shard_index, shard_count=shard_count,
         workers=args.workers, batch_patches=args.batch_patches, tracks_per_part=args.tracks_per_part,
         part_seconds=args.part_seconds, chunk_seconds=args.chunk_seconds, warm_cache=args.warm_cache,
         progress=args.progress, progress_seconds=args.progress_seconds,

@@ -44,9 +44,11 @@ class RunIdentity:
     min_seconds: float
     max_bytes: int
     damaged_audio: str
+    segment_embeddings: bool = False  # also the per-segment embeddings (what heads train on)
 
     def as_json(self) -> dict:
-        return {"format": OUTPUT_FORMAT, "model": self.model, "onnx_sha256": self.onnx_sha256,
+        extra = {"segment_embeddings": True} if self.segment_embeddings else {}  # only when on: resumes stay valid
+        return extra | {"format": OUTPUT_FORMAT, "model": self.model, "onnx_sha256": self.onnx_sha256,
                 "labels": list(self.labels), "embedding_dim": self.embedding_dim, "hop_samples": self.hop_samples,
                 "top_k": self.top_k, "taggram": self.taggram, "taxonomy": self.taxonomy_name,
                 "taxonomy_sha256": self.taxonomy_sha256, "max_seconds": self.max_seconds,
@@ -73,6 +75,9 @@ def results_schema(identity: RunIdentity):
     ]
     if identity.taggram:
         fields.append(pa.field("taggram", pa.list_(pa.list_(pa.float32(), len(identity.labels))), nullable=False))
+    if identity.segment_embeddings:
+        fields.append(pa.field("segment_embeddings", pa.list_(pa.list_(pa.float32(), identity.embedding_dim)),
+                               nullable=False))
     return pa.schema(fields, metadata=_schema_metadata(identity))
 
 
@@ -102,6 +107,7 @@ class ResultRow:
     taggram: np.ndarray | None  # float32 [segments, labels]
     segments: int
     decode: DecodeFacts
+    segment_embeddings: np.ndarray | None = None  # float32 [segments, dim]
 
 
 @dataclass
@@ -221,9 +227,9 @@ class OutputDir:
             "warnings": pa.array([[w.code for w in r.decode.warnings] for r in rows], pa.list_(pa.string())),
         }
         if identity.taggram:
-            offsets = np.concatenate([[0], np.cumsum([r.taggram.shape[0] for r in rows])]).astype(np.int32)
-            flat = np.concatenate([r.taggram for r in rows])
-            columns["taggram"] = pa.ListArray.from_arrays(pa.array(offsets), _fixed_lists(flat, n_labels))
+            columns["taggram"] = _segment_lists([r.taggram for r in rows], n_labels)
+        if identity.segment_embeddings:
+            columns["segment_embeddings"] = _segment_lists([r.segment_embeddings for r in rows], dim)
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
     def _errors_table(self, rows: list[ErrorRow]):
@@ -246,6 +252,12 @@ class OutputDir:
 def _fixed_lists(values: np.ndarray, width: int):
     flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), width)
+
+
+def _segment_lists(per_track: list[np.ndarray], width: int):
+    """list<fixed_size_list<float32, width>>: one list of per-segment rows per track."""
+    offsets = np.concatenate([[0], np.cumsum([m.shape[0] for m in per_track])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), _fixed_lists(np.concatenate(per_track), width))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

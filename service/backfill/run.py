@@ -101,6 +101,7 @@ class Options:
     warm_cache: bool
     progress: str
     progress_seconds: float
+    segment_embeddings: bool = False
 
     @property
     def model(self) -> str:
@@ -241,6 +242,7 @@ class Backfill:
             taggram=o.taggram, taxonomy_name=taxonomy.name, taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
             max_seconds=o.settings.max_audio_seconds, min_seconds=o.settings.min_audio_seconds,
             max_bytes=o.settings.max_upload_bytes, damaged_audio=o.settings.damaged_audio,
+            segment_embeddings=o.segment_embeddings,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -418,6 +420,7 @@ class _Loop:
             embedding=mean_over_segments(analysis.embedding),
             taggram=analysis.tags if self.options.taggram else None, segments=analysis.segments,
             decode=analysis.decode,
+            segment_embeddings=analysis.embedding if self.options.segment_embeddings else None,
         )
         self.summary.warnings_by_code.update(w.code for w in analysis.decode.warnings)
         if self.warmer is not None:
