@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from service import backfill
+from service.backfill.codes import EXIT_USAGE
 from service.backfill import read_output
 from tests.audio_factory import chord, encode_audio, sine
 from tests.live_server import live_server, server_settings
@@ -55,7 +56,7 @@ def test_segment_embeddings_column_matches_the_pooled_embedding_and_the_service(
             np.testing.assert_allclose(served, rows[name]["segment_embeddings"], rtol=1e-4, atol=1e-5, err_msg=name)
 
     # The option changes the output's content: resuming that directory without it is refused (exit 2).
-    assert run(catalog, out, models_dir) == backfill.EXIT_USAGE
+    assert run(catalog, out, models_dir) == EXIT_USAGE
 
 
 def test_without_the_option_the_identity_and_schema_are_unchanged(models_dir, tmp_path):
