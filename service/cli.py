@@ -1,4 +1,4 @@
-"""`taggram serve` (the API under uvicorn) and `taggram backfill` (the offline catalog run)."""
+"""`taggram serve` (the API under uvicorn), `taggram backfill` (the offline catalog run), `taggram index` (similarity)."""
 
 from __future__ import annotations
 
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run the HTTP API (configuration: TAGGRAM_* environment variables)")
     # backfill parses its own arguments (service/backfill.py): everything after the word goes to it, -h included.
     commands.add_parser("backfill", add_help=False, help="tag a catalog offline into Parquet (taggram backfill -h)")
+    commands.add_parser("index", add_help=False, help="build a similar-tracks index (taggram index build -h)")
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "backfill":
+    if rest and args.command not in ("backfill", "index"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = Settings()
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.backfill import main as backfill
 
         return backfill(rest)
+    if args.command == "index":
+        from service.similar.build import main as index
+
+        return index(rest)
     return 1
 
 

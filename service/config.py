@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     models: str = Field("", description="Comma-separated model names to load; empty = every manifest in models_dir")
     default_model: str = Field("msd-musicnn", description="Model used when a request names none")
     taxonomy_dir: Path | None = Field(None, description="Folder of <model>.json taxonomies overriding the shipped ones")
+    index_dir: Path | None = Field(None, description="Folder of similarity indexes (<model>.json + files); unset = no /similar")
+    index_poll_seconds: float = Field(10.0, ge=0, description="How often a changed index manifest is looked for and swapped in (0 = only on SIGHUP)")
 
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")

@@ -58,6 +58,7 @@ class ModelInfo(BaseModel):
     manifest: dict
     taxonomy: dict
     provider: str
+    index: dict | None = Field(None, description="The similarity index loaded for this model (null: none)")
 
 
 class ModelsResponse(BaseModel):
