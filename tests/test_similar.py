@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -377,3 +378,19 @@ def test_start_refuses_a_corrupt_index_file(index_dir, models_dir, tmp_path):
 
 def test_start_refuses_a_missing_index_directory(models_dir, tmp_path):
     refused(models_dir, tmp_path, "does not exist", TAGGRAM_INDEX_DIR=str(tmp_path / "nowhere"))
+
+
+def test_an_empty_index_directory_serves_503_until_a_build_and_sighup(backfill_out, models_dir, tmp_path):
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir),
+                      TAGGRAM_INDEX_POLL_SECONDS="0") as proc:  # 0: no polling, only SIGHUP
+        proc.wait_ready()
+        problem(httpx.get(f"{proc.url}/similar/01/at-20s"), 503, "no_index")
+        assert index_cli("build", backfill_out, "--output", index_dir).returncode == 0
+        time.sleep(1.0)
+        problem(httpx.get(f"{proc.url}/similar/01/at-20s"), 503, "no_index")  # nobody looked yet
+        proc.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: httpx.get(f"{proc.url}/similar/01/at-20s").status_code == 200, 30, "the SIGHUP reload")
+        assert metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="ok") == 1
+        assert "no index manifests" in proc.stderr()
