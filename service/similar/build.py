@@ -61,6 +61,13 @@ def read_catalog(backfill_out: Path):
     return table, models.pop(), shas.pop()
 
 
+def embeddings(table) -> np.ndarray:
+    """The embedding column as one float32 [tracks, dim] array, without a Python object per value."""
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+
+
 def read_artists(path: Path) -> dict[str, tuple[str | None, str | None]]:
     """track_id → (artist_id, title) from a CSV with track_id and artist_id (or artist) columns, title optional."""
     try:
@@ -105,7 +112,7 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
     track_ids = table.column("track_id").to_pylist()
     if len(set(track_ids)) != len(track_ids):
         raise UsageError(f"{backfill_out}: a track id appears in more than one results row")
-    raw = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    raw = embeddings(table)
     mean = raw.astype(np.float64).mean(axis=0).astype(np.float32)
     vectors = artefact.normalise(raw, mean)
     library = choose_library(backend, len(vectors))
