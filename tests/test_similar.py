@@ -100,6 +100,7 @@ def test_build_writes_a_manifest_that_describes_the_catalog(index_dir, backfill_
     model = Models(models_dir)[MODEL].manifest
     assert (manifest.model, manifest.onnx_sha256, manifest.count, manifest.dim) == (MODEL, model.onnx.sha256, 9, 200)
     assert manifest.library == "numpy" and manifest.metric == "cosine" and manifest.has_artists
+    assert manifest.duplicate_threshold == build.CALIBRATED_DUPLICATE_THRESHOLDS[MODEL]
     assert manifest.source["digest"] == build.source_digest(backfill_out)
     assert manifest.files.vectors_sha256 == artefact.sha256_of(index_dir / manifest.files.vectors)
     raw = np.asarray(build.read_catalog(backfill_out)[0].column("embedding").to_pylist(), np.float32)
@@ -242,6 +243,7 @@ def test_post_similar_finds_the_original_of_a_reencode(server, music_catalog):
     body = response.json()
     first = body["neighbours"][0]
     assert first["track_id"] == "02/at-60s" and first["score"] > body["neighbours"][1]["score"]
+    assert first["duplicate"] and body["duplicate"]  # an mp3 of a catalog clip is that clip
     assert body["cached"] is False and body["duration_seconds"] == pytest.approx(CLIP_SECONDS, abs=0.5)
     again = httpx.post(f"{server.url}/similar", params={"k": 3, "artist_id": "Robert van Herk", "exclude_artist": "true"},
                        content=upload, headers={"content-type": "audio/mpeg"}, timeout=120).json()

@@ -28,9 +28,11 @@ log = logging.getLogger("taggram.index")
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-# Calibrated on real music (docs/similar.md, "Duplicate threshold"): the lowest score between a track and any of
-# its re-encodings, resamplings and 30-s excerpts sits above it; the highest score between distinct tracks below.
-DEFAULT_DUPLICATE_THRESHOLD = 0.90
+# Calibrated per model on real music by bench/similar_music.py (docs/similar.md, "Duplicate threshold"): midway
+# between the highest score of two distinct tracks and the lowest of a track and its re-encodings, resamplings and
+# excerpts, on half the query tracks; precision and recall measured on the other half. Rounded to 2 decimals.
+CALIBRATED_DUPLICATE_THRESHOLDS = {"msd-musicnn": 0.96}
+DEFAULT_DUPLICATE_THRESHOLD = CALIBRATED_DUPLICATE_THRESHOLDS["msd-musicnn"]  # a model calibrated nowhere else
 DUPLICATE_CALIBRATION = "docs/similar.md#duplicate-threshold"
 DIGEST_CHARS = 12  # of the vectors' sha256 in generated file names: unique per content, short to read
 
@@ -104,7 +106,7 @@ def choose_library(backend: str, count: int) -> str:
 
 
 def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, backend: str = "auto",
-          storage: str = "f16", duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> artefact.IndexManifest:
+          storage: str = "f16", duplicate_threshold: float | None = None) -> artefact.IndexManifest:
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
@@ -115,6 +117,8 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
     raw = embeddings(table)
     mean = raw.astype(np.float64).mean(axis=0).astype(np.float32)
     vectors = artefact.normalise(raw, mean)
+    if duplicate_threshold is None:
+        duplicate_threshold = CALIBRATED_DUPLICATE_THRESHOLDS.get(model, DEFAULT_DUPLICATE_THRESHOLD)
     library = choose_library(backend, len(vectors))
     storage = "f32" if library == "numpy" else storage
     artists = read_artists(artists_csv) if artists_csv else None
@@ -181,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", choices=("auto", "exact", "usearch"), default="auto",
                    help=f"auto: exact up to {EXACT_MAX_VECTORS} tracks, usearch HNSW above")
     b.add_argument("--storage", choices=("f32", "f16", "i8"), default="f16", help="HNSW vector storage")
-    b.add_argument("--duplicate-threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                   help="score at and above which a neighbour is flagged a duplicate")
+    b.add_argument("--duplicate-threshold", type=float, default=None,
+                   help="score at and above which a neighbour is flagged a duplicate (default: calibrated per model, "
+                        f"{CALIBRATED_DUPLICATE_THRESHOLDS})")
     return parser
 
 
