@@ -27,12 +27,14 @@ from service.page import install_page
 from service.pipeline import analyse
 from service.analysis import Analysis, TrackAnalyser
 from service.registry import LoadedModel, load_models
+from service.similar import routes as similar_routes
+from service.similar.serving import Indexes
 from service.upload import read_upload
 
 log = logging.getLogger("taggram")
 
 AUDIO_ENDPOINTS = ("/taggram", "/embed", "/suggest-subgenres")
-METRIC_ENDPOINTS = (*AUDIO_ENDPOINTS, "/models", "/healthz", "/readyz", "/metrics")
+METRIC_ENDPOINTS = (*AUDIO_ENDPOINTS, "/similar", "/similar/{track_id}", "/models", "/healthz", "/readyz", "/metrics")
 
 AUDIO_BODY = {
     "requestBody": {
@@ -71,6 +73,7 @@ class State:
     heads: Heads | None = None
     in_flight: int = 0
     ready: bool = False
+    indexes: Indexes | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if model.manifest.sample_rate != SAMPLE_RATE:
             raise ValueError(f"model {model.name} expects {model.manifest.sample_rate} Hz; the decoder gives {SAMPLE_RATE}")
     state.heads = load_heads(settings.heads_dir, settings.default_taxonomies, state.models, settings.taxonomy_dir)
+    state.indexes = Indexes(settings.index_dir, state.models)
+    state.indexes.load_all()  # an index for another model or onnx file stops the start here (IndexFileError)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -93,12 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await batcher.warm_up(model.manifest.patch_samples)
             batcher.start()
             state.batchers[name] = batcher
+        watcher = asyncio.create_task(state.indexes.watch(settings.index_poll_seconds)) if settings.index_dir else None
         state.ready = True
         log.info("ready: models %s, cache %s", sorted(state.models), state.cache.name)
         try:
             yield
         finally:
             state.ready = False
+            if watcher is not None:
+                watcher.cancel()
             for batcher in state.batchers.values():
                 await batcher.close()
             await state.cache.close()
@@ -161,7 +169,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        endpoint = scope["path"] if scope["path"] in METRIC_ENDPOINTS else "other"
+        path = "/similar/{track_id}" if scope["path"].startswith("/similar/") else scope["path"]
+        endpoint = path if path in METRIC_ENDPOINTS else "other"
         status = {"code": 500}
         started = time.perf_counter()
         answered: list[float] = []  # when the answer's last body message was handed on
@@ -353,10 +362,14 @@ def declare_routes(app: FastAPI, state: State) -> None:
             default=settings.default_model,
             models=[
                 respond.ModelInfo(name=m.name, manifest=m.manifest.model_dump(), provider=m.runner.provider,
-                                  taxonomy=m.taxonomy.as_dict(m.manifest.labels), **state.heads.model_info(m))
+                                  taxonomy=m.taxonomy.as_dict(m.manifest.labels), **state.heads.model_info(m),
+                                  index=(index.describe() if (index := state.indexes.get(m.name)) else None))
                 for m in state.models.values()
             ],
         )
+
+    similar_routes.declare(app, state.indexes, pick_model, analysis_for, protected, model_query, hop_query,
+                           AUDIO_BODY, PROBLEM_RESPONSES)
 
     @app.get("/healthz", summary="Liveness: the process serves HTTP")
     async def healthz():

@@ -1,4 +1,5 @@
-"""`taggram serve` (the API under uvicorn) and the commands in ``SUBCOMMANDS`` (backfill, check-catalog, train-head)."""
+"""`taggram serve` (the API under uvicorn) and the commands in ``SUBCOMMANDS`` (backfill, check-catalog, train-head,
+index)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ SUBCOMMANDS = {
                       "decode a catalog without the model: what would be analysed or refused, and why"),
     "train-head": ("head_training.train",
                    "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)"),
+    "index": ("service.similar.build", "build a similar-tracks index (taggram index build -h)"),
 }
 
 

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     taxonomy_dir: Path | None = Field(None, description="Folder of <model>.json taxonomies overriding the shipped ones")
     heads_dir: Path | None = Field(None, description="Folder of <head>.onnx + <head>.json classification heads (`taggram train-head`); unset = none")
     default_taxonomies: str = Field("", description="Default ?taxonomy= per model, e.g. 'msd-musicnn=my-head' (a head or the tag taxonomy); unset = the tag taxonomy")
+    index_dir: Path | None = Field(None, description="Folder of similarity indexes (<model>.json + files); unset = no /similar")
+    index_poll_seconds: float = Field(10.0, ge=0, description="How often a changed index manifest is looked for and swapped in (0 = only on SIGHUP)")
 
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")

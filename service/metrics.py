@@ -33,6 +33,10 @@ CACHE_ERRORS = Counter(f"{PREFIX}_cache_errors_total", "Cache backend errors (re
 REJECTIONS = Counter(f"{PREFIX}_rejections_total", "Requests refused, by reason (problem code)", ["reason"])
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth_patches", "Patches waiting in the batcher", ["model"])
 IN_FLIGHT = Gauge(f"{PREFIX}_requests_in_flight", "Requests being processed")
+INDEX_VECTORS = Gauge(f"{PREFIX}_index_vectors", "Tracks in the loaded similarity index", ["model"])
+INDEX_BUILT = Gauge(f"{PREFIX}_index_built_timestamp_seconds", "When the loaded index was built (unix time)", ["model"])
+INDEX_LOAD_SECONDS = Gauge(f"{PREFIX}_index_load_duration_seconds", "Time the loaded index took to load", ["model"])
+INDEX_RELOADS = Counter(f"{PREFIX}_index_reloads_total", "Index reloads by result (ok, failed)", ["model", "result"])
 MODEL_INFO = Gauge(
     f"{PREFIX}_model_info", "Loaded models (value is always 1)", ["model", "version", "onnx_sha256", "provider"]
 )

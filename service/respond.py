@@ -100,6 +100,7 @@ class ModelInfo(BaseModel):
     heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
     taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
     default_taxonomy: str | None = None
+    index: dict | None = Field(None, description="The similarity index loaded for this model (null: none)")
 
 
 class ModelsResponse(BaseModel):

@@ -32,7 +32,8 @@ from tests.serve_process import ServeProcess
 API_KEY = "tg-key-7f3c9a1e5b2d4c6f8a0e"
 # "/" is the exploration page: public like the API description, its own API calls need the key (test_page.py).
 PUBLIC_PATHS = {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-ALLOWED_PARAMETERS = {"model", "hop", "k", "segments"}
+# /similar's track_id and artist_id are looked up in the loaded index's in-memory table, never opened or fetched.
+ALLOWED_PARAMETERS = {"model", "hop", "k", "segments", "track_id", "artist_id", "exclude_artist"}
 
 
 def wav(seconds: float, seed: int = 0, sample_rate: int = 16_000) -> bytes:
