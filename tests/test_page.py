@@ -440,3 +440,65 @@ def test_a_truncated_file_shows_its_decode_warnings_and_the_decoder(driver, serv
     assert shown == expected == ["audio_damaged", "audio_truncated"]
     assert "12.0 s" in warnings.text  # the detail says how much the file declares
     assert "decoded by ffmpeg (flac)" in driver.find_element(By.ID, "facts").text
+
+
+# ---- heads and neighbours (a server with a trained head and a similarity index) ------------------------------------
+
+CATALOG_HEAD = "timbre-classes"
+
+
+@pytest.fixture(scope="module")
+def catalog_server(models_dir, tmp_path_factory):
+    """A server with a head trained on, and an index built from, one backfill of tests/head_catalog.py's audio."""
+    import subprocess
+    import sys
+
+    from head_catalog import make_catalog, run_backfill
+    from head_training.train import main as train_head
+
+    root = tmp_path_factory.mktemp("page-catalog")
+    audio, labels = make_catalog(root)
+    run_backfill(audio, root / "backfill", models_dir)
+    assert train_head([str(root / "backfill"), str(labels), "--name", CATALOG_HEAD, "--output", str(root / "heads"),
+                       "--models-dir", str(models_dir), "--candidates", "logreg-segments"]) == 0
+    built = subprocess.run([sys.executable, "-m", "service", "index", "build", str(root / "backfill"), "--output",
+                            str(root / "index")], capture_output=True, text=True, timeout=ANALYSIS_TIMEOUT_SECONDS)
+    assert built.returncode == 0, built.stderr
+    settings = server_settings(models_dir, heads_dir=root / "heads", index_dir=root / "index")
+    with live_server(settings) as live:
+        yield live, audio
+
+
+def test_a_head_and_the_nearest_catalog_tracks_are_shown_as_the_api_answers(driver, catalog_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    live, audio = catalog_server
+    path = sorted(audio.glob("*.wav"))[0]  # a catalog track itself: its own nearest neighbour, a duplicate
+    open_page(driver, live.url)
+    wait_for(driver, "return document.body.dataset.ready === 'true'")
+    Select(driver.find_element(By.ID, "taxonomy")).select_by_value(f"head:{CATALOG_HEAD}")
+    pick(driver, path)
+    wait_for(driver, "return document.body.dataset.analysing === 'false'"
+                     " && document.getElementById('neighbours').children.length > 0"
+                     " && document.getElementById('suggestions').children.length > 0", ANALYSIS_TIMEOUT_SECONDS)
+
+    suggested = api_post(live.url, "/suggest-subgenres", path, taxonomy=CATALOG_HEAD, k=5)
+    assert suggested["kind"] == "head"
+    shown = [item.text.split("\n")[0] for item in driver.find_elements(By.CSS_SELECTOR, "#suggestions li")]
+    assert [s.split(" ")[0] for s in shown] == [s["subgenre"] for s in suggested["suggestions"]]
+    assert "trained head" in driver.find_element(By.ID, "suggestions-meta").text
+
+    head = api_post(live.url, "/taggram", path, head=CATALOG_HEAD)["head"]
+    series = driver.execute_script("return window.taggramPage.segmentSeries")
+    best = suggested["suggestions"][0]["subgenre"]
+    assert series["subgenre"] == best
+    np.testing.assert_allclose(series["values"], [row[head["classes"].index(best)] for row in head["segments"]],
+                               rtol=0, atol=1e-9)
+
+    similar = api_post(live.url, "/similar", path, k=10)
+    rows = driver.find_elements(By.CSS_SELECTOR, "#neighbours tr")
+    assert [r.get_attribute("title") for r in rows] == [f"track {n['track_id']}" for n in similar["neighbours"]]
+    assert similar["neighbours"][0]["track_id"] == path.name and similar["neighbours"][0]["duplicate"]
+    assert "duplicate" in rows[0].text
+    assert "near-duplicate" in driver.find_element(By.ID, "neighbours-note").text
