@@ -83,7 +83,7 @@ def cache_key(audio_sha256: str, model: str, onnx_sha256: str, hop_samples: int)
 
     * ``taggram`` namespaces the keys when the Redis database is shared with other applications;
     * ``v{schema}`` changes with the value encoding, so a new release never tries to decode an old layout;
-    * ``model`` keeps the models apart and makes per-model inspection/deletion (``SCAN taggram:v1:msd-musicnn:*``)
+    * ``model`` keeps the models apart and makes per-model inspection/deletion (``SCAN taggram:v2:msd-musicnn:*``)
       possible;
     * the model's ONNX hash (first 16 hex digits) means a re-exported or retrained model never serves entries
       computed by its predecessor under the same name; sample rate and patch length are properties of the graph,

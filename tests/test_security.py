@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from service.app import CloseUnreadBodyMiddleware
+from service.cache import SCHEMA_VERSION
 from tests.audio_factory import chord, encode_audio, noise
 from tests.live_server import live_server, server_settings
 from tests.peak_rss import PeakRss
@@ -32,8 +33,9 @@ from tests.serve_process import ServeProcess
 API_KEY = "tg-key-7f3c9a1e5b2d4c6f8a0e"
 # "/" is the exploration page: public like the API description, its own API calls need the key (test_page.py).
 PUBLIC_PATHS = {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-# /similar's track_id and artist_id are looked up in the loaded index's in-memory table, never opened or fetched.
-ALLOWED_PARAMETERS = {"model", "hop", "k", "segments", "track_id", "artist_id", "exclude_artist"}
+# /similar's track_id and artist_id are looked up in the loaded index's in-memory table, never opened or fetched;
+# taxonomy and head name a loaded tag taxonomy or head (docs/heads.md), never a file.
+ALLOWED_PARAMETERS = {"model", "hop", "k", "segments", "track_id", "artist_id", "exclude_artist", "taxonomy", "head"}
 
 
 def wav(seconds: float, seed: int = 0, sample_rate: int = 16_000) -> bytes:
@@ -257,7 +259,7 @@ def test_a_rediss_url_with_a_password_caches_through_the_app(models_dir, private
         first = client.post("/embed", content=data, headers={"content-type": "audio/wav"}).json()
         second = client.post("/embed", content=data, headers={"content-type": "audio/wav"}).json()
     assert (first["cached"], second["cached"]) == (False, True)
-    keys = redis_server.client().keys("taggram:v1:msd-musicnn:*")
+    keys = redis_server.client().keys(f"taggram:v{SCHEMA_VERSION}:msd-musicnn:*")
     assert len(keys) == 1
 
 
