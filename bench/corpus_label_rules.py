@@ -6,7 +6,6 @@ in git is the record; this module shows how each row came about (docs/corpus.md,
 No rule looks at any model's output.
 """
 import argparse
-import collections
 import csv
 from pathlib import Path
 

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "### Measured",
         "",
         *common.environment_lines(["bench.page", *argv]),
-        f"- browser: Debian Chromium, headless, 1200×1000 window, empty profile",
+        "- browser: Debian Chromium, headless, 1200×1000 window, empty profile",
         "",
         f"Page weight (first load, empty cache): **{weight['transferred'] / 1024:.1f} KiB transferred** in "
         f"{weight['files']} files ({weight['body'] / 1024:.1f} KiB of bodies; {gzipped_bytes() / 1024:.1f} KiB if "

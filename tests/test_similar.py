@@ -25,6 +25,7 @@ import pytest
 import soundfile
 
 from bench.music import cut_clip, ensure_music
+from service.manifest import sha256_file
 from service.similar import artefact, build
 from service.similar.search import ExactSearcher, UsearchSearcher
 from service.similar.serving import load_index
@@ -102,7 +103,7 @@ def test_build_writes_a_manifest_that_describes_the_catalog(index_dir, backfill_
     assert manifest.library == "numpy" and manifest.metric == "cosine" and manifest.has_artists
     assert manifest.duplicate_threshold == build.CALIBRATED_DUPLICATE_THRESHOLDS[MODEL]
     assert manifest.source["digest"] == build.source_digest(backfill_out)
-    assert manifest.files.vectors_sha256 == artefact.sha256_of(index_dir / manifest.files.vectors)
+    assert manifest.files.vectors_sha256 == sha256_file(index_dir / manifest.files.vectors)
     raw = np.asarray(build.read_catalog(backfill_out)[0].column("embedding").to_pylist(), np.float32)
     np.testing.assert_allclose(manifest.mean, raw.mean(axis=0), atol=1e-6)
     assert not list(index_dir.glob(".*")), "temporary files left behind"

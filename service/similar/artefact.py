@@ -13,7 +13,6 @@ swaps a whole generation. The manifest records each file's sha256; the loader ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -95,14 +94,6 @@ def normalise(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
     centred = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - mean
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     return (centred / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_write(path: Path, write) -> None:

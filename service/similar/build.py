@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.manifest import sha256_file
 from service.similar import artefact
 from service.similar.search import EXACT_MAX_VECTORS, HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH, SEARCHERS
 
@@ -48,7 +49,7 @@ def source_digest(backfill_out: Path) -> str:
     digest = hashlib.sha256()
     for part in sorted((backfill_out / "results").glob("part-*.parquet")):
         digest.update(part.name.encode())
-        digest.update(bytes.fromhex(artefact.sha256_of(part)))
+        digest.update(bytes.fromhex(sha256_file(part)))
     return digest.hexdigest()
 
 
@@ -130,7 +131,7 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
     searcher = SEARCHERS[library]
     staging = output / f".{model}-build{searcher.extension}"
     artefact.atomic_write(staging, lambda path: searcher.write(path, vectors, storage))
-    vectors_sha = artefact.sha256_of(staging)
+    vectors_sha = sha256_file(staging)
     stem = f"{model}-{vectors_sha[:DIGEST_CHARS]}"
     vectors_file, tracks_file = f"{stem}{searcher.extension}", f"{stem}.tracks.parquet"
     staging.replace(output / vectors_file)
@@ -146,10 +147,10 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
         duplicate_threshold=duplicate_threshold, duplicate_calibration=DUPLICATE_CALIBRATION,
         has_artists=any(a is not None for a in tracks.column("artist_id").to_pylist()),
         files=artefact.IndexFiles(vectors=vectors_file, vectors_sha256=vectors_sha, tracks=tracks_file,
-                                  tracks_sha256=artefact.sha256_of(output / tracks_file)),
+                                  tracks_sha256=sha256_file(output / tracks_file)),
         source={"backfill": str(backfill_out), "digest": source_digest(backfill_out),
                 "artists": str(artists_csv) if artists_csv else None,
-                "artists_sha256": artefact.sha256_of(artists_csv) if artists_csv else None},
+                "artists_sha256": sha256_file(artists_csv) if artists_csv else None},
         built_at=time.time(), build_seconds=time.perf_counter() - started,
     )
     artefact.write_manifest(manifest_file, manifest)  # the commit point

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from service import metrics
+from service.manifest import sha256_file
 from service.similar import artefact
 from service.similar.search import Searcher, open_searcher
 
@@ -106,7 +107,7 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
     vectors_path, tracks_path = path.parent / manifest.files.vectors, path.parent / manifest.files.tracks
     for file, expected in ((vectors_path, manifest.files.vectors_sha256), (tracks_path, manifest.files.tracks_sha256)):
         try:
-            actual = artefact.sha256_of(file)
+            actual = sha256_file(file)
         except OSError as error:
             raise artefact.IndexFileError(f"index file {file} cannot be read: {error.strerror or error}") from None
         if actual != expected:
