@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics, respond
+from service.analysis import Analysis, TrackAnalyser
 from service.batch import Batcher, Overloaded
 from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
 from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
@@ -25,7 +26,6 @@ from service.errors import Problem, overloaded, problem_response
 from service.heads import Heads, head_scores, load_heads
 from service.page import install_page
 from service.pipeline import analyse
-from service.analysis import Analysis, TrackAnalyser
 from service.registry import LoadedModel, load_models
 from service.similar import routes as similar_routes
 from service.similar.serving import Indexes
@@ -71,9 +71,9 @@ class State:
     flight: SingleFlight = field(default_factory=SingleFlight)
     decoder: DecodeScheduler | None = None
     heads: Heads | None = None
+    indexes: Indexes | None = None
     in_flight: int = 0
     ready: bool = False
-    indexes: Indexes | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
