@@ -32,7 +32,10 @@ class GuardedSource:
         return self._guard(self._inner.read, size)
 
     def readinto(self, buffer) -> int:
-        return self._guard(self._inner.readinto, buffer)
+        # Through read(), so a file object without readinto() is not mistaken for a failing one.
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._guard(self._inner.seek, offset, whence)
