@@ -402,25 +402,13 @@ def test_an_empty_index_directory_serves_503_until_a_build_and_sighup(backfill_o
 def test_no_request_generated_from_the_openapi_schema_makes_similar_fail(server):
     """tests/test_fuzz.py's schemathesis run, for the /similar operations, against a server with an index."""
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
 
-    from tests.test_fuzz import SIMILAR_OPERATIONS, problem_json_for_every_4xx
+    from tests.test_fuzz import SIMILAR_OPERATIONS, assert_no_server_error
 
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations() if r.ok().label in SIMILAR_OPERATIONS]
     assert {op.label for op in operations} == SIMILAR_OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         for operation in operations:
-
-            @settings(max_examples=15, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def no_server_error(case):
-                case.call_and_validate(checks=[not_a_server_error, problem_json_for_every_4xx], timeout=60)
-
-            try:
-                no_server_error()
-            except Exception as error:
-                raise AssertionError(f"{operation.label} ({mode.value}): {error}") from error
+            assert_no_server_error(operation, mode, examples=15)
