@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from head_training.head import Head
+from service.durable import atomic_write
 
 HEAD_FORMAT = 1  # bump when the manifest's meaning changes (service/heads.py checks it)
 OPSET = 17
@@ -57,9 +57,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_artefact(head: Head, name: str, output: Path, manifest: dict) -> tuple[Path, Path]:

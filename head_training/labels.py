@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.backfill.catalog import jsonl_objects
+
 CLASS_KEYS = ("subgenres", "subgenre", "labels", "label")
 ARTIST_KEYS = ("artist_id", "artist")
 SEPARATOR = ";"
@@ -85,17 +87,7 @@ def _records(path: Path):
             for record in reader:
                 yield reader.line_num, record
     elif suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for number, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except ValueError as error:
-                    raise LabelError(f"{path}, line {number}: not JSON ({error})") from None
-                if not isinstance(record, dict):
-                    raise LabelError(f"{path}, line {number}: expected a JSON object")
-                yield number, record
+        yield from jsonl_objects(path, LabelError, str(path))
     else:
         raise LabelError(f"{path}: unknown type {suffix!r} (use .csv, .jsonl or .ndjson)")
 

@@ -25,6 +25,7 @@ import pytest
 import soundfile
 
 from bench.music import cut_clip, ensure_music
+from service.durable import atomic_write
 from service.manifest import sha256_file
 from service.similar import artefact, build
 from service.similar.search import ExactSearcher, UsearchSearcher
@@ -329,7 +330,7 @@ def test_rebuilt_index_swaps_in_under_concurrent_queries(backfill_out, music_cat
             # A broken generation: the manifest names a vectors file that is not there. The old index keeps serving.
             manifest = json.loads((index_dir / f"{MODEL}.json").read_text())
             manifest["files"]["vectors"] = "missing.usearch"
-            artefact.atomic_write(index_dir / f"{MODEL}.json", lambda p: p.write_text(json.dumps(manifest)))
+            atomic_write(index_dir / f"{MODEL}.json", lambda p: p.write_text(json.dumps(manifest)))
             wait_until(lambda: metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="failed")
                        >= 1, 30, "the failed reload")
             time.sleep(0.5)

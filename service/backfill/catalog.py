@@ -88,18 +88,25 @@ def _csv_rows(manifest: Path) -> Iterator[tuple[int, Any, Any]]:
             yield reader.line_num, row.get("track_id"), row.get("path")
 
 
-def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, Any, Any]]:
-    with manifest.open(encoding="utf-8") as f:
+def jsonl_objects(path: Path, error: type[Exception], what: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines file; ``error(f"{what} …")`` names a bad
+    line (the backfill's manifests and train-head's label files read JSON lines the same way)."""
+    with path.open(encoding="utf-8") as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as error:
-                raise UsageError(f"manifest {manifest}, line {line_number}: not JSON ({error})") from None
+            except ValueError as problem:
+                raise error(f"{what}, line {line_number}: not JSON ({problem})") from None
             if not isinstance(row, dict):
-                raise UsageError(f"manifest {manifest}, line {line_number}: expected an object")
-            yield line_number, row.get("track_id"), row.get("path")
+                raise error(f"{what}, line {line_number}: expected a JSON object")
+            yield line_number, row
+
+
+def _jsonl_rows(manifest: Path) -> Iterator[tuple[int, Any, Any]]:
+    for line_number, row in jsonl_objects(manifest, UsageError, f"manifest {manifest}"):
+        yield line_number, row.get("track_id"), row.get("path")
 
 
 def catalog(source: Path) -> Iterator[Track]:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from service.backfill.catalog import Track
 from service.backfill.codes import UsageError
 from service.decode import DecodeFacts
+from service.durable import atomic_write, fsync_dir
 
 OUTPUT_FORMAT = 2  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings)
 RUN_FILE = "_backfill.json"
@@ -166,7 +167,7 @@ class OutputDir:
                 pass
             finally:
                 tmp.unlink()
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         try:
             existing = json.loads(path.read_text())
         except ValueError as error:
@@ -197,12 +198,7 @@ class OutputDir:
                                  (self.errors_dir, self._errors_table(errors) if errors else None)):
             if table is None:
                 continue
-            tmp = directory / f".{name}.tmp"
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, directory / name)
-            _fsync_dir(directory)
+            atomic_write(directory / name, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
         self.next_seq += 1
 
     def _results_table(self, rows: list[ResultRow]):
@@ -265,14 +261,6 @@ def _write_durably(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_output(root: Path, table: str = RESULTS_DIR):

@@ -14,13 +14,12 @@ swaps a whole generation. The manifest records each file's sha256; the loader ch
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.durable import atomic_write
 from service.manifest import ModelFileError
 
 INDEX_FORMAT = 1
@@ -94,25 +93,6 @@ def normalise(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
     centred = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - mean
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     return (centred / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(temporary_path)`` then fsync and rename onto ``path``: readers see the old file or the new one."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(temporary))
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def write_manifest(path: Path, manifest: IndexManifest) -> None:

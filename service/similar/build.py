@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.durable import atomic_write
 from service.manifest import sha256_file
 from service.similar import artefact
 from service.similar.search import EXACT_MAX_VECTORS, HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH, SEARCHERS
@@ -130,12 +131,12 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
     output.mkdir(parents=True, exist_ok=True)
     searcher = SEARCHERS[library]
     staging = output / f".{model}-build{searcher.extension}"
-    artefact.atomic_write(staging, lambda path: searcher.write(path, vectors, storage))
+    atomic_write(staging, lambda path: searcher.write(path, vectors, storage))
     vectors_sha = sha256_file(staging)
     stem = f"{model}-{vectors_sha[:DIGEST_CHARS]}"
     vectors_file, tracks_file = f"{stem}{searcher.extension}", f"{stem}.tracks.parquet"
     staging.replace(output / vectors_file)
-    artefact.atomic_write(output / tracks_file, lambda path: pq.write_table(tracks, path))
+    atomic_write(output / tracks_file, lambda path: pq.write_table(tracks, path))
     manifest_file = artefact.manifest_path(output, model)
     previous = _previous_files(manifest_file)
     manifest = artefact.IndexManifest(
