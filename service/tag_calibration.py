@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from service.manifest import ModelFileError
-from service.taxonomy import SHIPPED_DIR, Taxonomy
+from service.taxonomy import SHIPPED_DIR, Taxonomy, suggest
 
 SUPPORTED_FORMAT = 1
 SUFFIX = "-calibrated"
@@ -38,10 +38,8 @@ class CalibratedTaxonomy:
         return np.array([np.interp(float(s), q, levels) for s, q in zip(mean_scores, self.quantiles)])
 
     def suggest(self, mean_scores: np.ndarray, k: int) -> list[tuple[str, float]]:
-        p = self.percentiles(mean_scores)
-        scores = np.array([p[list(idx)].max() for idx in self.taxonomy.tag_indices], dtype=np.float32)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(self.taxonomy.subgenres[i], float(scores[i])) for i in order]
+        """The tag taxonomy's ranking (``taxonomy.suggest``) over the tags' percentiles instead of their scores."""
+        return suggest(self.taxonomy, self.percentiles(mean_scores), k)
 
 
 def calibration_path(model: str, override_dir: Path | None) -> Path:
