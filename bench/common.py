@@ -199,6 +199,14 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def machine_busy_cpu_seconds() -> float:
+    """CPU time every process of the machine has spent (all cores: user, nice, system, irq, softirq, steal), from
+    the first line of /proc/stat; minus a process's own ``process_cpu_seconds`` it is what *other* work took."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 # ---- /metrics ----------------------------------------------------------------------------------------------------
 
 

@@ -8,17 +8,22 @@ The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
 One service process, loopback only, these phases in this order (ratios are within this one run):
 
 1. **idle** — ``--idle-clips`` clips one after another on the idle service.
-2. for each N in ``--long-uploads`` (default 2 and 4):
+2. for each N in ``--long-uploads`` (default 2 and 4), ``--repeats`` times, alternating:
    a. **alone** — N long uploads to /embed at once, nothing else: their throughput (audio seconds per wall second).
    b. **mixed** — the same N long uploads again plus one client sending clips back to back (``--clip-gap-ms``
       apart) until the long uploads are done: the clips' latency percentiles and the uploads' throughput.
+   The repeats are pooled (audio over wall time summed over the repeats; the clips of every mixed phase in one
+   set of percentiles) and the per-repeat ratios are listed: on a fast machine one phase lasts seconds, and a
+   single pair of phases is at the mercy of whatever else ran during them.
 
 Reported: clip p50/p95/p99 (idle and mixed, and p99 as a multiple of idle p99), long-upload throughput mixed vs
 alone, the clips' share of the audio analysed while mixed, and all audio analysed per second (long + clips) vs the
 long uploads alone: the clips' work is taken from the long uploads' share, so a busy clip stream lowers the long
 uploads' ratio even when no capacity is lost. On a shared machine wall-clock throughput moves with other work, so
 the service's own CPU time per audio second is reported too: the same figure mixed as alone means the fair
-schedule costs no throughput (a dedicated machine turns CPU time into wall time). Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
+schedule costs no throughput (a dedicated machine turns CPU time into wall time), and so is the CPU other
+processes took during each phase (from /proc/stat, less the service's and this client's), in cores: a phase whose
+ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
 """
 
 from __future__ import annotations
@@ -57,7 +62,21 @@ class Phase:
     long_wall: float = 0.0  # first upload sent → last upload answered
     clip_seconds: float = 0.0  # audio seconds of the clips answered while the long uploads were in flight
     cpu_seconds: float = 0.0  # the service process's CPU time over the phase (/proc): not slowed by other work
+    wall: float = 0.0  # the whole phase, for the other processes' share of the machine
+    other_cpu_seconds: float = 0.0  # CPU time of every other process on the machine over the phase
+    repeat_ratios: list[float] = field(default_factory=list)  # long throughput vs alone, per repeat (mixed only)
     errors: list[str] = field(default_factory=list)
+
+    def absorb(self, other: Phase) -> None:
+        """Pool a repeat of the same phase into this one."""
+        self.clip_latencies += other.clip_latencies
+        self.long_seconds += other.long_seconds
+        self.long_wall += other.long_wall
+        self.clip_seconds += other.clip_seconds
+        self.cpu_seconds += other.cpu_seconds
+        self.wall += other.wall
+        self.other_cpu_seconds += other.other_cpu_seconds
+        self.errors += other.errors
 
     @property
     def long_throughput(self) -> float:
@@ -137,8 +156,12 @@ def run_phase(service: common.Service, name: str, longs: list[Path], clips: list
               max_clips: int) -> Phase:
     phase = Phase(name)
     cpu_before = common.process_cpu_seconds(service.process.pid)
+    machine_before, own_before, started = common.machine_busy_cpu_seconds(), time.process_time(), time.perf_counter()
     asyncio.run(phase_requests(service.url, phase, longs, clips, clip_gap, max_clips))
+    phase.wall = time.perf_counter() - started
     phase.cpu_seconds = common.process_cpu_seconds(service.process.pid) - cpu_before
+    own = time.process_time() - own_before
+    phase.other_cpu_seconds = max(0.0, common.machine_busy_cpu_seconds() - machine_before - phase.cpu_seconds - own)
     return phase
 
 
@@ -150,16 +173,23 @@ async def phase_requests(url: str, phase: Phase, longs: list[Path], clips: list[
                 await send_clip(client, url, clip, phase)
             return
         started = time.perf_counter()
-        uploads = asyncio.gather(*(send_long(client, url, path, phase) for path in longs))
+        uploads = asyncio.ensure_future(all_answered(client, url, longs, phase))
         if clips:
-            await asyncio.sleep(clip_gap)  # the uploads are on their way in before the first clip
+            await asyncio.wait([uploads], timeout=clip_gap)  # the uploads are on their way in before the first clip
             sent = 0
             while not uploads.done() and sent < max_clips:
                 await send_clip(client, url, clips[sent % len(clips)], phase)
                 sent += 1
-                await asyncio.sleep(clip_gap)
-        await uploads
-        phase.long_wall = time.perf_counter() - started
+                await asyncio.wait([uploads], timeout=clip_gap)
+        # The uploads' wall time ends when the last one is answered, not when the clip client notices (a pause
+        # between clips or a clip still in flight would otherwise count as the uploads' time).
+        phase.long_wall = await uploads - started
+
+
+async def all_answered(client: httpx.AsyncClient, url: str, longs: list[Path], phase: Phase) -> float:
+    """Send the long uploads at once; time.perf_counter() when the last one was answered."""
+    await asyncio.gather(*(send_long(client, url, path, phase) for path in longs))
+    return time.perf_counter()
 
 
 def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
@@ -167,24 +197,28 @@ def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
     p99 = common.percentile(lat, 99)
     clips = [len(lat), *(f"{common.percentile(lat, q):.2f}" for q in (50, 95)), f"{p99:.2f}",
              f"{p99 / idle_p99:.1f}×" if lat else "–"] if lat else [0, "–", "–", "–", "–"]
-    longs = ["–"] * 6
+    longs = ["–"] * 7
     if phase.long_wall:
         mixed = alone is not None and alone is not phase
         ratio = f"{phase.long_throughput / alone.long_throughput:.2f}×" if mixed else "1.00×"
+        per_repeat = ", ".join(f"{r:.2f}" for r in phase.repeat_ratios) if mixed else "–"
         total = (phase.long_seconds + phase.clip_seconds) / phase.long_wall
         total_ratio = f"{total / alone.long_throughput:.2f}×" if mixed else "1.00×"
         share = phase.clip_seconds / (phase.long_seconds + phase.clip_seconds)
         cpu = phase.cpu_seconds / (phase.long_seconds + phase.clip_seconds)
         alone_cpu = alone.cpu_seconds / alone.long_seconds if alone else cpu
-        longs = [f"{phase.long_throughput:.1f}", ratio, f"{share:.0%}", total_ratio, f"{1000 * cpu:.0f}",
+        longs = [f"{phase.long_throughput:.1f}", ratio, per_repeat, f"{share:.0%}", total_ratio, f"{1000 * cpu:.1f}",
                  f"{alone_cpu / cpu:.2f}×"]
-    return [phase.name, *clips, *longs, len(phase.errors)]
+    cores = [f"{seconds / phase.wall:.2f}" if phase.wall else "–" for seconds in (phase.cpu_seconds,
+                                                                                   phase.other_cpu_seconds)]
+    return [phase.name, *clips, *longs, *cores, len(phase.errors)]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_service_arguments(parser)
     parser.add_argument("--long-uploads", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--repeats", type=int, default=3, help="alone/mixed pairs per N, alternating, pooled")
     parser.add_argument("--long-minutes", type=float, default=15.5)
     parser.add_argument("--idle-clips", type=int, default=15)
     parser.add_argument("--clip-gap-ms", type=float, default=3000.0,
@@ -205,16 +239,23 @@ def main(argv: list[str] | None = None) -> None:
         idle = run_phase(service, "idle: clips alone", [], idle_clips, gap, 0)
         phases.append((idle, None))
         for n in args.long_uploads:
-            alone = run_phase(service, f"{n} long uploads alone", longs[:n], [], gap, 0)
-            mixed = run_phase(service, f"{n} long uploads + clip stream", longs[:n], stream_clips, gap,
-                              args.max_clips)
+            alone, mixed = Phase(f"{n} long uploads alone"), Phase(f"{n} long uploads + clip stream")
+            for repeat in range(args.repeats):
+                alone_once = run_phase(service, alone.name, longs[:n], [], gap, 0)
+                mixed_once = run_phase(service, mixed.name, longs[:n], stream_clips, gap, args.max_clips)
+                mixed.repeat_ratios.append(mixed_once.long_throughput / alone_once.long_throughput)
+                alone.absorb(alone_once)
+                mixed.absorb(mixed_once)
+                print(f"N={n} repeat {repeat + 1}: alone {alone_once.long_throughput:.1f} audio s/s; mixed "
+                      f"{mixed_once.long_throughput:.1f} ({mixed.repeat_ratios[-1]:.2f}×); clips p99 "
+                      f"{common.percentile(mixed_once.clip_latencies, 99):.2f} s; other work "
+                      f"{alone_once.other_cpu_seconds / alone_once.wall:.2f} / "
+                      f"{mixed_once.other_cpu_seconds / mixed_once.wall:.2f} cores", file=sys.stderr)
             phases += [(alone, alone), (mixed, alone)]
-            print(f"N={n}: alone {alone.long_throughput:.1f} audio s/s; mixed {mixed.long_throughput:.1f}; "
-                  f"clips p99 {common.percentile(mixed.clip_latencies, 99):.2f} s", file=sys.stderr)
     idle_p99 = common.percentile(idle.clip_latencies, 99)
     header = ["phase", "clips", "clip p50 s", "clip p95 s", "clip p99 s", "p99 vs idle",
-              "long uploads: audio s per s", "vs alone", "clips' share of audio", "all audio vs alone",
-              "service CPU ms per audio s", "audio per CPU-s vs alone", "errors"]
+              "long uploads: audio s per s", "vs alone", "per repeat", "clips' share of audio", "all audio vs alone",
+              "service CPU ms per audio s", "audio per CPU-s vs alone", "service, cores busy", "other work, cores", "errors"]
     table = common.markdown_table(header, [row(phase, idle_p99, alone) for phase, alone in phases])
     errors = [e for phase, _ in phases for e in phase.errors]
     body = "\n".join([
@@ -222,9 +263,12 @@ def main(argv: list[str] | None = None) -> None:
         *common.environment_lines(["bench.fairness", *(argv if argv is not None else sys.argv[1:])]),
         f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music looped) to "
         f"/embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, {args.clip_gap_ms:g} ms apart, one at "
-        "a time; cache off; one service process, phases in table order",
-        "- the 2 cores were shared with other agents' work during the run: compare the ratios (same run), not the "
-        "absolute figures; p99 of a few dozen clips is close to their maximum",
+        f"a time; cache off; one service process; alone and mixed alternate {args.repeats}× per N and are pooled "
+        "(audio over wall time summed; the clips' percentiles over every mixed phase)",
+        "- \"cores busy\": CPU time over the phase's wall time; \"other work\": every other process on the machine "
+        "(/proc/stat, less the service and this client): a service below 2 cores busy while nothing else ran left "
+        "the CPU idle; compare the ratios (same run), not the absolute figures; p99 of a few dozen "
+        "clips is close to their maximum",
         "", table, "",
         *(["Errors: " + "; ".join(errors[:5]), ""] if errors else []),
     ])
