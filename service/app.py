@@ -92,9 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.decoder = DecodeScheduler(settings.decode_threads)
         state.cache = make_cache(settings)
         for name, model in state.models.items():
-            max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
-            batcher = Batcher(model.runner, model=name, max_batch=max_batch,
-                              max_wait_seconds=settings.max_batch_wait_ms / 1000, max_queue_patches=settings.max_queue_patches)
+            batcher = Batcher(model.runner, model=name, policy=model.batch_policy,
+                              max_queue_patches=settings.max_queue_patches)
             await batcher.warm_up(model.manifest.patch_samples)
             batcher.start()
             state.batchers[name] = batcher

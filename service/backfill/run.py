@@ -83,7 +83,7 @@ class _TrackState:
 @dataclass
 class Options:
     """One run: the service's ``Settings`` (copied with the command line's overrides: model, folders, limits, device,
-    threads, Redis) and the fields only a backfill has."""
+    threads, Redis, batching) and the fields only a backfill has."""
 
     settings: Settings
     source: Path
@@ -93,8 +93,7 @@ class Options:
     taggram: bool
     shard_index: int
     shard_count: int
-    workers: int
-    batch_patches: int
+    workers: int  # decode processes
     tracks_per_part: int
     part_seconds: float
     chunk_seconds: float
@@ -222,10 +221,9 @@ class Backfill:
     # -- set-up --------------------------------------------------------------------------------------------------
     def _load_model(self):
         o = self.options
-        # One batch at a time: the decode workers keep it fed.
-        settings = o.settings.model_copy(update={"models": o.model, "inference_workers": 1})
+        settings = o.settings.model_copy(update={"models": o.model})
         try:
-            model = load_models(settings)[o.model]
+            model = load_models(settings, cpus_for_decoding=o.workers)[o.model]
         except (ModelFileError, RuntimeError) as error:
             raise UsageError(f"cannot load model {o.model!r}: {error}") from None
         if model.manifest.sample_rate != SAMPLE_RATE:
@@ -370,7 +368,7 @@ class _Loop:
 
     def _add_patches(self, state: _TrackState, patches: list[np.ndarray]) -> None:
         if state.batch is None:
-            state.batch = _Batch(self.options.batch_patches, self.geometry.patch_samples)
+            state.batch = _Batch(self.model.batch_policy.max_batch_patches, self.geometry.patch_samples)
         for patch in patches:
             state.batch.add(patch)
             if state.batch.full:
