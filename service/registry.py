@@ -1,6 +1,7 @@
 """Load every configured model at start-up: manifest → verified .onnx → session → taxonomy.
 
-Any missing or corrupt file stops the start with one ModelFileError naming that file.
+Any missing or corrupt file, or a model for another sample rate than the decoder's, stops the start with one
+ModelFileError naming that file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from service import metrics
 from service.config import Settings
+from service.decode import SAMPLE_RATE
 from service.manifest import Manifest, ModelFileError, discover, load_manifest, verify_onnx
 from service.run import CPU_PROVIDER, BatchPolicy, Runner, batch_policy, choose_providers, load_runner, parse_sizes
 from service.taxonomy import Taxonomy, load_taxonomy
@@ -40,6 +42,9 @@ def load_models(settings: Settings, cpus_for_decoding: int = 0) -> dict[str, Loa
         manifest = load_manifest(manifest_path)
         if manifest_path.stem != manifest.name:
             raise ModelFileError(f"model manifest {manifest_path} names model {manifest.name!r}, not {manifest_path.stem!r}")
+        if manifest.sample_rate != SAMPLE_RATE:
+            raise ModelFileError(f"model manifest {manifest_path} expects {manifest.sample_rate} Hz audio; "
+                                 f"the decoder gives {SAMPLE_RATE} Hz")
         onnx_file = verify_onnx(manifest_path, manifest)
         runner = load_runner(onnx_file, settings.device, policy.intra_op_threads, parse_sizes(settings.cuda_batch_sizes))
         taxonomy = load_taxonomy(manifest.name, manifest.labels, settings.taxonomy_dir)

@@ -8,12 +8,12 @@ import json
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 from service.backfill.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from service.backfill.run import Backfill, Options, Summary
-from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
+from service.config import HopSeconds, ResultCount, Settings, parse_parameter
+from service.logs import configure_logging
 from service.run import batch_policy, usable_cpus
 
 log = logging.getLogger("taggram.backfill")
@@ -59,13 +59,19 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def build_parser(settings) -> argparse.ArgumentParser:
-    def hop(text: str) -> float:
-        value = float(text)
-        if not MIN_HOP_SECONDS <= value <= MAX_HOP_SECONDS:
-            raise argparse.ArgumentTypeError(f"must be in [{MIN_HOP_SECONDS}, {MAX_HOP_SECONDS}] seconds (as the API)")
-        return value
+def as_the_api(kind):
+    """An argparse type for an argument the API takes as a query parameter of type ``kind``: the API's check."""
 
+    def parse(text: str):
+        try:
+            return parse_parameter(kind, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error} (as the API)") from None
+
+    return parse
+
+
+def build_parser(settings) -> argparse.ArgumentParser:
     def positive_int(text: str) -> int:
         value = int(text)
         if value < 1:
@@ -76,12 +82,6 @@ def build_parser(settings) -> argparse.ArgumentParser:
         value = float(text)
         if not value > 0:
             raise argparse.ArgumentTypeError("must be > 0")
-        return value
-
-    def top_k(text: str) -> int:
-        value = positive_int(text)
-        if value > MAX_K:
-            raise argparse.ArgumentTypeError(f"must be <= {MAX_K} (as the API)")
         return value
 
     p = argparse.ArgumentParser(
@@ -100,9 +100,10 @@ def build_parser(settings) -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=settings.models_dir, help="default: %(default)s")
     p.add_argument("--taxonomy-dir", type=Path, default=settings.taxonomy_dir,
                    help="taxonomy override folder, as TAGGRAM_TAXONOMY_DIR (default: the shipped taxonomies)")
-    p.add_argument("--hop", type=hop, default=None, metavar="SECONDS",
+    p.add_argument("--hop", type=as_the_api(HopSeconds), default=None, metavar="SECONDS",
                    help="seconds between segment starts, as the API's ?hop= (default: one patch, no overlap)")
-    p.add_argument("--top-k", type=top_k, default=DEFAULT_TOP_K, help="subgenres kept per track (default: 5)")
+    p.add_argument("--top-k", type=as_the_api(ResultCount), default=DEFAULT_TOP_K,
+                   help="subgenres kept per track, as the API's ?k= (default: %(default)s)")
     p.add_argument("--taggram", action="store_true", help="also write the per-segment tag scores")
     p.add_argument("--segment-embeddings", action="store_true",
                    help="also write the per-segment embeddings (what `taggram train-head` trains on)")
@@ -191,8 +192,7 @@ def log_summary(summary: Summary) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``taggram backfill``; prints the summary as one JSON line on stdout."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging("info")
     options = parse_options(argv)
     backfill = Backfill(options)
 

@@ -226,8 +226,6 @@ class Backfill:
             model = load_models(settings, cpus_for_decoding=o.workers)[o.model]
         except (ModelFileError, RuntimeError) as error:
             raise UsageError(f"cannot load model {o.model!r}: {error}") from None
-        if model.manifest.sample_rate != SAMPLE_RATE:
-            raise UsageError(f"model {o.model} expects {model.manifest.sample_rate} Hz; the decoder gives {SAMPLE_RATE}")
         return model
 
     def _identity(self, model, hop_frames: int) -> RunIdentity:
