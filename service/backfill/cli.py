@@ -11,7 +11,8 @@ import signal
 from pathlib import Path
 
 from service.backfill.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from service.backfill.run import Backfill, Options, Summary
+from service.backfill.options import Options, Summary
+from service.backfill.run import Backfill
 from service.config import HopSeconds, ResultCount, Settings, parse_parameter
 from service.logs import configure_logging
 from service.run import batch_policy, usable_cpus
@@ -38,7 +39,7 @@ def default_workers() -> int:
 def backfill_settings(settings: Settings, batch_patches: int) -> Settings:
     """The service's settings with the backfill's batching, for ``service.run.batch_policy`` to decide the rest:
     one batch at a time (the decode workers keep it fed) of ``batch_patches`` patches (of one track: see
-    ``service.backfill.run``)."""
+    ``service.backfill.tracks``)."""
     return settings.model_copy(update={"inference_workers": 1, "max_batch_patches": batch_patches})
 
 
