@@ -13,7 +13,8 @@ from pathlib import Path
 from service.backfill.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from service.backfill.options import Options, Summary
 from service.backfill.run import Backfill
-from service.config import HopSeconds, ResultCount, Settings, parse_parameter
+from service.cli_arguments import add_audio_limit_arguments, as_the_api, positive_float, positive_int
+from service.config import HopSeconds, ResultCount, Settings
 from service.logs import configure_logging
 from service.run import batch_policy, usable_cpus
 
@@ -60,31 +61,7 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def as_the_api(kind):
-    """An argparse type for an argument the API takes as a query parameter of type ``kind``: the API's check."""
-
-    def parse(text: str):
-        try:
-            return parse_parameter(kind, text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{error} (as the API)") from None
-
-    return parse
-
-
 def build_parser(settings) -> argparse.ArgumentParser:
-    def positive_int(text: str) -> int:
-        value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError("must be >= 1")
-        return value
-
-    def positive_float(text: str) -> float:
-        value = float(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError("must be > 0")
-        return value
-
     p = argparse.ArgumentParser(
         prog="taggram backfill",
         description="Tag a catalog offline into Parquet: per-tag mean scores, top-k subgenres and the embedding of "
@@ -123,15 +100,7 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="... or after this many seconds with any finished track (default: %(default)s)")
     p.add_argument("--chunk-seconds", type=positive_float, default=DEFAULT_CHUNK_SECONDS,
                    help="decoded audio per worker message; bounds memory (default: %(default)s)")
-    p.add_argument("--max-seconds", type=positive_float, default=settings.max_audio_seconds,
-                   help="longest track, as TAGGRAM_MAX_AUDIO_SECONDS (default: %(default)s)")
-    p.add_argument("--min-seconds", type=float, default=settings.min_audio_seconds,
-                   help="shortest track, as TAGGRAM_MIN_AUDIO_SECONDS (default: %(default)s)")
-    p.add_argument("--max-bytes", type=positive_int, default=settings.max_upload_bytes,
-                   help="largest file, as TAGGRAM_MAX_UPLOAD_BYTES (default: %(default)s)")
-    p.add_argument("--damaged-audio", choices=("warn", "refuse"), default=settings.damaged_audio,
-                   help="damaged or truncated audio: a result row with its warnings, or an error row damaged_audio; "
-                        "as TAGGRAM_DAMAGED_AUDIO (default: %(default)s)")
+    add_audio_limit_arguments(p, settings)  # what the service would refuse becomes an error row
     p.add_argument("--warm-cache", action="store_true",
                    help="also store every analysis in the service's Redis cache (same key scheme)")
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
@@ -159,8 +128,6 @@ def parse_options(argv: list[str] | None) -> Options:
         parser.error(f"shard index {shard_index} is not in [0, {shard_count}) (shard count {shard_count})")
     if args.warm_cache and not args.redis_url:
         parser.error("--warm-cache needs --redis-url or TAGGRAM_REDIS_URL (the service's Redis)")
-    if args.min_seconds < 0:
-        parser.error("--min-seconds must be >= 0")
     overrides = {
         "default_model": args.model, "models_dir": args.models_dir, "taxonomy_dir": args.taxonomy_dir,
         "max_audio_seconds": args.max_seconds, "min_audio_seconds": args.min_seconds,
