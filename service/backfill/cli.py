@@ -135,8 +135,8 @@ def parse_options(argv: list[str] | None) -> Options:
         "device": args.device, "intra_op_threads": args.intra_op_threads or 0,  # 0: batch_policy chooses
     }
     return Options(
-        settings=backfill_settings(settings.model_copy(update=overrides), args.batch_patches), source=args.source,
-        out=args.out, hop_seconds=args.hop,
+        settings=backfill_settings(settings.model_copy(update=overrides), args.batch_patches),
+        source=args.source, out=args.out, hop_seconds=args.hop,
         top_k=args.top_k, taggram=args.taggram, segment_embeddings=args.segment_embeddings,
         shard_index=shard_index, shard_count=shard_count,
         workers=args.workers, tracks_per_part=args.tracks_per_part,
