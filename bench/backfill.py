@@ -326,10 +326,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print the report without updating docs/backfill.md")
     args = parser.parse_args()
     from service.backfill import DEFAULT_BATCH_PATCHES, default_inference_threads, default_workers
+    from service.config import Settings
 
     args.batch_patches = args.batch_patches or DEFAULT_BATCH_PATCHES
     args.workers = args.workers or default_workers()
-    args.intra_op_threads = args.intra_op_threads or default_inference_threads(args.workers)
+    args.intra_op_threads = args.intra_op_threads or default_inference_threads(Settings(), args.workers)
     args.long_minutes = 20 if args.quick else 60
     with tempfile.TemporaryDirectory(prefix="taggram-bench-backfill-") as tmp:
         files = build_catalog(Path(tmp) / "catalog", args.quick)

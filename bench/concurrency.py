@@ -32,7 +32,8 @@ import numpy as np
 
 from bench import common
 from bench.music import cut_clip, duration_seconds, music_files
-from service.run import usable_cpus
+from service.config import Settings
+from service.run import batch_policy
 
 SECTION = "concurrency"
 WARM_UP_REQUESTS = 2
@@ -205,13 +206,15 @@ def main(argv: list[str] | None = None) -> None:
                         - common.metric(first.metrics_before, "taggram_batch_size_patches_sum", model=args.model)
                         ) / max(len(first.latencies), 1)
     default = common.service_default
+    # The defaults' policy: model_construct reads no TAGGRAM_* variable (as service_default).
+    default_workers = batch_policy(Settings.model_construct(), on_cuda=False).inference_workers
     text = "\n".join([
         "## Concurrent clients (`bench/concurrency.py`)",
         "",
         *common.environment_lines(["bench.concurrency", *argv]),
         f"- input: distinct {args.clip_seconds:g} s clips (≈{patches_per_clip:.0f} patches each) cut from "
         f"{len(files)} files ({args.formats}); `POST {args.endpoint}`; service defaults (in-process cache, batch "
-        f"≤ {default('max_batch_patches')} patches, {default('inference_workers') or usable_cpus()} inference workers, "
+        f"≤ {default('max_batch_patches')} patches, {default_workers} inference workers, "
         f"{default('max_batch_wait_ms'):g} ms batch wait, {default('max_concurrent_analyses')} concurrent analyses, "
         f"queue {default('max_queue_patches')} patches)"
         f"{''.join(f', {k}={v}' for k, v in overrides.items())}; 503 → "

@@ -4,8 +4,8 @@
    default thread count: one multi-threaded run per batch) run on precomputed, contiguous waveform batches of
    ``--batch`` patches.
 1b. **raw ONNX, the service's configuration** — the same batches through the service's ``Runner`` as
-   ``service.run.load_runner`` configures it (``workers`` single-threaded runs at once). The higher of 1 and 1b is
-   the ceiling the target is measured against.
+   ``service.run.batch_policy`` configures it (``inference_workers`` single-threaded runs at once). The higher of
+   1 and 1b is the ceiling the target is measured against.
 2. **service path, in-process** — ``service.decode.decode`` + ``service.patch.patch_track`` + the service's
    ``Runner`` on batches of ``--batch`` patches (``np.stack`` of rows, as the batcher does), ``workers`` at once.
    No HTTP, no batcher.
@@ -50,10 +50,11 @@ from onnx.utils import Extractor
 
 from bench import common
 from bench.music import check_librosa_reads, cut_clip, music_files
+from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, iter_decoded
 from service.manifest import load_manifest
 from service.patch import PatchGeometry, StreamingPatcher, patch_starts, patch_track
-from service.run import load_runner
+from service.run import batch_policy, load_runner
 
 SECTION = "end_to_end"
 MAX_SECONDS = 3600.0
@@ -98,8 +99,9 @@ class Bench:
         self.raw = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         network = Extractor(onnx.load(str(onnx_path))).extract_model(["logmel"], ["tags", "embedding"])
         self.network = ort.InferenceSession(network.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.runner = load_runner(onnx_path, "cpu")  # the service's defaults
-        self.pool = ThreadPoolExecutor(self.runner.workers, thread_name_prefix="infer")
+        policy = batch_policy(Settings(), on_cuda=False)  # the service's defaults
+        self.runner = load_runner(onnx_path, "cpu", policy.intra_op_threads)
+        self.pool = ThreadPoolExecutor(policy.inference_workers, thread_name_prefix="infer")
         self.client = httpx.Client(base_url=service_url, timeout=600.0)
 
     # ---- the paths: each returns (seconds, breakdown) for one track ----
@@ -129,7 +131,7 @@ class Bench:
 
     def run_overlap(self, track: Track) -> tuple[float, dict[str, float]]:
         """Path 2 streamed, as the service's pipeline does it: a thread decodes (``iter_decoded``) while this thread
-        cuts patches with the service's ``StreamingPatcher`` and hands every batch to the runner's workers as soon as
+        cuts patches with the service's ``StreamingPatcher`` and hands every batch to the inference workers as soon as
         it is full. Same patches, same batches of ``--batch`` as path 2."""
         started = time.perf_counter()
         chunks: queue.Queue = queue.Queue()

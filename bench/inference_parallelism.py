@@ -1,5 +1,5 @@
 """How to spend a machine's cores on CPU inference: one multi-threaded run per batch, or one single-threaded run
-per core side by side (what ``service.run.resolve_parallelism`` picks), alone and while a thread decodes audio.
+per core side by side (what ``service.run.batch_policy`` picks), alone and while a thread decodes audio.
 
 Three measurements in one run, on the model file the service loads:
 

@@ -17,10 +17,11 @@ import librosa
 import numpy as np
 
 from bench.music import check_librosa_reads, music_files
+from service.config import Settings
 from service.decode import SAMPLE_RATE, decode
 from service.manifest import load_manifest
 from service.patch import patch_track
-from service.run import load_runner
+from service.run import batch_policy, load_runner
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOP_TAGS = 5
@@ -61,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     check_librosa_reads(tuple(args.formats))
     manifest = load_manifest(args.models_dir / f"{args.model}.json")
-    runner = load_runner(args.models_dir / manifest.onnx.file, "cpu", 0, ())
+    threads = batch_policy(Settings(), on_cuda=False).intra_op_threads  # the service's
+    runner = load_runner(args.models_dir / manifest.onnx.file, "cpu", threads)
     rows = [compare(path, manifest, runner) for path in music_files(tuple(args.formats))]
     print(f"librosa {librosa.__version__}, Python {platform.python_version()}, model {args.model}\n")
     print("| file | seconds | length diff (samples) | segments | tags max abs diff | tags mean abs diff "

@@ -1,7 +1,7 @@
 """Memory of the models on CPU: ONNX Runtime arenas per session vs one arena shared by every session.
 
 Each variant runs in its own child process (RSS is per process), alternating ``--rounds`` times, so both see the
-same machine load. A child loads every model in ``models/`` with the service's defaults (``service.run.load_runner``,
+same machine load. A child loads every model in ``models/`` with the service's defaults (``service.run.batch_policy``,
 ``--workers`` inference threads), warms each up the way the service does (``Batcher.warm_up``: one batch of
 ``--batch`` patches on every worker thread at once), then runs ``--load-batches`` batches of real-valued noise per
 model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and at the end of the load
@@ -29,7 +29,8 @@ VARIANTS = ("per-session arenas", "shared arena")
 def child(shared: bool, workers: int, batch: int, load_batches: int) -> dict:
     import psutil
 
-    from service.run import load_runner
+    from service.config import Settings
+    from service.run import batch_policy, load_runner
 
     process = psutil.Process()
     peak = [process.memory_info().rss]
@@ -41,7 +42,8 @@ def child(shared: bool, workers: int, batch: int, load_batches: int) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     mib = lambda: process.memory_info().rss / 2**20  # noqa: E731
-    runners = [load_runner(path, "cpu", workers=workers, shared_arena=shared)
+    threads = batch_policy(Settings(inference_workers=workers), on_cuda=False).intra_op_threads
+    runners = [load_runner(path, "cpu", threads, shared_arena=shared)
                for path in sorted(common.MODELS_DIR.glob("*.onnx"))]
     loaded = mib()
 

@@ -23,6 +23,7 @@ from head_training.export import sha256_bytes, write_artefact
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
+from service.logs import configure_logging
 
 log = logging.getLogger("taggram.train_head")
 
@@ -161,8 +162,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging("info")
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)

@@ -19,12 +19,13 @@ from service import metrics, respond
 from service.analysis import Analysis, TrackAnalyser
 from service.batch import Batcher, Overloaded
 from service.cache import SingleFlight, cache_key, get_or_compute, make_cache
-from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
-from service.decode import SAMPLE_RATE, DecodeError
+from service.config import Settings
+from service.decode import DecodeError
 from service.decode_scheduler import BULK, INTERACTIVE, DecodeScheduler
 from service.errors import Problem, overloaded, problem_response
 from service.heads import Heads, head_scores, load_heads
 from service.page import install_page
+from service.parameters import HopQuery, ModelQuery, SubgenreCountQuery
 from service.pipeline import analyse
 from service.registry import LoadedModel, load_models
 from service.similar import routes as similar_routes
@@ -80,9 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Loads every model now (a bad model file fails here, before serving); starts batchers on start-up."""
     settings = settings or Settings()
     state = State(settings=settings, models=load_models(settings))
-    for model in state.models.values():
-        if model.manifest.sample_rate != SAMPLE_RATE:
-            raise ValueError(f"model {model.name} expects {model.manifest.sample_rate} Hz; the decoder gives {SAMPLE_RATE}")
     state.heads = load_heads(settings.heads_dir, settings.default_taxonomies, state.models, settings.taxonomy_dir)
     state.indexes = Indexes(settings.index_dir, state.models)
     state.indexes.load_all()  # an index for another model or onnx file stops the start here (IndexFileError)
@@ -92,9 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.decoder = DecodeScheduler(settings.decode_threads)
         state.cache = make_cache(settings)
         for name, model in state.models.items():
-            max_batch = max(model.runner.fixed_batch_sizes or (settings.max_batch_patches,))
-            batcher = Batcher(model.runner, model=name, max_batch=max_batch,
-                              max_wait_seconds=settings.max_batch_wait_ms / 1000, max_queue_patches=settings.max_queue_patches)
+            batcher = Batcher(model.runner, model=name, policy=model.batch_policy,
+                              max_queue_patches=settings.max_queue_patches)
             await batcher.warm_up(model.manifest.patch_samples)
             batcher.start()
             state.batchers[name] = batcher
@@ -318,15 +315,11 @@ def declare_routes(app: FastAPI, state: State) -> None:
             if not handed_over:
                 upload.close()
 
-    model_query = Query(None, description="Model name (GET /models lists them); default: TAGGRAM_DEFAULT_MODEL")
-    hop_query = Query(None, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS,
-                      description="Seconds between segment starts, rounded to whole STFT frames (16 ms); "
-                                  "default: one patch (≈2.99 s, no overlap)")
     protected = [Depends(require_api_key)]
 
     @app.post("/taggram", response_model=respond.TaggramResponse, dependencies=protected,
               openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Tag probabilities over time")
-    async def taggram(request: Request, model: str | None = model_query, hop: float | None = hop_query,
+    async def taggram(request: Request, model: ModelQuery = None, hop: HopQuery = None,
                       head: str | None = Query(None, description="Also return this head's scores per segment")):
         chosen = pick_model(model)
         picked = state.heads.head(chosen, head) if head else None  # refused before the upload is read
@@ -339,7 +332,7 @@ def declare_routes(app: FastAPI, state: State) -> None:
     @app.post("/embed", response_model=respond.EmbedResponse, response_model_exclude_none=True,
               dependencies=protected, openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES,
               summary="Track embedding (mean over segments)")
-    async def embed(request: Request, model: str | None = model_query, hop: float | None = hop_query,
+    async def embed(request: Request, model: ModelQuery = None, hop: HopQuery = None,
                     segments: bool = Query(False, description="Also return per-segment embeddings")):
         chosen = pick_model(model)
         analysis, cached = await analysis_for(request, chosen, hop)
@@ -347,8 +340,7 @@ def declare_routes(app: FastAPI, state: State) -> None:
 
     @app.post("/suggest-subgenres", response_model=respond.SuggestResponse, dependencies=protected,
               openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Top-k platform subgenres")
-    async def suggest_subgenres(request: Request, model: str | None = model_query, hop: float | None = hop_query,
-                                k: int = Query(5, ge=1, le=MAX_K, description="How many subgenres"),
+    async def suggest_subgenres(request: Request, model: ModelQuery = None, hop: HopQuery = None, k: SubgenreCountQuery = 5,
                                 taxonomy: str | None = Query(None, description="A head or tag taxonomy of the model "
                                                              "(GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES")):
         chosen = pick_model(model)
@@ -368,8 +360,7 @@ def declare_routes(app: FastAPI, state: State) -> None:
             ],
         )
 
-    similar_routes.declare(app, state.indexes, pick_model, analysis_for, protected, model_query, hop_query,
-                           AUDIO_BODY, PROBLEM_RESPONSES)
+    similar_routes.declare(app, state.indexes, pick_model, analysis_for, protected, AUDIO_BODY, PROBLEM_RESPONSES)
 
     @app.get("/healthz", summary="Liveness: the process serves HTTP")
     async def healthz():

@@ -1,10 +1,11 @@
 """Cross-request batching: one batcher per model gathers patches from concurrent requests.
 
-A batch runs when a full one (``max_batch``) is queued or when the oldest queued patch has waited ``max_wait``
-(measured from when that patch was added, so a worker that was busy meanwhile does not add a second wait).
+The batcher follows the model's ``BatchPolicy`` (``service.run.batch_policy``). A batch runs when a full one
+(``max_batch_patches``) is queued or when the oldest queued patch has waited ``max_wait_seconds`` (measured from when
+that patch was added, so a worker that was busy meanwhile does not add a second wait).
 Patches are taken round-robin, one per request per turn, interactive requests' jobs before bulk ones (the same
 classes as decoding, ``service.decode_scheduler``): a 30 s clip is never stuck behind an hour-long track. The
-queue is bounded in patches; each request carries a deadline. Inference runs in ``runner.workers`` threads per
+queue is bounded in patches; each request carries a deadline. Inference runs in ``inference_workers`` threads per
 model (ONNX Runtime releases the GIL), so the event loop keeps serving while batches compute. Each batch takes one
 worker's share of the queue, ``ceil(queued / workers)`` patches, at most ``max_batch``: a batch gains nothing per
 patch on CPU (see ``service.run``), and this way one short request uses every worker and the last patches of a
@@ -25,7 +26,7 @@ import numpy as np
 
 from service import metrics
 from service.decode_scheduler import BULK, INTERACTIVE
-from service.run import SERVED_OUTPUTS, Runner
+from service.run import SERVED_OUTPUTS, BatchPolicy, Runner
 
 PRIORITY_CLASSES = (INTERACTIVE, BULK)  # rotations, served in this order
 
@@ -75,20 +76,21 @@ class BatchRecord:
 
 
 class Batcher:
-    def __init__(self, runner: Runner, *, model: str, max_batch: int,
-                 max_wait_seconds: float, max_queue_patches: int, history: int = 256) -> None:
+    def __init__(self, runner: Runner, *, model: str, policy: BatchPolicy, max_queue_patches: int,
+                 history: int = 256) -> None:
         self.runner = runner
         self.model = model
-        self.max_batch = max_batch
-        self.max_wait_seconds = max_wait_seconds
+        self.max_batch = policy.max_batch_patches
+        self.max_wait_seconds = policy.max_wait_seconds
+        self.workers = policy.inference_workers
         self.max_queue_patches = max_queue_patches
         self.recent_batches: deque[BatchRecord] = deque(maxlen=history)
         # Per priority class, the jobs with patches not yet scheduled, in round-robin order.
         self._rotations: dict[int, deque[Job]] = {priority: deque() for priority in PRIORITY_CLASSES}
         self._queued = 0
         self._arrived = asyncio.Event()
-        self._idle_workers = asyncio.Semaphore(runner.workers)
-        self._executor = ThreadPoolExecutor(max_workers=runner.workers, thread_name_prefix=f"infer-{model}")
+        self._idle_workers = asyncio.Semaphore(self.workers)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"infer-{model}")
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # batches being computed
 
@@ -104,7 +106,7 @@ class Batcher:
         for size in self.runner.fixed_batch_sizes or (self.max_batch,):
             batch = np.zeros((size, patch_samples), np.float32)
             await asyncio.gather(*(loop.run_in_executor(self._executor, self.runner.run, batch)
-                                   for _ in range(self.runner.workers)))
+                                   for _ in range(self.workers)))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model}")
@@ -168,7 +170,7 @@ class Batcher:
         """This worker's share of the queue, at most max_batch ("guided self-scheduling"): a long queue goes out in
         full batches, a short one in ever smaller shares, so the workers finish the last patches together instead
         of one computing a full last batch while the others wait."""
-        return max(1, min(self.max_batch, math.ceil(self._queued / self.runner.workers)))
+        return max(1, min(self.max_batch, math.ceil(self._queued / self.workers)))
 
     def _take(self, size: int) -> list[tuple[Job, int]]:
         """Up to ``size`` (job, patch index) pairs: interactive jobs first, one per job per turn within a class."""

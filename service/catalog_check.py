@@ -33,6 +33,7 @@ from pathlib import Path
 from service.analysis import check_min_duration
 from service.backfill.catalog import Track, catalog, refusal
 from service.backfill.codes import DECODER_CRASHED, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
+from service.cli_arguments import add_audio_limit_arguments, positive_int
 from service.config import Settings
 from service.decode import SAMPLE_RATE, DecodeError, iter_decoded, refuse_damaged
 
@@ -281,11 +282,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="a directory tree of audio files, or a .csv/.jsonl manifest "
                    "(track_id, path), as for taggram backfill")
     p.add_argument("--output", type=Path, required=True, help="one row per file: a .jsonl or .parquet path")
-    p.add_argument("--workers", type=int, default=max(os.cpu_count() or 1, 1), help="decode processes")
-    p.add_argument("--max-seconds", type=float, default=settings.max_audio_seconds)
-    p.add_argument("--min-seconds", type=float, default=settings.min_audio_seconds)
-    p.add_argument("--max-bytes", type=int, default=settings.max_upload_bytes)
-    p.add_argument("--damaged-audio", choices=("warn", "refuse"), default=settings.damaged_audio)
+    p.add_argument("--workers", type=positive_int, default=max(os.cpu_count() or 1, 1), help="decode processes")
+    add_audio_limit_arguments(p, settings)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of a table")
     return p
 
@@ -295,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output.suffix not in OUTPUT_SUFFIXES:
         parser.error(f"--output must end in one of {OUTPUT_SUFFIXES}")
-    if args.workers < 1 or args.max_seconds <= 0 or args.max_bytes < 1:
-        parser.error("--workers, --max-seconds and --max-bytes must be positive")
     limits = Limits(args.max_bytes, args.max_seconds, args.min_seconds, args.damaged_audio)
     summary, writer = Summary(), DetailWriter(args.output)
     started = time.monotonic()

@@ -7,7 +7,6 @@ import argparse
 import importlib
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -16,13 +15,10 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.logs import configure_logging
 from service.manifest import ModelFileError
 
 log = logging.getLogger("taggram")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 class DrainingServer(uvicorn.Server):

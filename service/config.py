@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 
-# Request parameters the API (and the backfill, which mirrors it) accepts.
+# Request parameters the API (and the backfill, which mirrors it) accepts, each declared once: FastAPI checks the
+# query parameters against these types (a 422 problem), the backfill its arguments with ``parse_parameter``.
 MIN_HOP_SECONDS = 0.5  # 6× the patches of the default hop: the most work one request may ask for per second
 MAX_HOP_SECONDS = 30.0
 MAX_K = 50
+HopSeconds = Annotated[float, Field(ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS)]
+ResultCount = Annotated[int, Field(ge=1, le=MAX_K)]  # k: subgenres or similar tracks in an answer
+
+
+def parse_parameter(kind: Any, text: str) -> Any:
+    """``text`` as a request parameter of type ``kind`` (e.g. ``HopSeconds``), checked as the API checks it; a
+    ValueError with the API's reason otherwise."""
+    try:
+        return TypeAdapter(kind).validate_strings(text)
+    except ValidationError as error:
+        raise ValueError(error.errors()[0]["msg"]) from None
 
 
 class Settings(BaseSettings):

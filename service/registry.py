@@ -1,6 +1,7 @@
 """Load every configured model at start-up: manifest → verified .onnx → session → taxonomy.
 
-Any missing or corrupt file stops the start with one ModelFileError naming that file.
+Any missing or corrupt file, or a model for another sample rate than the decoder's, stops the start with one
+ModelFileError naming that file.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 
 from service import metrics
 from service.config import Settings
+from service.decode import SAMPLE_RATE
 from service.manifest import Manifest, ModelFileError, discover, load_manifest, verify_onnx
-from service.run import Runner, load_runner
+from service.run import CPU_PROVIDER, BatchPolicy, Runner, batch_policy, choose_providers, load_runner, parse_sizes
 from service.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -22,31 +24,34 @@ class LoadedModel:
     manifest: Manifest
     runner: Runner
     taxonomy: Taxonomy
+    batch_policy: BatchPolicy
 
     @property
     def name(self) -> str:
         return self.manifest.name
 
 
-def parse_sizes(text: str) -> tuple[int, ...]:
-    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-
-
-def load_models(settings: Settings) -> dict[str, LoadedModel]:
+def load_models(settings: Settings, cpus_for_decoding: int = 0) -> dict[str, LoadedModel]:
+    """Every configured model, each with the batch policy it runs under (``batch_policy``: ``cpus_for_decoding``
+    is what the backfill's decode processes keep for themselves)."""
     names = [n.strip() for n in settings.models.split(",") if n.strip()]
+    on_cuda = choose_providers(settings.device)[0] != CPU_PROVIDER
+    policy = batch_policy(settings, on_cuda, cpus_for_decoding)
     models: dict[str, LoadedModel] = {}
     for manifest_path in discover(settings.models_dir, names):
         manifest = load_manifest(manifest_path)
         if manifest_path.stem != manifest.name:
             raise ModelFileError(f"model manifest {manifest_path} names model {manifest.name!r}, not {manifest_path.stem!r}")
+        if manifest.sample_rate != SAMPLE_RATE:
+            raise ModelFileError(f"model manifest {manifest_path} expects {manifest.sample_rate} Hz audio; "
+                                 f"the decoder gives {SAMPLE_RATE} Hz")
         onnx_file = verify_onnx(manifest_path, manifest)
-        runner = load_runner(onnx_file, settings.device, settings.intra_op_threads, parse_sizes(settings.cuda_batch_sizes),
-                             settings.inference_workers)
+        runner = load_runner(onnx_file, settings.device, policy.intra_op_threads, parse_sizes(settings.cuda_batch_sizes))
         taxonomy = load_taxonomy(manifest.name, manifest.labels, settings.taxonomy_dir)
-        models[manifest.name] = LoadedModel(manifest, runner, taxonomy)
+        models[manifest.name] = LoadedModel(manifest, runner, taxonomy, policy)
         metrics.MODEL_INFO.labels(manifest.name, manifest.version, manifest.onnx.sha256, runner.provider).set(1)
         log.info("loaded model %s (%s, %s, %d inference workers) with taxonomy %s", manifest.name, manifest.version,
-                 runner.provider, runner.workers, taxonomy.path)
+                 runner.provider, policy.inference_workers, taxonomy.path)
     if settings.default_model not in models:
         raise ModelFileError(
             f"default model {settings.default_model!r} is not among the loaded models {sorted(models)} "

@@ -1,10 +1,11 @@
 """Run an exported graph with ONNX Runtime: CPU by default, CUDA when onnxruntime-gpu sees a GPU.
 
-On CPU a model runs ``workers`` batches at once, each on its own single-threaded ``session.run`` (one session,
-shared: ``run`` is thread-safe). One multi-threaded run per batch is what ONNX Runtime does by default, but its
-threads meet at a barrier after every operator: when decoding takes a core from one of them, the other waits,
-and the whole batch slows. Independent single-threaded runs lose nothing to that, and batching gains nothing per
-patch on CPU (about 35 ms per patch on one thread, at batch 1 as at batch 16). Measured in docs/benchmarks.md
+On CPU a model runs ``inference_workers`` batches at once, each on its own single-threaded ``session.run`` (one
+session, shared: ``run`` is thread-safe); ``batch_policy`` decides those numbers, for the service and the backfill.
+One multi-threaded run per batch is what ONNX Runtime does by default, but its threads meet at a barrier after
+every operator: when decoding takes a core from one of them, the other waits, and the whole batch slows.
+Independent single-threaded runs lose nothing to that, and batching gains nothing per patch on CPU (about 35 ms per
+patch on one thread, at batch 1 as at batch 16). Measured in docs/benchmarks.md
 ("Inference parallelism").
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.config import Settings
 from service.manifest import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -82,17 +84,39 @@ def usable_cpus() -> int:
     return min(cpus, limit) if limit else cpus
 
 
-def resolve_parallelism(on_cuda: bool, workers: int, intra_op_threads: int) -> tuple[int, int]:
-    """(batches run at once, ONNX Runtime intra-op threads per run); 0 means "choose" for either.
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a model's patches are batched and run, for the service's batcher and the backfill alike."""
 
-    CPU: one worker per usable CPU, and the CPUs shared out between the workers (so one thread each by default).
-    CUDA: one worker (the GPU runs one batch at a time anyway) and ONNX Runtime's own thread default.
+    max_batch_patches: int  # the largest batch handed to one run
+    max_wait_seconds: float  # how long a batch waits to fill, from its oldest patch (the service's batcher only)
+    inference_workers: int  # batches run at once, each on its own thread
+    intra_op_threads: int  # ONNX Runtime threads per run; 0 = the runtime's own default
+
+
+def batch_policy(settings: Settings, on_cuda: bool, cpus_for_decoding: int = 0) -> BatchPolicy:
+    """The one place batch sizes, workers and threads are decided, from ``settings`` (0 = "choose" for
+    ``inference_workers`` and ``intra_op_threads``) and the provider.
+
+    CPU: the usable CPUs, less ``cpus_for_decoding`` (the backfill's decode processes: ONNX Runtime threads fighting
+    them for a core lose more to waiting for each other than they gain); one worker per CPU, and the CPUs shared out
+    between the workers (so one thread each by default); batches of up to ``max_batch_patches``.
+    CUDA: one worker (the GPU runs one batch at a time anyway), ONNX Runtime's own thread default, and batches of up
+    to the largest of ``cuda_batch_sizes`` (every batch is padded to one of them anyway).
     """
+    max_wait_seconds = settings.max_batch_wait_ms / 1000
     if on_cuda:
-        return workers or 1, intra_op_threads
-    cpus = usable_cpus()
-    workers = workers or cpus
-    return workers, intra_op_threads or max(1, cpus // workers)
+        return BatchPolicy(max(parse_sizes(settings.cuda_batch_sizes)), max_wait_seconds,
+                           settings.inference_workers or 1, settings.intra_op_threads)
+    cpus = max(1, usable_cpus() - cpus_for_decoding)
+    workers = settings.inference_workers or cpus
+    return BatchPolicy(settings.max_batch_patches, max_wait_seconds, workers,
+                       settings.intra_op_threads or max(1, cpus // workers))
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``cuda_batch_sizes`` ("1,4,16") → (1, 4, 16), sorted, without repeats."""
+    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
 
 
 class CpuSlots:
@@ -122,7 +146,6 @@ class Runner:
     session: ort.InferenceSession
     provider: str
     fixed_batch_sizes: tuple[int, ...]  # empty on CPU: any batch size runs as is
-    workers: int = 1  # batches the caller may run at once (the batcher's inference threads)
     # On CPU with single-threaded runs: the process-wide CpuSlots; None on CUDA or with multi-threaded runs.
     slots: threading.BoundedSemaphore | None = None
 
@@ -164,12 +187,12 @@ def share_cpu_arena() -> None:
         _shared_arena_registered = True
 
 
-def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_sizes: tuple[int, ...] = (),
-                workers: int = 0, shared_arena: bool = True) -> Runner:
-    """A Runner for ``path``; ``workers`` and ``intra_op_threads`` 0 = chosen by ``resolve_parallelism``;
-    ``shared_arena``: CPU memory from the process-wide arena (False: the session's own, for comparison)."""
+def load_runner(path: Path, device: str, intra_op_threads: int, cuda_batch_sizes: tuple[int, ...] = (),
+                shared_arena: bool = True) -> Runner:
+    """A Runner for ``path`` with ``intra_op_threads`` ONNX Runtime threads per run (0 = the runtime's default; the
+    service's and the backfill's come from ``batch_policy``); ``shared_arena``: CPU memory from the process-wide
+    arena (False: the session's own, for comparison)."""
     providers = choose_providers(device)
-    workers, intra_op_threads = resolve_parallelism(providers[0] != CPU_PROVIDER, workers, intra_op_threads)
     options = ort.SessionOptions()
     if shared_arena:
         share_cpu_arena()
@@ -186,4 +209,4 @@ def load_runner(path: Path, device: str, intra_op_threads: int = 0, cuda_batch_s
     provider = session.get_providers()[0]
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()
     single_threaded_cpu = provider == CPU_PROVIDER and intra_op_threads == 1
-    return Runner(session, provider, fixed, workers, CpuSlots.get() if single_threaded_cpu else None)
+    return Runner(session, provider, fixed, CpuSlots.get() if single_threaded_cpu else None)

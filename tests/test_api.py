@@ -344,6 +344,13 @@ def test_bad_parameters_get_422(client, query):
     assert response.status_code == 422 and problem(response)["code"] in {"unknown_model", "invalid_parameter"}
 
 
+@pytest.mark.parametrize("endpoint", ["/taggram", "/embed", "/suggest-subgenres"])
+@pytest.mark.parametrize("hop", ["0.49", "30.01", "nan"])
+def test_every_audio_endpoint_refuses_a_hop_outside_its_range(client, endpoint, hop):
+    response = client.post(f"{endpoint}?hop={hop}", content=wav(2.0), headers={"content-type": "audio/wav"})
+    assert response.status_code == 422 and problem(response)["code"] == "invalid_parameter"
+
+
 def send_in_background(live, data: bytes) -> tuple[threading.Thread, list]:
     """POST /embed from another thread; the response lands in the returned list."""
     responses: list = []

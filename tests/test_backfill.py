@@ -449,6 +449,24 @@ def test_failures_of_the_run_itself_exit_2(catalog, models_dir, clean_run, tmp_p
         assert exit_info.value.code == 2, bad
 
 
+@pytest.mark.parametrize("argument, accepted, refused", [
+    ("--hop", ["0.5", "30"], ["0.49", "30.01", "nan", "abc"]),
+    ("--top-k", ["1", "50"], ["0", "51", "2.5"]),
+])
+def test_hop_and_top_k_take_exactly_the_apis_ranges(argument, accepted, refused, capsys):
+    from service.backfill.cli import parse_options
+
+    for value in accepted:
+        options = parse_options(["catalog", "--out", "out", argument, value])
+        assert float(options.hop_seconds if argument == "--hop" else options.top_k) == float(value)
+    for value in refused:
+        with pytest.raises(SystemExit) as exit_info:
+            parse_options(["catalog", "--out", "out", argument, value])
+        assert exit_info.value.code == 2, value
+        error = capsys.readouterr().err
+        assert f"argument {argument}: " in error and "(as the API)" in error, error
+
+
 def test_taggram_cli_has_the_backfill_subcommand():
     done = subprocess.run([sys.executable, "-m", "service", "backfill", "--help"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -11,31 +11,39 @@ import numpy as np
 import pytest
 
 from service.batch import Batcher, BatchRecord
-from service.run import Runner, load_runner
+from service.config import Settings
+from service.run import BatchPolicy, Runner, batch_policy, load_runner
 
 PATCH_SAMPLES = 48_128
 
 
+def policy(workers: int, max_batch: int) -> BatchPolicy:
+    """The service's policy for these settings, with batches taken as soon as a worker is free (no wait to fill)."""
+    settings = Settings(inference_workers=workers, max_batch_patches=max_batch, max_batch_wait_ms=0)
+    return batch_policy(settings, on_cuda=False)
+
+
 @pytest.fixture(scope="module")
 def two_worker_runner(models_dir) -> Runner:
-    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", workers=2)
+    """A runner with the threads of the two-worker policy (each worker's run gets its share of the CPUs)."""
+    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", policy(workers=2, max_batch=1).intra_op_threads)
 
 
 @pytest.fixture(scope="module")
 def one_worker_runner(models_dir) -> Runner:
-    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", workers=1)
+    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", policy(workers=1, max_batch=1).intra_op_threads)
 
 
 def patches(n: int, seed: int = 0) -> np.ndarray:
     return (0.3 * np.random.default_rng(seed).standard_normal((n, PATCH_SAMPLES))).astype(np.float32)
 
 
-def run_one_job(runner: Runner, rows: np.ndarray, max_batch: int) -> tuple[dict[str, np.ndarray], list[BatchRecord]]:
+def run_one_job(runner: Runner, rows: np.ndarray, workers: int,
+                max_batch: int) -> tuple[dict[str, np.ndarray], list[BatchRecord]]:
     """Queue every row of one job before the batcher starts, so the batches it forms depend on the policy alone."""
 
     async def scenario():
-        batcher = Batcher(runner, model="msd-musicnn", max_batch=max_batch, max_wait_seconds=0.0,
-                          max_queue_patches=1024)
+        batcher = Batcher(runner, model="msd-musicnn", policy=policy(workers, max_batch), max_queue_patches=1024)
         job = batcher.open_job()
         for row in rows:
             batcher.add_patch(job, row)
@@ -63,7 +71,7 @@ def overlap(first: BatchRecord, second: BatchRecord) -> bool:
 
 def test_each_batch_is_one_workers_share_of_the_queue_and_the_workers_compute_at_the_same_time(two_worker_runner):
     rows = patches(16, seed=1)
-    results, records = run_one_job(two_worker_runner, rows, max_batch=8)
+    results, records = run_one_job(two_worker_runner, rows, workers=2, max_batch=8)
     assert sizes(records) == [8, 4, 2, 1, 1]  # ceil(queued / 2) each time
     assert overlap(records[0], records[1]), records
     expected = two_worker_runner.run(rows)  # one batch of 16: rows agree to float32 rounding whatever the batching
@@ -72,18 +80,18 @@ def test_each_batch_is_one_workers_share_of_the_queue_and_the_workers_compute_at
 
 
 def test_a_short_request_is_spread_over_the_workers(two_worker_runner):
-    _, records = run_one_job(two_worker_runner, patches(6, seed=2), max_batch=8)
+    _, records = run_one_job(two_worker_runner, patches(6, seed=2), workers=2, max_batch=8)
     assert sizes(records) == [3, 2, 1]
     assert overlap(records[0], records[1]), records
 
 
 def test_a_long_queue_goes_out_in_full_batches_and_only_its_end_in_smaller_shares(two_worker_runner):
-    _, records = run_one_job(two_worker_runner, patches(20, seed=3), max_batch=4)
+    _, records = run_one_job(two_worker_runner, patches(20, seed=3), workers=2, max_batch=4)
     assert sizes(records) == [4, 4, 4, 4, 2, 1, 1]
 
 
 def test_a_single_worker_takes_full_batches_one_after_another(one_worker_runner):
-    _, records = run_one_job(one_worker_runner, patches(12, seed=4), max_batch=8)
+    _, records = run_one_job(one_worker_runner, patches(12, seed=4), workers=1, max_batch=8)
     assert sizes(records) == [8, 4]
     assert not overlap(*records), records
 
@@ -93,7 +101,7 @@ def test_warm_up_runs_a_full_batch_on_every_inference_thread_before_serving(two_
     """So each serving thread's first batch (its buffers, ONNX Runtime's arena at full size) is paid before ready."""
 
     async def scenario():
-        batcher = Batcher(two_worker_runner, model="warm-up-check", max_batch=4, max_wait_seconds=0.0,
+        batcher = Batcher(two_worker_runner, model="warm-up-check", policy=policy(workers=2, max_batch=4),
                           max_queue_patches=16)
         try:
             await batcher.warm_up(PATCH_SAMPLES)
@@ -117,7 +125,7 @@ def test_queue_wait_runs_from_when_each_patch_was_added_not_from_when_its_job_op
     model = "queue-wait-check"
 
     async def scenario():
-        batcher = Batcher(one_worker_runner, model=model, max_batch=2, max_wait_seconds=0.0, max_queue_patches=64)
+        batcher = Batcher(one_worker_runner, model=model, policy=policy(workers=1, max_batch=2), max_queue_patches=64)
         batcher.start()
         try:
             job = batcher.open_job()

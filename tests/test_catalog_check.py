@@ -106,3 +106,6 @@ def test_a_manifest_works_and_bad_arguments_exit_2(catalog, tmp_path):
     assert json.loads(result.stdout)["refusals"] == {"unreadable_file": 1}
     assert check(catalog, tmp_path / "rows.csv").returncode == 2  # unknown output format
     assert check(tmp_path / "absent", tmp_path / "rows.jsonl").returncode == 2
+    for limit in ("--min-seconds", "--max-seconds", "--max-bytes", "--workers"):  # checked as the backfill checks them
+        refused = check(catalog, tmp_path / "rows.jsonl", limit, "-1")
+        assert refused.returncode == 2 and f"argument {limit}: must be" in refused.stderr, refused.stderr

@@ -1,21 +1,32 @@
-"""Running a graph (service/run.py): outputs per patch, the fixed-size padding used on CUDA, and how many batches
-run at once on how many threads."""
+"""Running a graph (service/run.py): outputs per patch, the fixed-size padding used on CUDA, and the batch policy:
+how large batches are and how many run at once on how many threads."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.run import (Runner, choose_providers, cgroup_cpu_limit, load_runner, parse_cpu_max, quota_cores,
-                         resolve_parallelism, usable_cpus)
+from service.config import Settings
+from service.run import (Runner, batch_policy, cgroup_cpu_limit, choose_providers, load_runner,
+                         parse_cpu_max, quota_cores, usable_cpus)
 
 
 @pytest.fixture(scope="module")
 def cpu_runner(models_dir) -> Runner:
-    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", 0, ())
+    threads = batch_policy(Settings(), on_cuda=False).intra_op_threads
+    return load_runner(models_dir / "msd-musicnn.onnx", "cpu", threads)
+
+
+def workers_and_threads(on_cuda: bool, workers: int, intra_op_threads: int,
+                        cpus_for_decoding: int = 0) -> tuple[int, int]:
+    """(inference workers, intra-op threads) of the policy for these settings (0 = "choose")."""
+    settings = Settings(inference_workers=workers, intra_op_threads=intra_op_threads)
+    policy = batch_policy(settings, on_cuda, cpus_for_decoding)
+    return policy.inference_workers, policy.intra_op_threads
 
 
 def patches(n: int, seed: int = 0) -> np.ndarray:
@@ -54,20 +65,43 @@ def test_cpu_is_chosen_unless_cuda_is_available_and_an_unavailable_cuda_is_refus
 
 def test_on_cpu_each_usable_cpu_gets_a_single_threaded_worker_unless_told_otherwise():
     cpus = usable_cpus()
-    assert resolve_parallelism(on_cuda=False, workers=0, intra_op_threads=0) == (cpus, 1)
-    assert resolve_parallelism(on_cuda=False, workers=1, intra_op_threads=0) == (1, cpus)
-    assert resolve_parallelism(on_cuda=False, workers=2 * cpus, intra_op_threads=0) == (2 * cpus, 1)
-    assert resolve_parallelism(on_cuda=False, workers=3, intra_op_threads=4) == (3, 4)
+    assert workers_and_threads(on_cuda=False, workers=0, intra_op_threads=0) == (cpus, 1)
+    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=0) == (1, cpus)
+    assert workers_and_threads(on_cuda=False, workers=2 * cpus, intra_op_threads=0) == (2 * cpus, 1)
+    assert workers_and_threads(on_cuda=False, workers=3, intra_op_threads=4) == (3, 4)
 
 
 def test_on_cuda_one_worker_and_onnx_runtimes_own_thread_default_unless_told_otherwise():
-    assert resolve_parallelism(on_cuda=True, workers=0, intra_op_threads=0) == (1, 0)
-    assert resolve_parallelism(on_cuda=True, workers=2, intra_op_threads=1) == (2, 1)
+    assert workers_and_threads(on_cuda=True, workers=0, intra_op_threads=0) == (1, 0)
+    assert workers_and_threads(on_cuda=True, workers=2, intra_op_threads=1) == (2, 1)
 
 
-def test_the_runner_records_its_workers_and_its_session_uses_the_resolved_thread_count(models_dir):
-    runner = load_runner(models_dir / "msd-musicnn.onnx", "cpu", workers=2)
-    assert runner.workers == 2
+def test_cpus_kept_for_decoding_are_not_given_to_inference_threads():
+    """The backfill's case: one inference worker beside decode processes gets the CPUs they leave, at least one."""
+    cpus = usable_cpus()
+    left = max(1, cpus - 1)
+    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=0, cpus_for_decoding=1) == (1, left)
+    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=0, cpus_for_decoding=cpus) == (1, 1)
+    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=3, cpus_for_decoding=1) == (1, 3)
+
+
+def test_batches_are_the_configured_size_on_cpu_and_the_largest_padded_size_on_cuda():
+    settings = Settings(max_batch_patches=8, max_batch_wait_ms=5, cuda_batch_sizes="4,1,16")
+    assert batch_policy(settings, on_cuda=False).max_batch_patches == 8
+    assert batch_policy(settings, on_cuda=True).max_batch_patches == 16
+    assert batch_policy(settings, on_cuda=False).max_wait_seconds == pytest.approx(0.005)
+
+
+def test_the_policy_is_a_frozen_value():
+    policy = batch_policy(Settings(), on_cuda=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.inference_workers = 99  # type: ignore[misc]
+
+
+def test_the_runners_session_uses_the_policys_thread_count(models_dir):
+    policy = batch_policy(Settings(inference_workers=2), on_cuda=False)
+    assert policy.inference_workers == 2
+    runner = load_runner(models_dir / "msd-musicnn.onnx", "cpu", policy.intra_op_threads)
     assert runner.session.get_session_options().intra_op_num_threads == max(1, usable_cpus() // 2)
 
 

@@ -261,6 +261,8 @@ def test_post_similar_errors(server, music_catalog):
             503, "no_index")
     problem(httpx.post(f"{server.url}/similar", params={"k": 0}, content=upload, headers=headers), 422,
             "invalid_parameter")
+    problem(httpx.post(f"{server.url}/similar", params={"hop": 0.01}, content=upload, headers=headers), 422,
+            "invalid_parameter")
 
 
 def test_models_and_metrics_describe_the_index(server, index_dir):

@@ -70,6 +70,14 @@ def manifest_names_another_model(models: Path, taxonomies: Path) -> Path:
     return path
 
 
+def manifest_for_another_sample_rate(models: Path, taxonomies: Path) -> Path:
+    path = models / f"{MODEL}.json"
+    manifest = json.loads(path.read_text())
+    manifest["sample_rate"] = 22_050  # the decoder gives 16 kHz only
+    path.write_text(json.dumps(manifest))
+    return path
+
+
 def onnx_that_does_not_parse_with_a_matching_hash(models: Path, taxonomies: Path) -> Path:
     """An operator "fixed" the hash by hand: the hash check passes, so onnxruntime itself must refuse the file."""
     path = models / f"{MODEL}.onnx"
@@ -108,6 +116,7 @@ BREAKERS: dict[str, Callable[[Path, Path], Path]] = {
     "truncated manifest JSON": truncate_manifest,
     "manifest whose onnx file is missing": delete_onnx,
     "manifest naming another model": manifest_names_another_model,
+    "manifest for another sample rate": manifest_for_another_sample_rate,
     "onnx that does not parse, manifest hash edited to match": onnx_that_does_not_parse_with_a_matching_hash,
     "taxonomy naming a tag the model does not have": taxonomy_with_unknown_tag,
     "taxonomy that is not JSON": taxonomy_not_json,

@@ -17,9 +17,11 @@ Memory is bounded whatever the track lengths: a worker holds one decoded chunk (
 holds at most one chunk per worker, the parent holds per track at most one patch of audio plus its outputs
 (1 KB per 3-s segment) and one batch. Nothing ever holds a whole track's samples.
 
-Modules, one per step: ``catalog`` (tracks, shards, size checks), ``workers`` (decode processes), ``run`` (the
-parent's loop, progress, cache warming; determinism is explained there), ``output`` (Parquet parts,
-``read_output``), ``cli`` (``taggram backfill``), ``codes`` (usage error, exit and error codes).
+Modules, one per step: ``catalog`` (tracks, shards, size checks), ``workers`` (decode processes), ``run`` (set-up:
+model, output directory, the shard's unfinished tracks), ``loop`` (the parent's loop), ``tracks`` (a track's state
+and batches; determinism is explained there), ``progress``, ``cache_warming`` (``--warm-cache``), ``output``
+(Parquet parts, ``read_output``), ``options`` (a run's options and summary), ``cli`` (``taggram backfill``),
+``codes`` (usage error, exit and error codes).
 
 Output directory (see docs/backfill.md)::
 

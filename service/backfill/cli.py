@@ -8,20 +8,22 @@ import json
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 from service.backfill.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from service.backfill.run import Backfill, Options, Summary
-from service.config import MAX_HOP_SECONDS, MAX_K, MIN_HOP_SECONDS, Settings
-from service.run import usable_cpus
+from service.backfill.options import Options, Summary
+from service.backfill.run import Backfill
+from service.cli_arguments import add_audio_limit_arguments, as_the_api, positive_float, positive_int
+from service.config import HopSeconds, ResultCount, Settings
+from service.logs import configure_logging
+from service.run import batch_policy, usable_cpus
 
 log = logging.getLogger("taggram.backfill")
 
 DEFAULT_CHUNK_SECONDS = 30.0
 # ONNX Runtime (CPU) holds ~30-45 MB of activations per patch of a batch (more from the second run on, when its
 # memory pattern is planned): 2 keeps the parent near 350 MB, and on CPU, with one inference thread, larger batches
-# are not faster (docs/backfill.md). On CUDA raise it (--batch-patches 16).
+# are not faster (docs/backfill.md). On CUDA batch_policy takes the largest TAGGRAM_CUDA_BATCH_SIZES instead.
 DEFAULT_BATCH_PATCHES = 2
 DEFAULT_TRACKS_PER_PART = 500
 DEFAULT_PART_SECONDS = 300.0
@@ -35,10 +37,18 @@ def default_workers() -> int:
     return max(1, usable_cpus() // 4)
 
 
-def default_inference_threads(workers: int) -> int:
-    """The CPUs the decode workers leave: ONNX Runtime threads fighting the decoders for a core lose more to
-    waiting for each other than they gain (docs/backfill.md)."""
-    return max(1, usable_cpus() - workers)
+def backfill_settings(settings: Settings, batch_patches: int) -> Settings:
+    """The service's settings with the backfill's batching, for ``service.run.batch_policy`` to decide the rest:
+    one batch at a time (the decode workers keep it fed) of ``batch_patches`` patches (of one track: see
+    ``service.backfill.tracks``)."""
+    return settings.model_copy(update={"inference_workers": 1, "max_batch_patches": batch_patches})
+
+
+def default_inference_threads(settings: Settings, workers: int) -> int:
+    """ONNX Runtime threads of the backfill's runs on CPU beside ``workers`` decode processes when none are set:
+    ``batch_policy``'s choice, the CPUs the decoders leave (docs/backfill.md)."""
+    unset = backfill_settings(settings, DEFAULT_BATCH_PATCHES).model_copy(update={"intra_op_threads": 0})
+    return batch_policy(unset, on_cuda=False, cpus_for_decoding=workers).intra_op_threads
 
 
 def _env_int(name: str, default: int) -> int:
@@ -52,30 +62,6 @@ def _env_int(name: str, default: int) -> int:
 
 
 def build_parser(settings) -> argparse.ArgumentParser:
-    def hop(text: str) -> float:
-        value = float(text)
-        if not MIN_HOP_SECONDS <= value <= MAX_HOP_SECONDS:
-            raise argparse.ArgumentTypeError(f"must be in [{MIN_HOP_SECONDS}, {MAX_HOP_SECONDS}] seconds (as the API)")
-        return value
-
-    def positive_int(text: str) -> int:
-        value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError("must be >= 1")
-        return value
-
-    def positive_float(text: str) -> float:
-        value = float(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError("must be > 0")
-        return value
-
-    def top_k(text: str) -> int:
-        value = positive_int(text)
-        if value > MAX_K:
-            raise argparse.ArgumentTypeError(f"must be <= {MAX_K} (as the API)")
-        return value
-
     p = argparse.ArgumentParser(
         prog="taggram backfill",
         description="Tag a catalog offline into Parquet: per-tag mean scores, top-k subgenres and the embedding of "
@@ -92,9 +78,10 @@ def build_parser(settings) -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=settings.models_dir, help="default: %(default)s")
     p.add_argument("--taxonomy-dir", type=Path, default=settings.taxonomy_dir,
                    help="taxonomy override folder, as TAGGRAM_TAXONOMY_DIR (default: the shipped taxonomies)")
-    p.add_argument("--hop", type=hop, default=None, metavar="SECONDS",
+    p.add_argument("--hop", type=as_the_api(HopSeconds), default=None, metavar="SECONDS",
                    help="seconds between segment starts, as the API's ?hop= (default: one patch, no overlap)")
-    p.add_argument("--top-k", type=top_k, default=DEFAULT_TOP_K, help="subgenres kept per track (default: 5)")
+    p.add_argument("--top-k", type=as_the_api(ResultCount), default=DEFAULT_TOP_K,
+                   help="subgenres kept per track, as the API's ?k= (default: %(default)s)")
     p.add_argument("--taggram", action="store_true", help="also write the per-segment tag scores")
     p.add_argument("--segment-embeddings", action="store_true",
                    help="also write the per-segment embeddings (what `taggram train-head` trains on)")
@@ -105,30 +92,23 @@ def build_parser(settings) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="decode processes = tracks in flight (default: a quarter of the CPUs, %(default)s here)")
     p.add_argument("--batch-patches", type=positive_int, default=DEFAULT_BATCH_PATCHES,
-                   help="patches per inference batch (one track's patches only); ~31 MB of memory each on "
-                        "CPU (default: %(default)s)")
+                   help="patches per inference batch on CPU (one track's patches only); ~31 MB of memory each "
+                        "(default: %(default)s); on CUDA the largest TAGGRAM_CUDA_BATCH_SIZES, as the service")
     p.add_argument("--tracks-per-part", type=positive_int, default=DEFAULT_TRACKS_PER_PART,
                    help="commit a part file after this many finished tracks (default: %(default)s)")
     p.add_argument("--part-seconds", type=positive_float, default=DEFAULT_PART_SECONDS,
                    help="... or after this many seconds with any finished track (default: %(default)s)")
     p.add_argument("--chunk-seconds", type=positive_float, default=DEFAULT_CHUNK_SECONDS,
                    help="decoded audio per worker message; bounds memory (default: %(default)s)")
-    p.add_argument("--max-seconds", type=positive_float, default=settings.max_audio_seconds,
-                   help="longest track, as TAGGRAM_MAX_AUDIO_SECONDS (default: %(default)s)")
-    p.add_argument("--min-seconds", type=float, default=settings.min_audio_seconds,
-                   help="shortest track, as TAGGRAM_MIN_AUDIO_SECONDS (default: %(default)s)")
-    p.add_argument("--max-bytes", type=positive_int, default=settings.max_upload_bytes,
-                   help="largest file, as TAGGRAM_MAX_UPLOAD_BYTES (default: %(default)s)")
-    p.add_argument("--damaged-audio", choices=("warn", "refuse"), default=settings.damaged_audio,
-                   help="damaged or truncated audio: a result row with its warnings, or an error row damaged_audio; "
-                        "as TAGGRAM_DAMAGED_AUDIO (default: %(default)s)")
+    add_audio_limit_arguments(p, settings)  # what the service would refuse becomes an error row
     p.add_argument("--warm-cache", action="store_true",
                    help="also store every analysis in the service's Redis cache (same key scheme)")
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=settings.device)
     p.add_argument("--intra-op-threads", type=int, default=settings.intra_op_threads or None,
                    help="ONNX Runtime threads (default: TAGGRAM_INTRA_OP_THREADS if set, else the CPUs minus "
-                        f"--workers, {default_inference_threads(default_workers())} here with the default workers)")
+                        f"--workers, {default_inference_threads(settings, default_workers())} here with the default "
+                        "workers; on CUDA the runtime's default)")
     p.add_argument("--progress", choices=("auto", "bar", "log"), default="auto",
                    help="auto: a bar on a terminal, else a log line every --progress-seconds")
     p.add_argument("--progress-seconds", type=positive_float, default=30.0)
@@ -148,20 +128,18 @@ def parse_options(argv: list[str] | None) -> Options:
         parser.error(f"shard index {shard_index} is not in [0, {shard_count}) (shard count {shard_count})")
     if args.warm_cache and not args.redis_url:
         parser.error("--warm-cache needs --redis-url or TAGGRAM_REDIS_URL (the service's Redis)")
-    if args.min_seconds < 0:
-        parser.error("--min-seconds must be >= 0")
     overrides = {
         "default_model": args.model, "models_dir": args.models_dir, "taxonomy_dir": args.taxonomy_dir,
         "max_audio_seconds": args.max_seconds, "min_audio_seconds": args.min_seconds,
         "max_upload_bytes": args.max_bytes, "damaged_audio": args.damaged_audio, "redis_url": args.redis_url,
-        "device": args.device,
-        "intra_op_threads": args.intra_op_threads or default_inference_threads(args.workers),
+        "device": args.device, "intra_op_threads": args.intra_op_threads or 0,  # 0: batch_policy chooses
     }
     return Options(
-        settings=settings.model_copy(update=overrides), source=args.source, out=args.out, hop_seconds=args.hop,
+        settings=backfill_settings(settings.model_copy(update=overrides), args.batch_patches),
+        source=args.source, out=args.out, hop_seconds=args.hop,
         top_k=args.top_k, taggram=args.taggram, segment_embeddings=args.segment_embeddings,
         shard_index=shard_index, shard_count=shard_count,
-        workers=args.workers, batch_patches=args.batch_patches, tracks_per_part=args.tracks_per_part,
+        workers=args.workers, tracks_per_part=args.tracks_per_part,
         part_seconds=args.part_seconds, chunk_seconds=args.chunk_seconds, warm_cache=args.warm_cache,
         progress=args.progress, progress_seconds=args.progress_seconds,
     )  # fmt: skip
@@ -182,8 +160,7 @@ def log_summary(summary: Summary) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``taggram backfill``; prints the summary as one JSON line on stdout."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging("info")
     options = parse_options(argv)
     backfill = Backfill(options)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from service.backfill.codes import INTERNAL_ERROR, UNREADABLE_FILE
 from service.decode import DecodeError, iter_decoded
 
-if TYPE_CHECKING:  # annotations only: a worker never imports the run loop
-    from service.backfill.run import _TrackState
+if TYPE_CHECKING:  # annotations only: a worker never imports the run loop's modules
+    from service.backfill.tracks import TrackState
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ WORKER_QUEUE = 2
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
-    tasks: deque = field(default_factory=deque)  # _TrackState, in the order sent; tasks[0] is being decoded
+    tasks: deque = field(default_factory=deque)  # TrackState, in the order sent; tasks[0] is being decoded
 
 
 class WorkerPool:
@@ -112,7 +112,7 @@ class WorkerPool:
     def busy(self) -> list[_Worker]:
         return [w for w in self.workers if w.tasks]
 
-    def assign(self, worker: _Worker, state: _TrackState, limits: DecodeLimits) -> None:
+    def assign(self, worker: _Worker, state: TrackState, limits: DecodeLimits) -> None:
         """Queue ``state``'s file on ``worker``; an idle worker found dead is replaced first."""
         try:
             worker.conn.send((state.seq, state.track.path, limits))

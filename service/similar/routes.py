@@ -7,8 +7,8 @@ import asyncio
 from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from service.config import MAX_K
 from service.errors import Problem
+from service.parameters import HopQuery, ModelQuery, NeighbourCountQuery
 from service.analysis import mean_over_segments
 from service.respond import DecodeReport, decode_report
 from service.similar.serving import Indexes, LoadedIndex, Neighbour
@@ -54,16 +54,15 @@ def answer(model: str, index: LoadedIndex, found: list[Neighbour]) -> dict:
     return {"model": model, "neighbours": neighbours, "duplicate": any(n.duplicate for n in neighbours)}
 
 
-def declare(app: FastAPI, indexes: Indexes, pick_model, analysis_for, protected: list, model_query, hop_query,
-            audio_body: dict, problem_responses: dict) -> None:
-    k_query = Query(DEFAULT_K, ge=1, le=MAX_K, description="How many neighbours")
+def declare(app: FastAPI, indexes: Indexes, pick_model, analysis_for, protected: list, audio_body: dict,
+            problem_responses: dict) -> None:
     responses = {**problem_responses, 503: {"description": "Overloaded, or no index for the model (code no_index)",
                                             "content": {"application/problem+json": {}}}}
 
     @app.post("/similar", response_model=SimilarUploadResponse, dependencies=protected, openapi_extra=audio_body,
               responses=responses, summary="Catalog tracks most similar to an upload; duplicate flags")
-    async def similar_upload(request: Request, model: str | None = model_query, hop: float | None = hop_query,
-                             k: int = k_query,
+    async def similar_upload(request: Request, model: ModelQuery = None, hop: HopQuery = None,
+                             k: NeighbourCountQuery = DEFAULT_K,
                              artist_id: str | None = Query(None, description="The upload's artist, for exclude_artist"),
                              exclude_artist: bool = Query(False, description="Drop neighbours by artist_id's tracks")):
         chosen = pick_model(model)
@@ -82,7 +81,7 @@ def declare(app: FastAPI, indexes: Indexes, pick_model, analysis_for, protected:
                                            "content": {"application/problem+json": {}}}},
              summary="Catalog tracks most similar to a catalog track")
     async def similar_track(track_id: str = Path(description="A track id of the backfill catalog"),
-                            model: str | None = model_query, k: int = k_query,
+                            model: ModelQuery = None, k: NeighbourCountQuery = DEFAULT_K,
                             exclude_artist: bool = Query(False, description="Drop neighbours by the track's artist")):
         chosen = pick_model(model)
         index = index_for(indexes, chosen.name)
