@@ -16,8 +16,8 @@ print only).
    in 200-d, 1-2 classes per track, 10 tracks per artist), on 2 cores (BLAS pool 2 threads, ``--jobs 2``):
    * one ``logreg-pooled`` fit as ``train-head`` makes it at the end (with its inner 3-fold Platt calibration:
      4 logistic fits per class) at each ``--sizes``;
-   * the previous configuration (classes one at a time, each fit on 2 BLAS threads) next to the current one,
-     interleaved, at ``--compare-sizes``, with the largest difference between their probabilities;
+   * the previous configuration (classes one at a time, each fit on 2 BLAS threads), then the current one, on
+     the same data at ``--compare-sizes``, with the largest difference between their probabilities;
    * the whole ``train-head`` selection for ``logreg-pooled`` (grouped 5-fold CV, then the final fit) at
      ``--selection-size``, with its cross-validated macro ROC-AUC / PR-AUC on the synthetic classes;
    * one calibrated ``mlp-pooled`` fit at ``--mlp-size`` (its cost per track, to bound it at 100k).
@@ -249,7 +249,7 @@ def report_training(scaling: list[dict], previous: list[dict], selection: dict |
         rows = [[f"{r['tracks']:,}", f"{r['previous_wall_s']:.1f}", f"{r['previous_cpu_s']:.1f}", f"{r['wall_s']:.1f}",
                  f"{r['cpu_s']:.1f}", f"{r['max_probability_difference']:.0e}"] for r in previous]
         lines += ["The previous configuration (classes one at a time, each fit on the whole BLAS pool of "
-                  f"{BLAS_POOL_THREADS} threads) against the current one, interleaved:", "",
+                  f"{BLAS_POOL_THREADS} threads) and the current one, one after the other on the same data:", "",
                   common.markdown_table(["tracks", "previous wall s", "previous CPU s", "now wall s", "now CPU s",
                                          "max abs probability difference"], rows), ""]
     if selection:
