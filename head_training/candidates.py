@@ -29,6 +29,7 @@ MLP_HIDDEN = 64  # units: 200·64 + 64·classes weights, a few tens of KB
 MLP_ALPHA = 1e-3  # L2
 MLP_MAX_ITER = 300
 PROBABILITY_CLIP = 1e-4  # a class constant in a training set gets this logit floor, not ±inf
+BLAS_THREADS_PER_FIT = 1  # per logistic fit; parallelism comes from fitting classes side by side (``jobs``)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Candidate:
     name: str
     pooling: str  # head.POOLINGS
     uses_segments: bool
-    fit_logits: Callable  # (X, Y, seed) -> layers on *standardised* X whose last layer gives logits
+    fit_logits: Callable  # (X, Y, seed, jobs) -> layers on *standardised* X whose last layer gives logits
 
 
 def _constant_logit(y: np.ndarray) -> float:
@@ -44,22 +45,38 @@ def _constant_logit(y: np.ndarray) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def _fit_logreg(x: np.ndarray, y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fit_binary_logreg(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """One class's (weights, bias); a class constant in this training set gets the clipped constant logit."""
     from sklearn.linear_model import LogisticRegression
 
-    weights = np.zeros((x.shape[1], y.shape[1]))
-    bias = np.zeros(y.shape[1])
-    for c in range(y.shape[1]):
-        if y[:, c].min() == y[:, c].max():
-            bias[c] = _constant_logit(y[:, c])
-            continue
-        model = LogisticRegression(C=REGULARISATION_C, class_weight="balanced", max_iter=MAX_ITER)
-        model.fit(x, y[:, c])
-        weights[:, c], bias[c] = model.coef_[0], model.intercept_[0]
+    if y.min() == y.max():
+        return np.zeros(x.shape[1]), _constant_logit(y)
+    model = LogisticRegression(C=REGULARISATION_C, class_weight="balanced", max_iter=MAX_ITER)
+    model.fit(x, y)
+    return model.coef_[0], float(model.intercept_[0])
+
+
+def _fit_logreg(x: np.ndarray, y: np.ndarray, seed: int, jobs: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One-vs-rest: the classes are independent fits, run ``jobs`` at a time, each on one BLAS thread.
+
+    Why one BLAS thread: lbfgs on [tracks, 200] spends its time in matrix-vector products, too small for
+    OpenBLAS's threads to pay off; at 2 threads on 2 busy cores the threads' hand-offs made one calibrated fit
+    of 4000 tracks take 113 CPU-s instead of 3.3 (docs/heads.md, "Training time"). The cores are used by fitting
+    classes side by side instead (threads: the arrays are shared, and BLAS and lbfgs release the GIL)."""
+    from sklearn.utils.parallel import Parallel, delayed
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=BLAS_THREADS_PER_FIT, user_api="blas"):
+        fitted = Parallel(n_jobs=jobs, backend="threading")(
+            delayed(_fit_binary_logreg)(x, y[:, c]) for c in range(y.shape[1]))
+    weights = np.stack([w for w, _ in fitted], axis=1)
+    bias = np.array([b for _, b in fitted])
     return [(weights, bias)]
 
 
-def _fit_mlp(x: np.ndarray, y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fit_mlp(x: np.ndarray, y: np.ndarray, seed: int, jobs: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One joint fit of every class (``jobs`` has nothing to split): its matrix products are large enough for
+    the BLAS threads the environment gives."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -130,8 +147,9 @@ def training_matrix(candidate: Candidate, rows: np.ndarray, pooled: np.ndarray, 
 
 
 def fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
-        calibrate: bool = True) -> Head:
-    """Fit on (x, y), calibrate on inner grouped out-of-fold logits, fold it all into a Head."""
+        calibrate: bool = True, jobs: int = 1) -> Head:
+    """Fit on (x, y), calibrate on inner grouped out-of-fold logits, fold it all into a Head. ``jobs``: classes
+    fitted side by side by the one-vs-rest candidates (the result does not depend on it)."""
     from sklearn.preprocessing import StandardScaler
 
     x64 = x.astype(np.float64)
@@ -139,23 +157,24 @@ def fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, groups: np.ndarray, 
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     xs = (x64 - scaler.mean_) / scale
     y = y.astype(int)
-    layers = candidate.fit_logits(xs, y, seed)
+    layers = candidate.fit_logits(xs, y, seed, jobs)
     if calibrate:
-        slope, offset = _platt(*_inner_oof_logits(candidate, xs, y, groups, seed), y)
+        slope, offset = _platt(*_inner_oof_logits(candidate, xs, y, groups, seed, jobs), y)
         layers[-1] = fold_platt(*layers[-1], slope, offset)
     layers[0] = fold_standardisation(*layers[0], scaler.mean_, scale)
     return Head(candidate.name, candidate.pooling, [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers])
 
 
-def _inner_oof_logits(candidate: Candidate, xs: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int):
+def _inner_oof_logits(candidate: Candidate, xs: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
+                      jobs: int):
     """Out-of-fold logits of an inner grouped split, and per (row, class) whether they are usable: a class with
     no positive (or no negative) in an inner training set gives constant logits that say nothing about ranking,
     and would pull Platt's slope the wrong way."""
     if len(set(groups.tolist())) < 2:
-        return _logits(candidate.fit_logits(xs, y, seed), xs), np.ones(y.shape, bool)  # in-sample (optimistic)
+        return _logits(candidate.fit_logits(xs, y, seed, jobs), xs), np.ones(y.shape, bool)  # in-sample (optimistic)
     oof = np.zeros(y.shape, np.float64)
     usable = np.zeros(y.shape, bool)
     for train, test in grouped_folds(groups.tolist(), INNER_FOLDS, seed, primary_class(y)):
-        oof[test] = _logits(candidate.fit_logits(xs[train], y[train], seed), xs[test])
+        oof[test] = _logits(candidate.fit_logits(xs[train], y[train], seed, jobs), xs[test])
         usable[test] = (y[train].min(axis=0) != y[train].max(axis=0))[None, :]
     return oof, usable

@@ -27,7 +27,7 @@ from head_training.dataset import Dataset, load
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
-from head_training.train import available, out_of_fold
+from head_training.train import DEFAULT_JOBS, available, out_of_fold, positive_int
 
 
 def class_tag_indices(data: Dataset, tag_map: dict[str, list[str]]) -> list[list[int]]:
@@ -71,7 +71,8 @@ def run(args) -> dict:
     assert_disjoint(data.groups, folds)
     results = {}
     for candidate in available(data, args.candidates.split(",")):
-        results[candidate.name] = evaluate(data.targets, out_of_fold(candidate, data, folds, args.seed), data.classes)
+        oof = out_of_fold(candidate, data, folds, args.seed, jobs=args.jobs)
+        results[candidate.name] = evaluate(data.targets, oof, data.classes)
         print(candidate.name, results[candidate.name]["macro"], file=sys.stderr, flush=True)
     for name, scores in tag_baselines(data, tag_idx, folds).items():
         results[name] = evaluate(data.targets, scores, data.classes)
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", default=",".join(cand.CANDIDATES))
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
+                   help="classes fitted side by side (default: %(default)s)")
     p.add_argument("--min-examples", type=int, default=5)
     p.add_argument("--min-artists", type=int, default=2)
     args = p.parse_args(argv)

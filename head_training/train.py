@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,16 +30,18 @@ log = logging.getLogger("taggram.train_head")
 
 EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_SEED = 0
+DEFAULT_JOBS = os.cpu_count() or 1  # the fits are CPU-bound, one BLAS thread each (candidates._fit_logreg)
 NAME_PATTERN = "^[a-z0-9][a-z0-9._-]*$"  # as model names: a file stem and a URL query value
 
 
-def out_of_fold(candidate: cand.Candidate, data: Dataset, folds, seed: int, calibrate: bool = True) -> np.ndarray:
+def out_of_fold(candidate: cand.Candidate, data: Dataset, folds, seed: int, calibrate: bool = True,
+                jobs: int = 1) -> np.ndarray:
     """Track-level probabilities [tracks, classes], each from a head that never saw that track's group."""
     groups = np.asarray(data.groups)
     oof = np.zeros(data.targets.shape, np.float32)
     for train, test in folds:
         x, y, g = cand.training_matrix(candidate, train, data.pooled, data.segments, data.targets, groups)
-        head = cand.fit(candidate, x, y, g, seed, calibrate)
+        head = cand.fit(candidate, x, y, g, seed, calibrate, jobs)
         segments = [data.segments[i] for i in test] if data.segments is not None else None
         oof[test] = head.track_scores(data.pooled[test], segments)
     return oof
@@ -49,13 +52,14 @@ def available(data: Dataset, names: list[str]) -> list[cand.Candidate]:
     return [c for c in chosen if not c.uses_segments or data.segments is not None]
 
 
-def select(data: Dataset, names: list[str], n_folds: int, seed: int):
+def select(data: Dataset, names: list[str], n_folds: int, seed: int, jobs: int = 1):
     folds = grouped_folds(data.groups, n_folds, seed, primary_class(data.targets))
     assert_disjoint(data.groups, folds)
     scored = {}
     for candidate in available(data, names):
         started = time.perf_counter()
-        scored[candidate.name] = evaluate(data.targets, out_of_fold(candidate, data, folds, seed), data.classes)
+        oof = out_of_fold(candidate, data, folds, seed, jobs=jobs)
+        scored[candidate.name] = evaluate(data.targets, oof, data.classes)
         scored[candidate.name]["cv_seconds"] = round(time.perf_counter() - started, 2)
         log.info("%s: %s", candidate.name, scored[candidate.name]["macro"])
     best = max(scored, key=lambda n: (scored[n]["macro"]["pr_auc"] or 0, scored[n]["macro"]["roc_auc"] or 0))
@@ -96,6 +100,13 @@ def build_manifest(data: Dataset, labels, chosen: cand.Candidate, scored: dict, 
     }
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from service.config import Settings
 
@@ -115,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated candidate heads to compare (default: %(default)s)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="grouped CV folds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
+                   help="classes fitted side by side, one core each (default: the CPU count, %(default)s)")
     p.add_argument("--min-examples", type=int, default=DEFAULT_MIN_EXAMPLES)
     p.add_argument("--min-artists", type=int, default=DEFAULT_MIN_ARTISTS)
     return p
@@ -150,10 +163,10 @@ def run(args: argparse.Namespace) -> dict:
                 min_examples=args.min_examples, min_artists=args.min_artists)
     for warning in data.warnings:
         log.warning("%s", warning)
-    chosen, scored, folds = select(data, args.candidates.split(","), args.folds, args.seed)
+    chosen, scored, folds = select(data, args.candidates.split(","), args.folds, args.seed, args.jobs)
     x, y, g = cand.training_matrix(chosen, np.arange(len(data.track_ids)), data.pooled, data.segments, data.targets,
                                    np.asarray(data.groups))
-    head = cand.fit(chosen, x, y, g, args.seed)
+    head = cand.fit(chosen, x, y, g, args.seed, jobs=args.jobs)
     manifest = build_manifest(data, labels, chosen, scored, folds, args)
     onnx_path, json_path = write_artefact(head, args.name, args.output, manifest)
     return {"head": args.name, "chosen": chosen.name, "onnx": str(onnx_path), "manifest": str(json_path),
