@@ -150,6 +150,18 @@ def write_backfill_like(out: Path, vectors: np.ndarray, onnx_sha256: str) -> Non
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
 
+def test_catalog_normalisation_removes_the_common_component_and_scales_to_unit_length():
+    raw = clustered(300) + 20.0  # a large component shared by every track, as raw musicnn embeddings have
+    vectors, mean = artefact.normalise_catalog(raw)
+    np.testing.assert_allclose(mean, raw.astype(np.float64).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    unit_raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    off_diagonal = ~np.eye(len(raw), dtype=bool)
+    assert np.median((unit_raw @ unit_raw.T)[off_diagonal]) > 0.9  # raw: every pair looks alike
+    assert abs(np.median((vectors @ vectors.T)[off_diagonal])) < 0.2  # centred: unrelated tracks scatter around 0
+    np.testing.assert_allclose(artefact.normalise(raw[:5], mean), vectors[:5], atol=1e-6)  # a query, the same way
+
+
 @pytest.mark.parametrize("storage", ["f32", "f16"])
 def test_hnsw_equals_exact_on_a_small_index(tmp_path, storage):
     vectors = clustered(500)

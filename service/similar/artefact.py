@@ -95,5 +95,17 @@ def normalise(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return (centred / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+def catalog_mean(raw: np.ndarray) -> np.ndarray:
+    """The catalog's mean embedding, accumulated in float64 (10⁶ float32 rows lose digits summed in float32)."""
+    return np.asarray(raw, dtype=np.float64).mean(axis=0).astype(np.float32)
+
+
+def normalise_catalog(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A catalog's raw embeddings → (the vectors an index stores, the mean every query is normalised with). The one
+    catalog normalisation: ``taggram index build`` and bench/similar.py both call it."""
+    mean = catalog_mean(raw)
+    return normalise(raw, mean), mean
+
+
 def write_manifest(path: Path, manifest: IndexManifest) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(json.dumps(manifest.model_dump(), indent=1)))

@@ -119,8 +119,7 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
     if len(set(track_ids)) != len(track_ids):
         raise UsageError(f"{backfill_out}: a track id appears in more than one results row")
     raw = embeddings(table)
-    mean = raw.astype(np.float64).mean(axis=0).astype(np.float32)
-    vectors = artefact.normalise(raw, mean)
+    vectors, mean = artefact.normalise_catalog(raw)
     if duplicate_threshold is None:
         duplicate_threshold = CALIBRATED_DUPLICATE_THRESHOLDS.get(model, DEFAULT_DUPLICATE_THRESHOLD)
     library = choose_library(backend, len(vectors))
