@@ -151,6 +151,8 @@ def limited_queries(args, model: str) -> Path:
 
 def run_model(args, model: str) -> None:
     common = ["--model", model, "--models-dir", REPO_ROOT / "models", "--progress", "log", "--progress-seconds", "60"]
+    if args.intra_op_threads:
+        common += ["--intra-op-threads", args.intra_op_threads]
     taggram("backfill", args.work / "originals.csv", "--out", args.work / model / "originals", *common)
     taggram("backfill", limited_queries(args, model), "--out", args.work / model / "variants", *common)
     if not (args.work / model / "index" / f"{model}.json").exists():
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-limit-other", type=int, default=30, help="query tracks for the models after the first")
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--steps", default="prepare,run,evaluate")
+    parser.add_argument("--intra-op-threads", type=int, help="the backfill's ONNX Runtime threads (default: its own)")
     args = parser.parse_args(argv)
     steps = args.steps.split(",")
     if "prepare" in steps:
