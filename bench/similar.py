@@ -20,9 +20,10 @@ Two data sources (``--source``):
   (``--segments DIR``). Tracks holding ``HELD_OUT_FRACTION`` of the segments are held out. Up to the number of
   segments available the catalog is real segment vectors (sampled without replacement); the queries are half
   segments of held-out tracks ("a new track") and half segments of catalog tracks removed from the catalog (a
-  shifted window of a known track). Above that the catalog is **derived**: means of random contiguous spans of
-  ``SPAN_SEGMENTS`` segments of one track (an excerpt's embedding), queries likewise from held-out tracks and from
-  fresh spans of catalog tracks: many overlapping excerpts of the same few hundred tracks, not independent tracks.
+  shifted window of a known track). Above that the catalog is **derived**: means of distinct random contiguous
+  spans (``SPAN_MIN_SEGMENTS`` segments to the whole track) of one track (an excerpt's embedding), queries likewise
+  from held-out tracks and from spans of catalog tracks that are not in the catalog: many overlapping excerpts of
+  the same few hundred tracks, not independent tracks.
 
 Both are normalised with the service's own function (``artefact.normalise_catalog``: catalog mean removed, unit
 length). Run::
@@ -65,8 +66,8 @@ BUILD_CHUNK = 50_000
 LIBRARIES = ("exact", "faiss-hnsw", "faiss-ivf", "usearch-f32", "usearch-f16", "usearch-i8", "voyager")
 # Real source: tracks holding this share of the segments are held out (their segments/spans are "new track" queries).
 HELD_OUT_FRACTION = 0.05
-# Derived vectors: the mean of this many consecutive segments of one track (inclusive range; 2-30 s at a 0.5-s hop).
-SPAN_SEGMENTS = (4, 60)
+# Derived vectors: the mean of at least this many consecutive segments of one track (6 s at the default hop).
+SPAN_MIN_SEGMENTS = 2
 DERIVE_CHUNK = 100_000  # span means computed per chunk: bounded temporaries
 
 
@@ -120,19 +121,28 @@ def split_tracks(tracks: list[np.ndarray], rng: np.random.Generator) -> tuple[li
 
 
 def span_means(tracks: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    """n means of random contiguous spans (SPAN_SEGMENTS long, shorter for shorter tracks) of one track each;
-    tracks drawn in proportion to their segments, so every segment is about equally likely to be covered."""
+    """n means of distinct contiguous spans (at least SPAN_MIN_SEGMENTS, at most the whole track) of one track
+    each, drawn uniformly without replacement among all such spans: no two rows are the same span, so no exact
+    duplicates (ties in the ground truth that no index could rank alike)."""
     lengths = np.array([len(t) for t in tracks])
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    prefix = np.zeros((starts[-1] + 1, DIM), np.float64)  # prefix[i] = sum of the first i segments
+    # one entry per (track, span length): how many starts it has; an entry's spans are numbered consecutively
+    entry_track = np.concatenate([np.full(max(0, l - SPAN_MIN_SEGMENTS + 1), i) for i, l in enumerate(lengths)])
+    entry_span = np.concatenate([np.arange(SPAN_MIN_SEGMENTS, l + 1) for l in lengths])
+    entry_first = np.concatenate([[0], np.cumsum(lengths[entry_track] - entry_span + 1)])
+    if n > entry_first[-1]:
+        raise SystemExit(f"{n} derived vectors asked, {entry_first[-1]} distinct spans exist: a smaller size or a "
+                         "backfill with a smaller --hop")
+    segment_first = np.concatenate([[0], np.cumsum(lengths)])
+    prefix = np.zeros((segment_first[-1] + 1, DIM), np.float64)  # prefix[i] = sum of the first i segments
     np.cumsum(np.concatenate(tracks).astype(np.float64), axis=0, out=prefix[1:])
+    chosen = rng.choice(entry_first[-1], n, replace=False)
     out = np.empty((n, DIM), np.float32)
     for first in range(0, n, DERIVE_CHUNK):
-        count = min(DERIVE_CHUNK, n - first)
-        track = rng.choice(len(tracks), count, p=lengths / lengths.sum())
-        span = np.minimum(rng.integers(SPAN_SEGMENTS[0], SPAN_SEGMENTS[1] + 1, count), lengths[track])
-        begin = starts[track] + (rng.random(count) * (lengths[track] - span + 1)).astype(np.int64)
-        out[first:first + count] = (prefix[begin + span] - prefix[begin]) / span[:, None]
+        part = chosen[first:first + DERIVE_CHUNK]
+        entry = np.searchsorted(entry_first, part, side="right") - 1
+        span = entry_span[entry]
+        begin = segment_first[entry_track[entry]] + part - entry_first[entry]
+        out[first:first + len(part)] = (prefix[begin + span] - prefix[begin]) / span[:, None]
     return out
 
 
@@ -147,7 +157,8 @@ def make_real(n: int, folder: Path, segments_dir: Path, seed: int = 13) -> dict:
         new = np.concatenate(held)[rng.choice(sum(len(t) for t in held), QUERIES - half, replace=False)]
         kind = "segments"
     else:  # derived: span means (excerpts), queries from held-out tracks and fresh spans of catalog tracks
-        raw, shifted, new = span_means(known, n, rng), span_means(known, half, rng), span_means(held, QUERIES - half, rng)
+        both = span_means(known, n + half, rng)  # the catalog and, distinct from every catalog span, queries
+        raw, shifted, new = both[half:], both[:half], span_means(held, QUERIES - half, rng)
         kind = "span means (derived)"
     catalog, mean = artefact.normalise_catalog(raw)
     save_data(folder, catalog, artefact.normalise(np.vstack([shifted, new]), mean))
