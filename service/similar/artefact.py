@@ -51,7 +51,7 @@ class IndexManifest(BaseModel):
     normalisation: dict  # {"method": NORMALISATION, "mean": [dim floats]}
     library: str  # "numpy" (exact) or "usearch"
     library_version: str
-    storage: str  # "f32", "f16", "i8"
+    storage: str  # "f32" or "f16" (build.HNSW_STORAGES)
     hnsw: dict | None = None  # connectivity, expansion_add, expansion_search
     duplicate_threshold: float
     duplicate_calibration: str
