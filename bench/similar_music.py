@@ -62,11 +62,14 @@ MODELS = ("msd-musicnn", "msd-vgg", "mtt-musicnn", "mtt-vgg")
 
 
 def decode_track(path: str) -> np.ndarray:
-    """The whole file as float32 [2, n] at RATE_HZ."""
-    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=RATE_HZ)
+    """The whole file as float32 [channels, n] at RATE_HZ, in the file's own channel layout: upmixing a mono file to
+    stereo would lower each channel by 3 dB (FFmpeg's centre mix level), and the service's downmix would then see a
+    quieter copy, not a re-encoding."""
     chunks = []
     with av.open(path, metadata_errors="ignore") as container:  # some game files carry latin-1 tags
-        for frame in container.decode(container.streams.audio[0]):
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=RATE_HZ)
+        for frame in container.decode(stream):
             chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
         chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # the resampler's tail
     return np.concatenate(chunks, axis=1).astype(np.float32)
