@@ -17,7 +17,7 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
    calibrated on the even-numbered query tracks and the precision/recall reported on the odd-numbered ones, at
    the calibrated threshold and at the one the service ships (``CALIBRATED_DUPLICATE_THRESHOLDS``).
 
-Run (CPU-bound: ≈ 12 000 patches per model for 110 tracks and 30 query tracks)::
+Run (CPU-bound: ≈ 11 000 patches per model for 110 tracks of 60-180 s and 30 query tracks)::
 
     PYTHONPATH=$PWD python bench/similar_music.py --corpus /work/corpus/corpus.csv --work /tmp/simmusic-full \
         --tracks 110 --queries 30 --query-limit-other 30
