@@ -4,7 +4,7 @@ Builds one f16 index with the service's settings (service/similar/search.py) ove
 measures, for each ``expansion_search``, recall@10 against ``FOLDER/truth.npy`` and single-thread query time, in
 memory and memory-mapped (``Index.restore(view=True)``, as the service serves it).
 
-Usage: .venv/bin/python -m bench.similar_ef_sweep [FOLDER] [--ef 64,128,256,512]
+Usage: .venv/bin/python -m bench.similar_ef_sweep [FOLDER] [--ef 64,128,256,512] [--connectivity 16]
 FOLDER defaults to the 10⁶ catalog bench/similar.py leaves in /tmp/taggram-bench-similar/1000000 (run
 ``python bench/similar.py --sizes 1000000 --libraries exact`` first to make it).
 """
@@ -26,8 +26,8 @@ ADD_CHUNK = 50_000  # vectors added per call: bounds the build's temporary copie
 K = 10
 
 
-def build(catalog: np.ndarray) -> Index:
-    index = Index(ndim=catalog.shape[1], metric="ip", dtype="f16", connectivity=HNSW_CONNECTIVITY,
+def build(catalog: np.ndarray, connectivity: int) -> Index:
+    index = Index(ndim=catalog.shape[1], metric="ip", dtype="f16", connectivity=connectivity,
                   expansion_add=HNSW_EXPANSION_ADD)
     for start in range(0, len(catalog), ADD_CHUNK):
         stop = min(start + ADD_CHUNK, len(catalog))
@@ -46,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", default=DEFAULT_FOLDER)
     parser.add_argument("--ef", default="64,128,256,512")
+    parser.add_argument("--connectivity", type=int, default=HNSW_CONNECTIVITY,
+                        help=f"HNSW M, links per node (default: the service's, {HNSW_CONNECTIVITY})")
     args = parser.parse_args(argv)
     catalog = np.load(args.folder / "catalog.npy", mmap_mode="r")
     queries, truth = np.load(args.folder / "queries.npy"), np.load(args.folder / "truth.npy")
     started = time.perf_counter()
-    index = build(catalog)
-    print(f"{len(catalog)} vectors, f16, build {time.perf_counter() - started:.0f} s")
+    index = build(catalog, args.connectivity)
+    print(f"{len(catalog)} vectors, f16, M {args.connectivity}, build {time.perf_counter() - started:.0f} s")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "index.usearch"
         index.save(str(path))

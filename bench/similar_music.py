@@ -2,24 +2,25 @@
 
 Steps (each skipped when its output exists, so an interrupted run resumes):
 
-1. ``prepare``: from a corpus CSV (track_id, path, artist, title; /work/corpus/corpus.csv), pick ``--tracks``
-   tracks at least ``WINDOW`` long (seeded shuffle), decode a ``WINDOW_SECONDS`` window of each (from
-   ``WINDOW_START_SECONDS``: intros are often silence) at 44.1 kHz stereo and write it losslessly (FLAC): the
-   *originals*, i.e. the catalog. For the first ``--queries`` of them write the *variants* with PyAV: mp3 128 and
-   320 kb/s, Opus 48 and 96 kb/s, AAC 128 kb/s, a 22.05 kHz resampling (soxr, FLAC) and an excerpt of half the
-   window (FLAC).
+1. ``prepare``: from a corpus CSV (track_id, path, artist, title, duration_seconds; /work/corpus/corpus.csv),
+   pick ``--tracks`` tracks of ``MIN_TRACK_SECONDS``-``MAX_TRACK_SECONDS`` (seeded shuffle). The corpus files
+   themselves are the *originals*, i.e. the catalog: whole tracks, as the platform holds them. For the first
+   ``--queries`` of them, decode the whole track at 44.1 kHz stereo and write the *variants* with PyAV: mp3 128
+   and 320 kb/s, Opus 48 and 96 kb/s, AAC 128 kb/s and a 22.05 kHz resampling (soxr, FLAC) of the whole track,
+   and a ``EXCERPT_SECONDS`` excerpt from the middle of the track (FLAC).
 2. ``taggram backfill`` of the originals and of the variants, per model (the real CLI, resumable).
 3. ``taggram index build`` of the originals per model (exact: the figures are about the embedding, not the ANN).
 4. Evaluate: every variant's mean embedding, normalised with the index's mean, searched among the originals:
    recall@1, recall@10, margin (score of its original − best score of any other track). Duplicate detection:
    positives are (variant, its original) scores, negatives each original's best score against any *other*
    original (distinct recordings) and each variant's best score against other originals. The threshold is
-   calibrated on the even-numbered query tracks and the precision/recall reported on the odd-numbered ones.
+   calibrated on the even-numbered query tracks and the precision/recall reported on the odd-numbered ones, at
+   the calibrated threshold and at the one the service ships (``CALIBRATED_DUPLICATE_THRESHOLDS``).
 
-Run (CPU-bound; the originals are 30-s windows to keep it bounded on a shared machine)::
+Run (CPU-bound: ≈ 11 000 patches per model for 110 tracks of 60-180 s and 30 query tracks)::
 
-    PYTHONPATH=$PWD python bench/similar_music.py --corpus /work/corpus/corpus.csv --work /tmp/simmusic \
-        --tracks 110 --queries 30 --query-limit-other 10
+    PYTHONPATH=$PWD python bench/similar_music.py --corpus /work/corpus/corpus.csv --work /tmp/simmusic-full \
+        --tracks 110 --queries 30 --query-limit-other 30
 """
 
 from __future__ import annotations
@@ -41,88 +42,89 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from service.backfill import read_output  # noqa: E402
 from service.similar import artefact  # noqa: E402
+from service.similar.build import CALIBRATED_DUPLICATE_THRESHOLDS, DEFAULT_DUPLICATE_THRESHOLD  # noqa: E402
 from service.similar.search import open_searcher  # noqa: E402
 from tests.audio_factory import encode_audio  # noqa: E402  (the project's PyAV encoders)
 
 RATE_HZ = 44_100
-WINDOW_START_SECONDS = 20.0
-# A 30-s window stands for "the track" and a 15-s excerpt of it for "a 30-s excerpt of a 60-s track": the CPU is
-# shared by several agents, and inference cost is linear in audio seconds (the figures are per window, see the doc).
-WINDOW_SECONDS = 30.0
-EXCERPT_START_SECONDS = 7.5  # within the window
-EXCERPT_SECONDS = 15.0
+# Whole tracks of this length: ≥ 60 s so that the 30-s excerpt is at most half of the track (an excerpt of a track,
+# not the track), ≤ 180 s to bound the CPU on a shared machine (inference cost is linear in audio seconds).
+MIN_TRACK_SECONDS = 60.0
+MAX_TRACK_SECONDS = 180.0
+EXCERPT_SECONDS = 30.0  # from the middle of the track: "a 30-s excerpt of the track" (issue #13), e.g. a preview
 RESAMPLE_HZ = 22_050
 # name → (format, bit rate); None = lossless FLAC of a transformed signal
 VARIANTS = {"mp3-128": ("mp3", 128_000), "mp3-320": ("mp3", 320_000), "opus-48": ("opus", 48_000),
             "opus-96": ("opus", 96_000), "aac-128": ("m4a", 128_000), "resample-22k": ("flac", None),
-            "excerpt-half": ("flac", None)}
+            "excerpt-30s": ("flac", None)}
 EXTENSIONS = {"mp3": ".mp3", "opus": ".opus", "m4a": ".m4a", "flac": ".flac"}
 MODELS = ("msd-musicnn", "msd-vgg", "mtt-musicnn", "mtt-vgg")
 
 
-def decode_window(path: str, start: float, seconds: float) -> np.ndarray:
-    """float32 [2, n] at RATE_HZ: [start, start + seconds) of the file."""
-    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=RATE_HZ)
-    need = int((start + seconds) * RATE_HZ)
-    chunks, total = [], 0
+def decode_track(path: str) -> np.ndarray:
+    """The whole file as float32 [channels, n] at RATE_HZ, in the file's own channel layout: upmixing a mono file to
+    stereo would lower each channel by 3 dB (FFmpeg's centre mix level), and the service's downmix would then see a
+    quieter copy, not a re-encoding."""
+    chunks = []
     with av.open(path, metadata_errors="ignore") as container:  # some game files carry latin-1 tags
-        for frame in container.decode(container.streams.audio[0]):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
-                total += chunks[-1].shape[1]
-            if total >= need:
-                break
-    return np.concatenate(chunks, axis=1)[:, int(start * RATE_HZ):need].astype(np.float32)
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=RATE_HZ)
+        for frame in container.decode(stream):
+            chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+        chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # the resampler's tail
+    return np.concatenate(chunks, axis=1).astype(np.float32)
 
 
-def variant_bytes(name: str, window: np.ndarray) -> bytes:
+def excerpt(track: np.ndarray) -> np.ndarray:
+    """EXCERPT_SECONDS from the middle of the track."""
+    length = int(EXCERPT_SECONDS * RATE_HZ)
+    start = max(0, (track.shape[1] - length) // 2)
+    return track[:, start:start + length]
+
+
+def variant_bytes(name: str, track: np.ndarray) -> bytes:
     fmt, bit_rate = VARIANTS[name]
     if name == "resample-22k":
-        return encode_audio(soxr.resample(window.T, RATE_HZ, RESAMPLE_HZ, quality="HQ").T.astype(np.float32),
+        return encode_audio(soxr.resample(track.T, RATE_HZ, RESAMPLE_HZ, quality="HQ").T.astype(np.float32),
                             RESAMPLE_HZ, "flac")
-    if name == "excerpt-half":
-        start = int(EXCERPT_START_SECONDS * RATE_HZ)
-        return encode_audio(window[:, start:start + int(EXCERPT_SECONDS * RATE_HZ)], RATE_HZ, "flac")
-    return encode_audio(window, RATE_HZ, fmt, bit_rate=bit_rate)
+    if name == "excerpt-30s":
+        return encode_audio(excerpt(track), RATE_HZ, "flac")
+    return encode_audio(track, RATE_HZ, fmt, bit_rate=bit_rate)
 
 
 def pick_tracks(corpus: Path, seed: int = 13) -> list[dict]:
-    """Every long enough track, in a seeded random order (the caller takes as many as decode)."""
-    rows = [r for r in csv.DictReader(corpus.open()) if float(r.get("duration_seconds") or 0)
-            >= WINDOW_START_SECONDS + WINDOW_SECONDS + 1]
+    """Every track of a fitting length, in a seeded random order (the caller takes as many as decode)."""
+    rows = [r for r in csv.DictReader(corpus.open())
+            if MIN_TRACK_SECONDS <= float(r.get("duration_seconds") or 0) <= MAX_TRACK_SECONDS]
     order = np.random.default_rng(seed).permutation(len(rows))
     return [rows[i] for i in order]
 
 
 def prepare(args) -> None:
-    originals, variants = args.work / "originals", args.work / "variants"
+    variants = args.work / "variants"
     if (args.work / "originals.csv").exists():
         return
-    originals.mkdir(parents=True, exist_ok=True)
     variants.mkdir(parents=True, exist_ok=True)
     catalog, queries = [], []
     for row in pick_tracks(args.corpus):
         if len(catalog) == args.tracks:
             break
         i = len(catalog)
-        try:
-            window = decode_window(row["path"], WINDOW_START_SECONDS, WINDOW_SECONDS)
-        except (av.error.FFmpegError, ValueError) as error:  # skipped, and said so: the next track takes its place
-            print(f"skipped {row['track_id']}: {error}", file=sys.stderr, flush=True)
-            continue
         safe = row["track_id"].replace("/", "__")
-        path = originals / f"{safe}.flac"
-        if not path.exists():  # resume: a re-run re-decodes but does not re-encode
-            path.write_bytes(encode_audio(window, RATE_HZ, "flac"))
-        catalog.append({"track_id": row["track_id"], "path": str(path), "artist_id": row["artist"],
-                        "title": row["title"], "query_index": i if i < args.queries else ""})
         if i < args.queries:
+            try:
+                track = decode_track(row["path"])
+            except (av.error.FFmpegError, ValueError) as error:  # skipped, and said so: the next track takes its place
+                print(f"skipped {row['track_id']}: {error}", file=sys.stderr, flush=True)
+                continue
             for name, (fmt, _) in VARIANTS.items():
                 vpath = variants / f"{safe}.{name}{EXTENSIONS[fmt]}"
-                if not vpath.exists():
-                    vpath.write_bytes(variant_bytes(name, window))
+                if not vpath.exists():  # resume: a re-run re-decodes but does not re-encode
+                    vpath.write_bytes(variant_bytes(name, track))
                 queries.append({"track_id": f"{row['track_id']}#{name}", "path": str(vpath),
                                 "original": row["track_id"], "variant": name, "query_index": i})
+        catalog.append({"track_id": row["track_id"], "path": row["path"], "artist_id": row["artist"],
+                        "title": row["title"], "query_index": i if i < args.queries else ""})
         print(f"prepared {i + 1}: {row['track_id']}", file=sys.stderr, flush=True)
     write_csv(args.work / "queries.csv", queries)
     write_csv(args.work / "originals.csv", catalog)  # last: marks the step done
@@ -152,6 +154,8 @@ def limited_queries(args, model: str) -> Path:
 
 def run_model(args, model: str) -> None:
     common = ["--model", model, "--models-dir", REPO_ROOT / "models", "--progress", "log", "--progress-seconds", "60"]
+    if args.intra_op_threads:
+        common += ["--intra-op-threads", args.intra_op_threads]
     taggram("backfill", args.work / "originals.csv", "--out", args.work / model / "originals", *common)
     taggram("backfill", limited_queries(args, model), "--out", args.work / model / "variants", *common)
     if not (args.work / model / "index" / f"{model}.json").exists():
@@ -201,7 +205,9 @@ def calibrate(positives: np.ndarray, negatives: np.ndarray) -> float:
 
 
 def summarise(result: dict, threshold: float | None = None, limit: int | None = None) -> dict:
-    """Figures over the queries (only the first ``limit`` query tracks when given: the models' common subset)."""
+    """Figures over the queries (only the first ``limit`` query tracks when given). Ranking figures count every
+    query; duplicate figures count the held-out (odd-numbered) query tracks only, at ``threshold`` (default: the
+    one calibrated on the even-numbered ones)."""
     qs = [q for q in result["queries"] if limit is None or q["query_index"] < limit]
     half = {"cal": [q for q in qs if q["query_index"] % 2 == 0], "eval": [q for q in qs if q["query_index"] % 2 == 1]}
     neg_originals = np.asarray(result["originals_best_other"])
@@ -209,38 +215,71 @@ def summarise(result: dict, threshold: float | None = None, limit: int | None = 
     def pos_neg(subset):
         return np.asarray([q["own"] for q in subset]), np.concatenate([[q["best_other"] for q in subset], neg_originals])
 
-    if threshold is None:
-        threshold = calibrate(*pos_neg(half["cal"]))
+    calibrated = calibrate(*pos_neg(half["cal"]))
+    threshold = calibrated if threshold is None else threshold
     pos, neg = pos_neg(half["eval"])
     tp, fp = int((pos >= threshold).sum()), int((neg >= threshold).sum())
     per_variant = {}
     for name in VARIANTS:
         sub = [q for q in qs if q["variant"] == name]
+        held = [q for q in half["eval"] if q["variant"] == name]
         if sub:
-            per_variant[name] = {"n": len(sub), "recall_at_1": np.mean([q["rank"] == 1 for q in sub]),
-                                 "recall_at_10": np.mean([q["rank"] <= 10 for q in sub]),
+            found = sum(q["own"] >= threshold for q in held)
+            wrong = sum(q["best_other"] >= threshold for q in held)  # would flag another track as its duplicate
+            per_variant[name] = {"n": len(sub), "recall_at_1": float(np.mean([q["rank"] == 1 for q in sub])),
+                                 "recall_at_10": float(np.mean([q["rank"] <= 10 for q in sub])),
                                  "margin_min": min(q["own"] - q["best_other"] for q in sub),
                                  "margin_median": float(np.median([q["own"] - q["best_other"] for q in sub])),
-                                 "own_min": min(q["own"] for q in sub)}
-    return {"model": result["model"], "catalog": result["catalog"], "queries": len(qs),
+                                 "own_min": min(q["own"] for q in sub), "held_out": len(held),
+                                 "duplicate_recall": found / len(held) if held else float("nan"),
+                                 "duplicate_precision": found / (found + wrong) if found + wrong else 1.0,
+                                 "false_positives": int(wrong)}
+    return {"model": result["model"], "catalog": result["catalog"], "query_tracks": len({q["query_index"] for q in qs}),
+            "queries": len(qs),
             "recall_at_1": float(np.mean([q["rank"] == 1 for q in qs])),
             "recall_at_10": float(np.mean([q["rank"] <= 10 for q in qs])),
             "margin_min": float(min(q["own"] - q["best_other"] for q in qs)),
             "margin_median": float(np.median([q["own"] - q["best_other"] for q in qs])),
-            "threshold": threshold, "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / len(pos) if len(pos) else float("nan"),
+            "calibrated": calibrated, "threshold": threshold,
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / len(pos) if len(pos) else float("nan"),
             "eval_positives": len(pos), "eval_negatives": len(neg), "false_positives": fp,
             "max_distinct": float(neg_originals.max()), "per_variant": per_variant}
+
+
+def markdown(summaries: list[dict]) -> str:
+    """The tables of docs/similar.md: one row per model, then one row per model and variant."""
+    lines = ["| model | threshold | query tracks | queries | recall@1 | recall@10 | margin min | margin median | "
+             "precision | recall | held-out positives / negatives | max score, distinct tracks |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['model']} | {s['label']} {s['threshold']:.4f} | {s['query_tracks']} | {s['queries']} | "
+                     f"{s['recall_at_1']:.3f} | {s['recall_at_10']:.3f} | {s['margin_min']:.3f} | "
+                     f"{s['margin_median']:.3f} | {s['precision']:.3f} ({s['false_positives']} FP) | {s['recall']:.3f} | "
+                     f"{s['eval_positives']} / {s['eval_negatives']} | {s['max_distinct']:.4f} |")
+    lines += ["", "| model | variant | n | recall@1 | recall@10 | lowest score to its original | margin min | "
+              "margin median | duplicate recall (held out) | duplicate precision (held out) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        if s["label"] != "shipped":
+            continue
+        for name, v in s["per_variant"].items():
+            lines.append(f"| {s['model']} | {name} | {v['n']} | {v['recall_at_1']:.3f} | {v['recall_at_10']:.3f} | "
+                         f"{v['own_min']:.4f} | {v['margin_min']:.3f} | {v['margin_median']:.3f} | "
+                         f"{v['duplicate_recall']:.3f} of {v['held_out']} | {v['duplicate_precision']:.3f} "
+                         f"({v['false_positives']} FP) |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("/work/corpus/corpus.csv"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/simmusic"))
-    parser.add_argument("--tracks", type=int, default=160)
-    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--tracks", type=int, default=110)
+    parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--query-limit-other", type=int, default=30, help="query tracks for the models after the first")
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--steps", default="prepare,run,evaluate")
+    parser.add_argument("--intra-op-threads", type=int, help="the backfill's ONNX Runtime threads (default: its own)")
     args = parser.parse_args(argv)
     steps = args.steps.split(",")
     if "prepare" in steps:
@@ -251,12 +290,15 @@ def main(argv: list[str] | None = None) -> int:
             run_model(args, model)
         if "evaluate" in steps and (args.work / model / "index" / f"{model}.json").exists():
             result = evaluate(args, model)
-            summaries.append(summarise(result))
-            summaries.append({**summarise(result, limit=args.query_limit_other), "subset": args.query_limit_other})
-            for summary in summaries[-2:]:
-                print(json.dumps({k: v for k, v in summary.items() if k != "per_variant"}, default=float), flush=True)
+            limit = min(args.queries, args.query_limit_other)  # the query tracks every model has
+            shipped = CALIBRATED_DUPLICATE_THRESHOLDS.get(model, DEFAULT_DUPLICATE_THRESHOLD)
+            for label, threshold in (("calibrated", None), ("shipped", shipped)):
+                summaries.append({**summarise(result, threshold, limit), "label": label})
+                print(json.dumps({k: v for k, v in summaries[-1].items() if k != "per_variant"}, default=float),
+                      flush=True)
     if summaries:
         (args.work / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
+        print(markdown(summaries))
     return 0
 
 

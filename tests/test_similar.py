@@ -150,8 +150,28 @@ def write_backfill_like(out: Path, vectors: np.ndarray, onnx_sha256: str) -> Non
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
 
-@pytest.mark.parametrize("storage", ["f32", "f16"])
-def test_hnsw_equals_exact_on_a_small_index(tmp_path, storage):
+def test_catalog_normalisation_removes_the_common_component_and_scales_to_unit_length():
+    raw = clustered(300) + 20.0  # a large component shared by every track, as raw musicnn embeddings have
+    vectors, mean = artefact.normalise_catalog(raw)
+    np.testing.assert_allclose(mean, raw.astype(np.float64).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    unit_raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    off_diagonal = ~np.eye(len(raw), dtype=bool)
+    assert np.median((unit_raw @ unit_raw.T)[off_diagonal]) > 0.9  # raw: every pair looks alike
+    assert abs(np.median((vectors @ vectors.T)[off_diagonal])) < 0.2  # centred: unrelated tracks scatter around 0
+    np.testing.assert_allclose(artefact.normalise(raw[:5], mean), vectors[:5], atol=1e-6)  # a query, the same way
+
+
+F16_SCORE_ERROR = 2e-3  # a dot product of unit vectors stored in f16 (11-bit mantissa), 200 dimensions
+# HNSW is approximate even with ef_search ≥ n: its neighbour-selection heuristic can leave a node of a tight cluster
+# unreachable in one build and not the next (usearch builds on all threads). Over repeated builds of this catalog
+# f32 found every exact top 10 (1500 queries); f16 returned another top 10 for 12 of 1500 queries (a missed row, or
+# rows within its rounding trading places), which failed the former exact-equality test about one run in eight.
+MIN_RECALL_AT_10 = 0.98
+
+
+@pytest.mark.parametrize("storage", build.HNSW_STORAGES)
+def test_hnsw_agrees_with_exact_on_a_small_index(tmp_path, storage):
     vectors = clustered(500)
     write_backfill_like(tmp_path / "bf", vectors, "0" * 64)
     exact = build.build(tmp_path / "bf", tmp_path / "exact", backend="exact")
@@ -160,11 +180,16 @@ def test_hnsw_equals_exact_on_a_small_index(tmp_path, storage):
     a = ExactSearcher(tmp_path / "exact" / exact.files.vectors)
     b = UsearchSearcher(tmp_path / "hnsw" / hnsw.files.vectors)
     queries = artefact.normalise(clustered(50, seed=6), exact.mean)
+    rounding = F16_SCORE_ERROR if storage == "f16" else 1e-5
+    found = 0
     for query in queries:
         rows_a, scores_a = a.search(query, 10)
         rows_b, scores_b = b.search(query, 10)
-        assert rows_b.tolist() == rows_a.tolist()
-        np.testing.assert_allclose(scores_b, scores_a, atol=2e-3 if storage == "f16" else 1e-5)
+        np.testing.assert_allclose(scores_b, a.vectors[rows_b] @ query, atol=rounding)  # each row's own score
+        assert np.all(np.diff(scores_b) <= 0)  # best first
+        # a row counts as found when it is in the exact top 10, or ties (within rounding) with its 10th
+        found += sum(row in rows_a or a.vectors[row] @ query >= scores_a[-1] - rounding for row in rows_b.tolist())
+    assert found / (10 * len(queries)) >= MIN_RECALL_AT_10
 
 
 def test_rebuild_keeps_the_previous_generation_and_removes_older_ones(tmp_path):
@@ -188,6 +213,13 @@ def test_build_refuses_an_empty_output_and_a_bad_artists_file(tmp_path, backfill
     done = index_cli("build", backfill_out, "--output", tmp_path / "ix", "--artists", tmp_path / "artists.csv")
     assert done.returncode == 2 and "artist_id" in done.stderr
     assert not (tmp_path / "ix" / f"{MODEL}.json").exists()
+
+
+def test_build_refuses_int8_storage(tmp_path):
+    """usearch's i8 rounds unit-vector components (~0.04) to multiples of 1/127: recall@10 0.71 at 10⁵ real-derived
+    vectors (docs/similar.md), so it is not offered."""
+    done = index_cli("build", tmp_path / "bf", "--output", tmp_path / "ix", "--storage", "i8")
+    assert done.returncode == 2 and "invalid choice: 'i8'" in done.stderr
 
 
 # ---- serving over real HTTP --------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class IndexManifest(BaseModel):
     normalisation: dict  # {"method": NORMALISATION, "mean": [dim floats]}
     library: str  # "numpy" (exact) or "usearch"
     library_version: str
-    storage: str  # "f32", "f16", "i8"
+    storage: str  # "f32" or "f16" (build.HNSW_STORAGES)
     hnsw: dict | None = None  # connectivity, expansion_add, expansion_search
     duplicate_threshold: float
     duplicate_calibration: str
@@ -93,6 +93,18 @@ def normalise(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
     centred = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - mean
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     return (centred / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def catalog_mean(raw: np.ndarray) -> np.ndarray:
+    """The catalog's mean embedding, accumulated in float64 (10⁶ float32 rows lose digits summed in float32)."""
+    return np.asarray(raw, dtype=np.float64).mean(axis=0).astype(np.float32)
+
+
+def normalise_catalog(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A catalog's raw embeddings → (the vectors an index stores, the mean every query is normalised with). The one
+    catalog normalisation: ``taggram index build`` and bench/similar.py both call it."""
+    mean = catalog_mean(raw)
+    return normalise(raw, mean), mean
 
 
 def write_manifest(path: Path, manifest: IndexManifest) -> None:

@@ -13,16 +13,18 @@ from typing import Protocol
 
 import numpy as np
 
-# HNSW settings measured in bench/similar.py: recall@10 ≥ 0.99 on 10⁵ clustered vectors at these values.
+# HNSW settings measured in bench/similar.py: recall@10 ≥ 0.99 on 10⁵ clustered vectors at these values, 0.989 on 10⁵
+# real-derived msd-musicnn vectors (docs/similar.md, "Real embeddings").
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
-# Search expansion, measured at 10⁶ f16 vectors (docs/similar.md, "Search expansion at 10⁶"): recall@10 0.866 at
-# 64, 0.959 at 256, 0.986 at 512, for 0.44 → 1.3 ms per query: still nothing next to the analysis of an upload.
+# Search expansion, measured at 10⁶ f16 synthetic vectors (docs/similar.md, "Search expansion at 10⁶"): recall@10
+# 0.866 at 64, 0.959 at 256, 0.986 at 512, for 0.44 → 1.3 ms per query: still nothing next to the analysis of an
+# upload. On 10⁶ real-derived vectors 512 gives 0.927 and no expansion passes 0.955 (the graph is the limit there).
 HNSW_EXPANSION_SEARCH = 512
-# Above this many vectors `--backend auto` builds HNSW. Exact search costs time linear in the catalog: measured
-# p50 4.5 ms at 2·10⁴ vectors on a quiet core, 23-56 ms at 10⁵ on the shared machine, against 0.2-0.4 ms for HNSW
-# (docs/similar.md, "Which library"). 5·10⁴ keeps exact under ~10-25 ms per query, while an HNSW build of that
-# size takes minutes; the exact index needs no build and is exact.
+# Above this many vectors `--backend auto` builds HNSW. Exact search reads the whole matrix per query: measured p50
+# 0.63 ms at 2·10⁴ vectors, 13.7 ms at 10⁵ and 60 ms at 10⁶ on a quiet core (faster than linear growth once the
+# matrix leaves the CPU cache), against 0.3-0.7 ms for HNSW (docs/similar.md, "Which library"). 5·10⁴ keeps exact
+# near 7 ms per query (interpolated); the exact index needs no build and is exact.
 EXACT_MAX_VECTORS = 50_000
 
 
