@@ -9,12 +9,16 @@ made by looping those tracks to 60 minutes and encoding them with PyAV (Opus in 
 
 1. **Raw ONNX Runtime**: in this process, every catalog track is decoded and cut into patches exactly as the backfill
    does (``iter_decoded`` + ``service.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one track), and only
-   ``Runner.run`` is timed: audio hours per hour of pure inference, the ceiling for the backfill.
+   ``Runner.run`` is timed, run as the backfill's batch policy runs it (``--inference-workers`` batches at once, each on
+   ``--intra-op-threads`` threads): audio hours per hour of pure inference, the ceiling for the backfill. A third pass
+   runs one batch at a time on ONNX Runtime's default threads (one per core), the other way to use the cores.
 2. **Backfill**: ``python -m service backfill CATALOG --out TMP --max-seconds 4000`` as a subprocess, timed from
    start to exit (model loading, worker start-up and Parquet writing included). Its memory is sampled every 0.1 s
    with psutil: RSS and PSS (proportional set size: shared library pages divided among the processes that map
-   them) of the parent and each worker, and of the whole process tree. ``getrusage(RUSAGE_CHILDREN).ru_maxrss``
-   (the largest single process) is reported as a cross-check.
+   them) of the parent and each worker, and of the whole process tree. The kernel's own high-water mark of each
+   process's RSS (``VmHWM`` in /proc/PID/status, which no sampling interval can miss) is reported as a cross-check;
+   not ``getrusage(RUSAGE_CHILDREN).ru_maxrss``, which also counts the pages a child shares with this process
+   between fork and exec, i.e. this bench's own size.
 
 The two passes alternate (raw, backfill, raw) and the raw figure is the mean of its two passes, since the cores
 are shared with other work. CPU seconds (user + system) per audio hour are reported too: less sensitive to that
@@ -112,49 +116,44 @@ class RawPass:
         return self.audio_seconds / self.run_seconds
 
 
-def raw_pass(files: list[Path], batch: int, max_seconds: float, threads: int) -> RawPass:
+def track_batches(files: list[Path], batch: int, max_seconds: float) -> tuple[list[np.ndarray], float]:
+    """Every track decoded and cut into batches exactly as the backfill does (one track's patches per batch, the
+    last one partial); and the audio seconds."""
     from service.decode import SAMPLE_RATE, iter_decoded
-    from service.manifest import load_manifest, verify_onnx
+    from service.manifest import load_manifest
     from service.patch import StreamingPatcher
+
+    geometry = load_manifest(REPO_ROOT / "models" / f"{MODEL}.json").geometry
+    batches: list[np.ndarray] = []
+    audio_seconds = 0.0
+    for path in files:
+        patcher = StreamingPatcher(geometry, geometry.hop_frames(None))
+        patches: list[np.ndarray] = []
+        with open(path, "rb") as f:
+            for chunk in iter_decoded(f, max_seconds=max_seconds, chunk_samples=30 * SAMPLE_RATE):
+                patches += [patch.copy() for patch in patcher.push(chunk)]
+        patches += [patch.copy() for patch in patcher.finish()]
+        batches += [np.stack(patches[i:i + batch]) for i in range(0, len(patches), batch)]
+        audio_seconds += patcher.num_samples / SAMPLE_RATE
+    return batches, audio_seconds
+
+
+def raw_pass(batches: list[np.ndarray], audio_seconds: float, workers: int, threads: int) -> RawPass:
+    """Only ``Runner.run`` over the same batches, ``workers`` of them at once with ``threads`` ONNX Runtime threads
+    each, as the backfill's batch policy runs them: the ceiling for the backfill."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.manifest import load_manifest, verify_onnx
     from service.run import load_runner
 
     manifest_path = REPO_ROOT / "models" / f"{MODEL}.json"
-    manifest = load_manifest(manifest_path)
-    runner = load_runner(verify_onnx(manifest_path, manifest), "cpu", threads, ())
-    geometry = manifest.geometry
-    hop_frames = geometry.hop_frames(None)
-    result = RawPass()
-    buffer = np.empty((batch, geometry.patch_samples), np.float32)
-    runner.run(buffer[:1])  # warm-up, not timed
-
-    def run(count: int) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        runner.run(buffer[:count])
-        result.run_seconds += time.perf_counter() - wall
-        result.run_cpu_seconds += time.process_time() - cpu
-        result.patches += count
-
-    for path in files:
-        patcher = StreamingPatcher(geometry, hop_frames)
-        filled = 0
-        with open(path, "rb") as f:
-            for chunk in iter_decoded(f, max_seconds=max_seconds, chunk_samples=30 * SAMPLE_RATE):
-                for patch in patcher.push(chunk):
-                    buffer[filled] = patch
-                    filled += 1
-                    if filled == batch:
-                        run(filled)
-                        filled = 0
-        for patch in patcher.finish():
-            buffer[filled] = patch
-            filled += 1
-            if filled == batch:
-                run(filled)
-                filled = 0
-        if filled:
-            run(filled)
-        result.audio_seconds += patcher.num_samples / SAMPLE_RATE
-    return result
+    runner = load_runner(verify_onnx(manifest_path, load_manifest(manifest_path)), "cpu", threads, ())
+    runner.run(batches[0][:1])  # warm-up, not timed
+    wall, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(runner.run, batches))
+    return RawPass(audio_seconds, sum(len(b) for b in batches), time.perf_counter() - wall,
+                   time.process_time() - cpu)
 
 
 # ---- backfill subprocess with memory sampling ------------------------------------------------------------------------
@@ -168,12 +167,25 @@ class Memory:
     peak_worker_rss: int = 0
     peak_parent_pss: int = 0
     peak_worker_pss: int = 0
+    peak_parent_hwm: int = 0  # bytes: the kernel's RSS high-water marks (VmHWM), largest seen
+    peak_worker_hwm: int = 0
     samples: int = 0
     processes: set = field(default_factory=set)
     cpu_seconds: dict = field(default_factory=dict)  # pid -> last seen user + system CPU seconds
 
     def cpu_of(self, kind: str) -> float:
         return sum(self.cpu_seconds.get(pid, 0.0) for pid, k in self.processes if k == kind)
+
+
+def high_water_mark(pid: int) -> int:
+    """The kernel's peak RSS of a process since its exec (VmHWM), in bytes; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def sample_memory(pid: int, memory: Memory, stop: threading.Event) -> None:
@@ -201,12 +213,15 @@ def sample_memory(pid: int, memory: Memory, stop: threading.Event) -> None:
             memory.processes.add((process.pid, kind))
             rss_total += info.rss
             pss_total += info.pss
+            hwm = high_water_mark(process.pid)
             if kind == "parent":
                 memory.peak_parent_rss = max(memory.peak_parent_rss, info.rss)
                 memory.peak_parent_pss = max(memory.peak_parent_pss, info.pss)
+                memory.peak_parent_hwm = max(memory.peak_parent_hwm, hwm)
             elif kind == "worker":
                 memory.peak_worker_rss = max(memory.peak_worker_rss, info.rss)
                 memory.peak_worker_pss = max(memory.peak_worker_pss, info.pss)
+                memory.peak_worker_hwm = max(memory.peak_worker_hwm, hwm)
         memory.peak_tree_rss = max(memory.peak_tree_rss, rss_total)
         memory.peak_tree_pss = max(memory.peak_tree_pss, pss_total)
         memory.samples += 1
@@ -220,7 +235,6 @@ class BackfillPass:
     cpu_seconds: float
     summary: dict
     memory: Memory
-    children_maxrss_kb: int
 
     @property
     def speed(self) -> float:
@@ -231,7 +245,7 @@ def backfill_pass(catalog: Path, out: Path, args: argparse.Namespace) -> Backfil
     command = [sys.executable, "-m", "service", "backfill", str(catalog), "--out", str(out), "--model", MODEL,
                "--models-dir", str(REPO_ROOT / "models"), "--max-seconds", "4000", "--progress", "log",
                "--progress-seconds", "60", "--batch-patches", str(args.batch_patches), "--workers", str(args.workers),
-               "--intra-op-threads", str(args.intra_op_threads)]
+               "--inference-workers", str(args.inference_workers), "--intra-op-threads", str(args.intra_op_threads)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -248,7 +262,7 @@ def backfill_pass(catalog: Path, out: Path, args: argparse.Namespace) -> Backfil
         raise SystemExit(f"backfill exited with {process.returncode}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary = json.loads(stdout.strip().splitlines()[-1])
-    return BackfillPass(command, wall, cpu, summary, memory, after.ru_maxrss)
+    return BackfillPass(command, wall, cpu, summary, memory)
 
 
 # ---- report ---------------------------------------------------------------------------------------------------------
@@ -273,16 +287,17 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
         *environment_lines(argv),
         f"- catalog: {len(files)} real tracks, {audio_hours:.2f} h of audio in all ({raws[0].patches} patches), "
         f"the longest {args.long_minutes} min (Ogg/Opus); `--batch-patches {args.batch_patches} --workers "
-        f"{args.workers} --intra-op-threads {args.intra_op_threads}`",
+        f"{args.workers} --inference-workers {args.inference_workers} --intra-op-threads {args.intra_op_threads}`",
         f"- backfill command: `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(run.command))}` "
         "(temporary paths)",
         "",
         markdown_table(
             ["", "audio hours per hour", "CPU s per audio hour"],
             [
-                [f"raw ONNX Runtime, {args.intra_op_threads} thread(s), same patches and batches (mean of 2 passes: "
+                [f"raw ONNX Runtime, the backfill's policy ({args.inference_workers} batch(es) at once, "
+                 f"{args.intra_op_threads} thread(s) each), same patches and batches (mean of 2 passes: "
                  + " / ".join(f"{r.speed:.1f}" for r in raws) + ")", f"{raw_speed:.1f}", f"{raw_cpu_per_hour:.0f}"],
-                ["raw ONNX Runtime, its default threads (one per core), same patches and batches",
+                ["raw ONNX Runtime, one batch at a time on its default threads (one per core), same batches",
                  f"{ort_default.speed:.1f}", f"{ort_default.run_cpu_seconds / (ort_default.audio_seconds / 3600):.0f}"],
                 ["`taggram backfill`, wall clock from start to exit (decode, inference, Parquet)", f"{run.speed:.1f}",
                  f"{run.cpu_seconds / audio_hours:.0f}"],
@@ -291,14 +306,13 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
             ],
         ),
         "",
-        f"- **backfill vs raw ONNX Runtime (same threads), wall clock: {run.speed / raw_speed:.0%}** "
+        f"- **backfill vs raw ONNX Runtime (same policy), wall clock: {run.speed / raw_speed:.0%}** "
         f"(target ≥ {SPEED_TARGET:.0%}); vs the best raw figure ({best_raw:.1f}): {run.speed / best_raw:.0%}",
         f"- per CPU second (raw CPU s per audio hour / backfill CPU s per audio hour): "
         f"{raw_cpu_per_hour / (run.cpu_seconds / audio_hours):.0%}; the parent alone: {raw_cpu_per_hour / parent_cpu:.0%}",
         f"- CPU used by the backfill's processes on average: {run.cpu_seconds / run.wall_seconds:.2f} cores "
-        f"(raw passes: {np.mean([r.run_cpu_seconds / r.run_seconds for r in raws]):.2f}); the parent was inside "
-        f"`Runner.run` {run.summary['inference_busy']:.0%} of the wall-clock time, at "
-        f"{audio_hours / (run.summary['inference_busy'] * run.wall_seconds / 3600):.1f} audio h/h while there",
+        f"(raw passes: {np.mean([r.run_cpu_seconds / r.run_seconds for r in raws]):.2f}); the inference threads "
+        f"were inside `Runner.run` {run.summary['inference_busy']:.0%} of the wall-clock time",
         "",
         markdown_table(
             ["peak memory (sampled every 0.1 s)", "RSS", "PSS", "target"],
@@ -307,8 +321,8 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
                 [f"decode worker (largest of {workers})", mb(m.peak_worker_rss), mb(m.peak_worker_pss), ""],
                 ["whole process tree (parent + workers + multiprocessing's resource tracker)",
                  mb(m.peak_tree_rss), mb(m.peak_tree_pss), f"< {RSS_TARGET_MB} MB"],
-                ["`getrusage(RUSAGE_CHILDREN).ru_maxrss` (largest single process)", mb(run.children_maxrss_kb * 1e3),
-                 "", ""],
+                ["kernel high-water mark (VmHWM): parent / largest decode worker",
+                 f"{mb(m.peak_parent_hwm)} / {mb(m.peak_worker_hwm)}", "", ""],
             ],
         ),
         "",
@@ -322,27 +336,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 tracks + a 20-minute one")
     parser.add_argument("--batch-patches", type=int, default=None, help="default: the backfill's default")
     parser.add_argument("--workers", type=int, default=None, help="default: the backfill's default")
+    parser.add_argument("--inference-workers", type=int, default=None, help="default: the backfill's default")
     parser.add_argument("--intra-op-threads", type=int, default=None, help="default: the backfill's default")
     parser.add_argument("--no-write", action="store_true", help="print the report without updating docs/backfill.md")
     args = parser.parse_args()
-    from service.backfill import DEFAULT_BATCH_PATCHES, default_inference_threads, default_workers
+    from service.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
     from service.config import Settings
 
     args.batch_patches = args.batch_patches or DEFAULT_BATCH_PATCHES
     args.workers = args.workers or default_workers()
-    args.intra_op_threads = args.intra_op_threads or default_inference_threads(Settings(), args.workers)
+    policy = default_batch_policy(Settings().model_copy(
+        update={"inference_workers": args.inference_workers or 0, "intra_op_threads": args.intra_op_threads or 0}))
+    args.inference_workers, args.intra_op_threads = policy.inference_workers, policy.intra_op_threads
     args.long_minutes = 20 if args.quick else 60
     with tempfile.TemporaryDirectory(prefix="taggram-bench-backfill-") as tmp:
         files = build_catalog(Path(tmp) / "catalog", args.quick)
         print(f"catalog: {len(files)} files; raw pass 1", file=sys.stderr, flush=True)
-        raws = [raw_pass(files, args.batch_patches, 4000, args.intra_op_threads)]
+        batches, audio_seconds = track_batches(files, args.batch_patches, 4000)
+        raws = [raw_pass(batches, audio_seconds, args.inference_workers, args.intra_op_threads)]
         print(f"raw: {raws[0].speed:.1f} audio h/h; backfill pass", file=sys.stderr, flush=True)
         run = backfill_pass(Path(tmp) / "catalog", Path(tmp) / "out", args)
         print(f"backfill: {run.speed:.1f} audio h/h; raw pass 2", file=sys.stderr, flush=True)
-        raws.append(raw_pass(files, args.batch_patches, 4000, args.intra_op_threads))
+        raws.append(raw_pass(batches, audio_seconds, args.inference_workers, args.intra_op_threads))
         print(f"raw: {raws[1].speed:.1f} audio h/h; raw pass with ONNX Runtime's default threads", file=sys.stderr,
               flush=True)
-        ort_default = raw_pass(files, args.batch_patches, 4000, 0)
+        ort_default = raw_pass(batches, audio_seconds, 1, 0)
     text = report(["bench.backfill", *sys.argv[1:]], files, raws, ort_default, run, args)
     print(text)
     if not args.no_write:

@@ -31,12 +31,11 @@ class LoadedModel:
         return self.manifest.name
 
 
-def load_models(settings: Settings, cpus_for_decoding: int = 0) -> dict[str, LoadedModel]:
-    """Every configured model, each with the batch policy it runs under (``batch_policy``: ``cpus_for_decoding``
-    is what the backfill's decode processes keep for themselves)."""
+def load_models(settings: Settings) -> dict[str, LoadedModel]:
+    """Every configured model, each with the batch policy it runs under (``service.run.batch_policy``)."""
     names = [n.strip() for n in settings.models.split(",") if n.strip()]
     on_cuda = choose_providers(settings.device)[0] != CPU_PROVIDER
-    policy = batch_policy(settings, on_cuda, cpus_for_decoding)
+    policy = batch_policy(settings, on_cuda)
     models: dict[str, LoadedModel] = {}
     for manifest_path in discover(settings.models_dir, names):
         manifest = load_manifest(manifest_path)

@@ -94,13 +94,14 @@ class BatchPolicy:
     intra_op_threads: int  # ONNX Runtime threads per run; 0 = the runtime's own default
 
 
-def batch_policy(settings: Settings, on_cuda: bool, cpus_for_decoding: int = 0) -> BatchPolicy:
+def batch_policy(settings: Settings, on_cuda: bool) -> BatchPolicy:
     """The one place batch sizes, workers and threads are decided, from ``settings`` (0 = "choose" for
     ``inference_workers`` and ``intra_op_threads``) and the provider.
 
-    CPU: the usable CPUs, less ``cpus_for_decoding`` (the backfill's decode processes: ONNX Runtime threads fighting
-    them for a core lose more to waiting for each other than they gain); one worker per CPU, and the CPUs shared out
-    between the workers (so one thread each by default); batches of up to ``max_batch_patches``.
+    CPU: one worker per usable CPU, and the CPUs shared out between the workers (so one thread each by default);
+    batches of up to ``max_batch_patches``. Decoding (the service's decode threads, the backfill's decode processes)
+    takes its CPU time from these workers without a core of its own: single-threaded runs do not wait for each
+    other, so a core shared with a decoder is only that much slower (docs/backfill.md measures it).
     CUDA: one worker (the GPU runs one batch at a time anyway), ONNX Runtime's own thread default, and batches of up
     to the largest of ``cuda_batch_sizes`` (every batch is padded to one of them anyway).
     """
@@ -108,7 +109,7 @@ def batch_policy(settings: Settings, on_cuda: bool, cpus_for_decoding: int = 0) 
     if on_cuda:
         return BatchPolicy(max(parse_sizes(settings.cuda_batch_sizes)), max_wait_seconds,
                            settings.inference_workers or 1, settings.intra_op_threads)
-    cpus = max(1, usable_cpus() - cpus_for_decoding)
+    cpus = usable_cpus()
     workers = settings.inference_workers or cpus
     return BatchPolicy(settings.max_batch_patches, max_wait_seconds, workers,
                        settings.intra_op_threads or max(1, cpus // workers))

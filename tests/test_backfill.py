@@ -25,7 +25,9 @@ import yaml
 
 from service import backfill
 from service.backfill import read_output, shard_of
+from service.backfill.cli import build_parser
 from service.cache import cache_key
+from service.config import Settings
 from tests.audio_factory import chord, encode_audio, noise, sine, sweep
 from tests.ogg_pages import with_padded_vorbis_setup
 from tests.live_server import live_server, server_settings
@@ -317,17 +319,28 @@ def test_two_shards_together_equal_one_unsharded_run(clean_run, catalog, models_
     assert sorted_rows(out, "errors") == sorted_rows(clean_run, "errors")
 
 
+def test_the_numbers_do_not_depend_on_how_many_batches_run_at_once(catalog, models_dir, tmp_path):
+    """Each batch is one track's and each run single-threaded: three inference threads write one thread's bits."""
+    outputs = {}
+    for workers in (1, 3):
+        outputs[workers] = tmp_path / f"out-{workers}"
+        assert run_inprocess([catalog, "--out", outputs[workers], "--models-dir", models_dir, "--workers", 2,
+                              "--inference-workers", workers, "--intra-op-threads", 1, *COMMON]) == 0
+    assert sorted_rows(outputs[3], "results") == sorted_rows(outputs[1], "results")
+
+
 def read_output_single(part: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     return pq.read_table(part, columns=["track_id"]).column(0).to_pylist()
 
 
-def long_and_short_catalog(root: Path, long_first: bool) -> Path:
-    """Three 4-s tracks and one 150-s track (50 patches: seconds of inference, during which its decoder holds it)."""
+def long_and_short_catalog(root: Path, long_first: bool, long_seconds: float = 150.0) -> Path:
+    """Three 4-s tracks and one long track (150 s: 50 patches, about a second of inference or more, during which its
+    decoder holds it)."""
     root.mkdir()
     long_name = "0-long.wav" if long_first else "9-long.wav"
-    (root / long_name).write_bytes(encode_audio(noise(150.0, 16_000, seed=3), 16_000, "wav"))
+    (root / long_name).write_bytes(encode_audio(noise(long_seconds, 16_000, seed=3), 16_000, "wav"))
     for i in range(1, 4):
         (root / f"{i}-short.wav").write_bytes(encode_audio(sine(200 * i, 4.0, 16_000), 16_000, "wav"))
     return root
@@ -359,15 +372,16 @@ def test_sigterm_commits_the_finished_tracks_and_exits_143(models_dir, tmp_path)
 
 def test_a_dying_decoder_costs_its_track_only(models_dir, tmp_path):
     # Sorted walk: the long file goes to the only worker first; the worker then blocks sending its chunks while
-    # the parent runs the model on them. Killed during that time, it dies holding the track.
-    catalog = long_and_short_catalog(tmp_path / "catalog", long_first=True)
+    # the parent runs the model on them. Killed during that time, it dies holding the track: 600 s (200 patches)
+    # keep it busy for seconds even on a fast machine with every core inferring.
+    catalog = long_and_short_catalog(tmp_path / "catalog", long_first=True, long_seconds=600.0)
     out = tmp_path / "out"
     process = cli(catalog, "--out", out, "--models-dir", models_dir, "--workers", 1, "--chunk-seconds", 5,
                   "--progress", "log")  # fmt: skip
     try:
         wait_for(lambda: worker_pids(process.pid), RUN_TIMEOUT, "the decode worker", process)
         (worker,) = worker_pids(process.pid)
-        time.sleep(1.5)
+        time.sleep(1.0)
         os.kill(worker, signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
     finally:
@@ -486,6 +500,7 @@ def test_kubernetes_job_is_an_indexed_job_running_taggram_backfill():
     (container,) = pod["containers"]
     command = [*container.get("command", []), *container.get("args", [])]
     assert command[:2] == ["taggram", "backfill"]
+    build_parser(Settings()).parse_args(command[2:])  # every flag the Job passes is one the command takes
     assert command[command.index("--shard-count") + 1] == str(spec["completions"])
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from service.config import Settings
-from service.run import (Runner, batch_policy, cgroup_cpu_limit, choose_providers, load_runner,
+from service.run import (BatchPolicy, Runner, batch_policy, cgroup_cpu_limit, choose_providers, load_runner,
                          parse_cpu_max, quota_cores, usable_cpus)
 
 
@@ -21,11 +21,10 @@ def cpu_runner(models_dir) -> Runner:
     return load_runner(models_dir / "msd-musicnn.onnx", "cpu", threads)
 
 
-def workers_and_threads(on_cuda: bool, workers: int, intra_op_threads: int,
-                        cpus_for_decoding: int = 0) -> tuple[int, int]:
+def workers_and_threads(on_cuda: bool, workers: int, intra_op_threads: int) -> tuple[int, int]:
     """(inference workers, intra-op threads) of the policy for these settings (0 = "choose")."""
     settings = Settings(inference_workers=workers, intra_op_threads=intra_op_threads)
-    policy = batch_policy(settings, on_cuda, cpus_for_decoding)
+    policy = batch_policy(settings, on_cuda)
     return policy.inference_workers, policy.intra_op_threads
 
 
@@ -76,13 +75,17 @@ def test_on_cuda_one_worker_and_onnx_runtimes_own_thread_default_unless_told_oth
     assert workers_and_threads(on_cuda=True, workers=2, intra_op_threads=1) == (2, 1)
 
 
-def test_cpus_kept_for_decoding_are_not_given_to_inference_threads():
-    """The backfill's case: one inference worker beside decode processes gets the CPUs they leave, at least one."""
-    cpus = usable_cpus()
-    left = max(1, cpus - 1)
-    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=0, cpus_for_decoding=1) == (1, left)
-    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=0, cpus_for_decoding=cpus) == (1, 1)
-    assert workers_and_threads(on_cuda=False, workers=1, intra_op_threads=3, cpus_for_decoding=1) == (1, 3)
+def test_the_backfill_runs_under_the_services_policy_with_its_own_batch_size():
+    """One policy: the backfill changes the batch size only (its batches hold one track's patches)."""
+    from service.backfill.cli import DEFAULT_BATCH_PATCHES, backfill_settings, default_batch_policy
+
+    service = batch_policy(Settings(), on_cuda=False)
+    backfill = default_batch_policy(Settings())
+    assert backfill.max_batch_patches == DEFAULT_BATCH_PATCHES
+    assert (backfill.inference_workers, backfill.intra_op_threads) == (service.inference_workers,
+                                                                       service.intra_op_threads)
+    told = backfill_settings(Settings(inference_workers=1, intra_op_threads=2), batch_patches=3)
+    assert batch_policy(told, on_cuda=False) == BatchPolicy(3, told.max_batch_wait_ms / 1000, 1, 2)
 
 
 def test_batches_are_the_configured_size_on_cpu_and_the_largest_padded_size_on_cuda():

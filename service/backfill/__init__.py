@@ -46,7 +46,7 @@ import importlib
 _EXPORTS = {
     "read_output": "output", "RESULTS_DIR": "output", "ERRORS_DIR": "output",
     "shard_of": "catalog",
-    "main": "cli", "DEFAULT_BATCH_PATCHES": "cli", "default_inference_threads": "cli", "default_workers": "cli",
+    "main": "cli", "DEFAULT_BATCH_PATCHES": "cli", "default_batch_policy": "cli", "default_workers": "cli",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -16,7 +16,7 @@ from service.backfill.run import Backfill
 from service.cli_arguments import add_audio_limit_arguments, as_the_api, positive_float, positive_int
 from service.config import HopSeconds, ResultCount, Settings
 from service.logs import configure_logging
-from service.run import batch_policy, usable_cpus
+from service.run import BatchPolicy, batch_policy, usable_cpus
 
 log = logging.getLogger("taggram.backfill")
 
@@ -38,17 +38,14 @@ def default_workers() -> int:
 
 
 def backfill_settings(settings: Settings, batch_patches: int) -> Settings:
-    """The service's settings with the backfill's batching, for ``service.run.batch_policy`` to decide the rest:
-    one batch at a time (the decode workers keep it fed) of ``batch_patches`` patches (of one track: see
-    ``service.backfill.tracks``)."""
-    return settings.model_copy(update={"inference_workers": 1, "max_batch_patches": batch_patches})
+    """The service's settings with the backfill's batch size (``batch_patches`` patches of one track: see
+    ``service.backfill.tracks``); ``service.run.batch_policy`` decides workers and threads as for the service."""
+    return settings.model_copy(update={"max_batch_patches": batch_patches})
 
 
-def default_inference_threads(settings: Settings, workers: int) -> int:
-    """ONNX Runtime threads of the backfill's runs on CPU beside ``workers`` decode processes when none are set:
-    ``batch_policy``'s choice, the CPUs the decoders leave (docs/backfill.md)."""
-    unset = backfill_settings(settings, DEFAULT_BATCH_PATCHES).model_copy(update={"intra_op_threads": 0})
-    return batch_policy(unset, on_cuda=False, cpus_for_decoding=workers).intra_op_threads
+def default_batch_policy(settings: Settings) -> BatchPolicy:
+    """The backfill's batch policy on CPU with the default batch size (for the help text and bench/backfill.py)."""
+    return batch_policy(backfill_settings(settings, DEFAULT_BATCH_PATCHES), on_cuda=False)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -105,10 +102,14 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="also store every analysis in the service's Redis cache (same key scheme)")
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=settings.device)
-    p.add_argument("--intra-op-threads", type=int, default=settings.intra_op_threads or None,
-                   help="ONNX Runtime threads (default: TAGGRAM_INTRA_OP_THREADS if set, else the CPUs minus "
-                        f"--workers, {default_inference_threads(settings, default_workers())} here with the default "
-                        "workers; on CUDA the runtime's default)")
+    policy = default_batch_policy(settings)
+    p.add_argument("--inference-workers", type=positive_int, default=settings.inference_workers or None,
+                   help="batches computed at once, each on its own thread (default: TAGGRAM_INFERENCE_WORKERS if "
+                        f"set, else one per usable CPU, {policy.inference_workers} here; 1 on CUDA)")
+    p.add_argument("--intra-op-threads", type=positive_int, default=settings.intra_op_threads or None,
+                   help="ONNX Runtime threads per batch (default: TAGGRAM_INTRA_OP_THREADS if set, else the CPUs "
+                        f"shared out between the inference workers, {policy.intra_op_threads} here; on CUDA the "
+                        "runtime's default)")
     p.add_argument("--progress", choices=("auto", "bar", "log"), default="auto",
                    help="auto: a bar on a terminal, else a log line every --progress-seconds")
     p.add_argument("--progress-seconds", type=positive_float, default=30.0)
@@ -132,7 +133,8 @@ def parse_options(argv: list[str] | None) -> Options:
         "default_model": args.model, "models_dir": args.models_dir, "taxonomy_dir": args.taxonomy_dir,
         "max_audio_seconds": args.max_seconds, "min_audio_seconds": args.min_seconds,
         "max_upload_bytes": args.max_bytes, "damaged_audio": args.damaged_audio, "redis_url": args.redis_url,
-        "device": args.device, "intra_op_threads": args.intra_op_threads or 0,  # 0: batch_policy chooses
+        "device": args.device, "inference_workers": args.inference_workers or 0,  # 0: batch_policy chooses
+        "intra_op_threads": args.intra_op_threads or 0,
     }
     return Options(
         settings=backfill_settings(settings.model_copy(update=overrides), args.batch_patches),
@@ -149,10 +151,10 @@ def log_summary(summary: Summary) -> None:
     s = summary
     log.info(
         "shard %d/%d: %d tracks, %d already finished, %d analysed (%.2f h of audio), %d errors%s; "
-        "%.1f s wall (%.0f%% of it in inference), %.1f audio hours per hour; %d part(s) committed%s%s",
+        "%.1f s wall (inference threads busy %.0f%% of it), %.1f audio hours per hour; %d part(s) committed%s%s",
         s.shard_index, s.shard_count, s.tracks_in_shard, s.already_done, s.analysed, s.audio_seconds / 3600, s.errors,
         f" {dict(s.errors_by_code)}" if s.errors else "", s.wall_seconds,
-        100 * s.inference_seconds / s.wall_seconds if s.wall_seconds else 0.0, s.speed, s.parts_committed,
+        100 * s.as_json()["inference_busy"], s.speed, s.parts_committed,
         f"; cache: {s.cache_writes} written, {s.cache_write_failures} failed" if s.cache_writes or s.cache_write_failures else "",
         f"; analysed with decode warnings: {dict(s.warnings_by_code)}" if s.warnings_by_code else "",
     )  # fmt: skip

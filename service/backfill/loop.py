@@ -1,13 +1,22 @@
 """The parent's loop of a run: feed the decode workers, patch and batch their chunks (``service.backfill.tracks``),
-run the model, build each track's analysis and row, commit parts."""
+run the model, build each track's analysis and row, commit parts.
+
+Inference runs beside the loop on the batch policy's ``inference_workers`` threads (one single-threaded run per
+usable CPU on CPU, as the service: ``service.run``), so the parent keeps patching and feeding the decoders while
+batches compute. A batch is a function of its track alone (``service.backfill.tracks``), so which thread runs it
+changes no bit. At most ``BATCHES_IN_FLIGHT_PER_WORKER`` batches per worker are submitted and not yet collected:
+memory stays bounded and a stop waits for a few batches only.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -28,6 +37,8 @@ from service.taxonomy import suggest
 log = logging.getLogger("taggram.backfill")
 
 POLL_SECONDS = 0.5  # how often the parent re-checks stop requests and dead workers while waiting
+# Two batches per inference thread: one computing, one queued behind it, so a thread never waits for the parent.
+BATCHES_IN_FLIGHT_PER_WORKER = 2
 
 
 class RunLoop:
@@ -54,6 +65,18 @@ class RunLoop:
         self.errors: list[ErrorRow] = []
         self.last_commit = time.monotonic()
         self.seq = 0
+        self.inference_workers = summary.inference_workers = model.batch_policy.inference_workers
+        self.executor = ThreadPoolExecutor(self.inference_workers, thread_name_prefix="backfill-inference")
+        self.in_flight: deque[Future] = deque()  # submitted batches, oldest first
+        self._timing = threading.Lock()  # the inference threads add to summary.inference_seconds
+
+    def _compute(self, patches: np.ndarray) -> dict[str, np.ndarray]:
+        """On an inference thread: one batch; its compute time goes to the summary."""
+        started = time.perf_counter()
+        outputs = self.runner.run(patches)
+        with self._timing:
+            self.summary.inference_seconds += time.perf_counter() - started
+        return outputs
 
     def run(self) -> None:
         if not self.todo:
@@ -64,6 +87,7 @@ class RunLoop:
             self._loop(pool, progress)
         finally:
             pool.close()
+            self.executor.shutdown(wait=True)  # at most a few batches: their tracks are redone on restart
             progress.close()
             # Whatever finished is committed, also when stopping on a signal or an error.
             self._commit()
@@ -144,10 +168,16 @@ class RunLoop:
         self._add_patches(state, tail)
         if len(state.batch):
             self._run_batch(state)  # the track's last, partial batch: not padded, not shared with another track
+        for batch in state.batches:  # in the track's order, whichever thread computed them
+            outputs = batch.result()
+            state.tags.extend(outputs["tags"])
+            state.embeddings.extend(outputs["embedding"])
+        state.batches.clear()
         self._finalize(state)
 
     def _fail(self, state: TrackState, code: str, message: str) -> None:
         state.batch = None
+        state.batches.clear()  # batches still computing finish unread
         state.tags.clear()
         state.embeddings.clear()
         self.errors.append(ErrorRow(state.track, code, message))
@@ -157,12 +187,14 @@ class RunLoop:
         self.progress.update(self.summary, self.started)
 
     def _run_batch(self, state: TrackState) -> None:
+        """Hand the track's batch to an inference thread (after the oldest batch, when enough are in flight)."""
+        while self.in_flight and (self.in_flight[0].done()
+                                  or len(self.in_flight) >= BATCHES_IN_FLIGHT_PER_WORKER * self.inference_workers):
+            self.in_flight.popleft().result()  # waits for it; an inference failure stops the run, as before
         batch = state.batch
-        started = time.perf_counter()
-        outputs = self.runner.run(batch.data[: len(batch)])
-        self.summary.inference_seconds += time.perf_counter() - started
-        state.tags.extend(outputs["tags"])
-        state.embeddings.extend(outputs["embedding"])
+        future = self.executor.submit(self._compute, batch.data[: len(batch)].copy())
+        self.in_flight.append(future)
+        state.batches.append(future)
         batch.clear()
 
     def _finalize(self, state: TrackState) -> None:

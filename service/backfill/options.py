@@ -48,7 +48,8 @@ class Summary:
     warnings_by_code: Counter = field(default_factory=Counter)  # analysed tracks with a decode warning
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
-    inference_seconds: float = 0.0  # wall time inside Runner.run: near wall_seconds = the decoders keep up
+    inference_seconds: float = 0.0  # inference threads' time inside Runner.run, summed over the threads
+    inference_workers: int = 1  # the batch policy's inference threads (inference_busy's denominator)
     cache_writes: int = 0
     cache_write_failures: int = 0
     parts_committed: int = 0
@@ -67,7 +68,8 @@ class Summary:
                 "remaining": self.tracks_in_shard - self.already_done - self.analysed - self.errors,
                 "audio_hours": round(self.audio_seconds / 3600, 4), "wall_seconds": round(self.wall_seconds, 2),
                 "audio_hours_per_hour": round(self.speed, 2),
-                "inference_busy": round(self.inference_seconds / self.wall_seconds, 3) if self.wall_seconds else 0.0,
+                "inference_busy": round(self.inference_seconds / self.wall_seconds / self.inference_workers, 3)
+                if self.wall_seconds else 0.0,
                 "cache_writes": self.cache_writes,
                 "cache_write_failures": self.cache_write_failures, "parts_committed": self.parts_committed,
                 "interrupted_by": self.interrupted_by}

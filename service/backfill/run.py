@@ -35,7 +35,7 @@ class Backfill:
         o = self.options
         settings = o.settings.model_copy(update={"models": o.model})
         try:
-            model = load_models(settings, cpus_for_decoding=o.workers)[o.model]
+            model = load_models(settings)[o.model]
         except (ModelFileError, RuntimeError) as error:
             raise UsageError(f"cannot load model {o.model!r}: {error}") from None
         return model

@@ -8,6 +8,7 @@ and a resumed or sharded run writes bit-identical numbers to one clean run, howe
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,7 @@ class TrackState:
     seq: int
     patcher: StreamingPatcher
     batch: TrackBatch | None = None  # allocated with the first patch, dropped when the track fails
+    batches: list[Future] = field(default_factory=list)  # submitted to inference, in order; collected at the end
     tags: list[np.ndarray] = field(default_factory=list)  # per-segment rows, in order
     embeddings: list[np.ndarray] = field(default_factory=list)
     num_samples: int = 0
