@@ -1,8 +1,9 @@
 """Fairness under mixed load: 30 s clips to /suggest-subgenres while long uploads are in flight.
 
 Real music only (``bench.music``: lincity-ng-data). Each long upload is a ``--long-minutes`` WAV (22.05 kHz stereo
-16-bit, so the service decodes *and* resamples it) made by looping the soundtrack's tracks, each upload starting
-from a different track so no two share bytes. Clips are 30 s packet copies of the .ogg tracks at distinct offsets.
+16-bit, so the service decodes *and* resamples it) made by looping the soundtrack's tracks, upload i starting
+i × ``UPLOAD_OFFSET_SECONDS`` into the loop so no two share bytes (checked: identical uploads would share one
+computation, ``cache.SingleFlight``, and count twice). Clips are 30 s packet copies of the .ogg tracks at distinct offsets.
 The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
 
 One service process, loopback only, these phases in this order (ratios are within this one run):
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import sys
 import time
 import wave
@@ -52,6 +54,9 @@ CLIP_OFFSET_STEP_SECONDS = 1.37  # between clips of one track: distinct bytes, n
 CLIENT_TIMEOUT_SECONDS = 900.0
 SERVICE_REQUEST_TIMEOUT_SECONDS = 900  # the long uploads share 2 busy cores: the default 120 s deadline is too short
 LONG_DIR = CACHE_DIR / "long"
+# Upload i starts this far into the looped soundtrack. Starting each at a different *track* repeated itself from the
+# fourth upload on (the soundtrack has three tracks), and the service computed that upload once for two.
+UPLOAD_OFFSET_SECONDS = 41.3
 
 
 @dataclass
@@ -96,8 +101,9 @@ def decode_native(path: Path) -> np.ndarray:
 
 
 def long_upload(index: int, minutes: float, tracks: list[Path]) -> Path:
-    """A WAV of ``minutes`` of real music: the tracks looped, starting from track ``index`` (made once, cached)."""
-    path = LONG_DIR / f"long-{index}-{minutes:g}min.wav"
+    """A WAV of ``minutes`` of real music: the tracks looped, from ``index`` × UPLOAD_OFFSET_SECONDS on (made once,
+    cached)."""
+    path = LONG_DIR / f"long-{index}-{minutes:g}min-from-{index * UPLOAD_OFFSET_SECONDS:g}s.wav"
     if path.exists():
         return path
     LONG_DIR.mkdir(parents=True, exist_ok=True)
@@ -107,12 +113,16 @@ def long_upload(index: int, minutes: float, tracks: list[Path]) -> Path:
         out.setnchannels(LONG_CHANNELS)
         out.setsampwidth(2)
         out.setframerate(LONG_RATE_HZ)
-        written, turn = 0, index
+        written, turn, skip = 0, 0, round(index * UPLOAD_OFFSET_SECONDS * LONG_RATE_HZ)
         while written < wanted:
-            samples = decode_native(tracks[turn % len(tracks)])[: wanted - written]
+            samples = decode_native(tracks[turn % len(tracks)])
+            turn += 1
+            if skip >= len(samples):
+                skip -= len(samples)
+                continue
+            samples, skip = samples[skip:][: wanted - written], 0
             out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
             written += len(samples)
-            turn += 1
     partial.rename(path)
     return path
 
@@ -229,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
 
     tracks = ensure_music()
     longs = [long_upload(i, args.long_minutes, tracks) for i in range(max(args.long_uploads))]
+    if len({hashlib.sha256(path.read_bytes()).digest() for path in longs}) != len(longs):
+        raise SystemExit("two long uploads have the same bytes: the service would compute them once")
     clips = make_clips(tracks, args.idle_clips + args.max_clips)
     idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips:]
     gap = args.clip_gap_ms / 1000

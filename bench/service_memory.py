@@ -21,6 +21,7 @@ from bench.music import cut_clip, ensure_music
 SECTION = "service_memory"
 MODELS = ("msd-musicnn", "mtt-musicnn", "msd-vgg", "mtt-vgg")
 SAMPLE_SECONDS = 0.01
+CLIP_OFFSET_STEP_SECONDS = 1.37  # between the uploads of one model: not a multiple of a codec frame
 
 
 async def load(url: str, clips: dict[str, list[bytes]]) -> list[int]:
@@ -38,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     tracks = ensure_music()
-    clips = {model: [cut_clip(tracks[(m * args.requests_per_model + i) % len(tracks)], 5.0 + 7.0 * m, args.clip_seconds)
+    # A distinct offset per upload: with three tracks, a track repeats within a model's uploads, and identical bytes
+    # would be computed once for both (cache.SingleFlight), i.e. fewer analyses in flight than the table says.
+    clips = {model: [cut_clip(tracks[(m * args.requests_per_model + i) % len(tracks)],
+                              5.0 + 7.0 * m + CLIP_OFFSET_STEP_SECONDS * i, args.clip_seconds)
                      for i in range(args.requests_per_model)] for m, model in enumerate(MODELS)}
+    if len({clip for model_clips in clips.values() for clip in model_clips}) != len(MODELS) * args.requests_per_model:
+        raise SystemExit("two uploads have the same bytes: the service would compute them once")
     with common.running_service(0, MODELS[0], models=",".join(MODELS), memory_cache_bytes=0,
                                 request_timeout_seconds=900) as service:
         process = psutil.Process(service.process.pid)
