@@ -27,7 +27,8 @@ from head_training.dataset import Dataset, load
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
-from head_training.train import DEFAULT_JOBS, available, out_of_fold, positive_int
+from head_training.train import DEFAULT_JOBS, available, out_of_fold
+from service.cli_arguments import positive_int
 
 
 def class_tag_indices(data: Dataset, tag_map: dict[str, list[str]]) -> list[list[int]]:

@@ -24,6 +24,7 @@ from head_training.export import sha256_bytes, write_artefact
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
+from service.cli_arguments import positive_int
 from service.logs import configure_logging
 
 log = logging.getLogger("taggram.train_head")
@@ -98,13 +99,6 @@ def build_manifest(data: Dataset, labels, chosen: cand.Candidate, scored: dict, 
         "versions": _versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
