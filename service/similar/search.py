@@ -19,7 +19,8 @@ HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
 # Search expansion, measured at 10⁶ f16 synthetic vectors (docs/similar.md, "Search expansion at 10⁶"): recall@10
 # 0.866 at 64, 0.959 at 256, 0.986 at 512, for 0.44 → 1.3 ms per query: still nothing next to the analysis of an
-# upload. On 10⁶ real-derived vectors 512 gives 0.927 and no expansion passes 0.955 (the graph is the limit there).
+# upload. On 10⁶ real-derived vectors 512 gives 0.927 and no expansion passes 0.955: most of that gap is the f16
+# storage rounding near-identical excerpts apart (f32 storage: 0.970), not the search expansion.
 HNSW_EXPANSION_SEARCH = 512
 # Above this many vectors `--backend auto` builds HNSW. Exact search reads the whole matrix per query: measured p50
 # 0.63 ms at 2·10⁴ vectors, 13.7 ms at 10⁵ and 60 ms at 10⁶ on a quiet core (faster than linear growth once the
