@@ -15,6 +15,7 @@ MIB = 1024 * 1024
 MIN_HOP_SECONDS = 0.5  # 6× the patches of the default hop: the most work one request may ask for per second
 MAX_HOP_SECONDS = 30.0
 MAX_K = 50
+DAMAGED_AUDIO_POLICIES = ("warn", "refuse")  # TAGGRAM_DAMAGED_AUDIO, and --damaged-audio of the offline commands
 HopSeconds = Annotated[float, Field(ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS)]
 ResultCount = Annotated[int, Field(ge=1, le=MAX_K)]  # k: subgenres or similar tracks in an answer
 
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")
     min_audio_seconds: float = Field(1.0, description="Shortest accepted track; shorter than one patch is repeat-padded")
-    damaged_audio: str = Field("warn", pattern="^(warn|refuse)$",
+    damaged_audio: str = Field("warn", pattern=f"^({'|'.join(DAMAGED_AUDIO_POLICIES)})$",
                                description="Damaged or truncated audio: analyse it with a warning, or refuse it (422 damaged_audio)")
 
     max_batch_patches: int = Field(4, ge=1, description="Largest inference batch (patches); each worker runs one")
