@@ -13,7 +13,7 @@
 #   cpu       runtime image on python:3.11-slim: /opt/venv + /models, non-root. No compiler, no torch, no pip.
 #
 # Both runtime images run with a read-only root filesystem: the only writable path they need is TMPDIR (/tmp),
-# where uploads larger than 8 MiB spill (service/upload.py). Mount a tmpfs or a volume there (compose: tmpfs;
+# where uploads larger than 8 MiB spill (service/api/upload.py). Mount a tmpfs or a volume there (compose: tmpfs;
 # Kubernetes: emptyDir). Bytecode is compiled at build time and PYTHONDONTWRITEBYTECODE stops any attempt to write
 # more; ONNX Runtime, PyAV and prometheus_client (single-process mode) write nothing. See docs/operations.md.
 #

@@ -3,12 +3,12 @@
     .venv/bin/python -m bench.backfill            # 9 real tracks (ogg, mp3, m4a) + one 60-minute track
     .venv/bin/python -m bench.backfill --quick    # 3 tracks + a 20-minute one, to try things out
 
-Catalog: the lincity-ng soundtrack (bench/music.py: 3 .ogg files and their mp3/m4a transcodes) plus one long track
+Catalog: the lincity-ng soundtrack (corpus/music.py: 3 .ogg files and their mp3/m4a transcodes) plus one long track
 made by looping those tracks to 60 minutes and encoding them with PyAV (Opus in Ogg, 128 kb/s), cached in
 ``.cache/bench-music/``. Ogg/Opus because a 60-minute WAV or FLAC would exceed the service's 100 MiB upload limit.
 
 1. **Raw ONNX Runtime**: in this process, every catalog track is decoded and cut into patches exactly as the backfill
-   does (``iter_decoded`` + ``service.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one track), and only
+   does (``iter_decoded`` + ``service.engine.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one track), and only
    ``Runner.run`` is timed, run as the backfill's batch policy runs it (``--inference-workers`` batches at once, each on
    ``--intra-op-threads`` threads): audio hours per hour of pure inference, the ceiling for the backfill. A third pass
    runs one batch at a time on ONNX Runtime's default threads (one per core), the other way to use the cores.
@@ -43,7 +43,7 @@ import av
 import numpy as np
 
 from bench.common import REPO_ROOT, environment_lines, markdown_table, update_report
-from bench.music import CACHE_DIR, ensure_music, music_files
+from corpus.music import CACHE_DIR, ensure_music, music_files
 
 REPORT = REPO_ROOT / "docs" / "backfill.md"
 MODEL = "msd-musicnn"
@@ -120,8 +120,8 @@ def track_batches(files: list[Path], batch: int, max_seconds: float) -> tuple[li
     """Every track decoded and cut into batches exactly as the backfill does (one track's patches per batch, the
     last one partial); and the audio seconds."""
     from service.decode import SAMPLE_RATE, iter_decoded
-    from service.manifest import load_manifest
-    from service.patch import StreamingPatcher
+    from service.artefacts.manifest import load_manifest
+    from service.engine.patch import StreamingPatcher
 
     geometry = load_manifest(REPO_ROOT / "models" / f"{MODEL}.json").geometry
     batches: list[np.ndarray] = []
@@ -143,8 +143,8 @@ def raw_pass(batches: list[np.ndarray], audio_seconds: float, workers: int, thre
     each, as the backfill's batch policy runs them: the ceiling for the backfill."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.manifest import load_manifest, verify_onnx
-    from service.run import load_runner
+    from service.artefacts.manifest import load_manifest, verify_onnx
+    from service.engine.run import load_runner
 
     manifest_path = REPO_ROOT / "models" / f"{MODEL}.json"
     runner = load_runner(verify_onnx(manifest_path, load_manifest(manifest_path)), "cpu", threads, ())
@@ -340,7 +340,7 @@ def main() -> None:
     parser.add_argument("--intra-op-threads", type=int, default=None, help="default: the backfill's default")
     parser.add_argument("--no-write", action="store_true", help="print the report without updating docs/backfill.md")
     args = parser.parse_args()
-    from service.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
+    from service.offline.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
     from service.config import Settings
 
     args.batch_patches = args.batch_patches or DEFAULT_BATCH_PATCHES

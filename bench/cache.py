@@ -26,7 +26,7 @@ import httpx
 import redis
 
 from bench import common
-from bench.music import cut_clip, music_files
+from corpus.music import cut_clip, music_files
 from service.decode import DecodeError, decode
 
 SECTION = "cache"

@@ -1,7 +1,7 @@
 """Throughput of `taggram check-catalog` on a real collection: files/s and audio hours/s, wall and per CPU second.
 
 Runs the real CLI (worker processes, full decodes, no model) over a manifest of the first ``--limit`` tracks of the
-corpus (``/work/corpus/corpus.csv``, built by ``bench/corpus.py``), and reads the CPU time its process tree used, so
+corpus (``/work/corpus/corpus.csv``, built by ``corpus/build.py``), and reads the CPU time its process tree used, so
 the figure per CPU second holds on a machine shared with other work, where the wall figure does not.
 
 Usage: .venv/bin/python -m bench.catalog_check [--corpus CSV] [--limit N] [--workers N] [--no-write]

@@ -42,7 +42,7 @@ CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
 REPORT_HEADER = """# Benchmarks
 
 Measured with the scripts in `bench/` on real music (Debian's `lincity-ng-data` soundtrack, fetched by
-`bench/music.py` into `.cache/bench-music/`). The machine is small and shared, so absolute figures move from run to
+`corpus/music.py` into `.cache/bench-music/`). The machine is small and shared, so absolute figures move from run to
 run: compare the **ratios**, which are measured within one run (variants interleaved where possible). Each section
 below is rewritten by its script; the command line, date, machine and package versions are in the section.
 """

@@ -2,7 +2,7 @@
 
 Each level (``--levels``, default 1, 4, 16, 64 clients) sends a fixed number of requests (``max(--min-requests,
 clients × --requests-per-client)``), each a different ``--clip-seconds`` clip of real music: packets copied from a
-different offset of a track (``bench.music.cut_clip``: ogg/vorbis, mp3, m4a/aac), so every request has unique bytes
+different offset of a track (``corpus.music.cut_clip``: ogg/vorbis, mp3, m4a/aac), so every request has unique bytes
 and the cache (left at its default, in-process) never hits — the cache-hit counter is checked. Clips are cut
 before any measurement. A client that gets 503 waits for its Retry-After (unless ``--no-retry-wait``) and
 sends the same clip again, at most ``--max-retries`` times; every 503 is counted.
@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 
 from bench import common
-from bench.music import cut_clip, duration_seconds, music_files
+from corpus.music import cut_clip, duration_seconds, music_files
 from service.config import Settings
-from service.run import batch_policy
+from service.engine.run import batch_policy
 
 SECTION = "concurrency"
 WARM_UP_REQUESTS = 2

@@ -9,7 +9,7 @@ For every file both decoders read, interleaved per file so machine load hits bot
   the first ``--analyse-seconds``: max |Δ| of the track-level tag scores, cosine similarity of the mean embeddings,
   and whether the top-5 tags are the same set.
 
-Inputs: a corpus manifest (``/work/corpus/corpus.csv`` as built by ``bench/corpus.py``: columns path, codec) or a
+Inputs: a corpus manifest (``/work/corpus/corpus.csv`` as built by ``corpus/build.py``: columns path, codec) or a
 folder of audio files; ``--limit`` files, spread over the packages.
 
 Usage: .venv/bin/python -m bench.decode_fallback [--corpus CSV | --folder DIR] [--limit N] [--no-write]
@@ -31,8 +31,8 @@ from bench.common import REPO_ROOT, environment_lines, markdown_table, update_re
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, sndfile
 from service.decode.facts import DecodeFacts
-from service.patch import StreamingPatcher
-from service.registry import load_models
+from service.engine.patch import StreamingPatcher
+from service.artefacts.registry import load_models
 
 DECODE_DOC = REPO_ROOT / "docs" / "decode.md"
 DEFAULT_CORPUS = Path("/work/corpus/corpus.csv")

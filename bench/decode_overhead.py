@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from bench import common
-from bench.music import check_librosa_reads, music_files
+from corpus.music import check_librosa_reads, music_files
 from service import decode as service_decode
 
 SECTION = "decode"

@@ -4,9 +4,9 @@
    default thread count: one multi-threaded run per batch) run on precomputed, contiguous waveform batches of
    ``--batch`` patches.
 1b. **raw ONNX, the service's configuration** — the same batches through the service's ``Runner`` as
-   ``service.run.batch_policy`` configures it (``inference_workers`` single-threaded runs at once). The higher of
+   ``service.engine.run.batch_policy`` configures it (``inference_workers`` single-threaded runs at once). The higher of
    1 and 1b is the ceiling the target is measured against.
-2. **service path, in-process** — ``service.decode.decode`` + ``service.patch.patch_track`` + the service's
+2. **service path, in-process** — ``service.decode.decode`` + ``service.engine.patch.patch_track`` + the service's
    ``Runner`` on batches of ``--batch`` patches (``np.stack`` of rows, as the batcher does), ``workers`` at once.
    No HTTP, no batcher.
 3. **end to end over HTTP** — ``taggram serve`` in a subprocess (cache disabled: ``TAGGRAM_MEMORY_CACHE_BYTES=0``),
@@ -19,7 +19,7 @@
    whole graph (which computes the mel again) — is reported too, as "baseline (+ in-graph frontend)"; it is
    computed from the same run (librosa time + path 1's time on the same patches).
 5. **path 2 streamed** — as the service's pipeline does it: a thread decodes with ``service.decode.iter_decoded``
-   while the main thread cuts patches with ``service.patch.StreamingPatcher`` and hands every batch to the runner's
+   while the main thread cuts patches with ``service.engine.patch.StreamingPatcher`` and hands every batch to the runner's
    workers as soon as it is full (same patches, same batches as path 2, checked): what overlapping decoding with
    inference buys.
 
@@ -49,12 +49,12 @@ import onnxruntime as ort
 from onnx.utils import Extractor
 
 from bench import common
-from bench.music import check_librosa_reads, cut_clip, music_files
+from corpus.music import check_librosa_reads, cut_clip, music_files
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, iter_decoded
-from service.manifest import load_manifest
-from service.patch import PatchGeometry, StreamingPatcher, patch_starts, patch_track
-from service.run import batch_policy, load_runner
+from service.artefacts.manifest import load_manifest
+from service.engine.patch import PatchGeometry, StreamingPatcher, patch_starts, patch_track
+from service.engine.run import batch_policy, load_runner
 
 SECTION = "end_to_end"
 MAX_SECONDS = 3600.0

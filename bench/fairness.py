@@ -1,6 +1,6 @@
 """Fairness under mixed load: 30 s clips to /suggest-subgenres while long uploads are in flight.
 
-Real music only (``bench.music``: lincity-ng-data). Each long upload is a ``--long-minutes`` WAV (22.05 kHz stereo
+Real music only (``corpus.music``: lincity-ng-data). Each long upload is a ``--long-minutes`` WAV (22.05 kHz stereo
 16-bit, so the service decodes *and* resamples it) made by looping the soundtrack's tracks, upload i starting
 i × ``UPLOAD_OFFSET_SECONDS`` into the loop so no two share bytes (checked: identical uploads would share one
 computation, ``cache.SingleFlight``, and count twice). Clips are 30 s packet copies of the .ogg tracks at distinct offsets.
@@ -44,7 +44,7 @@ import numpy as np
 import soxr
 
 from bench import common
-from bench.music import CACHE_DIR, cut_clip, duration_seconds, ensure_music
+from corpus.music import CACHE_DIR, cut_clip, duration_seconds, ensure_music
 
 SECTION = "fairness"
 LONG_RATE_HZ = 22_050  # long uploads' sample rate: not 16 kHz, so the service resamples as it would for real files

@@ -75,7 +75,7 @@ def bench_inference(models_dir: Path, repeats: int) -> dict:
     from head_training import candidates as cand
     from head_training.export import write_artefact
     from service.config import Settings
-    from service.registry import load_models
+    from service.artefacts.registry import load_models
 
     model = load_models(Settings(models_dir=models_dir, models="msd-musicnn", inference_workers=1))["msd-musicnn"]
     patches = np.random.default_rng(1).uniform(-0.5, 0.5, (SEGMENTS_PER_REQUEST, model.manifest.patch_samples))
@@ -85,7 +85,7 @@ def bench_inference(models_dir: Path, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, _ = write_artefact(head, "bench", Path(tmp), {})
         options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1  # as service/heads.py
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # as service/artefacts/heads.py
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     embeddings = model.runner.run(patches[:SERVICE_BATCH])["embedding"]
     embeddings = np.resize(embeddings, (SEGMENTS_PER_REQUEST, DIM)).astype(np.float32)

@@ -1,5 +1,5 @@
 """How to spend a machine's cores on CPU inference: one multi-threaded run per batch, or one single-threaded run
-per core side by side (what ``service.run.batch_policy`` picks), alone and while a thread decodes audio.
+per core side by side (what ``service.engine.run.batch_policy`` picks), alone and while a thread decodes audio.
 
 Three measurements in one run, on the model file the service loads:
 
@@ -30,11 +30,11 @@ import numpy as np
 import onnxruntime as ort
 
 from bench import common
-from bench.music import music_files
+from corpus.music import music_files
 from service.decode import decode, iter_decoded
-from service.manifest import load_manifest
-from service.patch import PatchGeometry, patch_track
-from service.run import SERVED_OUTPUTS, usable_cpus
+from service.artefacts.manifest import load_manifest
+from service.engine.patch import PatchGeometry, patch_track
+from service.engine.run import SERVED_OUTPUTS, usable_cpus
 
 SECTION = "inference_parallelism"
 MAX_SECONDS = 3600.0
@@ -46,7 +46,7 @@ def session(model_path: str, threads: int, spinning: bool = True) -> ort.Inferen
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_mem_pattern = False  # as service.run
+    options.enable_mem_pattern = False  # as service.engine.run
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])

@@ -16,12 +16,12 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from bench.music import check_librosa_reads, music_files
+from corpus.music import check_librosa_reads, music_files
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode
-from service.manifest import load_manifest
-from service.patch import patch_track
-from service.run import batch_policy, load_runner
+from service.artefacts.manifest import load_manifest
+from service.engine.patch import patch_track
+from service.engine.run import batch_policy, load_runner
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOP_TAGS = 5

@@ -11,7 +11,7 @@ How:
 
 1. Start ``taggram serve`` as a child process on a free loopback port (``--env KEY=VALUE`` adds TAGGRAM_* settings),
    or target ``--url`` (loopback only, and no memory figures unless ``--pid`` is given).
-2. Workload from real music (``bench/music.py``: three tracks, as ogg, mp3 and m4a): 80 % 30-s clips cut at a random
+2. Workload from real music (``corpus/music.py``: three tracks, as ogg, mp3 and m4a): 80 % 30-s clips cut at a random
    offset of a random file → ``POST /suggest-subgenres``; 15 % full tracks (from a small random offset to the end,
    so the bytes differ) → ``POST /embed``; 5 % a repeat of a clip already answered (a cache hit). Every other
    upload is distinct, so the content-addressed cache never hits by accident.
@@ -56,7 +56,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.music import cut_clip, duration_seconds, music_files  # noqa: E402
+from corpus.music import cut_clip, duration_seconds, music_files  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIX = (("clip", 0.80), ("full", 0.15), ("repeat", 0.05))

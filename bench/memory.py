@@ -1,7 +1,7 @@
 """Memory of the models on CPU: ONNX Runtime arenas per session vs one arena shared by every session.
 
 Each variant runs in its own child process (RSS is per process), alternating ``--rounds`` times, so both see the
-same machine load. A child loads every model in ``models/`` with the service's defaults (``service.run.batch_policy``,
+same machine load. A child loads every model in ``models/`` with the service's defaults (``service.engine.run.batch_policy``,
 ``--workers`` inference threads), warms each up the way the service does (``Batcher.warm_up``: one batch of
 ``--batch`` patches on every worker thread at once), then runs ``--load-batches`` batches of real-valued noise per
 model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and at the end of the load
@@ -30,7 +30,7 @@ def child(shared: bool, workers: int, batch: int, load_batches: int) -> dict:
     import psutil
 
     from service.config import Settings
-    from service.run import batch_policy, load_runner
+    from service.engine.run import batch_policy, load_runner
 
     process = psutil.Process()
     peak = [process.memory_info().rss]

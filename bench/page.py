@@ -1,7 +1,7 @@
 """The exploration page in the browser: page weight, and time from picking a 3-minute track to its heatmap.
 
-``taggram serve`` runs as a subprocess; Debian's headless Chromium (tests/browser.py: nothing is downloaded) opens
-the page with an empty profile and picks real music (``bench.music``: 3-minute clips cut without re-encoding from
+``taggram serve`` runs as a subprocess; Debian's headless Chromium (tests/support/browser.py: nothing is downloaded) opens
+the page with an empty profile and picks real music (``corpus.music``: 3-minute clips cut without re-encoding from
 the lincity-ng soundtrack). Measured in the page with the Performance API:
 
 * page weight: bytes transferred for the page and its static files (Resource Timing ``transferSize``: headers +
@@ -32,8 +32,8 @@ from pathlib import Path
 import httpx
 
 from bench import common
-from bench.music import cut_clip, duration_seconds, ensure_music
-from service.page import STATIC_DIR
+from corpus.music import cut_clip, duration_seconds, ensure_music
+from service.api.page import STATIC_DIR
 
 SECTION = "page"
 REPORT = common.REPO_ROOT / "docs" / "page.md"
@@ -48,7 +48,7 @@ def clips(runs: int, workdir: Path) -> list[Path]:
     """``runs`` distinct 3-minute .ogg clips from the tracks long enough to hold one."""
     long_tracks = [t for t in ensure_music() if duration_seconds(t) >= CLIP_SECONDS + max(OFFSETS_SECONDS)]
     if not long_tracks:
-        raise SystemExit(f"no track of {CLIP_SECONDS + max(OFFSETS_SECONDS):.0f} s or more in bench.music")
+        raise SystemExit(f"no track of {CLIP_SECONDS + max(OFFSETS_SECONDS):.0f} s or more in corpus.music")
     paths = []
     for i in range(runs):
         track = long_tracks[i % len(long_tracks)]
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(common.REPO_ROOT / "tests"))
-    from browser import chromium
+    from tests.support.browser import chromium
 
     with tempfile.TemporaryDirectory(prefix="taggram-page-bench-") as tmp:
         workdir = Path(tmp)

@@ -1,7 +1,7 @@
 """Peak RSS of ``taggram serve`` with every model loaded: at ready, and under concurrent uploads to every model.
 
 The service runs as a subprocess (``bench.common.running_service``, cache off); its RSS is sampled every 10 ms
-from /proc while ``--requests-per-model`` uploads of ``--clip-seconds`` of real music (``bench.music``) go to each
+from /proc while ``--requests-per-model`` uploads of ``--clip-seconds`` of real music (``corpus.music``) go to each
 model at once. Reported: RSS when ready, peak RSS under the load, and RSS after it.
 """
 
@@ -16,7 +16,7 @@ import httpx
 import psutil
 
 from bench import common
-from bench.music import cut_clip, ensure_music
+from corpus.music import cut_clip, ensure_music
 
 SECTION = "service_memory"
 MODELS = ("msd-musicnn", "mtt-musicnn", "msd-vgg", "mtt-vgg")

@@ -48,8 +48,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the child processes run this file as a script
 
-from service.similar import artefact  # noqa: E402
-from service.similar.search import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH  # noqa: E402
+from service.artefacts.similar import artefact  # noqa: E402
+from service.artefacts.similar.search import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH  # noqa: E402
 
 DIM = 200  # musicnn's penultimate layer
 CLUSTERS = 2000  # "genres × production styles": enough that neighbours are not one big blob
@@ -94,7 +94,7 @@ def make_synthetic(n: int, folder: Path, seed: int = 13) -> dict:
 def read_segments(backfill_out: Path) -> list[np.ndarray]:
     """Per track, float32 [segments, dim] from a backfill run with --segment-embeddings (Arrow buffers, no Python
     float per value)."""
-    from service.backfill import read_output
+    from service.offline.backfill import read_output
 
     table = read_output(backfill_out)
     if table is None or "segment_embeddings" not in table.column_names:

@@ -1,6 +1,6 @@
 """usearch HNSW search expansion against recall@10 and query time, on bench/similar.py's synthetic catalog.
 
-Builds one f16 index with the service's settings (service/similar/search.py) over ``FOLDER/catalog.npy`` and
+Builds one f16 index with the service's settings (service/artefacts/similar/search.py) over ``FOLDER/catalog.npy`` and
 measures, for each ``expansion_search``, recall@10 against ``FOLDER/truth.npy`` and single-thread query time, in
 memory and memory-mapped (``Index.restore(view=True)``, as the service serves it).
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from usearch.index import Index
 
-from service.similar.search import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD
+from service.artefacts.similar.search import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD
 
 DEFAULT_FOLDER = Path(tempfile.gettempdir()) / "taggram-bench-similar" / "1000000"
 ADD_CHUNK = 50_000  # vectors added per call: bounds the build's temporary copies

@@ -2,7 +2,7 @@
 
 Several ``taggram serve`` processes run at once, one per configuration (cache off), and take turns: every clip is
 sent to each of them in turn (the order rotates), one request at a time, so no two requests overlap and other load
-on the machine hits every configuration alike. Clips are real music cut without re-encoding (``bench.music``) at a
+on the machine hits every configuration alike. Clips are real music cut without re-encoding (``corpus.music``) at a
 few offsets of every file, in each length of ``--seconds``.
 
 Configurations: ``default`` is the service as shipped; the others override settings (``--config NAME:key=value,...``;
@@ -21,7 +21,7 @@ import time
 import httpx
 
 from bench import common
-from bench.music import cut_clip, music_files
+from corpus.music import cut_clip, music_files
 
 SECTION = "single_request"
 OFFSETS_SECONDS = (10.0, 41.3, 77.7)  # where clips start in each file (full-length requests start at 0)

@@ -47,7 +47,7 @@ def _identity(root: Path) -> dict:
 
 def load(root: Path, labels: Labels, *, expected_model: str | None = None, expected_sha256: str | None = None,
          min_examples: int = DEFAULT_MIN_EXAMPLES, min_artists: int = DEFAULT_MIN_ARTISTS) -> Dataset:
-    from service.backfill import read_output
+    from service.offline.backfill import read_output
 
     identity = _identity(root)
     if expected_model is not None and identity["model"] != expected_model:

@@ -28,7 +28,7 @@ from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, p
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
 from head_training.train import DEFAULT_JOBS, available, out_of_fold
-from service.cli_arguments import positive_int
+from service.offline.arguments import positive_int
 
 
 def class_tag_indices(data: Dataset, tag_map: dict[str, list[str]]) -> list[list[int]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from head_training.head import Head
-from service.durable import atomic_write
+from service.artefacts.durable import atomic_write
 
-HEAD_FORMAT = 1  # bump when the manifest's meaning changes (service/heads.py checks it)
+HEAD_FORMAT = 1  # bump when the manifest's meaning changes (service/artefacts/heads.py checks it)
 OPSET = 17
 INPUT_NAME = "embedding"
 OUTPUT_NAME = "scores"

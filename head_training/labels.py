@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.backfill.catalog import jsonl_objects
+from service.offline.backfill.catalog import jsonl_objects
 
 CLASS_KEYS = ("subgenres", "subgenre", "labels", "label")
 ARTIST_KEYS = ("artist_id", "artist")

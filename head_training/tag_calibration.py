@@ -1,12 +1,12 @@
 """Catalog calibration of a tag taxonomy: each tag's score as its percentile over a reference backfill.
 
-    python -m head_training.tag_calibration BACKFILL_OUT --out service/taxonomies/MODEL.calibration.json \
+    python -m head_training.tag_calibration BACKFILL_OUT --out service/artefacts/taxonomies/MODEL.calibration.json \
         --reference "what the collection is"
 
 Raw tag probabilities carry the base model's training priors (MSD: rock, pop, electronic are frequent, so their
 scores run high on everything). A tag's percentile over a reference collection says instead how strongly *this*
 track has the tag compared with the catalog. The file stores, per tag, the scores at ``QUANTILE_POINTS`` evenly
-spaced quantiles; the service interpolates between them (service/tag_calibration.py).
+spaced quantiles; the service interpolates between them (service/artefacts/tag_calibration.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CALIBRATION_FORMAT = 1
 
 
 def build(backfill_out: Path, reference: str) -> dict:
-    from service.backfill import read_output
+    from service.offline.backfill import read_output
 
     identity = json.loads((backfill_out / "_backfill.json").read_text())
     table = read_output(backfill_out)
@@ -48,7 +48,7 @@ def top1_counts(backfill_out: Path, calibration: dict, taxonomy_file: Path) -> d
     ranking spreads over the taxonomy, not whether it is right (head_training/evaluate.py does that out of fold)."""
     from collections import Counter
 
-    from service.backfill import read_output
+    from service.offline.backfill import read_output
 
     taxonomy = json.loads(taxonomy_file.read_text())["subgenres"]
     labels = calibration["labels"]

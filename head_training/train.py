@@ -24,7 +24,7 @@ from head_training.export import sha256_bytes, write_artefact
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
-from service.cli_arguments import positive_int
+from service.offline.arguments import positive_int
 from service.logs import configure_logging
 
 log = logging.getLogger("taggram.train_head")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def base_model_sha(models_dir: Path, backfill_out: Path) -> tuple[str, str]:
-    from service.manifest import ModelFileError, load_manifest
+    from service.artefacts.manifest import ModelFileError, load_manifest
 
     name = json.loads((backfill_out / "_backfill.json").read_text())["model"]
     try:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.logs import configure_logging
-from service.manifest import ModelFileError
+from service.artefacts.manifest import ModelFileError
 
 log = logging.getLogger("taggram")
 
@@ -56,7 +56,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> int:
-    from service.app import create_app
+    from service.api.app import create_app
 
     try:
         app = create_app(settings)
@@ -87,12 +87,12 @@ def serve(settings: Settings) -> int:
 # Commands that parse their own arguments (everything after the word goes to them, -h included): the module whose
 # ``main(argv)`` runs each, imported only when asked for. train-head lives outside service/ (optional extra `train`).
 SUBCOMMANDS = {
-    "backfill": ("service.backfill", "tag a catalog offline into Parquet (taggram backfill -h)"),
-    "check-catalog": ("service.catalog_check",
+    "backfill": ("service.offline.backfill", "tag a catalog offline into Parquet (taggram backfill -h)"),
+    "check-catalog": ("service.offline.catalog_check",
                       "decode a catalog without the model: what would be analysed or refused, and why"),
     "train-head": ("head_training.train",
                    "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)"),
-    "index": ("service.similar.build", "build a similar-tracks index (taggram index build -h)"),
+    "index": ("service.offline.index_build", "build a similar-tracks index (taggram index build -h)"),
 }
 
 

@@ -7,6 +7,19 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "integration", "system")  # tests/<tier>/: the folder is the tier, its marker is applied here
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test with its folder's tier, and holds the unit tier to its promise: no exported models."""
+    for item in items:
+        tier = Path(item.path).relative_to(REPO_ROOT / "tests").parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+        if tier == "unit" and "models_dir" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid}: a unit test may not need the exported models (move it to "
+                                    "tests/integration)")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
     python deploy/alerts/render_prometheusrule.py          # rewrite the file
     python deploy/alerts/render_prometheusrule.py --check  # exit 1 if the file is out of date
 
-The rule file is the one source; this only wraps its `groups` unchanged (tests/test_alerts.py checks both that
+The rule file is the one source; this only wraps its `groups` unchanged (tests/system/test_alerts.py checks both that
 the committed file equals this output and that its spec.groups equal the rule file's groups).
 """
 

@@ -1,0 +1,89 @@
+"""The exploration page: ``GET /`` and its static files under ``/static/``, with the headers that keep it safe.
+
+The page is plain HTML, CSS and ES modules from ``service/api/static/`` (no build step, nothing fetched from elsewhere).
+It is public, like ``/healthz``: it holds no data. Its API calls carry the API key the user types into it, so
+they follow the API's auth rules (docs/page.md).
+
+Every page and static response carries a Content-Security-Policy that allows scripts, styles and fetches from
+this origin only, no inline script or ``eval``, audio from ``blob:`` (the picked file plays from an object URL)
+and no framing: an injected ``<script>`` or ``onclick=`` does nothing, and the key typed into the page can only
+go back to this service.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PREFIX = "/static"
+PAGE_PATH = "/"
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'none'",  # anything not listed below is refused (fonts, frames, workers, manifests)
+    "script-src 'self'",  # no inline script, no eval
+    "style-src 'self'",  # no <style> blocks or style="" attributes (CSSOM property writes stay allowed)
+    "img-src 'self' data:",  # data: for the empty favicon that stops a /favicon.ico request
+    "media-src 'self' blob:",  # the picked file plays from an object URL
+    "connect-src 'self'",  # fetch() only to this service: the API key cannot be sent elsewhere
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",  # the page submits no form, so a key field can never end up in a URL
+    "frame-ancestors 'none'",
+))
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",  # frame-ancestors for browsers that predate it
+    "cross-origin-opener-policy": "same-origin",
+    # Revalidate every load (the ETag makes that a 304): a new service version never runs with an old script.
+    "cache-control": "no-cache",
+}
+SECURITY_HEADERS_BYTES = {name.encode() for name in SECURITY_HEADERS}
+
+# Module scripts are refused unless served with a JavaScript type, and nosniff forbids guessing: do not depend on
+# the host's /etc/mime.types for the two types the page needs.
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/css", ".css")
+
+
+def is_page_path(path: str) -> bool:
+    return path == PAGE_PATH or path.startswith(STATIC_PREFIX + "/")
+
+
+class PageHeadersMiddleware:
+    """Adds ``SECURITY_HEADERS`` to the page's and static files' responses, errors included (pure ASGI)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.headers = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not is_page_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in SECURITY_HEADERS_BYTES]
+                message = {**message, "headers": [*kept, *self.headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+
+def install_page(app: FastAPI) -> None:
+    """Serve the page at ``/`` and its files at ``/static/``; both public, both with ``SECURITY_HEADERS``."""
+
+    @app.get(PAGE_PATH, include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(PageHeadersMiddleware)

@@ -1,0 +1,163 @@
+"""Response bodies (the OpenAPI schema) and how each is made from one cached Analysis."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from service.engine.analysis import Analysis, mean_over_segments
+from service.decode import DecodeFacts
+from service.artefacts.taxonomy import Taxonomy, suggest
+
+
+class DecodeWarningOut(BaseModel):
+    code: str = Field(description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
+                                  "(much shorter than declared, or the container shows the file was cut)")
+    detail: str
+
+
+class DecodeInfo(BaseModel):
+    decoder: str = Field(description="ffmpeg, or libsndfile for files FFmpeg cannot read")
+    codec: str
+    duration_seconds: float = Field(description="Decoded duration")
+    declared_duration_seconds: float | None = Field(description="Duration the file declares, when it declares one")
+
+
+class DecodeReport(BaseModel):
+    """Fields every audio response carries: how the upload decoded, and what the analysis may be missing."""
+
+    warnings: list[DecodeWarningOut] = Field(description="Empty when the audio decoded cleanly")
+    decode: DecodeInfo
+
+
+def decode_report(facts: DecodeFacts) -> dict:
+    return {
+        "warnings": [DecodeWarningOut(code=w.code, detail=w.detail) for w in facts.warnings],
+        "decode": DecodeInfo(decoder=facts.decoder, codec=facts.codec, duration_seconds=facts.duration_seconds,
+                             declared_duration_seconds=facts.declared_duration_seconds),
+    }
+
+
+class TagSegment(BaseModel):
+    start: float = Field(description="Segment start, seconds from the start of the track")
+    end: float = Field(description="Segment end, seconds (clipped to the track's duration)")
+    scores: list[float] = Field(description="Tag probabilities, in the order of `labels`")
+
+
+class HeadScores(BaseModel):
+    name: str
+    classes: list[str]
+    segments: list[list[float]] = Field(description="Per segment, one probability per class (order of `classes`)")
+    mean: list[float] = Field(description="Track-level probabilities, pooled as the head's manifest says")
+
+
+class TaggramResponse(DecodeReport):
+    model: str
+    labels: list[str]
+    patch_seconds: float = Field(description="Audio each segment stands for (187 STFT frames)")
+    hop_seconds: float = Field(description="Seconds between segment starts")
+    duration_seconds: float
+    segments: list[TagSegment]
+    mean: list[float] = Field(description="Mean of the segments' scores: the track-level tag probabilities")
+    cached: bool
+    head: HeadScores | None = Field(None, description="With ?head=NAME: the head's probabilities per segment")
+
+
+class EmbeddingSegment(BaseModel):
+    start: float
+    end: float
+    embedding: list[float]
+
+
+class EmbedResponse(DecodeReport):
+    model: str
+    dim: int
+    embedding: list[float] = Field(description="Mean over segments of the per-segment embeddings")
+    duration_seconds: float
+    cached: bool
+    segments: list[EmbeddingSegment] | None = Field(None, description="Per-segment embeddings, with ?segments=true")
+
+
+class Suggestion(BaseModel):
+    subgenre: str
+    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+                                     "track-level mean probability among the subgenre's tags")
+
+
+class SuggestResponse(DecodeReport):
+    model: str
+    taxonomy: str
+    kind: str = Field("tags", description="'head' (a trained classification head) or 'tags' (a tag taxonomy)")
+    suggestions: list[Suggestion]
+    duration_seconds: float
+    cached: bool
+
+
+class ModelInfo(BaseModel):
+    name: str
+    manifest: dict
+    taxonomy: dict
+    provider: str
+    heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
+    taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
+    default_taxonomy: str | None = None
+    index: dict | None = Field(None, description="The similarity index loaded for this model (null: none)")
+
+
+class ModelsResponse(BaseModel):
+    default: str
+    models: list[ModelInfo]
+
+
+def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> TaggramResponse:
+    segments = [
+        TagSegment(start=start, end=end, scores=row)
+        for (start, end), row in zip(analysis.segment_bounds(), analysis.tags.tolist())
+    ]
+    return TaggramResponse(
+        model=model,
+        labels=labels,
+        patch_seconds=analysis.patch_samples / analysis.sample_rate,
+        hop_seconds=analysis.hop_samples / analysis.sample_rate,
+        duration_seconds=analysis.duration_seconds,
+        segments=segments,
+        mean=mean_over_segments(analysis.tags).tolist(),
+        cached=cached,
+        **decode_report(analysis.decode),
+    )
+
+
+def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> EmbedResponse:
+    segments = None
+    if with_segments:
+        segments = [
+            EmbeddingSegment(start=start, end=end, embedding=row)
+            for (start, end), row in zip(analysis.segment_bounds(), analysis.embedding.tolist())
+        ]
+    return EmbedResponse(
+        model=model,
+        dim=int(analysis.embedding.shape[1]),
+        embedding=mean_over_segments(analysis.embedding).tolist(),
+        duration_seconds=analysis.duration_seconds,
+        cached=cached,
+        segments=segments,
+        **decode_report(analysis.decode),
+    )
+
+
+def suggestions(model: str, taxonomy: Taxonomy, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
+    ranked = suggest(taxonomy, mean_over_segments(analysis.tags), k)
+    return ranked_suggestions(model, taxonomy.name, "tags", ranked, analysis, cached)
+
+
+def ranked_suggestions(model: str, taxonomy: str, kind: str, ranked: list[tuple[str, float]], analysis: Analysis,
+                       cached: bool) -> SuggestResponse:
+    """The response for any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
+    return SuggestResponse(
+        model=model,
+        taxonomy=taxonomy,
+        kind=kind,
+        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranked],
+        duration_seconds=analysis.duration_seconds,
+        cached=cached,
+        **decode_report(analysis.decode),
+    )

@@ -1,0 +1,256 @@
+"""Classification heads (``taggram train-head``) served on a base model's per-segment embeddings.
+
+A head is ``TAGGRAM_HEADS_DIR/<name>.onnx`` + ``<name>.json``. At start-up every manifest is validated: its base
+model must be loaded and be the very graph the head was trained on (same onnx sha256), the head's own .onnx must
+match its sha256, and the graph must take ``[batch, embedding_dim]`` and give one score per class. Any failure
+stops the start with one ``ModelFileError`` naming the file (exit 2), as for models and taxonomies.
+
+Heads run on the cached ``Analysis``'s per-segment embeddings, never on audio: a cached analysis answers any head
+exactly as an uncached one, and adding or replacing a head needs no re-inference. Track-level scores follow the
+manifest's pooling: ``mean_embedding`` (the head on the mean segment embedding, which is what it was trained on)
+or ``mean_scores`` (the mean of its per-segment scores).
+
+``?taxonomy=NAME`` resolves NAME among the model's heads and its tag taxonomy; the default per model comes from
+``TAGGRAM_DEFAULT_TAXONOMIES`` ("model=name,..."), else the tag taxonomy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service import metrics
+from service.api import responses as respond
+from service.engine.analysis import mean_over_segments
+from service.errors import Problem
+from service.artefacts.manifest import ModelFileError, sha256_file
+from service.artefacts.tag_calibration import CalibratedTaxonomy, load_calibration
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FORMAT = 1
+POOLINGS = ("mean_embedding", "mean_scores")
+HEAD_THREADS = 1  # a head is a few small matrix products per request: more threads only add hand-off cost
+
+
+class BaseModelRef(BaseModel):
+    name: str
+    onnx_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    embedding_output: str
+    embedding_dim: int = Field(gt=0)
+
+
+class HeadOnnx(BaseModel):
+    file: str
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    opset: int
+    input: str
+    output: str
+
+
+class HeadManifest(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    format: int
+    name: str = Field(pattern="^[a-z0-9][a-z0-9._-]*$")
+    classes: list[str] = Field(min_length=1)
+    hierarchy: dict[str, list[str]] = {}
+    base_model: BaseModelRef
+    pooling: str
+    metrics: dict = {}
+    onnx: HeadOnnx
+
+
+@dataclass
+class LoadedHead:
+    manifest: HeadManifest
+    session: object  # onnxruntime.InferenceSession
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def segment_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """[segments, dim] → [segments, classes] probabilities (float32)."""
+        m = self.manifest.onnx
+        return self.session.run([m.output], {m.input: np.ascontiguousarray(embeddings, np.float32)})[0]
+
+    def track_scores(self, embeddings: np.ndarray, segment_scores: np.ndarray | None = None) -> np.ndarray:
+        """Track-level probabilities under the manifest's pooling (computed in float64, returned as float32)."""
+        if self.manifest.pooling == "mean_embedding":
+            pooled = embeddings.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
+            return self.segment_scores(pooled)[0]
+        scores = self.segment_scores(embeddings) if segment_scores is None else segment_scores
+        return scores.astype(np.float64).mean(axis=0).astype(np.float32)
+
+    def info(self, default: bool) -> dict:
+        m = self.manifest
+        cv = m.metrics.get("cv", {})
+        return {"name": m.name, "classes": m.classes, "hierarchy": m.hierarchy, "pooling": m.pooling,
+                "metrics": {"macro": cv.get("macro"), "per_class": cv.get("per_class"),
+                            "grouped_by": m.metrics.get("grouped_by"), "folds": m.metrics.get("folds")},
+                "default": default, "onnx_sha256": m.onnx.sha256}
+
+
+def _fail(path: Path, reason: str) -> ModelFileError:
+    return ModelFileError(f"head {path}: {reason}")
+
+
+def load_head(path: Path, models: dict) -> LoadedHead:
+    import json
+
+    import onnxruntime as ort
+
+    try:
+        manifest = HeadManifest.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError, ValidationError) as error:
+        raise _fail(path, f"invalid manifest: {' '.join(str(error).splitlines()[:3])}") from None
+    if manifest.format != SUPPORTED_FORMAT:
+        raise _fail(path, f"format {manifest.format} is not supported (expected {SUPPORTED_FORMAT})")
+    if path.stem != manifest.name:
+        raise _fail(path, f"names head {manifest.name!r}, not {path.stem!r}")
+    if manifest.pooling not in POOLINGS:
+        raise _fail(path, f"pooling {manifest.pooling!r} is not one of {POOLINGS}")
+    base = manifest.base_model
+    model = models.get(base.name)
+    if model is None:
+        raise _fail(path, f"base model {base.name!r} is not loaded (loaded: {sorted(models)})")
+    if model.manifest.onnx.sha256 != base.onnx_sha256:
+        raise _fail(path, f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
+                          f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings")
+    if base.embedding_output != "embedding" or base.embedding_dim != model.manifest.embedding_dim:
+        raise _fail(path, f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
+                          f"embedding[{model.manifest.embedding_dim}]")
+    onnx_file = path.parent / manifest.onnx.file
+    try:
+        actual = sha256_file(onnx_file)
+    except OSError as error:
+        raise _fail(path, f"graph {onnx_file} cannot be read: {error.strerror or error}") from None
+    if actual != manifest.onnx.sha256:
+        raise _fail(path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = HEAD_THREADS
+    options.inter_op_num_threads = HEAD_THREADS
+    try:
+        session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        head = LoadedHead(manifest, session)
+        probe = head.segment_scores(np.zeros((1, base.embedding_dim), np.float32))
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime raises several types for a bad graph
+        raise _fail(path, f"graph {onnx_file} does not run on [1, {base.embedding_dim}] embeddings: {error}") from None
+    if probe.shape != (1, len(manifest.classes)):
+        raise _fail(path, f"graph gives {probe.shape[1:]} scores for {len(manifest.classes)} classes")
+    return head
+
+
+def parse_defaults(text: str) -> dict[str, str]:
+    """"msd-musicnn=my-head,mtt-musicnn=platform-genres-mtt" → {model: taxonomy name}."""
+    defaults: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        model, sep, name = part.partition("=")
+        if not sep or not model.strip() or not name.strip():
+            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {part!r} is not model=name")
+        defaults[model.strip()] = name.strip()
+    return defaults
+
+
+@dataclass
+class Heads:
+    """Every model's heads and its default ?taxonomy=."""
+
+    by_model: dict[str, dict[str, LoadedHead]]
+    defaults: dict[str, str]  # model → taxonomy name (head or tag taxonomy)
+    calibrated: dict[str, CalibratedTaxonomy] = field(default_factory=dict)  # model → its calibrated tag taxonomy
+
+    def for_model(self, model: str) -> dict[str, LoadedHead]:
+        return self.by_model.get(model, {})
+
+    def default_for(self, loaded_model) -> str:
+        return self.defaults.get(loaded_model.name, loaded_model.taxonomy.name)
+
+    def taxonomy_names(self, loaded_model) -> list[str]:
+        calibrated = self.calibrated.get(loaded_model.name)
+        return [loaded_model.taxonomy.name, *([calibrated.name] if calibrated else [])]
+
+    def resolve(self, loaded_model, name: str | None) -> Callable:
+        """What answers ?taxonomy=NAME for this model: ``answer(analysis, cached, k) -> SuggestResponse``.
+        NAME is a head, the tag taxonomy or its calibrated variant; anything else is 422 unknown_taxonomy."""
+        name = name or self.default_for(loaded_model)
+        if name == loaded_model.taxonomy.name:
+            return lambda analysis, cached, k: respond.suggestions(loaded_model.name, loaded_model.taxonomy,
+                                                                   analysis, cached, k)
+        calibrated = self.calibrated.get(loaded_model.name)
+        if calibrated is not None and name == calibrated.name:
+            return lambda analysis, cached, k: calibrated_suggestions(loaded_model.name, calibrated, analysis, cached, k)
+        head = self.for_model(loaded_model.name).get(name)
+        if head is None:
+            choices = sorted([*self.taxonomy_names(loaded_model), *self.for_model(loaded_model.name)])
+            raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no taxonomy or head {name!r}; "
+                                                   f"choose one of {choices}")
+        return lambda analysis, cached, k: head_suggestions(loaded_model.name, head, analysis, cached, k)
+
+    def model_info(self, loaded_model) -> dict:
+        """GET /models fields for one model: its heads (with metrics and the default flag) and tag taxonomies."""
+        default = self.default_for(loaded_model)
+        heads = [h.info(default == h.name) for h in self.for_model(loaded_model.name).values()]
+        return {"heads": heads, "taxonomies": self.taxonomy_names(loaded_model), "default_taxonomy": default}
+
+    def head(self, loaded_model, name: str) -> LoadedHead:
+        """?head=NAME: a head of this model (a tag taxonomy is not a head)."""
+        head = self.for_model(loaded_model.name).get(name)
+        if head is None:
+            raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no head {name!r}; "
+                                                   f"heads: {sorted(self.for_model(loaded_model.name))}")
+        return head
+
+
+def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict, taxonomy_dir: Path | None = None) -> Heads:
+    by_model: dict[str, dict[str, LoadedHead]] = {name: {} for name in models}
+    if heads_dir is not None:
+        if not heads_dir.is_dir():
+            raise ModelFileError(f"heads folder {heads_dir} does not exist")
+        for path in sorted(heads_dir.glob("*.json")):
+            head = load_head(path, models)
+            model = models[head.manifest.base_model.name]
+            if head.name in (model.taxonomy.name, model.taxonomy.name + "-calibrated"):
+                raise _fail(path, f"has the name of {model.name}'s tag taxonomy; rename the head")
+            by_model[model.name][head.name] = head
+            log.info("loaded head %s on %s (%d classes, pooling %s)", head.name, model.name,
+                     len(head.manifest.classes), head.manifest.pooling)
+    calibrated = {name: c for name, m in models.items() if (c := load_calibration(m, taxonomy_dir)) is not None}
+    heads = Heads(by_model, parse_defaults(default_taxonomies), calibrated)
+    for model_name, name in heads.defaults.items():
+        model = models.get(model_name)
+        if model is None:
+            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES names model {model_name!r}, which is not loaded")
+        if name not in heads.taxonomy_names(model) and name not in by_model[model_name]:
+            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {name!r} "
+                                 f"(heads folder: {heads_dir})")
+    for model_name, loaded in by_model.items():
+        metrics.HEADS_LOADED.labels(model_name).set(len(loaded))
+    return heads
+
+
+def head_scores(head: LoadedHead, analysis):
+    segments = head.segment_scores(analysis.embedding)
+    return respond.HeadScores(name=head.name, classes=head.manifest.classes, segments=segments.tolist(),
+                      mean=head.track_scores(analysis.embedding, segments).tolist())
+
+
+def head_suggestions(model: str, head: LoadedHead, analysis, cached: bool, k: int):
+    """The k most probable classes, best first; ties keep the manifest's class order."""
+    scores = head.track_scores(analysis.embedding)
+    order = np.argsort(-scores, kind="stable")[:k]
+    ranked = [(head.manifest.classes[i], float(scores[i])) for i in order]
+    return respond.ranked_suggestions(model, head.name, "head", ranked, analysis, cached)
+
+
+def calibrated_suggestions(model: str, calibrated: CalibratedTaxonomy, analysis, cached: bool, k: int):
+    ranked = calibrated.suggest(mean_over_segments(analysis.tags), k)
+    return respond.ranked_suggestions(model, calibrated.name, "tags", ranked, analysis, cached)
