@@ -23,6 +23,7 @@ def test_the_runtime_set_alone_installs_imports_and_starts(tmp_path, models_dir)
     """``pip install .`` (no extras) into a fresh venv, then what the image runs: serve to ready and the offline
     commands' help."""
     source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and *.egg-info behind
+    source.mkdir()
     for part in PACKAGE_PARTS:
         copy = shutil.copytree if (REPO_ROOT / part).is_dir() else shutil.copy2
         copy(REPO_ROOT / part, source / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
