@@ -26,6 +26,7 @@ import numpy as np
 from service import metrics
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
+from service.artefacts.similar.catalog import Artists, CatalogMap, load_artists, load_map
 from service.artefacts.similar.search import Searcher, open_searcher
 
 log = logging.getLogger("taggram.index")
@@ -54,6 +55,15 @@ class LoadedIndex:
     signature: tuple[int, int, int]  # the manifest's (inode, mtime_ns, size) when loaded
     loaded_at: float
     load_seconds: float
+    catalog_map: CatalogMap | None = None  # None: a generation built before the map
+    artist_table: Artists | None = None  # None: no track has an artist, or built before the artists
+
+    def position(self, query: np.ndarray) -> tuple[float, float] | None:
+        """A normalised query vector's place on the catalog map (the index's fitted projection), if it has one."""
+        if self.catalog_map is None:
+            return None
+        x, y = self.catalog_map.projection.place(query)[0]
+        return float(x), float(y)
 
     def query_vector(self, embedding: np.ndarray) -> np.ndarray:
         return artefact.normalise(embedding, self.mean)[0]
@@ -76,7 +86,9 @@ class LoadedIndex:
         return {"vectors": m.count, "dim": m.dim, "metric": m.metric, "normalisation": m.normalisation["method"],
                 "library": m.library, "library_version": m.library_version, "storage": m.storage,
                 "built_at": m.built_at, "loaded_at": self.loaded_at, "duplicate_threshold": m.duplicate_threshold,
-                "has_artists": m.has_artists, "source_digest": m.source.get("digest")}
+                "has_artists": m.has_artists, "source_digest": m.source.get("digest"),
+                "map": None if m.map is None else {"projection": m.map.projection["method"], "label": m.map.label},
+                "artists": None if m.artists is None else m.artists.count}
 
 
 def signature(path: Path) -> tuple[int, int, int]:
@@ -122,10 +134,12 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
     if searcher.count != manifest.count or len(track_ids) != manifest.count:
         raise artefact.IndexFileError(f"index {path}: {searcher.count} vectors and {len(track_ids)} tracks, "
                                       f"manifest says {manifest.count}")
+    catalog_map, artist_table = load_map(path.parent, manifest), load_artists(path.parent, manifest)
     return LoadedIndex(manifest=manifest, searcher=searcher, track_ids=track_ids,
                        rows={t: i for i, t in enumerate(track_ids)}, artists=tracks.column("artist_id").to_pylist(),
                        titles=tracks.column("title").to_pylist(), mean=manifest.mean, signature=sig,
-                       loaded_at=time.time(), load_seconds=time.perf_counter() - started)
+                       loaded_at=time.time(), load_seconds=time.perf_counter() - started,
+                       catalog_map=catalog_map, artist_table=artist_table)
 
 
 def record(index: LoadedIndex) -> None:
