@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.engine.analysis import Analysis, mean_over_segments
+from service.engine.representative import representative
 from service.decode import DecodeFacts
 from service.artefacts.taxonomy import Taxonomy, suggest
 
@@ -50,6 +51,11 @@ class HeadScores(BaseModel):
     mean: list[float] = Field(description="Track-level probabilities, pooled as the head's manifest says")
 
 
+class Representative(BaseModel):
+    start_seconds: float
+    end_seconds: float = Field(description="At most the track's duration")
+
+
 class TaggramResponse(DecodeReport):
     model: str
     labels: list[str]
@@ -58,6 +64,8 @@ class TaggramResponse(DecodeReport):
     duration_seconds: float
     segments: list[TagSegment]
     mean: list[float] = Field(description="Mean of the segments' scores: the track-level tag probabilities")
+    representative: Representative = Field(description="The ~30 s window that stands for the whole track: the one "
+                                                       "whose mean embedding is closest to the track's (docs/catalog.md)")
     cached: bool
     head: HeadScores | None = Field(None, description="With ?head=NAME: the head's probabilities per segment")
 
@@ -121,6 +129,7 @@ def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> 
         duration_seconds=analysis.duration_seconds,
         segments=segments,
         mean=mean_over_segments(analysis.tags).tolist(),
+        representative=Representative(**dict(zip(("start_seconds", "end_seconds"), representative(analysis)))),
         cached=cached,
         **decode_report(analysis.decode),
     )

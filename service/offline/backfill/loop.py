@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from service.engine.analysis import TrackAnalyser, mean_over_segments
+from service.engine.representative import representative
 from service.offline.backfill.cache_warming import CacheWarmer
 from service.offline.backfill.catalog import Track, refusal
 from service.offline.backfill.codes import DECODER_CRASHED, UNREADABLE_FILE
@@ -209,6 +210,7 @@ class RunLoop:
             taggram=analysis.tags if self.options.taggram else None, segments=analysis.segments,
             decode=analysis.decode,
             segment_embeddings=analysis.embedding if self.options.segment_embeddings else None,
+            representative=representative(analysis),
         )
         self.summary.warnings_by_code.update(w.code for w in analysis.decode.warnings)
         if self.warmer is not None:
