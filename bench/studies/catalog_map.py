@@ -43,6 +43,7 @@ TRUST_SAMPLE = 5000  # rows trustworthiness is computed on (O(sample²) memory)
 FIT_TIMEOUT_SECONDS = 1500
 THREADS = 2  # the machine's cores; UMAP and openTSNE get both, numpy's BLAS uses them too
 SEED = 13
+SCORE_CHUNK = 64  # sampled rows scored at once: [64, 10⁵] float64 distances
 
 
 def status_kib(field: str) -> int:
@@ -80,12 +81,12 @@ def child(method: str, data: Path, out: Path) -> None:
 def top_neighbours(points: np.ndarray, rows: np.ndarray, k: int, *, cosine: bool) -> np.ndarray:
     """The k nearest rows of every sampled row (itself excluded), by cosine (unit vectors) or euclidean distance."""
     found = np.empty((len(rows), k), np.int64)
-    for start in range(0, len(rows), 256):
-        part = rows[start:start + 256]
+    for start in range(0, len(rows), SCORE_CHUNK):
+        part = rows[start:start + SCORE_CHUNK]
         if cosine:
             distance = -(points[part] @ points.T)
         else:
-            distance = np.square(points[part, None, :] - points[None, :, :]).sum(axis=2)
+            distance = np.square(points[part, None, 0] - points[None, :, 0]) + np.square(points[part, None, 1] - points[None, :, 1])
         distance[np.arange(len(part)), part] = np.inf
         top = np.argpartition(distance, k, axis=1)[:, :k]
         found[start:start + len(part)] = top
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for name, vectors in data_sets(args.backfill, args.derived).items():
+            if len(vectors) <= NEIGHBOURS + 1:
+                print(f"{name}: {len(vectors)} vectors, too few for {NEIGHBOURS} neighbours", flush=True)
+                continue
             data = Path(work) / f"{name}.npy"
             np.save(data, vectors)
             for method in args.methods.split(","):

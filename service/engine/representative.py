@@ -31,11 +31,15 @@ class Window:
         return start, min(last_start + analysis.patch_samples / rate, analysis.duration_seconds)
 
 
+def segments_per_window(hop_seconds: float, patch_seconds: float, window_seconds: float = WINDOW_SECONDS) -> int:
+    """How many consecutive segments (``hop_seconds`` apart, ``patch_seconds`` long) cover ``window_seconds``."""
+    return 1 + max(0, round((window_seconds - patch_seconds) / hop_seconds))
+
+
 def window_segments(analysis: Analysis, window_seconds: float = WINDOW_SECONDS) -> int:
-    """How many consecutive segments cover ``window_seconds`` (at least one, at most the track's)."""
-    hop_seconds = analysis.hop_samples / analysis.sample_rate
-    patch_seconds = analysis.patch_samples / analysis.sample_rate
-    wanted = 1 + max(0, round((window_seconds - patch_seconds) / hop_seconds))
+    """How many consecutive segments of this analysis cover ``window_seconds`` (at least one, at most the track's)."""
+    rate = analysis.sample_rate
+    wanted = segments_per_window(analysis.hop_samples / rate, analysis.patch_samples / rate, window_seconds)
     return max(1, min(wanted, analysis.segments))
 
 
