@@ -12,7 +12,10 @@ VmHWM after the fit − VmRSS before it. The parent then scores the 2-D position
 - ``kept@10``: the share of each sampled row's 10 nearest neighbours (cosine in 200-d, itself excluded) that are
   among its 10 nearest in 2-D (over the whole data set);
 - ``trustworthiness@10`` (sklearn.manifold.trustworthiness, Venna & Kaski) on the sample alone (it needs every
-  pairwise rank: O(sample²)), so at 10⁵ it is the trustworthiness of a random sub-catalog of that size.
+  pairwise rank: O(sample²)), so at 10⁵ it is the trustworthiness of a random sub-catalog of that size;
+- ``placed kept@10``: ``HELD_OUT`` of the rows are left out of the fit and placed afterwards as the service places an
+  upload (linear: the fitted projection; t-SNE and UMAP: ``place_by_neighbours`` among their 10 nearest catalog
+  rows); the share of each one's 10 nearest catalog rows in 200-d that are its 10 nearest on the map.
 
 Projections: pca and standardised-pca are the service's own (service/artefacts/similar/projection.py, numpy); umap
 (umap-learn) and tsne (openTSNE) are installed for the study only (``pip install umap-learn openTSNE``). Run::
@@ -34,15 +37,16 @@ from pathlib import Path
 import numpy as np
 
 from service.artefacts.similar import artefact
-from service.artefacts.similar.projection import PROJECTIONS, fit
+from service.artefacts.similar.projection import LINEAR_PROJECTIONS, PLACEMENT_NEIGHBOURS, fit, place_by_neighbours
 
-METHODS = (*PROJECTIONS, "umap", "tsne")
+METHODS = (*LINEAR_PROJECTIONS, "umap", "tsne")
 NEIGHBOURS = 10
 EVAL_SAMPLE = 2000  # rows whose neighbourhoods are scored (all rows when fewer)
 TRUST_SAMPLE = 5000  # rows trustworthiness is computed on (O(sample²) memory)
 FIT_TIMEOUT_SECONDS = 1500
 THREADS = 2  # the machine's cores; UMAP and openTSNE get both, numpy's BLAS uses them too
 SEED = 13
+HELD_OUT = 0.02  # rows left out of the fit and placed afterwards, as uploads are ("placed kept@10")
 SCORE_CHUNK = 64  # sampled rows scored at once: [64, 10⁵] float64 distances
 
 
@@ -55,7 +59,7 @@ def status_kib(field: str) -> int:
 
 
 def fit_positions(method: str, vectors: np.ndarray) -> np.ndarray:
-    if method in PROJECTIONS:
+    if method in LINEAR_PROJECTIONS:
         return fit(vectors, method).place(vectors)
     if method == "umap":
         import umap
@@ -69,13 +73,44 @@ def fit_positions(method: str, vectors: np.ndarray) -> np.ndarray:
 
 
 def child(method: str, data: Path, out: Path) -> None:
+    """Fit on the catalog rows (all but the last HELD_OUT share), save their positions; linear projections also
+    place the held-out rows (the others are placed by the parent, with the service's place_by_neighbours)."""
     vectors = np.load(data)
+    fitted_rows = len(vectors) - held_out(len(vectors))
     before = status_kib("VmRSS")
     started = time.perf_counter()
-    positions = np.asarray(fit_positions(method, vectors), dtype=np.float32)
+    positions = np.asarray(fit_positions(method, vectors[:fitted_rows]), dtype=np.float32)
     seconds = time.perf_counter() - started
+    if method in LINEAR_PROJECTIONS:
+        positions = np.vstack([positions, fit(vectors[:fitted_rows], method).place(vectors[fitted_rows:])])
     np.save(out, positions)
     print(json.dumps({"seconds": seconds, "peak_mib": (status_kib("VmHWM") - before) / 1024}))
+
+
+def held_out(n: int) -> int:
+    return max(1, int(n * HELD_OUT))
+
+
+def place_held_out(vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Held-out rows placed as the service places an upload: among their PLACEMENT_NEIGHBOURS nearest catalog rows."""
+    catalog = vectors[:len(positions)]
+    placed = []
+    for query in vectors[len(positions):]:
+        scores = catalog @ query
+        rows = np.argsort(-scores)[:PLACEMENT_NEIGHBOURS]
+        placed.append(place_by_neighbours(positions, rows, scores[rows]))
+    return np.vstack([positions, np.asarray(placed, np.float32)])
+
+
+def placement_kept(vectors: np.ndarray, positions: np.ndarray, fitted_rows: int) -> float:
+    """kept@10 of the held-out rows among the catalog rows: their 10 nearest catalog rows in 200-d vs on the map."""
+    catalog, catalog_xy = vectors[:fitted_rows].astype(np.float64), positions[:fitted_rows].astype(np.float64)
+    kept = []
+    for row in range(fitted_rows, len(vectors)):
+        high = np.argpartition(-(catalog @ vectors[row]), NEIGHBOURS)[:NEIGHBOURS]
+        low = np.argpartition(np.square(catalog_xy - positions[row]).sum(axis=1), NEIGHBOURS)[:NEIGHBOURS]
+        kept.append(len(set(high.tolist()) & set(low.tolist())) / NEIGHBOURS)
+    return float(np.mean(kept))
 
 
 def top_neighbours(points: np.ndarray, rows: np.ndarray, k: int, *, cosine: bool) -> np.ndarray:
@@ -135,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(vectors) <= NEIGHBOURS + 1:
                 print(f"{name}: {len(vectors)} vectors, too few for {NEIGHBOURS} neighbours", flush=True)
                 continue
+            vectors = vectors[np.random.default_rng(SEED).permutation(len(vectors))]  # held-out rows: the last
             data = Path(work) / f"{name}.npy"
             np.save(data, vectors)
             for method in args.methods.split(","):
@@ -151,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                         row["error"] = done.stderr.strip().splitlines()[-1]
                     else:
                         row |= json.loads(done.stdout.strip().splitlines()[-1])
-                        row |= score(vectors, np.load(out), np.random.default_rng(SEED))
+                        positions = np.load(out)
+                        if len(positions) < len(vectors):
+                            positions = place_held_out(vectors, positions)
+                        fitted_rows = len(vectors) - held_out(len(vectors))
+                        row |= score(vectors[:fitted_rows], positions[:fitted_rows], np.random.default_rng(SEED))
+                        row["placed_kept_at_10"] = placement_kept(vectors, positions, fitted_rows)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.json:
@@ -161,13 +202,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data | n | projection | kept@10 | trustworthiness@10 | fit s | peak MiB |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| data | n | projection | kept@10 | trustworthiness@10 | placed kept@10 | fit s | peak MiB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['data']} | {r['n']} | {r['method']} | – | – | {r['error']} | – |")
+            lines.append(f"| {r['data']} | {r['n']} | {r['method']} | – | – | – | {r['error']} | – |")
         else:
             lines.append(f"| {r['data']} | {r['n']} | {r['method']} | {r['kept_at_10']:.3f} | "
-                         f"{r['trustworthiness_at_10']:.3f} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+                         f"{r['trustworthiness_at_10']:.3f} | {r['placed_kept_at_10']:.3f} | {r['seconds']:.1f} | "
+                         f"{r['peak_mib']:.0f} |")
     return "\n".join(lines)
 
 

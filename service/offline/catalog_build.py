@@ -17,6 +17,8 @@ from service.artefacts.similar import artefact, artists, catalog, projection
 from service.artefacts.taxonomy import load_taxonomy, subgenre_scores
 
 BACKFILL_METADATA = b"taggram.backfill"  # the run identity the backfill writes in every part's schema
+TSNE_PERPLEXITY = 30  # openTSNE's default, as measured in docs/catalog.md
+TSNE_SEED = 13  # the same catalog gives the same map
 
 
 class CatalogInputError(Exception):
@@ -48,8 +50,27 @@ def top_labels(table) -> list[str | None]:
 
 
 def build_map(output: Path, model: str, vectors: np.ndarray, table, method: str) -> artefact.MapInfo:
+    if method in projection.NEIGHBOUR_PLACED:
+        positions = fit_tsne(vectors)
+        placement = projection.NeighbourPlacement(method, projection.PLACEMENT_NEIGHBOURS)
+        return catalog.write_map(output, model, positions, top_labels(table), placement)
     fitted = projection.fit(vectors, method)
     return catalog.write_map(output, model, fitted.place(vectors), top_labels(table), fitted)
+
+
+def fit_tsne(vectors: np.ndarray) -> np.ndarray:
+    """float32 [n, 2] t-SNE positions (openTSNE, FFT gradients; the `map` extra, never in the runtime image)."""
+    try:
+        from openTSNE import TSNE
+    except ImportError:
+        raise CatalogInputError("--projection tsne needs openTSNE: pip install 'taggram[map]' "
+                                "(the runtime image ships pca and standardised-pca only)") from None
+    from service.engine.run import usable_cpus
+
+    if len(vectors) <= 3 * TSNE_PERPLEXITY:
+        raise CatalogInputError(f"--projection tsne needs more than {3 * TSNE_PERPLEXITY} tracks; use pca")
+    fitted = TSNE(perplexity=TSNE_PERPLEXITY, n_jobs=usable_cpus(), random_state=TSNE_SEED).fit(vectors)
+    return np.asarray(fitted, dtype=np.float32)
 
 
 def build_artists(output: Path, model: str, vectors: np.ndarray, table, tracks,

@@ -14,7 +14,7 @@ import pytest
 
 from service.artefacts.similar import artefact
 from service.artefacts.similar.artists import NEAREST_ARTISTS, pool
-from service.artefacts.similar.projection import PROJECTIONS, Projection, fit
+from service.artefacts.similar.projection import PROJECTIONS, Projection, fit, place_by_neighbours
 from service.artefacts.similar.serving import load_index
 from service.offline import index_build as build
 
@@ -64,7 +64,7 @@ def catalog(seed: int = 0, n: int = 90) -> tuple[np.ndarray, np.ndarray, list[st
 
 @pytest.mark.parametrize("method", PROJECTIONS)
 def test_a_catalog_vector_is_placed_at_its_stored_position(tmp_path, taxonomy_dir, method):
-    vectors, scores, artists = catalog()
+    vectors, scores, artists = catalog(n=150)  # t-SNE needs more than 3 × its perplexity
     write_backfill(tmp_path / "bf", vectors, scores, artists)
     manifest = build.build(tmp_path / "bf", tmp_path / "ix", projection=method, taxonomy_dir=taxonomy_dir)
     index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
@@ -201,3 +201,15 @@ def test_an_output_without_tag_scores_or_artists_still_gets_a_map(tmp_path):
     index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
     assert index.artist_table is None
     assert index.catalog_map.labels[0] == LABELS[int(np.argmax(scores[0]))]
+
+
+def test_a_new_point_is_placed_among_its_nearest_catalog_tracks():
+    positions = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [5.0, 5.0]], np.float32)
+    # weighted by cosine: twice as close to track 1 as to track 2
+    np.testing.assert_allclose(place_by_neighbours(positions, [1, 2], [0.6, 0.3]), [20 / 3, 10 / 3], atol=1e-5)
+    # negative scores weigh nothing
+    np.testing.assert_allclose(place_by_neighbours(positions, [1, 2, 0], [0.5, 0.5, -0.4]), [5.0, 5.0], atol=1e-6)
+    # the point itself (a catalog track's own vector): exactly its position
+    np.testing.assert_array_equal(place_by_neighbours(positions, [3, 1], [1.0, 0.9]), positions[3])
+    # nothing alike: at the best neighbour
+    np.testing.assert_array_equal(place_by_neighbours(positions, [2, 1], [-0.1, -0.2]), positions[2])

@@ -16,7 +16,7 @@ from service.artefacts.durable import atomic_write
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
 from service.artefacts.similar.artists import PooledArtists
-from service.artefacts.similar.projection import Projection
+from service.artefacts.similar import projection as projections
 
 MAP_SUFFIX = ".map.parquet"
 ARTISTS_SUFFIX = ".artists.parquet"
@@ -33,8 +33,8 @@ def write_content_addressed(output: Path, model: str, suffix: str, write) -> tup
     return name, sha
 
 
-def write_map(output: Path, model: str, positions: np.ndarray, labels: list[str],
-              projection: Projection) -> artefact.MapInfo:
+def write_map(output: Path, model: str, positions: np.ndarray, labels: list[str | None],
+              projection: projections.Projection | projections.NeighbourPlacement) -> artefact.MapInfo:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -69,7 +69,7 @@ def write_artists(output: Path, model: str, pooled: PooledArtists, taxonomy: str
 
 @dataclass(frozen=True)
 class CatalogMap:
-    projection: Projection
+    projection: projections.Projection | projections.NeighbourPlacement
     positions: np.ndarray  # float32 [tracks, 2], the index's row order
     labels: list[str | None]
     label_kind: str
@@ -122,7 +122,7 @@ def load_map(directory: Path, manifest: artefact.IndexManifest) -> CatalogMap | 
         return None
     path = checked(directory / info.file, info.sha256)
     try:
-        projection = Projection.from_json(info.projection, manifest.dim)
+        projection = projections.from_json(info.projection, manifest.dim)
         table = pq.read_table(path)
         positions = np.stack([table.column("x").to_numpy(), table.column("y").to_numpy()], axis=1).astype(np.float32)
         labels = table.column("label").to_pylist()

@@ -27,6 +27,7 @@ from service import metrics
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
 from service.artefacts.similar.catalog import Artists, CatalogMap, load_artists, load_map
+from service.artefacts.similar.projection import NeighbourPlacement, place_by_neighbours
 from service.artefacts.similar.search import Searcher, open_searcher
 
 log = logging.getLogger("taggram.index")
@@ -62,7 +63,12 @@ class LoadedIndex:
         """A normalised query vector's place on the catalog map (the index's fitted projection), if it has one."""
         if self.catalog_map is None:
             return None
-        x, y = self.catalog_map.projection.place(query)[0]
+        projection = self.catalog_map.projection
+        if isinstance(projection, NeighbourPlacement):
+            rows, scores = self.searcher.search(query, projection.neighbours)
+            x, y = place_by_neighbours(self.catalog_map.positions, rows, scores)
+        else:
+            x, y = projection.place(query)[0]
         return float(x), float(y)
 
     def query_vector(self, embedding: np.ndarray) -> np.ndarray:
