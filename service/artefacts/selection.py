@@ -52,28 +52,27 @@ class Selection:
 
     by_model: dict[str, ModelSelection]
 
-    def ranking(self, model: LoadedModel, name: str | None) -> Ranking:
+    def ranking(self, model: str, name: str | None) -> Ranking:
         """?taxonomy=NAME for this model (None: its default): a head, the tag taxonomy or its calibrated variant."""
-        choices = self.by_model[model.name]
+        choices = self.by_model[model]
         name = name or choices.default
         rankings = choices.rankings()
         ranking = rankings.get(name)
         if ranking is None:
-            raise UnknownTaxonomy(f"model {model.name} has no taxonomy or head {name!r}; "
-                                  f"choose one of {sorted(rankings)}")
+            raise UnknownTaxonomy(f"model {model} has no taxonomy or head {name!r}; choose one of {sorted(rankings)}")
         return ranking
 
-    def head(self, model: LoadedModel, name: str) -> LoadedHead:
+    def head(self, model: str, name: str) -> LoadedHead:
         """?head=NAME: a head of this model (a tag taxonomy is not a head)."""
-        heads = self.by_model[model.name].heads
+        heads = self.by_model[model].heads
         head = heads.get(name)
         if head is None:
-            raise UnknownTaxonomy(f"model {model.name} has no head {name!r}; heads: {sorted(heads)}")
+            raise UnknownTaxonomy(f"model {model} has no head {name!r}; heads: {sorted(heads)}")
         return head
 
-    def model_info(self, model: LoadedModel) -> dict:
+    def model_info(self, model: str) -> dict:
         """GET /models fields for one model: its heads (with metrics and the default flag) and tag taxonomies."""
-        choices = self.by_model[model.name]
+        choices = self.by_model[model]
         return {"heads": [head.info(choices.default == head.name) for head in choices.heads.values()],
                 "taxonomies": [taxonomy.name for taxonomy in choices.taxonomies],
                 "default_taxonomy": choices.default}

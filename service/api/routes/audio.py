@@ -18,7 +18,7 @@ async def taggram(models: Models, selection: Rankings, analyse: AnalyseUpload, m
                   hop: HopQuery = None,
                   head: str | None = Query(None, description="Also return this head's scores per segment")):
     chosen = models.pick(model)
-    picked = selection.head(chosen, head) if head else None  # refused before the upload is read
+    picked = selection.head(chosen.name, head) if head else None  # refused before the upload is read
     analysis, cached = await analyse(chosen, hop)
     body = respond.taggram(chosen.name, chosen.manifest.labels, analysis, cached)
     if picked is not None:
@@ -42,6 +42,6 @@ async def suggest_subgenres(models: Models, selection: Rankings, analyse: Analys
                             taxonomy: str | None = Query(None, description="A head or tag taxonomy of the model "
                                                          "(GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES")):
     chosen = models.pick(model)
-    ranking = selection.ranking(chosen, taxonomy)  # refused before the upload is read
+    ranking = selection.ranking(chosen.name, taxonomy)  # refused before the upload is read
     analysis, cached = await analyse(chosen, hop)
     return respond.suggestions(chosen.name, ranking, analysis, cached, k)
