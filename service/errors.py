@@ -82,8 +82,10 @@ class UnsupportedMediaType(BadUpload):
     code = "unsupported_media_type"
 
     def __init__(self, content_type: str) -> None:
-        super().__init__(f"Content-Type {content_type!r} is not accepted: send the audio as multipart/form-data in a "
-                         "field named 'file', or as the raw body with an audio/* or application/octet-stream type")
+        super().__init__(
+            f"Content-Type {content_type!r} is not accepted: send the audio as multipart/form-data in a "
+            "field named 'file', or as the raw body with an audio/* or application/octet-stream type"
+        )
 
 
 class EmptyBody(BadUpload):
@@ -132,8 +134,11 @@ class AudioTooShort(DecodeError):
     code = "audio_too_short"
 
     def __init__(self, num_samples: int, sample_rate: int, min_seconds: float) -> None:
-        super().__init__(422, "audio_too_short",
-                         f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed")
+        super().__init__(
+            422,
+            "audio_too_short",
+            f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed",
+        )
 
 
 # ---- the request's parameters -------------------------------------------------------------------------------------
@@ -200,8 +205,10 @@ class NoIndex(TaggramError):
     code = "no_index"
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"no similarity index is loaded for model {model!r} "
-                         "(TAGGRAM_INDEX_DIR; build one with `taggram index build`)")
+        super().__init__(
+            f"no similarity index is loaded for model {model!r} "
+            "(TAGGRAM_INDEX_DIR; build one with `taggram index build`)"
+        )
 
 
 class Overloaded(TaggramError):

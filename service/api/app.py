@@ -36,8 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     indexes = Indexes(settings.index_dir, models_loaded)
     indexes.load_all()  # an index for another model or onnx file stops the start here (IndexFileError)
     interactive = frozenset(path.strip() for path in settings.interactive_endpoints.split(",") if path.strip())
-    state = State(settings=settings, models=models_loaded, analysis=AnalysisService(settings, models_loaded),
-                  selection=selection, indexes=indexes, interactive_endpoints=interactive)
+    state = State(
+        settings=settings,
+        models=models_loaded,
+        analysis=AnalysisService(settings, models_loaded),
+        selection=selection,
+        indexes=indexes,
+        interactive_endpoints=interactive,
+    )
 
     app = FastAPI(
         title="taggram",

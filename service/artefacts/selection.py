@@ -73,13 +73,16 @@ class Selection:
     def model_info(self, model: str) -> dict:
         """GET /models fields for one model: its heads (with metrics and the default flag) and tag taxonomies."""
         choices = self.by_model[model]
-        return {"heads": [head.info(choices.default == head.name) for head in choices.heads.values()],
-                "taxonomies": [taxonomy.name for taxonomy in choices.taxonomies],
-                "default_taxonomy": choices.default}
+        return {
+            "heads": [head.info(choices.default == head.name) for head in choices.heads.values()],
+            "taxonomies": [taxonomy.name for taxonomy in choices.taxonomies],
+            "default_taxonomy": choices.default,
+        }
 
 
-def load_selection(heads_dir: Path | None, default_taxonomies: str, models: dict[str, LoadedModel],
-                   taxonomy_dir: Path | None = None) -> Selection:
+def load_selection(
+    heads_dir: Path | None, default_taxonomies: str, models: dict[str, LoadedModel], taxonomy_dir: Path | None = None
+) -> Selection:
     """Every model's heads, calibrated taxonomy and default, checked: a bad file or default stops the start."""
     heads = load_heads(heads_dir, models)
     calibrated = {name: load_calibration(model, taxonomy_dir) for name, model in models.items()}
@@ -92,8 +95,10 @@ def load_selection(heads_dir: Path | None, default_taxonomies: str, models: dict
         if model_name not in models:
             raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES names model {model_name!r}, which is not loaded")
         if default not in by_model[model_name].rankings():
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {default!r} "
-                                 f"(heads folder: {heads_dir})")
+            raise ModelFileError(
+                f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {default!r} "
+                f"(heads folder: {heads_dir})"
+            )
     for model_name, loaded in heads.items():
         metrics.HEADS_LOADED.labels(model_name).set(len(loaded))
     return Selection(by_model)

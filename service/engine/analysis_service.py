@@ -26,9 +26,9 @@ from service.config import Settings
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
 from service.engine.cache import Cache, cache_key, make_cache
-from service.engine.single_flight import SingleFlight, get_or_compute
 from service.engine.decode_scheduler import DecodeScheduler
 from service.engine.pipeline import analyse
+from service.engine.single_flight import SingleFlight, get_or_compute
 from service.errors import Overloaded
 
 if TYPE_CHECKING:
@@ -83,9 +83,13 @@ class AnalysisService:
         self._decoder = DecodeScheduler(settings.decode_threads)
         self._cache = make_cache(settings)
         for name, model in self.models.items():
-            batcher = Batcher(model.runner, model=name, policy=model.batch_policy,
-                              max_queue_patches=settings.max_queue_patches,
-                              retry_after_seconds=settings.retry_after_seconds)
+            batcher = Batcher(
+                model.runner,
+                model=name,
+                policy=model.batch_policy,
+                max_queue_patches=settings.max_queue_patches,
+                retry_after_seconds=settings.retry_after_seconds,
+            )
             await batcher.warm_up(model.manifest.patch_samples)
             batcher.start()
             self.batchers[name] = batcher
@@ -130,9 +134,16 @@ class AnalysisService:
             async def compute() -> Analysis:
                 nonlocal handed_over
                 handed_over = True
-                return await analyse(upload.file, analyser=analyser, batcher=admission.batcher, decoder=self._decoder,
-                                     max_seconds=self.settings.max_audio_seconds, deadline=admission.deadline,
-                                     priority=admission.priority, damaged_audio=self.settings.damaged_audio)
+                return await analyse(
+                    upload.file,
+                    analyser=analyser,
+                    batcher=admission.batcher,
+                    decoder=self._decoder,
+                    max_seconds=self.settings.max_audio_seconds,
+                    deadline=admission.deadline,
+                    priority=admission.priority,
+                    damaged_audio=self.settings.damaged_audio,
+                )
 
             return await get_or_compute(self.cache, self.flight, key, compute)
         finally:

@@ -44,21 +44,31 @@ def raised_codes() -> dict[str, set[int | None]]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ClassDef):
                 for statement in node.body:
-                    if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                            and isinstance(statement.targets[0], ast.Name) and statement.targets[0].id == "code"
-                            and isinstance(statement.value, ast.Constant)):
+                    if (
+                        isinstance(statement, ast.Assign)
+                        and len(statement.targets) == 1
+                        and isinstance(statement.targets[0], ast.Name)
+                        and statement.targets[0].id == "code"
+                        and isinstance(statement.value, ast.Constant)
+                    ):
                         found.setdefault(statement.value.value, set()).add(None)
             elif isinstance(node, ast.Call) and len(node.args) >= 2:
                 status, code = node.args[:2]
-                if (isinstance(status, ast.Constant) and type(status.value) is int
-                        and isinstance(code, ast.Constant) and isinstance(code.value, str)):
+                if (
+                    isinstance(status, ast.Constant)
+                    and type(status.value) is int
+                    and isinstance(code, ast.Constant)
+                    and isinstance(code.value, str)
+                ):
                     found.setdefault(code.value, set()).add(status.value)
     return found
 
 
 def test_every_answered_code_is_documented_with_its_status():
     documented = documented_codes()
-    answered = {code: entry.status for code, entry in PROBLEM_CODES.items() if entry.served and entry.status is not None}
+    answered = {
+        code: entry.status for code, entry in PROBLEM_CODES.items() if entry.served and entry.status is not None
+    }
     assert {code: {status} for code, status in answered.items()} == {c: documented.get(c) for c in answered}
     assert set(documented) == set(answered), "docs/api.md documents a code the table does not have (or vice versa)"
 
@@ -97,8 +107,13 @@ def test_problem_bodies_carry_type_title_status_detail_code_instance_and_headers
     response = problem_response(Overloaded("queue full", retry_after_seconds=7), "/embed")
     assert response.status_code == 503 and response.media_type == PROBLEM_MEDIA_TYPE
     assert response.headers["retry-after"] == "7"
-    assert json.loads(response.body) == {"type": PROBLEM_TYPE_BASE + "overloaded", "title": "Service Unavailable",
-                                         "status": 503, "detail": "queue full", "code": "overloaded",
-                                         "instance": "/embed"}
+    assert json.loads(response.body) == {
+        "type": PROBLEM_TYPE_BASE + "overloaded",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "queue full",
+        "code": "overloaded",
+        "instance": "/embed",
+    }
     unauthorized = problem_response(Unauthorized(), "/models")
     assert unauthorized.status_code == 401 and unauthorized.headers["www-authenticate"] == "Bearer"

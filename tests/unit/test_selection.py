@@ -21,13 +21,20 @@ SAMPLE_RATE = 16_000
 TAGS = np.array([[0.1, 0.4, 0.8, 0.0], [0.3, 0.6, 1.0, 0.2]], np.float32)
 TAXONOMY = Taxonomy("platform", Path("platform.json"), ("Rock", "Jazz", "Ambient"), ((0,), (1, 2), (3,)))
 # Tag 0 runs low across the catalog (0.2 is its top percentile); the others are spread over [0, 1].
-CALIBRATED = CalibratedTaxonomy(TAXONOMY, np.array([[0.0, 0.1], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]),
-                                Path("platform.calibration.json"), {})
+CALIBRATED = CalibratedTaxonomy(
+    TAXONOMY, np.array([[0.0, 0.1], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]), Path("platform.calibration.json"), {}
+)
 
 
 def analysis() -> Analysis:
-    return Analysis(duration_seconds=6.0, sample_rate=SAMPLE_RATE, patch_samples=3 * SAMPLE_RATE,
-                    hop_samples=3 * SAMPLE_RATE, tags=TAGS, embedding=np.zeros((2, 3), np.float32))
+    return Analysis(
+        duration_seconds=6.0,
+        sample_rate=SAMPLE_RATE,
+        patch_samples=3 * SAMPLE_RATE,
+        hop_samples=3 * SAMPLE_RATE,
+        tags=TAGS,
+        embedding=np.zeros((2, 3), np.float32),
+    )
 
 
 def selection() -> Selection:
@@ -48,8 +55,11 @@ def test_the_request_picks_a_ranking_by_name_or_gets_the_models_default():
     choices = selection()
     assert choices.ranking("m", None) is TAXONOMY
     assert choices.ranking("m", "platform-calibrated") is CALIBRATED
-    assert choices.model_info("m") == {"heads": [], "taxonomies": ["platform", "platform-calibrated"],
-                                       "default_taxonomy": "platform"}
+    assert choices.model_info("m") == {
+        "heads": [],
+        "taxonomies": ["platform", "platform-calibrated"],
+        "default_taxonomy": "platform",
+    }
 
 
 def test_a_name_the_model_does_not_have_is_unknown_taxonomy_listing_the_choices():

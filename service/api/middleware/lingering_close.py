@@ -28,7 +28,8 @@ class CloseUnreadBodyMiddleware:
             return
         headers = dict(scope["headers"])
         state = {
-            "pending": b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b""),
+            "pending": b"transfer-encoding" in headers
+            or headers.get(b"content-length", b"0").strip() not in (b"0", b""),
             # A client that sent "Expect: 100-continue" sends no body until the app first reads it: nothing to drain
             # then (and reading would make uvicorn send a late "100 Continue").
             "body_requested": b"expect" not in headers,

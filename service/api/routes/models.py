@@ -15,9 +15,14 @@ async def list_models(models: Models, selection: Rankings, indexes: SimilarIndex
     return respond.ModelsResponse(
         default=models.default,
         models=[
-            respond.ModelInfo(name=m.name, manifest=m.manifest.model_dump(), provider=m.runner.provider,
-                              taxonomy=m.taxonomy.as_dict(m.manifest.labels), **selection.model_info(m.name),
-                              index=(index.describe() if (index := indexes.get(m.name)) else None))
+            respond.ModelInfo(
+                name=m.name,
+                manifest=m.manifest.model_dump(),
+                provider=m.runner.provider,
+                taxonomy=m.taxonomy.as_dict(m.manifest.labels),
+                **selection.model_info(m.name),
+                index=(index.describe() if (index := indexes.get(m.name)) else None),
+            )
             for m in models.models.values()
         ],
     )

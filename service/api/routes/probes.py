@@ -16,8 +16,11 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: models loaded and warmed, not shutting down",
-            responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: models loaded and warmed, not shutting down",
+    responses={503: {"description": "Not ready"}},
+)
 async def readyz(state: AppState):
     # Deliberately not the cache's health (Cache.ping, which the backfill's cache warming uses): requests are
     # served with Redis down (the cache is bypassed), and a Redis outage must not take every replica out.

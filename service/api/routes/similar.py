@@ -49,17 +49,36 @@ def index_for(indexes: Indexes, model: str) -> LoadedIndex:
 
 def answer(model: str, index: LoadedIndex, found: list[Neighbour]) -> dict:
     threshold = index.manifest.duplicate_threshold
-    neighbours = [SimilarTrack(track_id=index.track_ids[n.row], score=n.score, duplicate=n.score >= threshold,
-                               artist_id=index.artists[n.row], title=index.titles[n.row]) for n in found]
+    neighbours = [
+        SimilarTrack(
+            track_id=index.track_ids[n.row],
+            score=n.score,
+            duplicate=n.score >= threshold,
+            artist_id=index.artists[n.row],
+            title=index.titles[n.row],
+        )
+        for n in found
+    ]
     return {"model": model, "neighbours": neighbours, "duplicate": any(n.duplicate for n in neighbours)}
 
 
-@router.post("/similar", response_model=SimilarUploadResponse, openapi_extra=AUDIO_BODY, responses=RESPONSES,
-             summary="Catalog tracks most similar to an upload; duplicate flags")
-async def similar_upload(models: Models, indexes: SimilarIndexes, analyse: AnalyseUpload, model: ModelQuery = None,
-                         hop: HopQuery = None, k: NeighbourCountQuery = DEFAULT_K,
-                         artist_id: str | None = Query(None, description="The upload's artist, for exclude_artist"),
-                         exclude_artist: bool = Query(False, description="Drop neighbours by artist_id's tracks")):
+@router.post(
+    "/similar",
+    response_model=SimilarUploadResponse,
+    openapi_extra=AUDIO_BODY,
+    responses=RESPONSES,
+    summary="Catalog tracks most similar to an upload; duplicate flags",
+)
+async def similar_upload(
+    models: Models,
+    indexes: SimilarIndexes,
+    analyse: AnalyseUpload,
+    model: ModelQuery = None,
+    hop: HopQuery = None,
+    k: NeighbourCountQuery = DEFAULT_K,
+    artist_id: str | None = Query(None, description="The upload's artist, for exclude_artist"),
+    exclude_artist: bool = Query(False, description="Drop neighbours by artist_id's tracks"),
+):
     chosen = models.pick(model)
     if exclude_artist and artist_id is None:
         raise InvalidParameter("exclude_artist=true needs the upload's artist_id")
@@ -68,17 +87,28 @@ async def similar_upload(models: Models, indexes: SimilarIndexes, analyse: Analy
     index = index_for(indexes, chosen.name)  # the newest generation, if one was swapped in meanwhile
     query = index.query_vector(mean_over_segments(analysis.embedding))
     found = await asyncio.to_thread(index.neighbours, query, k, None, artist_id if exclude_artist else None)
-    return {**answer(chosen.name, index, found), "cached": cached, "duration_seconds": analysis.duration_seconds,
-            **decode_report(analysis.decode)}
+    return {
+        **answer(chosen.name, index, found),
+        "cached": cached,
+        "duration_seconds": analysis.duration_seconds,
+        **decode_report(analysis.decode),
+    }
 
 
-@router.get("/similar/{track_id:path}", response_model=SimilarResponse,
-            responses={**RESPONSES, 404: problem_response_doc("Unknown track (code unknown_track)")},
-            summary="Catalog tracks most similar to a catalog track")
-async def similar_track(models: Models, indexes: SimilarIndexes,
-                        track_id: str = Path(description="A track id of the backfill catalog"),
-                        model: ModelQuery = None, k: NeighbourCountQuery = DEFAULT_K,
-                        exclude_artist: bool = Query(False, description="Drop neighbours by the track's artist")):
+@router.get(
+    "/similar/{track_id:path}",
+    response_model=SimilarResponse,
+    responses={**RESPONSES, 404: problem_response_doc("Unknown track (code unknown_track)")},
+    summary="Catalog tracks most similar to a catalog track",
+)
+async def similar_track(
+    models: Models,
+    indexes: SimilarIndexes,
+    track_id: str = Path(description="A track id of the backfill catalog"),
+    model: ModelQuery = None,
+    k: NeighbourCountQuery = DEFAULT_K,
+    exclude_artist: bool = Query(False, description="Drop neighbours by the track's artist"),
+):
     chosen = models.pick(model)
     index = index_for(indexes, chosen.name)
     row = index.rows.get(track_id)
