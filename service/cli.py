@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.logs import configure_logging
-from service.artefacts.manifest import ModelFileError
+from service.errors import ModelFileError
 
 log = logging.getLogger("taggram")
 

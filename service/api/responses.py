@@ -1,13 +1,15 @@
-"""Response bodies (the OpenAPI schema) and how each is made from one cached Analysis."""
+"""Response bodies (the OpenAPI schema) and how each is made from one cached Analysis (and, for suggestions, the
+ranking the request chose: ``service.artefacts.selection``)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from service.artefacts.heads import LoadedHead
+from service.artefacts.selection import Ranking
+from service.decode import DecodeFacts
 from service.engine.analysis import Analysis, mean_over_segments
 from service.engine.representative import representative
-from service.decode import DecodeFacts
-from service.artefacts.taxonomy import Taxonomy, suggest
 
 
 class DecodeWarningOut(BaseModel):
@@ -116,6 +118,11 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+def representative_window(analysis: Analysis) -> Representative:
+    start, end = representative(analysis)
+    return Representative(start_seconds=start, end_seconds=end)
+
+
 def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> TaggramResponse:
     segments = [
         TagSegment(start=start, end=end, scores=row)
@@ -129,7 +136,7 @@ def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> 
         duration_seconds=analysis.duration_seconds,
         segments=segments,
         mean=mean_over_segments(analysis.tags).tolist(),
-        representative=Representative(**dict(zip(("start_seconds", "end_seconds"), representative(analysis)))),
+        representative=representative_window(analysis),
         cached=cached,
         **decode_report(analysis.decode),
     )
@@ -153,20 +160,21 @@ def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> 
     )
 
 
-def suggestions(model: str, taxonomy: Taxonomy, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
-    ranked = suggest(taxonomy, mean_over_segments(analysis.tags), k)
-    return ranked_suggestions(model, taxonomy.name, "tags", ranked, analysis, cached)
-
-
-def ranked_suggestions(model: str, taxonomy: str, kind: str, ranked: list[tuple[str, float]], analysis: Analysis,
-                       cached: bool) -> SuggestResponse:
-    """The response for any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
+def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
+    """The k best of any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
     return SuggestResponse(
         model=model,
-        taxonomy=taxonomy,
-        kind=kind,
-        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranked],
+        taxonomy=ranking.name,
+        kind=ranking.kind,
+        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranking.rank(analysis, k)],
         duration_seconds=analysis.duration_seconds,
         cached=cached,
         **decode_report(analysis.decode),
     )
+
+
+def head_scores(head: LoadedHead, analysis: Analysis) -> HeadScores:
+    """?head=NAME on /taggram: the head's probabilities per segment and pooled."""
+    segments = head.segment_scores(analysis.embedding)
+    return HeadScores(name=head.name, classes=head.manifest.classes, segments=segments.tolist(),
+                      mean=head.track_scores(analysis.embedding, segments).tolist())

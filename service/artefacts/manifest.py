@@ -9,13 +9,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.engine.patch import PatchGeometry
+from service.errors import ModelFileError
 
 REQUIRED_OUTPUTS = ("tags", "embedding")
 SUPPORTED_FORMAT = 1
-
-
-class ModelFileError(RuntimeError):
-    """A model or manifest file is missing, unreadable, or does not match; the message names the file."""
 
 
 class OutputInfo(BaseModel):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts.manifest import ModelFileError
+from service.engine.analysis import Analysis, mean_over_segments
+from service.errors import ModelFileError
 from service.artefacts.taxonomy import SHIPPED_DIR, Taxonomy, suggest
 
 SUPPORTED_FORMAT = 1
@@ -29,9 +30,15 @@ class CalibratedTaxonomy:
     path: Path
     reference: dict
 
+    kind = "tags"  # what it ranks by: the tags' catalog percentiles (service.artefacts.selection.Ranking)
+
     @property
     def name(self) -> str:
         return self.taxonomy.name + SUFFIX
+
+    def rank(self, analysis: Analysis, k: int) -> list[tuple[str, float]]:
+        """The k best subgenres for the track's mean tag scores as catalog percentiles, best first."""
+        return self.suggest(mean_over_segments(analysis.tags), k)
 
     def percentiles(self, mean_scores: np.ndarray) -> np.ndarray:
         levels = np.linspace(0.0, 1.0, self.quantiles.shape[1])

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts.manifest import ModelFileError
+from service.engine.analysis import Analysis, mean_over_segments
+from service.errors import ModelFileError
 
 SHIPPED_DIR = Path(__file__).parent / "taxonomies"
 
@@ -23,6 +24,12 @@ class Taxonomy:
     path: Path
     subgenres: tuple[str, ...]
     tag_indices: tuple[tuple[int, ...], ...]  # per subgenre, indices into the model's labels
+
+    kind = "tags"  # what it ranks by: the model's tag scores (service.artefacts.selection.Ranking)
+
+    def rank(self, analysis: Analysis, k: int) -> list[tuple[str, float]]:
+        """The k best subgenres for the track's mean tag scores, best first."""
+        return suggest(self, mean_over_segments(analysis.tags), k)
 
     def as_dict(self, labels: list[str]) -> dict:
         return {"name": self.name, "subgenres": {s: [labels[i] for i in idx] for s, idx in zip(self.subgenres, self.tag_indices)}}

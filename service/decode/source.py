@@ -10,6 +10,8 @@ in the audio.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import BinaryIO
 
 
@@ -38,6 +40,10 @@ class GuardedSource:
         return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        # A position before the start is the decoder's request, driven by the file's content (a damaged header: a
+        # libsndfile seek to -1 was found by the mutation tests), not a failure of the file object.
+        if (whence == os.SEEK_SET and offset < 0) or (whence == os.SEEK_CUR and self.tell() + offset < 0):
+            raise OSError(errno.EINVAL, f"seek before the start of the file (offset {offset}, whence {whence})")
         return self._guard(self._inner.seek, offset, whence)
 
     def tell(self) -> int:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.decode import DecodeError, DecodeFacts
+from service.decode import DecodeFacts
+from service.errors import AudioTooShort
 from service.engine.patch import PatchGeometry, StreamingPatcher
 
 
@@ -43,14 +44,6 @@ class Analysis:
 def mean_over_segments(values: np.ndarray) -> np.ndarray:
     """Track-level vector: the mean of the per-segment vectors, computed in float64 and returned as float32."""
     return values.astype(np.float64).mean(axis=0).astype(np.float32)
-
-
-class AudioTooShort(DecodeError):
-    """The decoded track is shorter than the shortest accepted (a limit on the decoded audio, like its length cap)."""
-
-    def __init__(self, num_samples: int, sample_rate: int, min_seconds: float) -> None:
-        super().__init__(422, "audio_too_short",
-                         f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed")
 
 
 def check_min_duration(num_samples: int, sample_rate: int, min_seconds: float) -> None:

@@ -27,16 +27,9 @@ import numpy as np
 from service import metrics
 from service.engine.decode_scheduler import BULK, INTERACTIVE
 from service.engine.run import SERVED_OUTPUTS, BatchPolicy, Runner
+from service.errors import DeadlineExceeded, Overloaded
 
 PRIORITY_CLASSES = (INTERACTIVE, BULK)  # rotations, served in this order
-
-
-class Overloaded(Exception):
-    """The model's queue is full: the caller should retry later (HTTP 503)."""
-
-
-class DeadlineExceeded(Exception):
-    """The request's deadline passed before all its patches were computed (HTTP 504)."""
 
 
 @dataclass(eq=False)
@@ -77,8 +70,9 @@ class BatchRecord:
 
 class Batcher:
     def __init__(self, runner: Runner, *, model: str, policy: BatchPolicy, max_queue_patches: int,
-                 history: int = 256) -> None:
+                 retry_after_seconds: int | None = None, history: int = 256) -> None:
         self.runner = runner
+        self.retry_after_seconds = retry_after_seconds  # what an Overloaded refusal tells the caller
         self.model = model
         self.max_batch = policy.max_batch_patches
         self.max_wait_seconds = policy.max_wait_seconds
@@ -121,7 +115,7 @@ class Batcher:
     def admit(self) -> None:
         """Raise Overloaded when the queue is full: checked before an upload is read, and again when it opens a job."""
         if self._queued >= self.max_queue_patches:
-            raise Overloaded(f"{self._queued} patches already queued for {self.model}")
+            raise Overloaded(f"{self._queued} patches already queued for {self.model}", self.retry_after_seconds)
 
     def open_job(self, priority: int = BULK) -> Job:
         """A job to ``add_patch`` to as patches are decoded; ``close_job`` when the last one is in."""

@@ -24,10 +24,10 @@ import numpy as np
 
 from service import metrics
 from service.engine.analysis import Analysis, TrackAnalyser
-from service.engine.batch import Batcher, DeadlineExceeded, Job
+from service.engine.batch import Batcher, Job
 from service.decode import DecodeFacts, iter_decoded, refuse_damaged
 from service.engine.decode_scheduler import DecodeScheduler, DecodeTask
-from service.errors import deadline_exceeded
+from service.errors import DeadlineExceeded
 
 PATCHES_AHEAD = 64  # ≈3 min of audio, 12 MB: how far decoding may run ahead of inference per request
 
@@ -114,9 +114,9 @@ async def analyse(source: BinaryIO, *, analyser: TrackAnalyser, batcher: Batcher
         metrics.DECODE_SECONDS.observe(task.decode_seconds)
         outputs = await batcher.wait_for(job, deadline - time.monotonic())
     except TimeoutError:
-        raise deadline_exceeded("the deadline passed while decoding") from None
-    except DeadlineExceeded as error:
-        raise deadline_exceeded(f"the deadline passed during inference: {error}") from None
+        raise DeadlineExceeded("the deadline passed while decoding") from None
+    except DeadlineExceeded as error:  # the batcher's, given the stage it passed in
+        raise DeadlineExceeded(f"the deadline passed during inference: {error}") from None
     finally:
         decoder.abandon(task)
         batcher.abandon(job)

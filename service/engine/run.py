@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.config import Settings
-from service.artefacts.manifest import ModelFileError
+from service.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.app import CloseUnreadBodyMiddleware
+from service.api.middleware.lingering_close import CloseUnreadBodyMiddleware
 from service.engine.cache import SCHEMA_VERSION
 from tests.support.audio_factory import chord, encode_audio, noise
 from tests.support.live_server import live_server, server_settings

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.support.mutations import mutated
 
+from service.decode.source import GuardedSource
 from service.decode import (
     DEFAULT_CHUNK_SAMPLES,
     MAX_CHANNELS,
@@ -464,6 +465,17 @@ def test_errors_of_the_source_file_itself_are_not_blamed_on_the_upload() -> None
     with pytest.raises(OSError) as caught:
         decode(FailingDisk(encode_audio(sine(TONE_HZ, 1.0, 8_000), 8_000, "wav")), max_seconds=LONG_LIMIT_S)
     assert not isinstance(caught.value, DecodeError)
+
+
+def test_a_decoder_seeking_before_the_start_is_the_contents_fault_not_the_files() -> None:
+    # libsndfile asked for position -1 on a mutated header; BytesIO's ValueError was recorded as a failure of the
+    # upload's file object, and the damaged upload became a server fault (SourceReadError) instead of a 415.
+    source = GuardedSource(io.BytesIO(b"abcdef"))
+    source.seek(3)
+    for offset, whence in ((-1, io.SEEK_SET), (-4, io.SEEK_CUR)):
+        with pytest.raises(OSError):
+            source.seek(offset, whence)
+    assert source.error is None and source.tell() == 3
 
 
 # ---------------------------------------------------------------------------------------------------------------

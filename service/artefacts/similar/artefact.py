@@ -22,17 +22,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.artefacts.durable import atomic_write
-from service.artefacts.manifest import ModelFileError
+from service.errors import IndexFileError
 
 INDEX_FORMAT = 1
 METRIC = "cosine"  # inner product of vectors that are centred and unit length
 NORMALISATION = "catalog_mean_removed_unit_length"
 MANIFEST_SUFFIX = ".json"
 DIGEST_CHARS = 12  # of a data file's sha256 in its name: unique per content, short to read
-
-
-class IndexFileError(ModelFileError):
-    """An index or its manifest is missing, unreadable, corrupt or for another model; the message names the file."""
 
 
 class IndexFiles(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 
 from service.offline.backfill.codes import UsageError
 from service.decode import ALLOWED_DEMUXERS
-from service.errors import body_too_large, empty_body
+from service.errors import BodyTooLarge, EmptyBody
 
 # File extensions a directory walk picks up, per demuxer the decoder allows (service/decode.py ALLOWED_DEMUXERS):
 # one list, checked against the other at import, so a demuxer added there without its extensions fails loudly.
@@ -138,9 +138,9 @@ def refusal(path: str, max_bytes: int) -> tuple[str, str] | None:
     a body); None when it goes on to decoding. Raises OSError when the file cannot be examined."""
     size = os.stat(path).st_size
     if size == 0:
-        problem = empty_body()  # what the API answers for the same file
+        problem = EmptyBody()  # what the API answers for the same file
     elif size > max_bytes:
-        problem = body_too_large(max_bytes)
+        problem = BodyTooLarge(max_bytes)
     else:
         return None
     return problem.code, problem.detail
