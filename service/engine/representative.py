@@ -24,9 +24,12 @@ class Window:
     count: int  # segments in the window
 
     def bounds(self, analysis: Analysis) -> tuple[float, float]:
-        """(start_seconds, end_seconds) of the window in the track, the end clipped to the track's duration."""
+        """(start_seconds, end_seconds) of the window in the track: to the track's end when it holds the last
+        segment (the tail shorter than a hop belongs to it), else to its last segment's end."""
         rate = analysis.sample_rate
         start = self.first * analysis.hop_samples / rate
+        if self.first + self.count >= analysis.segments:
+            return start, analysis.duration_seconds
         last_start = (self.first + self.count - 1) * analysis.hop_samples / rate
         return start, min(last_start + analysis.patch_samples / rate, analysis.duration_seconds)
 

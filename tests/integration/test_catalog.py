@@ -72,7 +72,7 @@ def test_an_upload_of_a_catalog_track_lands_on_its_own_position(server, music_ca
 def test_an_artist_is_a_lookup_of_its_pooled_tracks(server, backfill_out, music_catalog, index_dir):
     manifest = artefact.read_manifest(index_dir / f"{MODEL}.json")
     body = httpx.get(f"{server.url}/artists/Robert van Herk").json()
-    assert sorted(t["track_id"] for t in body["tracks"]) == [f"{n}/at-{o}s" for n in ("02", "03") for o in (20, 60, 100)]
+    assert sorted(t["track_id"] for t in body["tracks"]) == sorted(f"{n}/at-{o}s" for n in ("02", "03") for o in (20, 60, 100))
     assert body["taxonomy"] == manifest.artists.taxonomy
     scores = [s["score"] for s in body["subgenres"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == len(manifest.artists.subgenres)

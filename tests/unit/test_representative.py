@@ -75,3 +75,9 @@ def test_the_end_is_clipped_to_the_tracks_duration():
 def test_the_middle_baseline_is_centred():
     assert middle_window(40, 10).first == 15
     assert middle_window(10, 10).first == 0
+
+
+def test_a_window_holding_the_last_segment_reaches_the_tracks_end():
+    """The tail after the last full hop (shorter than a segment) belongs to the window that ends the track."""
+    track = analysis(np.random.default_rng(8).standard_normal((3, DIM)), duration=10.0)  # 3 segments end at 9.0 s
+    assert representative(track) == (0.0, 10.0)
