@@ -43,7 +43,7 @@ METHODS = (*LINEAR_PROJECTIONS, "umap", "tsne")
 NEIGHBOURS = 10
 EVAL_SAMPLE = 2000  # rows whose neighbourhoods are scored (all rows when fewer)
 TRUST_SAMPLE = 5000  # rows trustworthiness is computed on (O(sample²) memory)
-FIT_TIMEOUT_SECONDS = 1500
+FIT_TIMEOUT_SECONDS = 900  # per fit; --fit-timeout
 THREADS = 2  # the machine's cores; UMAP and openTSNE get both, numpy's BLAS uses them too
 SEED = 13
 HELD_OUT = 0.02  # rows left out of the fit and placed afterwards, as uploads are ("placed kept@10")
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--derived", type=int, default=100_000, help="derived vectors (0: none)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", type=Path, help="write the rows here too")
+    parser.add_argument("--fit-timeout", type=float, default=FIT_TIMEOUT_SECONDS, help="seconds per fit")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -179,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     done = subprocess.run([sys.executable, "-m", "bench.studies.catalog_map", "--child", method,
                                            str(data), str(out)], capture_output=True, text=True,
-                                          timeout=FIT_TIMEOUT_SECONDS)
+                                          timeout=args.fit_timeout)
                 except subprocess.TimeoutExpired:
-                    row["error"] = f"no fit within {FIT_TIMEOUT_SECONDS} s"
+                    row["error"] = f"no fit within {args.fit_timeout:.0f} s"
                 else:
                     if done.returncode != 0:
                         row["error"] = done.stderr.strip().splitlines()[-1]
