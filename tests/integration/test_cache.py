@@ -33,12 +33,14 @@ from service.engine.cache import (
     CorruptEntry,
     MemoryCache,
     RedisCache,
+    SharedComputationCancelled,
+    SingleFlight,
     cache_key,
     decode_analysis,
     encode_analysis,
+    get_or_compute,
     make_cache,
 )
-from service.engine.single_flight import SharedComputationCancelled, SingleFlight, get_or_compute
 from service.config import Settings
 from service.engine.analysis import Analysis
 from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
