@@ -29,6 +29,7 @@ from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
 from head_training.train import DEFAULT_JOBS, available, out_of_fold
 from service.offline.arguments import positive_int
+from service.offline.codes import EXIT_OK, EXIT_USAGE
 
 
 def class_tag_indices(data: Dataset, tag_map: dict[str, list[str]]) -> list[list[int]]:
@@ -115,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args)
     except LabelError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1))
     print(markdown(summary))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

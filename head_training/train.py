@@ -25,11 +25,11 @@ from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, p
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
 from service.offline.arguments import positive_int
+from service.offline.codes import EXIT_OK, EXIT_USAGE
 from service.logs import configure_logging
 
 log = logging.getLogger("taggram.train_head")
 
-EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_SEED = 0
 DEFAULT_JOBS = os.cpu_count() or 1  # the fits are CPU-bound, one BLAS thread each (candidates._fit_logreg)
 NAME_PATTERN = "^[a-z0-9][a-z0-9._-]*$"  # as model names: a file stem and a URL query value

@@ -17,8 +17,11 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.logs import configure_logging
 from service.artefacts.manifest import ModelFileError
+from service.offline.codes import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("taggram")
+# Exit codes: the offline commands' (bad settings, a bad model: EXIT_USAGE), and this one of `serve` alone.
+EXIT_NOT_STARTED = 3  # uvicorn could not start (port taken, application startup failed)
 
 
 class DrainingServer(uvicorn.Server):
@@ -62,7 +65,7 @@ def serve(settings: Settings) -> int:
         app = create_app(settings)
     except ModelFileError as error:
         log.error("cannot start: %s", error)
-        return 2
+        return EXIT_USAGE
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -80,8 +83,8 @@ def serve(settings: Settings) -> int:
     server = DrainingServer(config, on_stop=on_stop, drain_seconds=settings.shutdown_drain_seconds)
     server.run()
     if not server.started:  # uvicorn could not start (port taken, application startup failed); it logged why
-        return 3
-    return 0
+        return EXIT_NOT_STARTED
+    return EXIT_OK
 
 
 # Commands that parse their own arguments (everything after the word goes to them, -h included): the module whose
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging("info")
         problems = "; ".join(f"TAGGRAM_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
         log.error("cannot start: invalid settings: %s", problems)
-        return 2
+        return EXIT_USAGE
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)

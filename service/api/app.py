@@ -270,7 +270,7 @@ def declare_routes(app: FastAPI, state: State) -> None:
             raise Problem(422, "unknown_model", f"model {name!r} is not loaded; choose one of {sorted(state.models)}")
         return model
 
-    interactive = {path.strip() for path in settings.interactive_endpoints.split(",") if path.strip()}
+    interactive = settings.interactive_endpoints
 
     async def analysis_for(request: Request, model: LoadedModel, hop: float | None) -> tuple[Analysis, bool]:
         deadline = time.monotonic() + settings.request_timeout_seconds

@@ -17,7 +17,7 @@ or ``mean_scores`` (the mean of its per-segment scores).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,19 +147,6 @@ def load_head(path: Path, models: dict) -> LoadedHead:
     return head
 
 
-def parse_defaults(text: str) -> dict[str, str]:
-    """"msd-musicnn=my-head,mtt-musicnn=platform-genres-mtt" → {model: taxonomy name}."""
-    defaults: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        model, sep, name = part.partition("=")
-        if not sep or not model.strip() or not name.strip():
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {part!r} is not model=name")
-        defaults[model.strip()] = name.strip()
-    return defaults
-
-
 @dataclass
 class Heads:
     """Every model's heads and its default ?taxonomy=."""
@@ -210,7 +197,7 @@ class Heads:
         return head
 
 
-def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict, taxonomy_dir: Path | None = None) -> Heads:
+def load_heads(heads_dir: Path | None, default_taxonomies: Mapping[str, str], models: dict, taxonomy_dir: Path | None = None) -> Heads:
     by_model: dict[str, dict[str, LoadedHead]] = {name: {} for name in models}
     if heads_dir is not None:
         if not heads_dir.is_dir():
@@ -224,7 +211,7 @@ def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict, ta
             log.info("loaded head %s on %s (%d classes, pooling %s)", head.name, model.name,
                      len(head.manifest.classes), head.manifest.pooling)
     calibrated = {name: c for name, m in models.items() if (c := load_calibration(m, taxonomy_dir)) is not None}
-    heads = Heads(by_model, parse_defaults(default_taxonomies), calibrated)
+    heads = Heads(by_model, dict(default_taxonomies), calibrated)
     for model_name, name in heads.defaults.items():
         model = models.get(model_name)
         if model is None:

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from service.engine.analysis import check_min_duration
 from service.offline.backfill.catalog import Track, catalog, refusal
-from service.offline.backfill.codes import DECODER_CRASHED, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
+from service.offline.codes import DECODER_CRASHED, EXIT_OK, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
 from service.offline.arguments import add_audio_limit_arguments, positive_int
-from service.config import Settings
+from service.config import DamagedAudio, Settings
 from service.decode import SAMPLE_RATE, DecodeError, iter_decoded, refuse_damaged
 
 EXAMPLES_PER_CODE = 3  # example paths the terminal summary shows for each warning and refusal code
@@ -48,7 +48,7 @@ class Limits:
     max_bytes: int
     max_seconds: float
     min_seconds: float
-    damaged_audio: str
+    damaged_audio: DamagedAudio
 
 
 @dataclass
@@ -86,7 +86,7 @@ def check_file(track: Track, limits: Limits) -> FileReport:
         report.decoder, report.codec = facts.decoder, facts.codec
         report.duration_seconds, report.declared_duration_seconds = facts.duration_seconds, facts.declared_duration_seconds
         report.warnings = [w.code for w in facts.warnings]
-        if limits.damaged_audio == "refuse":
+        if limits.damaged_audio is DamagedAudio.REFUSE:
             refuse_damaged(facts)
         check_min_duration(samples, SAMPLE_RATE, limits.min_seconds)
         report.status = "ok"
@@ -307,4 +307,4 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
     summary.wall_seconds = time.monotonic() - started
     print(json.dumps(summary.as_json()) if args.json else format_summary(summary, args.output), file=sys.stdout)
-    return 0
+    return EXIT_OK

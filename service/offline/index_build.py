@@ -25,11 +25,10 @@ from service.artefacts.durable import atomic_write
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
 from service.artefacts.similar.search import EXACT_MAX_VECTORS, HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH, SEARCHERS
+from service.offline.codes import EXIT_OK, EXIT_USAGE, UsageError
 
 log = logging.getLogger("taggram.index")
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 # Calibrated per model on real music by bench/similar_music.py (docs/similar.md, "Duplicate threshold"): 110 whole
 # tracks, 30 query tracks × 7 variants for every model; midway between the highest score of two distinct tracks and
 # the lowest of a track and its re-encodings, resampling and 30-s excerpt on the even-numbered query tracks when they
@@ -44,10 +43,6 @@ DUPLICATE_CALIBRATION = "docs/similar.md#duplicate-threshold"
 # exact search over the rounded vectors gives (docs/similar.md, "Real embeddings").
 HNSW_STORAGES = ("f32", "f16")
 DIGEST_CHARS = 12  # of the vectors' sha256 in generated file names: unique per content, short to read
-
-
-class UsageError(Exception):
-    pass
 
 
 def source_digest(backfill_out: Path) -> str:

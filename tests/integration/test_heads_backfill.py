@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from service.offline import backfill
-from service.offline.backfill.codes import EXIT_USAGE
+from service.offline.codes import EXIT_USAGE
 from service.offline.backfill import read_output
 from tests.support.audio_factory import chord, encode_audio, sine
 from tests.support.live_server import live_server, server_settings

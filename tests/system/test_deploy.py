@@ -596,7 +596,7 @@ def test_settings_configmap_parses_and_taxonomies_cover_every_model(overlay, mod
     mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == settings.taxonomy_dir)
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
     taxonomies = one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
-    models = [m.strip() for m in settings.models.split(",") if m.strip()] or [p.stem for p in models_dir.glob("*.json")]
+    models = settings.models or [p.stem for p in models_dir.glob("*.json")]
     assert settings.default_model in models
     for model in models:
         assert f"{model}.json" in taxonomies, f"TAGGRAM_TAXONOMY_DIR replaces the shipped taxonomy of {model}"

@@ -7,7 +7,7 @@ import asyncio
 from prometheus_client import REGISTRY
 
 from service.engine.analysis import Analysis
-from service.offline.backfill.codes import UsageError
+from service.offline.codes import UsageError
 from service.engine.cache import RedisCache
 from service.config import Settings
 

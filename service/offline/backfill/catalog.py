@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.offline.backfill.codes import UsageError
+from service.offline.codes import UsageError
 from service.decode import ALLOWED_DEMUXERS
 from service.errors import body_too_large, empty_body
 

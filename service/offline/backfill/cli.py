@@ -10,11 +10,11 @@ import os
 import signal
 from pathlib import Path
 
-from service.offline.backfill.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from service.offline.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from service.offline.backfill.options import Options, Summary
 from service.offline.backfill.run import Backfill
 from service.offline.arguments import add_audio_limit_arguments, as_the_api, positive_float, positive_int
-from service.config import HopSeconds, ResultCount, Settings
+from service.config import Device, HopSeconds, ResultCount, Settings
 from service.logs import configure_logging
 from service.engine.run import BatchPolicy, batch_policy, usable_cpus
 
@@ -101,7 +101,7 @@ def build_parser(settings) -> argparse.ArgumentParser:
     p.add_argument("--warm-cache", action="store_true",
                    help="also store every analysis in the service's Redis cache (same key scheme)")
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=settings.device)
+    p.add_argument("--device", type=Device, choices=tuple(Device), default=settings.device)
     policy = default_batch_policy(settings)
     p.add_argument("--inference-workers", type=positive_int, default=settings.inference_workers or None,
                    help="batches computed at once, each on its own thread (default: TAGGRAM_INFERENCE_WORKERS if "

@@ -20,10 +20,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from service.config import DamagedAudio
 from service.engine.analysis import TrackAnalyser, mean_over_segments
 from service.offline.backfill.cache_warming import CacheWarmer
 from service.offline.backfill.catalog import Track, refusal
-from service.offline.backfill.codes import DECODER_CRASHED, UNREADABLE_FILE
+from service.offline.codes import DECODER_CRASHED, UNREADABLE_FILE
 from service.offline.backfill.options import Options, Summary
 from service.offline.backfill.output import ErrorRow, OutputDir, ResultRow, RunIdentity
 from service.offline.backfill.progress import Progress
@@ -158,7 +159,7 @@ class RunLoop:
 
     def _end(self, state: TrackState, *, num_samples: int, sha256: str, facts: DecodeFacts) -> None:
         try:
-            if self.options.settings.damaged_audio == "refuse":
+            if self.options.settings.damaged_audio is DamagedAudio.REFUSE:
                 refuse_damaged(facts)
             tail = self.analyser.finish(state.patcher)
         except DecodeError as error:  # damaged_audio (when refused), AudioTooShort

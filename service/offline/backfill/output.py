@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.offline.backfill.catalog import Track
-from service.offline.backfill.codes import UsageError
+from service.offline.codes import UsageError
 from service.decode import DecodeFacts
 from service.artefacts.durable import atomic_write, fsync_dir
 

@@ -11,7 +11,7 @@ from collections import deque
 
 from service.offline.backfill.cache_warming import CacheWarmer
 from service.offline.backfill.catalog import catalog, select_shard
-from service.offline.backfill.codes import UsageError
+from service.offline.codes import UsageError
 from service.offline.backfill.loop import RunLoop
 from service.offline.backfill.options import Options, Summary
 from service.offline.backfill.output import OutputDir, RunIdentity
