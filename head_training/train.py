@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from head_training.export import sha256_bytes, write_artefact
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
+from service.engine.cpus import usable_cpus
 from service.offline.arguments import positive_int
 from service.offline.codes import EXIT_OK, EXIT_USAGE
 from service.logs import configure_logging
@@ -31,7 +31,7 @@ from service.logs import configure_logging
 log = logging.getLogger("taggram.train_head")
 
 DEFAULT_SEED = 0
-DEFAULT_JOBS = os.cpu_count() or 1  # the fits are CPU-bound, one BLAS thread each (candidates._fit_logreg)
+DEFAULT_JOBS = usable_cpus()  # the fits are CPU-bound, one BLAS thread each (candidates._fit_logreg)
 NAME_PATTERN = "^[a-z0-9][a-z0-9._-]*$"  # as model names: a file stem and a URL query value
 
 
