@@ -1,4 +1,4 @@
-"""Specification of service/engine/cache.py: key scheme, value format, backends, failure behaviour, single-flight."""
+"""Specification of service/engine/cache/: key scheme, value format, backends, failure behaviour, single-flight."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.support.redis_support import (  # noqa: F401 - fixtures are used by n
     redis_url,
 )
 
-from service.engine import cache as cache_module
+from service.engine.cache import key as cache_module  # the module whose SCHEMA_VERSION the key reads
 from service.engine.cache import (
     HEADER_BYTES,
     SCHEMA_VERSION,
