@@ -33,7 +33,7 @@ class Backfill:
     # -- set-up --------------------------------------------------------------------------------------------------
     def _load_model(self) -> LoadedModel:
         o = self.options
-        settings = o.settings.model_copy(update={"models": o.model})
+        settings = o.settings.model_copy(update={"models": [o.model]})
         try:
             model = load_models(settings)[o.model]
         except (ModelFileError, RuntimeError) as error:
