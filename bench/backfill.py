@@ -23,6 +23,8 @@ made by looping those tracks to 60 minutes and encoding them with PyAV (Opus in 
 The two passes alternate (raw, backfill, raw) and the raw figure is the mean of its two passes, since the cores
 are shared with other work. CPU seconds (user + system) per audio hour are reported too: less sensitive to that
 sharing than wall-clock time. The report section goes into docs/backfill.md (``--no-write``: print only).
+
+Writes docs/backfill.md, "Backfill throughput and memory".
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ asked), the cache lookup and the JSON answer. To show how much of the hit is jus
 **non-audio bytes** is posted too: the service reads and hashes all of it, misses the cache, and FFmpeg's probe
 refuses it (415). That round trip is an upper bound for "upload + hash" — it includes the probe, which is timed
 in-process on the same bytes and reported next to it. Nothing here is a pure network floor.
+
+Writes docs/benchmarks.md, "Cache hit vs miss".
 """
 
 from __future__ import annotations

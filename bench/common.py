@@ -45,6 +45,8 @@ Measured with the scripts in `bench/` on real music (Debian's `lincity-ng-data` 
 `corpus/music.py` into `.cache/bench-music/`). The machine is small and shared, so absolute figures move from run to
 run: compare the **ratios**, which are measured within one run (variants interleaved where possible). Each section
 below is rewritten by its script; the command line, date, machine and package versions are in the section.
+Recurring benchmarks live in `bench/` (rerun when the code they measure changes); one-off decision studies, kept to
+be rerun when their question comes back, in `bench/studies/` (each names the section holding its conclusion).
 """
 
 

@@ -12,6 +12,8 @@ successful requests (the attempt that succeeded, from send to full response), no
 problem code, and from the service's /metrics (differences over the level): mean inference batch size
 (``taggram_batch_size_patches`` sum/count), mean queue wait per patch and mean ONNX Runtime time per batch; plus the
 service process's CPU use (from /proc, in % of all cores).
+
+Writes docs/benchmarks.md, "Concurrent clients".
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ Every path processes the same patches (same count per track), so patches/s compa
 interleaved track by track (the order rotates), so load from other work on the machine hits all of them alike,
 and each path's time for a track is its best of ``--rounds`` passes (the minimum is the statistic other load moves
 least; the ratio from plain totals is printed too). Warm-up: each path runs once on a 30 s clip first.
+
+Writes docs/benchmarks.md, "End to end, sequential".
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ the service's own CPU time per audio second is reported too: the same figure mix
 schedule costs no throughput (a dedicated machine turns CPU time into wall time), and so is the CPU other
 processes took during each phase (from /proc/stat, less the service's and this client's), in cores: a phase whose
 ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
+
+Writes docs/benchmarks.md, "Fairness: clips while long uploads are in flight".
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ print only).
    * one calibrated ``mlp-pooled`` fit at ``--mlp-size`` (its cost per track, to bound it at 100k).
 
 Wall and CPU seconds are both given: the machine is shared with other jobs.
+
+Writes docs/benchmarks.md and docs/heads.md (the heads' cost sections).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ Everything is bounded: requests per level, seconds per level, the client timeout
 
 Usage: .venv/bin/python bench/load.py [--seconds 120] [--step-seconds 90] [--capacity RPS] [--json out.json]
 Prints a Markdown report (paste into docs/reliability.md) and writes the raw samples as JSON if asked.
+
+Writes docs/reliability.md, "Load and overload" (by hand, from its printed report).
 """
 
 from __future__ import annotations

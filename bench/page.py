@@ -15,6 +15,8 @@ the lincity-ng soundtrack). Measured in the page with the Performance API:
 small with pngquant when it is installed.
 
     .venv/bin/python -m bench.page --runs 3 --screenshots
+
+Writes docs/page.md, "Page weight and time to heatmap".
 """
 
 from __future__ import annotations

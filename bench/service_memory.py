@@ -3,6 +3,8 @@
 The service runs as a subprocess (``bench.common.running_service``, cache off); its RSS is sampled every 10 ms
 from /proc while ``--requests-per-model`` uploads of ``--clip-seconds`` of real music (``corpus.music``) go to each
 model at once. Reported: RSS when ready, peak RSS under the load, and RSS after it.
+
+Writes docs/benchmarks.md, "Memory of the service: four models, ready and under load".
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ Run (CPU-bound: ≈ 11 000 patches per model for 110 tracks of 60-180 s and 30 q
 
     PYTHONPATH=$PWD python bench/similar_music.py --corpus /work/corpus/corpus.csv --work /tmp/simmusic-full \
         --tracks 110 --queries 30 --query-limit-other 30
+
+Writes docs/similar.md, "Is the embedding fit for it? Real music" and "Duplicate threshold" (by hand).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def catalog_mean(raw: np.ndarray) -> np.ndarray:
 
 def normalise_catalog(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A catalog's raw embeddings → (the vectors an index stores, the mean every query is normalised with). The one
-    catalog normalisation: ``taggram index build`` and bench/similar.py both call it."""
+    catalog normalisation: ``taggram index build`` and bench/studies/similar.py both call it."""
     mean = catalog_mean(raw)
     return normalise(raw, mean), mean
 

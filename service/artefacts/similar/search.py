@@ -1,6 +1,6 @@
 """Searchers: the k nearest rows of a normalised catalog to a normalised query, by inner product (= cosine).
 
-Two implementations behind one interface, chosen at build time (bench/similar.py, docs/similar.md):
+Two implementations behind one interface, chosen at build time (bench/studies/similar.py, docs/similar.md):
 ``ExactSearcher`` (a float32 matrix product over a memory-mapped .npy: exact, no build, fine up to ~10⁵ tracks)
 and ``UsearchSearcher`` (usearch's HNSW graph, memory-mapped with ``view``: the pages a query touches come in from
 the page cache, so several replicas on one node share them and a swap costs no copy).
@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-# HNSW settings measured in bench/similar.py: recall@10 ≥ 0.99 on 10⁵ clustered vectors at these values, 0.989 on 10⁵
+# HNSW settings measured in bench/studies/similar.py: recall@10 ≥ 0.99 on 10⁵ clustered vectors at these values, 0.989 on 10⁵
 # real-derived msd-musicnn vectors (docs/similar.md, "Real embeddings").
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128

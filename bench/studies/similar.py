@@ -28,8 +28,10 @@ Two data sources (``--source``):
 Both are normalised with the service's own function (``artefact.normalise_catalog``: catalog mean removed, unit
 length). Run::
 
-    PYTHONPATH=$PWD python bench/similar.py --sizes 100000,1000000
-    PYTHONPATH=$PWD python bench/similar.py --source real --segments /tmp/corpus-seg --sizes 100000,1000000
+    PYTHONPATH=$PWD python bench/studies/similar.py --sizes 100000,1000000
+    PYTHONPATH=$PWD python bench/studies/similar.py --source real --segments /tmp/corpus-seg --sizes 100000,1000000
+
+A decision study (the nearest-neighbour library): its conclusion is docs/similar.md, "Which library".
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # the child processes run this file as a script
 
 from service.artefacts.similar import artefact  # noqa: E402
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--source real needs --segments")
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        # the synthetic folder keeps its name: bench/similar_ef_sweep.py reads /tmp/taggram-bench-similar/1000000
+        # the synthetic folder keeps its name: bench/studies/similar_ef_sweep.py reads /tmp/taggram-bench-similar/1000000
         folder = args.work / (str(n) if args.source == "synthetic" else f"real-{n}")
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "data.json").exists():

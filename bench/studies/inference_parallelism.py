@@ -11,6 +11,9 @@ Three measurements in one run, on the model file the service loads:
    Configurations are interleaved round by round; each figure is the best of ``--rounds``.
 3. **Peak memory by patches in flight**: a fresh process per configuration runs its batches and reports its peak
    RSS, so ONNX Runtime's arena can be read off per patch.
+
+A decision study (the CPU batch policy of service.engine.run): its section is docs/benchmarks.md, "Inference
+parallelism".
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def memory_rows(model_path: str, cpus: int, patch_samples: int) -> list[list[obj
     rows = []
     configs = [(threads, workers, size) for threads, workers in ((cpus, 1), (1, cpus)) for size in MEMORY_BATCHES]
     for threads, workers, batch_size in configs:
-        out = subprocess.run([sys.executable, "-m", "bench.inference_parallelism", "--memory-child",
+        out = subprocess.run([sys.executable, "-m", "bench.studies.inference_parallelism", "--memory-child",
                               model_path, str(threads), str(workers), str(batch_size), str(patch_samples)],
                              check=True, capture_output=True, text=True, cwd=common.REPO_ROOT)
         figures = json.loads(out.stdout.strip().splitlines()[-1])
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         model_path, threads, workers, batch_size, patch_samples = argv[1:6]
         memory_child(model_path, int(threads), int(workers), int(batch_size), int(patch_samples))
         return
-    parser = argparse.ArgumentParser(prog="python -m bench.inference_parallelism", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.studies.inference_parallelism", description=__doc__.split("\n\n")[0])
     parser.add_argument("--formats", default="ogg", help="comma-separated: ogg (originals), mp3, m4a (transcodes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved passes; the best one counts")
     parser.add_argument("--batch", type=int, default=common.service_default("max_batch_patches"),
@@ -189,9 +192,9 @@ def main(argv: list[str] | None = None) -> None:
 
     audio = len(patches) * manifest.patch_samples / manifest.sample_rate
     text = "\n".join([
-        "## Inference parallelism (`bench/inference_parallelism.py`)",
+        "## Inference parallelism (`bench/studies/inference_parallelism.py`)",
         "",
-        *common.environment_lines(["bench.inference_parallelism", *argv]),
+        *common.environment_lines(["bench.studies.inference_parallelism", *argv]),
         f"- model {args.model}; {cpus} usable CPUs; part 2 input: {len(files)} tracks ({args.formats}), "
         f"{len(patches)} patches (≈{audio:.0f} s of audio) in batches of {args.batch}; best of {args.rounds} "
         "interleaved rounds",

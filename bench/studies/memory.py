@@ -6,6 +6,9 @@ same machine load. A child loads every model in ``models/`` with the service's d
 ``--batch`` patches on every worker thread at once), then runs ``--load-batches`` batches of real-valued noise per
 model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and at the end of the load
 (any growth after ready is an arena the warm-up did not reach), peak RSS, and ms per patch under the load.
+
+A decision study (one ONNX Runtime arena shared by every session): its section is docs/benchmarks.md, "Memory: four
+models, per-session vs shared ONNX Runtime arena".
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
     for _ in range(args.rounds):
         for variant in VARIANTS:
-            out = subprocess.run([sys.executable, "-m", "bench.memory", "--child", variant, "--workers", str(args.workers),
+            out = subprocess.run([sys.executable, "-m", "bench.studies.memory", "--child", variant, "--workers", str(args.workers),
                                   "--batch", str(args.batch), "--load-batches", str(args.load_batches)],
                                  cwd=common.REPO_ROOT, capture_output=True, text=True, check=True)
             results[variant].append(json.loads(out.stdout.splitlines()[-1]))
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                                    "ms/patch", "speed vs per-session (median of rounds)", "per round"], rows)
     body = "\n".join([
         "## Memory: four models, per-session vs shared ONNX Runtime arena", "",
-        *common.environment_lines(["bench.memory", *(argv if argv is not None else sys.argv[1:])]),
+        *common.environment_lines(["bench.studies.memory", *(argv if argv is not None else sys.argv[1:])]),
         f"- {results[VARIANTS[0]][0]['models']} models, {args.workers} inference threads each, warm-up and load at "
         f"batch {args.batch}; one child process per variant and round, variants alternated, medians of "
         f"{args.rounds} rounds; the speed is the median of each round's ratio",

@@ -8,6 +8,9 @@ few offsets of every file, in each length of ``--seconds``.
 Configurations: ``default`` is the service as shipped; the others override settings (``--config NAME:key=value,...``;
 without any, a built-in set compares ONNX Runtime's one-run-per-batch default with the shipped workers at several
 batch sizes).
+
+A decision study (inference configuration for one request at a time): its section is docs/benchmarks.md, "One
+request at a time, by inference configuration".
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def clips_of(files, seconds: float) -> list[tuple[bytes, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench.single_request", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.studies.single_request", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", default="8,30,120", help="comma-separated clip lengths")
     parser.add_argument("--formats", default="ogg,mp3,m4a")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the clips")
@@ -98,9 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     for seconds in lengths:
         header += [f"{seconds:g} s clip: median ms", "÷ default"]
     text = "\n".join([
-        "## One request at a time, by inference configuration (`bench/single_request.py`)",
+        "## One request at a time, by inference configuration (`bench/studies/single_request.py`)",
         "",
-        *common.environment_lines(["bench.single_request", *argv]),
+        *common.environment_lines(["bench.studies.single_request", *argv]),
         f"- input: clips of {', '.join(f'{s:g}' for s in lengths)} s cut from {len(files)} files ({args.formats}), "
         f"{args.rounds} round(s); `POST /taggram`, cache off; every clip goes to every configuration in turn",
         "",

@@ -12,8 +12,11 @@ Inputs: the .ogg files of a folder (default: Debian's lincity-ng-data music, unp
 librosa reads ogg and mp3 through soundfile (libsndfile: libvorbis, mpg123); m4a it can only read through audioread,
 which needs the ``ffmpeg`` command line (Debian package ffmpeg); without it the m4a rows say so.
 
-Usage: .venv/bin/python bench/decode_vs_librosa.py [--music-dir DIR] [--workdir DIR] [--transcode N]
+Usage: .venv/bin/python bench/studies/decode_vs_librosa.py [--music-dir DIR] [--workdir DIR] [--transcode N]
 Prints a Markdown table (paste into docs/decode.md) and the versions involved.
+
+A decision study (the decoder reproduces librosa.load): its conclusion is docs/decode.md, "Agreement with librosa on
+real music".
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import scipy.signal
 import soundfile
 import soxr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from service.decode import SAMPLE_RATE, decode  # noqa: E402
 
 DEFAULT_MUSIC_DIR = Path("/tmp/lincity/usr/share/games/lincity-ng/music/default")

@@ -9,6 +9,9 @@ For each file, interleaved, best of ``--reps``:
 * **librosa.load** — ``librosa.load(path, sr=16000)`` (libsndfile for ogg/mp3, audioread + ffmpeg for m4a).
 
 Then a cProfile of ``service.decode`` on one file: the functions with the most own time.
+
+A decision study (where decode time goes, what is worth optimising): its section is docs/benchmarks.md, "Decode:
+codec vs per-frame overhead".
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def profile(data: bytes, top: int) -> list[list[object]]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.decode_overhead", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.studies.decode_overhead", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--formats", default="ogg,mp3,m4a")
     parser.add_argument("--tracks", type=int, default=0, help="use only the first N files (0 = all)")
@@ -111,9 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     speed = ", ".join(f"{n} {audio / totals[n]:.0f}×" for n in names)
     profiled = next((f for f in files if f.suffix == ".mp3"), files[0])
     text = "\n".join([
-        "## Decode: codec vs per-frame overhead (`bench/decode_overhead.py`)",
+        "## Decode: codec vs per-frame overhead (`bench/studies/decode_overhead.py`)",
         "",
-        *common.environment_lines(["bench.decode_overhead", *argv]),
+        *common.environment_lines(["bench.studies.decode_overhead", *argv]),
         f"- input: {len(files)} full-length files ({args.formats}); seconds per file = best of {args.reps}, "
         "methods interleaved",
         "",

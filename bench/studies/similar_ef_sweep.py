@@ -1,12 +1,14 @@
-"""usearch HNSW search expansion against recall@10 and query time, on bench/similar.py's synthetic catalog.
+"""usearch HNSW search expansion against recall@10 and query time, on bench/studies/similar.py's synthetic catalog.
 
 Builds one f16 index with the service's settings (service/artefacts/similar/search.py) over ``FOLDER/catalog.npy`` and
 measures, for each ``expansion_search``, recall@10 against ``FOLDER/truth.npy`` and single-thread query time, in
 memory and memory-mapped (``Index.restore(view=True)``, as the service serves it).
 
-Usage: .venv/bin/python -m bench.similar_ef_sweep [FOLDER] [--ef 64,128,256,512] [--connectivity 16]
-FOLDER defaults to the 10⁶ catalog bench/similar.py leaves in /tmp/taggram-bench-similar/1000000 (run
-``python bench/similar.py --sizes 1000000 --libraries exact`` first to make it).
+Usage: .venv/bin/python -m bench.studies.similar_ef_sweep [FOLDER] [--ef 64,128,256,512] [--connectivity 16]
+FOLDER defaults to the 10⁶ catalog bench/studies/similar.py leaves in /tmp/taggram-bench-similar/1000000 (run
+``python bench/studies/similar.py --sizes 1000000 --libraries exact`` first to make it).
+
+A decision study (the HNSW search expansion the service ships): its conclusion is docs/similar.md, "Which library".
 """
 
 from __future__ import annotations

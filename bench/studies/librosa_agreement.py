@@ -4,7 +4,10 @@ Both paths feed the same patching and the same ONNX graph, so every difference c
 file: the largest per-segment tag difference, the mean absolute tag difference, whether the top-5 track tags agree,
 and the cosine similarity of the track embeddings.
 
-    .venv/bin/python -m bench.librosa_agreement [--model msd-musicnn] [--formats ogg mp3 m4a]
+    .venv/bin/python -m bench.studies.librosa_agreement [--model msd-musicnn] [--formats ogg mp3 m4a]
+
+A decision study (decoding changes no tag that matters): its conclusion is docs/decode.md, "End to end: the same
+model's tags from our decode vs `librosa.load`".
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from service.artefacts.manifest import load_manifest
 from service.engine.patch import patch_track
 from service.engine.run import batch_policy, load_runner
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOP_TAGS = 5
 
 

@@ -12,8 +12,11 @@ For every file both decoders read, interleaved per file so machine load hits bot
 Inputs: a corpus manifest (``/work/corpus/corpus.csv`` as built by ``corpus/build.py``: columns path, codec) or a
 folder of audio files; ``--limit`` files, spread over the packages.
 
-Usage: .venv/bin/python -m bench.decode_fallback [--corpus CSV | --folder DIR] [--limit N] [--no-write]
+Usage: .venv/bin/python -m bench.studies.decode_fallback [--corpus CSV | --folder DIR] [--limit N] [--no-write]
 Writes its section into docs/decode.md.
+
+A decision study (a second decoder, and when it may answer): its section is docs/decode.md, "Fallback decoder:
+libsndfile against FFmpeg on the same files".
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     compared = len(ratios)
     body = "\n".join([
         "### Fallback decoder: libsndfile against FFmpeg on the same files", "",
-        *environment_lines(["bench.decode_fallback", *(argv if argv is not None else sys.argv[1:])]), "",
+        *environment_lines(["bench.studies.decode_fallback", *(argv if argv is not None else sys.argv[1:])]), "",
         markdown_table(["file", "codec", "audio s", "FFmpeg ×realtime", "libsndfile ×realtime", "Δ length (samples)",
                         "samples: max abs Δ / SNR", f"{args.model} ({args.analyse_seconds:g} s): max Δtag / emb cos / "
                         f"top-{TOP_TAGS}"], rows),
