@@ -16,8 +16,8 @@ WARNING_CODES = (AUDIO_DAMAGED, AUDIO_TRUNCATED)
 FFMPEG = "ffmpeg"
 LIBSNDFILE = "libsndfile"
 
-# Decoded shorter than declared by more than this is truncation, not codec priming/padding (at most ~0.1 s for
-# the lossy codecs here) or an estimated ADTS duration (0.19 s off on a 20 s file, measured).
+# Decoded shorter than declared by more than this is truncation, not codec priming/padding or an estimated ADTS
+# duration, both far below it (docs/decode.md, "Damage and truncation").
 TRUNCATION_MIN_GAP_SECONDS = 0.5
 TRUNCATION_MIN_GAP_FRACTION = 0.01  # of the declared duration: long-file estimates drift proportionally
 

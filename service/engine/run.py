@@ -4,9 +4,8 @@ On CPU a model runs ``inference_workers`` batches at once, each on its own singl
 session, shared: ``run`` is thread-safe); ``batch_policy`` decides those numbers, for the service and the backfill.
 One multi-threaded run per batch is what ONNX Runtime does by default, but its threads meet at a barrier after
 every operator: when decoding takes a core from one of them, the other waits, and the whole batch slows.
-Independent single-threaded runs lose nothing to that, and batching gains nothing per patch on CPU (about 35 ms per
-patch on one thread, at batch 1 as at batch 16). Measured in docs/benchmarks.md
-("Inference parallelism").
+Independent single-threaded runs lose nothing to that, and batching gains nothing per patch on CPU (the same cost
+per patch at batch 1 as at batch 16). Measured in docs/benchmarks.md ("Inference parallelism").
 """
 
 from __future__ import annotations
@@ -121,9 +120,9 @@ class Runner:
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
 
-# One CPU arena for every session of the process instead of one per session: the four models' arenas each grew to
-# their own peak (979 MiB RSS for the four) where one shared arena holds the largest at any moment (338 MiB), at the
-# same speed (FIELD-NOTES; docs/benchmarks.md "Memory"). Sessions opt in with this session config entry.
+# One CPU arena for every session of the process instead of one per session: the four models' arenas each grow to
+# their own peak, where one shared arena holds the largest at any moment, at the same speed (docs/benchmarks.md,
+# "Memory: four models, per-session vs shared ONNX Runtime arena"). Sessions opt in with this session config entry.
 USE_ENV_ALLOCATORS = "session.use_env_allocators"
 _shared_arena_lock = threading.Lock()
 _shared_arena_registered = False
@@ -153,8 +152,8 @@ def load_runner(path: Path, device: Device, intra_op_threads: int, cuda_batch_si
         options.add_session_config_entry(USE_ENV_ALLOCATORS, "1")
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The memory-pattern planner keeps an arena per input shape; off, the same batches use ~40% less memory
-    # (batch 16: 916 → 571 MB) at the same speed (measured with bench/backfill.py).
+    # The memory-pattern planner keeps an arena per input shape; off, the same batches use much less memory at the
+    # same speed (docs/backfill.md, "Design").
     options.enable_mem_pattern = False
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

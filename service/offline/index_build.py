@@ -29,18 +29,14 @@ from service.offline.codes import EXIT_OK, EXIT_USAGE, UsageError
 
 log = logging.getLogger("taggram.index")
 
-# Calibrated per model on real music by bench/similar_music.py (docs/similar.md, "Duplicate threshold"): 110 whole
-# tracks, 30 query tracks × 7 variants for every model; midway between the highest score of two distinct tracks and
-# the lowest of a track and its re-encodings, resampling and 30-s excerpt on the even-numbered query tracks when they
-# separate, else the F1-maximising score; shipped rounded down to 3 decimals. On the odd-numbered (held-out) query
-# tracks: msd-musicnn 0.9267 → precision 0.981, recall 0.971; msd-vgg 0.9312 → 0.942, 0.924; mtt-musicnn 0.9645 →
-# 1.000, 0.924; mtt-vgg 0.9542 → 1.000, 0.933.
+# Calibrated per model on real music by bench/similar_music.py: midway between the highest score of two distinct
+# tracks and the lowest of a track and its re-encodings, resampling and excerpt on half the query tracks, shipped
+# rounded down to 3 decimals; precision and recall on the held-out half: docs/similar.md, "Duplicate threshold".
 CALIBRATED_DUPLICATE_THRESHOLDS = {"msd-musicnn": 0.926, "mtt-musicnn": 0.964, "msd-vgg": 0.931, "mtt-vgg": 0.954}
 DEFAULT_DUPLICATE_THRESHOLD = CALIBRATED_DUPLICATE_THRESHOLDS["msd-musicnn"]  # a model calibrated nowhere else
 DUPLICATE_CALIBRATION = "docs/similar.md#duplicate-threshold"
-# usearch's i8 is not offered: it rounds each component of a unit vector to a multiple of 1/127, and the components of
-# 200-d unit vectors are ~0.04, so recall@10 fell to 0.71 on real-derived vectors at 10⁵ (0.94 at 2·10⁴), exactly what
-# exact search over the rounded vectors gives (docs/similar.md, "Real embeddings").
+# usearch's i8 is not offered: it rounds each component of a unit vector to a multiple of 1/127, coarse next to the
+# components of 200-d unit vectors, and recall@10 collapses with it (docs/similar.md, "Real embeddings").
 HNSW_STORAGES = ("f32", "f16")
 DIGEST_CHARS = 12  # of the vectors' sha256 in generated file names: unique per content, short to read
 

@@ -21,9 +21,9 @@ from service.engine.run import BatchPolicy, batch_policy, usable_cpus
 log = logging.getLogger("taggram.backfill")
 
 DEFAULT_CHUNK_SECONDS = 30.0
-# ONNX Runtime (CPU) holds ~30-45 MB of activations per patch of a batch (more from the second run on, when its
-# memory pattern is planned): 2 keeps the parent near 350 MB, and on CPU, with one inference thread, larger batches
-# are not faster (docs/backfill.md). On CUDA batch_policy takes the largest TAGGRAM_CUDA_BATCH_SIZES instead.
+# ONNX Runtime (CPU) holds the activations of every patch of a batch: 2 keeps the parent's memory small, and on CPU,
+# with one inference thread, larger batches are not faster (docs/backfill.md, "Usage" and "Design"). On CUDA
+# batch_policy takes the largest TAGGRAM_CUDA_BATCH_SIZES instead.
 DEFAULT_BATCH_PATCHES = 2
 DEFAULT_TRACKS_PER_PART = 500
 DEFAULT_PART_SECONDS = 300.0
