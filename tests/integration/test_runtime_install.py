@@ -19,6 +19,7 @@ PACKAGE_PARTS = ("pyproject.toml", "README.md", "service", "model_export", "head
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_the_runtime_set_alone_installs_imports_and_starts(tmp_path, models_dir):
     """``pip install .`` (no extras) into a fresh venv, then what the image runs: serve to ready and the offline
     commands' help."""

@@ -331,6 +331,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_rebuilt_index_swaps_in_under_concurrent_queries(backfill_out, music_catalog, models_dir, tmp_path):
     index_dir = tmp_path / "index"
     assert index_cli("build", backfill_out, "--output", index_dir).returncode == 0  # no artists yet
@@ -419,6 +420,7 @@ def test_start_refuses_a_missing_index_directory(models_dir, tmp_path):
     refused(models_dir, tmp_path, "does not exist", TAGGRAM_INDEX_DIR=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_an_empty_index_directory_serves_503_until_a_build_and_sighup(backfill_out, models_dir, tmp_path):
     index_dir = tmp_path / "index"
     index_dir.mkdir()

@@ -247,6 +247,7 @@ def metric_value(http, prefix: str) -> float:
 # ---- batching and fairness --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_patches_from_concurrent_requests_share_a_batch(models_dir):
     settings = server_settings(models_dir, max_batch_patches=16, max_batch_wait_ms=300)
     with live_server(settings) as live:
@@ -261,6 +262,7 @@ def test_patches_from_concurrent_requests_share_a_batch(models_dir):
     assert any(len(set(b.job_ids)) == 2 for b in batches), [b.job_ids for b in batches]
 
 
+@pytest.mark.slow
 def test_a_short_clip_is_not_stuck_behind_a_long_track(models_dir):
     settings = server_settings(models_dir, max_batch_patches=4, max_batch_wait_ms=0)
     long_track, short_clip = wav(240.0, seed=70, sample_rate=16_000), wav(6.0, seed=71)
@@ -385,6 +387,7 @@ def test_503_with_retry_after_when_the_queue_is_full(models_dir):
     assert first[0].status_code == 200  # the admitted request is served in full
 
 
+@pytest.mark.slow
 def test_503_when_too_many_uploads_are_being_analysed(models_dir):
     settings = server_settings(models_dir, max_concurrent_analyses=1, max_batch_patches=1, max_batch_wait_ms=0)
     with live_server(settings) as live, live.client() as http:
@@ -441,6 +444,7 @@ def test_metrics_expose_every_documented_series(client):
     assert 'taggram_requests_total{endpoint="/embed",status="200"}' in text
 
 
+@pytest.mark.slow
 def test_decoding_overlaps_inference_but_stays_a_bounded_number_of_patches_ahead(models_dir):
     from service.engine.pipeline import PATCHES_AHEAD
 

@@ -48,6 +48,7 @@ def track(cls: str, seconds: float = 2 * TRACK_SECONDS) -> bytes:
     return encode_audio(samples, RATE_HZ, "flac")
 
 
+@pytest.mark.slow
 def test_heads_answer_from_cached_analyses_exactly_as_from_fresh_ones(heads_dir, models_dir, redis_url):  # noqa: F811
     settings = server_settings(models_dir, heads_dir=heads_dir, redis_url=redis_url,
                                default_taxonomies=f"{MODEL}={POOLED_HEAD}")
@@ -191,6 +192,7 @@ def test_start_is_refused_for_a_bad_default_taxonomy(heads_dir, models_dir, tmp_
     assert len(errors) == 1 and expected in errors[0], proc.stderr()
 
 
+@pytest.mark.slow
 def test_unset_heads_dir_serves_without_heads_and_a_missing_one_refuses(models_dir, tmp_path):
     with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_HEADS_DIR=str(tmp_path / "absent")) as proc:
         assert proc.wait() == 2

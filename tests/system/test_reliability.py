@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.support.audio_factory import chord, encode_audio, noise
 from tests.support.live_server import live_server, server_settings
@@ -91,6 +92,7 @@ def queued_patches(http: httpx.Client, model: str = "msd-musicnn") -> float:
     return float(lines[0].split()[1])
 
 
+@pytest.mark.slow
 def test_overload_is_shed_with_503_admitted_requests_stay_bounded_and_the_server_recovers(models_dir, tmp_path,
                                                                                           record_property):
     settings = {f"TAGGRAM_{name.upper()}": str(value) for name, value in OVERLOAD.items()}
@@ -179,6 +181,7 @@ HOT_CLIPS = 3
 WORKERS = 4
 
 
+@pytest.mark.slow
 def test_redis_crash_hang_and_restart_under_load_fail_no_request_and_hits_resume(models_dir, private_redis, record_property):
     hot = [clip(2.0, seed) for seed in range(HOT_CLIPS)]
     fresh = (clip(2.0, 1000 + i) for i in range(10_000))
@@ -291,6 +294,7 @@ def in_flight(http: httpx.Client) -> float:
     return float(lines[0].split()[1]) - 1  # minus this /metrics request
 
 
+@pytest.mark.slow
 def test_sigterm_under_load_drains_then_refuses_new_connections_finishes_in_flight_and_exits_0(models_dir, tmp_path,
                                                                                               record_property):
     settings = {"TAGGRAM_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS), "TAGGRAM_SHUTDOWN_GRACE_SECONDS": "60"}
@@ -363,6 +367,7 @@ def test_sigterm_under_load_drains_then_refuses_new_connections_finishes_in_flig
     assert "Traceback" not in output and " ERROR " not in output, output
 
 
+@pytest.mark.slow
 def test_sigterm_past_the_grace_period_cuts_what_is_left_and_still_exits_0(models_dir, tmp_path, record_property):
     grace = 1.0
     settings = {"TAGGRAM_SHUTDOWN_DRAIN_SECONDS": "0", "TAGGRAM_SHUTDOWN_GRACE_SECONDS": str(grace)}

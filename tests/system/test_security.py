@@ -278,6 +278,7 @@ def marked_wav(seconds: float) -> bytes:
     return b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WAVE" + body
 
 
+@pytest.mark.slow
 def test_logs_never_contain_the_api_key_the_redis_password_or_uploaded_bytes(models_dir, tmp_path, private_redis_factory):
     redis_server = private_redis_factory(password="the-right-one")
     wrong_password_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_server.port}/0"  # every cache call fails, logged

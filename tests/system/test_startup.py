@@ -156,6 +156,7 @@ def test_a_broken_model_file_stops_the_start_with_one_error_line_naming_it(tmp_p
     assert "Uvicorn running" not in output and port_is_closed(port)
 
 
+@pytest.mark.slow
 def test_the_same_folders_unbroken_start_and_serve(tmp_path, models_dir):
     """Control: the copies the cases above break are themselves good, so each failure above is the broken file's."""
     models = copy_model(models_dir, tmp_path / "models")

@@ -553,6 +553,7 @@ def test_the_other_container_seeds_decode_when_intact() -> None:
         "pcm_s16be", "pcm_s16le", "pcm_s16le", "flac", "aac"]
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(mutated(other_container_seeds(), header_bytes=96))
 def test_mutated_files_in_the_other_allowed_containers_never_escape(data: bytes) -> None:
