@@ -121,8 +121,8 @@ class RawPass:
 def track_batches(files: list[Path], batch: int, max_seconds: float) -> tuple[list[np.ndarray], float]:
     """Every track decoded and cut into batches exactly as the backfill does (one track's patches per batch, the
     last one partial); and the audio seconds."""
-    from service.decode import SAMPLE_RATE, iter_decoded
     from service.artefacts.manifest import load_manifest
+    from service.decode import SAMPLE_RATE, iter_decoded
     from service.engine.patch import StreamingPatcher
 
     geometry = load_manifest(REPO_ROOT / "models" / f"{MODEL}.json").geometry
@@ -135,7 +135,7 @@ def track_batches(files: list[Path], batch: int, max_seconds: float) -> tuple[li
             for chunk in iter_decoded(f, max_seconds=max_seconds, chunk_samples=30 * SAMPLE_RATE):
                 patches += [patch.copy() for patch in patcher.push(chunk)]
         patches += [patch.copy() for patch in patcher.finish()]
-        batches += [np.stack(patches[i:i + batch]) for i in range(0, len(patches), batch)]
+        batches += [np.stack(patches[i : i + batch]) for i in range(0, len(patches), batch)]
         audio_seconds += patcher.num_samples / SAMPLE_RATE
     return batches, audio_seconds
 
@@ -154,8 +154,7 @@ def raw_pass(batches: list[np.ndarray], audio_seconds: float, workers: int, thre
     wall, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(runner.run, batches))
-    return RawPass(audio_seconds, sum(len(b) for b in batches), time.perf_counter() - wall,
-                   time.process_time() - cpu)
+    return RawPass(audio_seconds, sum(len(b) for b in batches), time.perf_counter() - wall, time.process_time() - cpu)
 
 
 # ---- backfill subprocess with memory sampling ------------------------------------------------------------------------
@@ -244,10 +243,33 @@ class BackfillPass:
 
 
 def backfill_pass(catalog: Path, out: Path, args: argparse.Namespace) -> BackfillPass:
-    command = [sys.executable, "-m", "service", "backfill", str(catalog), "--out", str(out), "--model", MODEL,
-               "--models-dir", str(REPO_ROOT / "models"), "--max-seconds", "4000", "--progress", "log",
-               "--progress-seconds", "60", "--batch-patches", str(args.batch_patches), "--workers", str(args.workers),
-               "--inference-workers", str(args.inference_workers), "--intra-op-threads", str(args.intra_op_threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "backfill",
+        str(catalog),
+        "--out",
+        str(out),
+        "--model",
+        MODEL,
+        "--models-dir",
+        str(REPO_ROOT / "models"),
+        "--max-seconds",
+        "4000",
+        "--progress",
+        "log",
+        "--progress-seconds",
+        "60",
+        "--batch-patches",
+        str(args.batch_patches),
+        "--workers",
+        str(args.workers),
+        "--inference-workers",
+        str(args.inference_workers),
+        "--intra-op-threads",
+        str(args.intra_op_threads),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -274,8 +296,9 @@ def mb(value: float) -> str:
     return f"{value / 1e6:.0f} MB"
 
 
-def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default: RawPass, run: BackfillPass,
-           args) -> str:
+def report(
+    argv: list[str], files: list[Path], raws: list[RawPass], ort_default: RawPass, run: BackfillPass, args
+) -> str:
     raw_speed = float(np.mean([r.speed for r in raws]))
     raw_cpu_per_hour = float(np.mean([r.run_cpu_seconds / (r.audio_seconds / 3600) for r in raws]))
     audio_hours = run.summary["audio_hours"]
@@ -296,13 +319,24 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
         markdown_table(
             ["", "audio hours per hour", "CPU s per audio hour"],
             [
-                [f"raw ONNX Runtime, the backfill's policy ({args.inference_workers} batch(es) at once, "
-                 f"{args.intra_op_threads} thread(s) each), same patches and batches (mean of 2 passes: "
-                 + " / ".join(f"{r.speed:.1f}" for r in raws) + ")", f"{raw_speed:.1f}", f"{raw_cpu_per_hour:.0f}"],
-                ["raw ONNX Runtime, one batch at a time on its default threads (one per core), same batches",
-                 f"{ort_default.speed:.1f}", f"{ort_default.run_cpu_seconds / (ort_default.audio_seconds / 3600):.0f}"],
-                ["`taggram backfill`, wall clock from start to exit (decode, inference, Parquet)", f"{run.speed:.1f}",
-                 f"{run.cpu_seconds / audio_hours:.0f}"],
+                [
+                    f"raw ONNX Runtime, the backfill's policy ({args.inference_workers} batch(es) at once, "
+                    f"{args.intra_op_threads} thread(s) each), same patches and batches (mean of 2 passes: "
+                    + " / ".join(f"{r.speed:.1f}" for r in raws)
+                    + ")",
+                    f"{raw_speed:.1f}",
+                    f"{raw_cpu_per_hour:.0f}",
+                ],
+                [
+                    "raw ONNX Runtime, one batch at a time on its default threads (one per core), same batches",
+                    f"{ort_default.speed:.1f}",
+                    f"{ort_default.run_cpu_seconds / (ort_default.audio_seconds / 3600):.0f}",
+                ],
+                [
+                    "`taggram backfill`, wall clock from start to exit (decode, inference, Parquet)",
+                    f"{run.speed:.1f}",
+                    f"{run.cpu_seconds / audio_hours:.0f}",
+                ],
                 ["... of which the parent (model, patching, Parquet)", "", f"{parent_cpu:.0f}"],
                 ["... of which the decode worker(s)", "", f"{m.cpu_of('worker') / audio_hours:.0f}"],
             ],
@@ -321,10 +355,18 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
             [
                 ["parent (inference, Parquet)", mb(m.peak_parent_rss), mb(m.peak_parent_pss), ""],
                 [f"decode worker (largest of {workers})", mb(m.peak_worker_rss), mb(m.peak_worker_pss), ""],
-                ["whole process tree (parent + workers + multiprocessing's resource tracker)",
-                 mb(m.peak_tree_rss), mb(m.peak_tree_pss), f"< {RSS_TARGET_MB} MB"],
-                ["kernel high-water mark (VmHWM): parent / largest decode worker",
-                 f"{mb(m.peak_parent_hwm)} / {mb(m.peak_worker_hwm)}", "", ""],
+                [
+                    "whole process tree (parent + workers + multiprocessing's resource tracker)",
+                    mb(m.peak_tree_rss),
+                    mb(m.peak_tree_pss),
+                    f"< {RSS_TARGET_MB} MB",
+                ],
+                [
+                    "kernel high-water mark (VmHWM): parent / largest decode worker",
+                    f"{mb(m.peak_parent_hwm)} / {mb(m.peak_worker_hwm)}",
+                    "",
+                    "",
+                ],
             ],
         ),
         "",
@@ -342,13 +384,16 @@ def main() -> None:
     parser.add_argument("--intra-op-threads", type=int, default=None, help="default: the backfill's default")
     parser.add_argument("--no-write", action="store_true", help="print the report without updating docs/backfill.md")
     args = parser.parse_args()
-    from service.offline.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
     from service.config import Settings
+    from service.offline.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
 
     args.batch_patches = args.batch_patches or DEFAULT_BATCH_PATCHES
     args.workers = args.workers or default_workers()
-    policy = default_batch_policy(Settings().model_copy(
-        update={"inference_workers": args.inference_workers or 0, "intra_op_threads": args.intra_op_threads or 0}))
+    policy = default_batch_policy(
+        Settings().model_copy(
+            update={"inference_workers": args.inference_workers or 0, "intra_op_threads": args.intra_op_threads or 0}
+        )
+    )
     args.inference_workers, args.intra_op_threads = policy.inference_workers, policy.intra_op_threads
     args.long_minutes = 20 if args.quick else 60
     with tempfile.TemporaryDirectory(prefix="taggram-bench-backfill-") as tmp:
@@ -360,8 +405,11 @@ def main() -> None:
         run = backfill_pass(Path(tmp) / "catalog", Path(tmp) / "out", args)
         print(f"backfill: {run.speed:.1f} audio h/h; raw pass 2", file=sys.stderr, flush=True)
         raws.append(raw_pass(batches, audio_seconds, args.inference_workers, args.intra_op_threads))
-        print(f"raw: {raws[1].speed:.1f} audio h/h; raw pass with ONNX Runtime's default threads", file=sys.stderr,
-              flush=True)
+        print(
+            f"raw: {raws[1].speed:.1f} audio h/h; raw pass with ONNX Runtime's default threads",
+            file=sys.stderr,
+            flush=True,
+        )
         ort_default = raw_pass(batches, audio_seconds, 1, 0)
     text = report(["bench.backfill", *sys.argv[1:]], files, raws, ort_default, run, args)
     print(text)

@@ -50,9 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         files = write_manifest(args.corpus, args.limit, manifest)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "service", "check-catalog", str(manifest), "--output",
-                                 str(Path(tmp) / "rows.parquet"), "--workers", str(args.workers), "--json"],
-                                cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "check-catalog",
+                str(manifest),
+                "--output",
+                str(Path(tmp) / "rows.parquet"),
+                "--workers",
+                str(args.workers),
+                "--json",
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

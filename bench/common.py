@@ -36,8 +36,14 @@ DEFAULT_MODEL = "msd-musicnn"
 READY_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 30.0
 PACKAGES = ("onnxruntime", "numpy", "av", "soxr", "librosa", "fastapi", "uvicorn", "httpx", "redis")
-CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".flac": "audio/flac",
-                 ".wav": "audio/wav", ".opus": "audio/ogg"}
+CONTENT_TYPES = {
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".opus": "audio/ogg",
+}
 
 REPORT_HEADER = """# Benchmarks
 
@@ -162,8 +168,16 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
     """
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
-    env.update({"TAGGRAM_HOST": "127.0.0.1", "TAGGRAM_PORT": str(port), "TAGGRAM_MODELS_DIR": str(MODELS_DIR),
-                "TAGGRAM_MODELS": model, "TAGGRAM_DEFAULT_MODEL": model, "TAGGRAM_LOG_LEVEL": "warning"})
+    env.update(
+        {
+            "TAGGRAM_HOST": "127.0.0.1",
+            "TAGGRAM_PORT": str(port),
+            "TAGGRAM_MODELS_DIR": str(MODELS_DIR),
+            "TAGGRAM_MODELS": model,
+            "TAGGRAM_DEFAULT_MODEL": model,
+            "TAGGRAM_LOG_LEVEL": "warning",
+        }
+    )
     env.update({f"TAGGRAM_{key.upper()}": str(value) for key, value in settings.items() if value is not None})
     log_file = tempfile.NamedTemporaryFile(prefix="taggram-bench-", suffix=".log", delete=False)
     process = subprocess.Popen(taggram_command(), cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -179,7 +193,9 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the service was not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{service.log_tail()}")
+                raise RuntimeError(
+                    f"the service was not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{service.log_tail()}"
+                )
             time.sleep(0.2)
         yield service
     finally:
@@ -225,8 +241,11 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def metric(samples: dict, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
-    return sum(value for (sample_name, sample_labels), value in samples.items()
-               if sample_name == name and wanted <= set(sample_labels))
+    return sum(
+        value
+        for (sample_name, sample_labels), value in samples.items()
+        if sample_name == name and wanted <= set(sample_labels)
+    )
 
 
 def content_type(path: Path) -> str:

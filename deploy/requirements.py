@@ -26,7 +26,9 @@ def distribution_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def requirements(pyproject: Path, extras: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()) -> list[str]:
+def requirements(
+    pyproject: Path, extras: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
     lines = list(project["dependencies"])
     optional = project.get("optional-dependencies", {})

@@ -31,9 +31,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -445,9 +445,9 @@ def clip_record(audio_int16: np.ndarray, patches: np.ndarray, mel: np.ndarray, p
     max_mel = float(mel.max())
     return {
         **provenance,
-        "samples": int(len(audio_int16)),
+        "samples": len(audio_int16),
         "frames": int(mel.shape[1]),
-        "patches": int(len(patches)),
+        "patches": len(patches),
         # The centred STFT's last frame used spans [centre - N_FFT/2, centre + N_FFT/2): past the final sample
         # it reads zero padding, which an exported frontend must reproduce.
         "last_patch_touches_padded_end": bool(

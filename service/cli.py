@@ -14,9 +14,9 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from service.artefacts.manifest import ModelFileError
 from service.config import Settings
 from service.logs import configure_logging
-from service.artefacts.manifest import ModelFileError
 from service.offline.codes import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("taggram")
@@ -91,10 +91,14 @@ def serve(settings: Settings) -> int:
 # ``main(argv)`` runs each, imported only when asked for. train-head lives outside service/ (optional extra `train`).
 SUBCOMMANDS = {
     "backfill": ("service.offline.backfill", "tag a catalog offline into Parquet (taggram backfill -h)"),
-    "check-catalog": ("service.offline.catalog_check",
-                      "decode a catalog without the model: what would be analysed or refused, and why"),
-    "train-head": ("head_training.train",
-                   "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)"),
+    "check-catalog": (
+        "service.offline.catalog_check",
+        "decode a catalog without the model: what would be analysed or refused, and why",
+    ),
+    "train-head": (
+        "head_training.train",
+        "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)",
+    ),
     "index": ("service.offline.index_build", "build a similar-tracks index (taggram index build -h)"),
 }
 

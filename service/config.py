@@ -58,18 +58,35 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `taggram serve` binds (0.0.0.0 in containers)")
     port: int = Field(8000, ge=1, le=65535, description="Port `taggram serve` listens on")
     models_dir: Path = Field(Path("models"), description="Folder holding <name>.onnx + <name>.json manifests")
-    models: Annotated[list[str], NoDecode] = Field([], description="Comma-separated model names to load; empty = every manifest in models_dir")
+    models: Annotated[list[str], NoDecode] = Field(
+        [], description="Comma-separated model names to load; empty = every manifest in models_dir"
+    )
     default_model: str = Field("msd-musicnn", description="Model used when a request names none")
     taxonomy_dir: Path | None = Field(None, description="Folder of <model>.json taxonomies overriding the shipped ones")
-    heads_dir: Path | None = Field(None, description="Folder of <head>.onnx + <head>.json classification heads (`taggram train-head`); unset = none")
-    default_taxonomies: Annotated[Mapping[str, str], NoDecode] = Field({}, description="Default ?taxonomy= per model, e.g. 'msd-musicnn=my-head' (a head or the tag taxonomy); unset = the tag taxonomy")
-    index_dir: Path | None = Field(None, description="Folder of similarity indexes (<model>.json + files); unset = no /similar")
-    index_poll_seconds: float = Field(10.0, ge=0, description="How often a changed index manifest is looked for and swapped in (0 = only on SIGHUP)")
+    heads_dir: Path | None = Field(
+        None,
+        description="Folder of <head>.onnx + <head>.json classification heads (`taggram train-head`); unset = none",
+    )
+    default_taxonomies: Annotated[Mapping[str, str], NoDecode] = Field(
+        {},
+        description="Default ?taxonomy= per model, e.g. 'msd-musicnn=my-head' (a head or the tag taxonomy); unset = the tag taxonomy",
+    )
+    index_dir: Path | None = Field(
+        None, description="Folder of similarity indexes (<model>.json + files); unset = no /similar"
+    )
+    index_poll_seconds: float = Field(
+        10.0, ge=0, description="How often a changed index manifest is looked for and swapped in (0 = only on SIGHUP)"
+    )
 
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
     max_audio_seconds: float = Field(20 * 60.0, description="Longest accepted track, enforced while decoding")
-    min_audio_seconds: float = Field(1.0, description="Shortest accepted track; shorter than one patch is repeat-padded")
-    damaged_audio: DamagedAudio = Field(DamagedAudio.WARN, description="Damaged or truncated audio: analyse it with a warning, or refuse it (422 damaged_audio)")
+    min_audio_seconds: float = Field(
+        1.0, description="Shortest accepted track; shorter than one patch is repeat-padded"
+    )
+    damaged_audio: DamagedAudio = Field(
+        DamagedAudio.WARN,
+        description="Damaged or truncated audio: analyse it with a warning, or refuse it (422 damaged_audio)",
+    )
 
     max_batch_patches: int = Field(4, ge=1, description="Largest inference batch (patches); each worker runs one")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill before it runs")
@@ -77,21 +94,41 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(120.0, gt=0, description="Deadline per request; past it: 504")
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 503")
     max_concurrent_analyses: int = Field(32, ge=1, description="Uploads decoded or analysed at once; beyond: 503")
-    decode_threads: int = Field(2, ge=1, description="Threads decoding uploads, shared chunk by chunk by every upload in flight")
-    interactive_endpoints: Annotated[frozenset[str], NoDecode] = Field(frozenset({"/suggest-subgenres"}), description="Comma-separated endpoints whose uploads are decoded and inferred first (empty = one class: least-decoded first)")
-    inference_workers: int = Field(0, ge=0, description="Batches one model computes at once (0 = one per usable CPU; 1 on CUDA)")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per batch (0 = usable CPUs ÷ inference workers; on CUDA the runtime default)")
+    decode_threads: int = Field(
+        2, ge=1, description="Threads decoding uploads, shared chunk by chunk by every upload in flight"
+    )
+    interactive_endpoints: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset({"/suggest-subgenres"}),
+        description="Comma-separated endpoints whose uploads are decoded and inferred first (empty = one class: least-decoded first)",
+    )
+    inference_workers: int = Field(
+        0, ge=0, description="Batches one model computes at once (0 = one per usable CPU; 1 on CUDA)"
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime intra-op threads per batch (0 = usable CPUs ÷ inference workers; on CUDA the runtime default)",
+    )
     device: Device = Field(Device.AUTO, description="Inference device; auto = CUDA when available")
-    cuda_batch_sizes: Annotated[tuple[int, ...], NoDecode] = Field((1, 4, 16), description="On CUDA: fixed batch sizes batches are padded to (comma-separated; kept sorted, without repeats)")
+    cuda_batch_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
+        (1, 4, 16),
+        description="On CUDA: fixed batch sizes batches are padded to (comma-separated; kept sorted, without repeats)",
+    )
 
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = in-process LRU cache")
     redis_timeout_seconds: float = Field(0.25, gt=0, description="Per-operation Redis timeout; on timeout: bypass")
     cache_ttl_seconds: int = Field(30 * 24 * 3600, ge=0, description="Cache entry lifetime (0 = no expiry)")
     memory_cache_bytes: int = Field(256 * MIB, ge=0, description="In-process LRU size bound")
 
-    api_key: str | None = Field(None, description="If set, every endpoint but health/metrics needs 'Authorization: Bearer <key>'")
+    api_key: str | None = Field(
+        None, description="If set, every endpoint but health/metrics needs 'Authorization: Bearer <key>'"
+    )
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="Time to drain in-flight requests on SIGTERM")
-    shutdown_drain_seconds: float = Field(0.0, ge=0, description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes (load balancers stop routing here meanwhile)")
+    shutdown_drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes (load balancers stop routing here meanwhile)",
+    )
     log_level: str = Field("info", description="Python logging level")
 
     @field_validator("models", "interactive_endpoints", mode="before")
@@ -102,7 +139,7 @@ class Settings(BaseSettings):
     @field_validator("default_taxonomies", mode="before")
     @classmethod
     def _model_to_taxonomy(cls, value: Any) -> Any:
-        """"msd-musicnn=my-head,mtt-musicnn=platform-genres-mtt" → {model: taxonomy name}."""
+        """ "msd-musicnn=my-head,mtt-musicnn=platform-genres-mtt" → {model: taxonomy name}."""
         if not isinstance(value, str):
             return value
         defaults: dict[str, str] = {}

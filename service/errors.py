@@ -43,9 +43,12 @@ def empty_body() -> Problem:
 
 
 def unsupported_media_type(content_type: str) -> Problem:
-    return Problem(415, "unsupported_media_type",
-                   f"Content-Type {content_type!r} is not accepted: send the audio as multipart/form-data in a "
-                   "field named 'file', or as the raw body with an audio/* or application/octet-stream type")
+    return Problem(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {content_type!r} is not accepted: send the audio as multipart/form-data in a "
+        "field named 'file', or as the raw body with an audio/* or application/octet-stream type",
+    )
 
 
 def overloaded(retry_after_seconds: int, detail: str) -> Problem:

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import REPO_ROOT, environment_lines, markdown_table, update_report
+from service.artefacts.registry import load_models
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, sndfile
 from service.decode.facts import DecodeFacts
 from service.engine.patch import StreamingPatcher
-from service.artefacts.registry import load_models
 
 DECODE_DOC = REPO_ROOT / "docs" / "decode.md"
 DEFAULT_CORPUS = Path("/work/corpus/corpus.csv")
@@ -125,10 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         ratios.append(t_sndfile / t_ffmpeg)
         tag_deltas.append(delta)
         cosines.append(cosine)
-        rows.append([f"{path.parent.name}/{path.name}", primary.facts.codec, f"{seconds:.0f}",
-                     f"{seconds / t_ffmpeg:.0f}", f"{seconds / t_sndfile:.0f}", fallback.size - reference.size,
-                     f"{np.max(np.abs(reference[:n] - fallback[:n])):.1e} / {snr_db(reference[:n], fallback[:n]):.0f} dB",
-                     f"{delta:.1e} / {cosine:.6f} / {'same' if top_a == top_b else 'differ'}"])
+        rows.append(
+            [
+                f"{path.parent.name}/{path.name}",
+                primary.facts.codec,
+                f"{seconds:.0f}",
+                f"{seconds / t_ffmpeg:.0f}",
+                f"{seconds / t_sndfile:.0f}",
+                fallback.size - reference.size,
+                f"{np.max(np.abs(reference[:n] - fallback[:n])):.1e} / {snr_db(reference[:n], fallback[:n]):.0f} dB",
+                f"{delta:.1e} / {cosine:.6f} / {'same' if top_a == top_b else 'differ'}",
+            ]
+        )
         print(rows[-1], file=sys.stderr, flush=True)
 
     compared = len(ratios)

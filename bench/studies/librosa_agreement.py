@@ -20,9 +20,9 @@ import librosa
 import numpy as np
 
 from corpus.music import check_librosa_reads, music_files
+from service.artefacts.manifest import load_manifest
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode
-from service.artefacts.manifest import load_manifest
 from service.engine.patch import patch_track
 from service.engine.run import batch_policy, load_runner
 
@@ -69,13 +69,17 @@ def main() -> None:
     runner = load_runner(args.models_dir / manifest.onnx.file, "cpu", threads)
     rows = [compare(path, manifest, runner) for path in music_files(tuple(args.formats))]
     print(f"librosa {librosa.__version__}, Python {platform.python_version()}, model {args.model}\n")
-    print("| file | seconds | length diff (samples) | segments | tags max abs diff | tags mean abs diff "
-          "| top-5 tags same | embedding cosine |")
+    print(
+        "| file | seconds | length diff (samples) | segments | tags max abs diff | tags mean abs diff "
+        "| top-5 tags same | embedding cosine |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for r in rows:
-        print(f"| {r['file']} | {r['seconds']:.1f} | {r['length_diff_samples']} | {r['segments']} | "
-              f"{r['tags_max_abs']:.2e} | {r['tags_mean_abs']:.2e} | {'yes' if r['top5_same'] else 'no'} | "
-              f"{r['embedding_cosine']:.6f} |")
+        print(
+            f"| {r['file']} | {r['seconds']:.1f} | {r['length_diff_samples']} | {r['segments']} | "
+            f"{r['tags_max_abs']:.2e} | {r['tags_mean_abs']:.2e} | {'yes' if r['top5_same'] else 'no'} | "
+            f"{r['embedding_cosine']:.6f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ K = 10
 
 
 def build(catalog: np.ndarray, connectivity: int) -> Index:
-    index = Index(ndim=catalog.shape[1], metric="ip", dtype="f16", connectivity=connectivity,
-                  expansion_add=HNSW_EXPANSION_ADD)
+    index = Index(
+        ndim=catalog.shape[1], metric="ip", dtype="f16", connectivity=connectivity, expansion_add=HNSW_EXPANSION_ADD
+    )
     for start in range(0, len(catalog), ADD_CHUNK):
         stop = min(start + ADD_CHUNK, len(catalog))
         index.add(np.arange(start, stop), np.asarray(catalog[start:stop]), threads=2)
@@ -48,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", default=DEFAULT_FOLDER)
     parser.add_argument("--ef", default="64,128,256,512")
-    parser.add_argument("--connectivity", type=int, default=HNSW_CONNECTIVITY,
-                        help=f"HNSW M, links per node (default: the service's, {HNSW_CONNECTIVITY})")
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        default=HNSW_CONNECTIVITY,
+        help=f"HNSW M, links per node (default: the service's, {HNSW_CONNECTIVITY})",
+    )
     args = parser.parse_args(argv)
     catalog = np.load(args.folder / "catalog.npy", mmap_mode="r")
     queries, truth = np.load(args.folder / "queries.npy"), np.load(args.folder / "truth.npy")

@@ -17,21 +17,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
 from service.api import responses as respond
+from service.api import similar_routes
+from service.api.page import install_page
+from service.api.parameters import HopQuery, ModelQuery, SubgenreCountQuery
+from service.api.upload import read_upload
+from service.artefacts.heads import Heads, head_scores, load_heads
+from service.artefacts.registry import LoadedModel, load_models
+from service.artefacts.similar.serving import Indexes
+from service.config import Settings
+from service.decode import DecodeError
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher, Overloaded
 from service.engine.cache import SingleFlight, cache_key, get_or_compute, make_cache
-from service.config import Settings
-from service.decode import DecodeError
 from service.engine.decode_scheduler import BULK, INTERACTIVE, DecodeScheduler
-from service.errors import Problem, overloaded, problem_response
-from service.artefacts.heads import Heads, head_scores, load_heads
-from service.api.page import install_page
-from service.api.parameters import HopQuery, ModelQuery, SubgenreCountQuery
 from service.engine.pipeline import analyse
-from service.artefacts.registry import LoadedModel, load_models
-from service.api import similar_routes
-from service.artefacts.similar.serving import Indexes
-from service.api.upload import read_upload
+from service.errors import Problem, overloaded, problem_response
 
 log = logging.getLogger("taggram")
 
@@ -43,8 +43,11 @@ AUDIO_BODY = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"],
-                           "properties": {"file": {"type": "string", "format": "binary"}}}
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
             },
             "audio/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -91,8 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.decoder = DecodeScheduler(settings.decode_threads)
         state.cache = make_cache(settings)
         for name, model in state.models.items():
-            batcher = Batcher(model.runner, model=name, policy=model.batch_policy,
-                              max_queue_patches=settings.max_queue_patches)
+            batcher = Batcher(
+                model.runner, model=name, policy=model.batch_policy, max_queue_patches=settings.max_queue_patches
+            )
             await batcher.warm_up(model.manifest.patch_samples)
             batcher.start()
             state.batchers[name] = batcher
@@ -213,7 +217,8 @@ class CloseUnreadBodyMiddleware:
             return
         headers = dict(scope["headers"])
         state = {
-            "pending": b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b""),
+            "pending": b"transfer-encoding" in headers
+            or headers.get(b"content-length", b"0").strip() not in (b"0", b""),
             # A client that sent "Expect: 100-continue" sends no body until the app first reads it: nothing to drain
             # then (and reading would make uvicorn send a late "100 Continue").
             "body_requested": b"expect" not in headers,
@@ -261,8 +266,12 @@ def declare_routes(app: FastAPI, state: State) -> None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.api_key.encode()):
-            raise Problem(401, "unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
-                          {"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <key>' header is required",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     def pick_model(name: str | None) -> LoadedModel:
         model = state.models.get(name or settings.default_model)
@@ -303,9 +312,16 @@ def declare_routes(app: FastAPI, state: State) -> None:
             async def compute() -> Analysis:
                 nonlocal handed_over
                 handed_over = True
-                return await analyse(upload.file, analyser=analyser, batcher=batcher, decoder=state.decoder,
-                                     max_seconds=settings.max_audio_seconds, deadline=deadline, priority=priority,
-                                     damaged_audio=settings.damaged_audio)
+                return await analyse(
+                    upload.file,
+                    analyser=analyser,
+                    batcher=batcher,
+                    decoder=state.decoder,
+                    max_seconds=settings.max_audio_seconds,
+                    deadline=deadline,
+                    priority=priority,
+                    damaged_audio=settings.damaged_audio,
+                )
 
             return await get_or_compute(state.cache, state.flight, key, compute)
         except DecodeError as error:
@@ -318,10 +334,20 @@ def declare_routes(app: FastAPI, state: State) -> None:
 
     protected = [Depends(require_api_key)]
 
-    @app.post("/taggram", response_model=respond.TaggramResponse, dependencies=protected,
-              openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Tag probabilities over time")
-    async def taggram(request: Request, model: ModelQuery = None, hop: HopQuery = None,
-                      head: str | None = Query(None, description="Also return this head's scores per segment")):
+    @app.post(
+        "/taggram",
+        response_model=respond.TaggramResponse,
+        dependencies=protected,
+        openapi_extra=AUDIO_BODY,
+        responses=PROBLEM_RESPONSES,
+        summary="Tag probabilities over time",
+    )
+    async def taggram(
+        request: Request,
+        model: ModelQuery = None,
+        hop: HopQuery = None,
+        head: str | None = Query(None, description="Also return this head's scores per segment"),
+    ):
         chosen = pick_model(model)
         picked = state.heads.head(chosen, head) if head else None  # refused before the upload is read
         analysis, cached = await analysis_for(request, chosen, hop)
@@ -330,20 +356,42 @@ def declare_routes(app: FastAPI, state: State) -> None:
             body.head = head_scores(picked, analysis)
         return body
 
-    @app.post("/embed", response_model=respond.EmbedResponse, response_model_exclude_none=True,
-              dependencies=protected, openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES,
-              summary="Track embedding (mean over segments)")
-    async def embed(request: Request, model: ModelQuery = None, hop: HopQuery = None,
-                    segments: bool = Query(False, description="Also return per-segment embeddings")):
+    @app.post(
+        "/embed",
+        response_model=respond.EmbedResponse,
+        response_model_exclude_none=True,
+        dependencies=protected,
+        openapi_extra=AUDIO_BODY,
+        responses=PROBLEM_RESPONSES,
+        summary="Track embedding (mean over segments)",
+    )
+    async def embed(
+        request: Request,
+        model: ModelQuery = None,
+        hop: HopQuery = None,
+        segments: bool = Query(False, description="Also return per-segment embeddings"),
+    ):
         chosen = pick_model(model)
         analysis, cached = await analysis_for(request, chosen, hop)
         return respond.embed(chosen.name, analysis, cached, segments)
 
-    @app.post("/suggest-subgenres", response_model=respond.SuggestResponse, dependencies=protected,
-              openapi_extra=AUDIO_BODY, responses=PROBLEM_RESPONSES, summary="Top-k platform subgenres")
-    async def suggest_subgenres(request: Request, model: ModelQuery = None, hop: HopQuery = None, k: SubgenreCountQuery = 5,
-                                taxonomy: str | None = Query(None, description="A head or tag taxonomy of the model "
-                                                             "(GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES")):
+    @app.post(
+        "/suggest-subgenres",
+        response_model=respond.SuggestResponse,
+        dependencies=protected,
+        openapi_extra=AUDIO_BODY,
+        responses=PROBLEM_RESPONSES,
+        summary="Top-k platform subgenres",
+    )
+    async def suggest_subgenres(
+        request: Request,
+        model: ModelQuery = None,
+        hop: HopQuery = None,
+        k: SubgenreCountQuery = 5,
+        taxonomy: str | None = Query(
+            None, description="A head or tag taxonomy of the model (GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES"
+        ),
+    ):
         chosen = pick_model(model)
         answer = state.heads.resolve(chosen, taxonomy)  # refused before the upload is read
         analysis, cached = await analysis_for(request, chosen, hop)
@@ -354,9 +402,14 @@ def declare_routes(app: FastAPI, state: State) -> None:
         return respond.ModelsResponse(
             default=settings.default_model,
             models=[
-                respond.ModelInfo(name=m.name, manifest=m.manifest.model_dump(), provider=m.runner.provider,
-                                  taxonomy=m.taxonomy.as_dict(m.manifest.labels), **state.heads.model_info(m),
-                                  index=(index.describe() if (index := state.indexes.get(m.name)) else None))
+                respond.ModelInfo(
+                    name=m.name,
+                    manifest=m.manifest.model_dump(),
+                    provider=m.runner.provider,
+                    taxonomy=m.taxonomy.as_dict(m.manifest.labels),
+                    **state.heads.model_info(m),
+                    index=(index.describe() if (index := state.indexes.get(m.name)) else None),
+                )
                 for m in state.models.values()
             ],
         )
@@ -367,8 +420,11 @@ def declare_routes(app: FastAPI, state: State) -> None:
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: models loaded and warmed, not shutting down",
-             responses={503: {"description": "Not ready"}})
+    @app.get(
+        "/readyz",
+        summary="Readiness: models loaded and warmed, not shutting down",
+        responses={503: {"description": "Not ready"}},
+    )
     async def readyz():
         # Deliberately not the cache's health (Cache.ping, which the backfill's cache warming uses): requests are
         # served with Redis down (the cache is bypassed), and a Redis outage must not take every replica out.

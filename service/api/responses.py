@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.engine.analysis import Analysis, mean_over_segments
-from service.decode import DecodeFacts
 from service.artefacts.taxonomy import Taxonomy, suggest
+from service.decode import DecodeFacts
+from service.engine.analysis import Analysis, mean_over_segments
 
 
 class DecodeWarningOut(BaseModel):
-    code: str = Field(description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
-                                  "(much shorter than declared, or the container shows the file was cut)")
+    code: str = Field(
+        description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
+        "(much shorter than declared, or the container shows the file was cut)"
+    )
     detail: str
 
 
@@ -32,8 +34,12 @@ class DecodeReport(BaseModel):
 def decode_report(facts: DecodeFacts) -> dict:
     return {
         "warnings": [DecodeWarningOut(code=w.code, detail=w.detail) for w in facts.warnings],
-        "decode": DecodeInfo(decoder=facts.decoder, codec=facts.codec, duration_seconds=facts.duration_seconds,
-                             declared_duration_seconds=facts.declared_duration_seconds),
+        "decode": DecodeInfo(
+            decoder=facts.decoder,
+            codec=facts.codec,
+            duration_seconds=facts.duration_seconds,
+            declared_duration_seconds=facts.declared_duration_seconds,
+        ),
     }
 
 
@@ -79,8 +85,10 @@ class EmbedResponse(DecodeReport):
 
 class Suggestion(BaseModel):
     subgenre: str
-    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
-                                     "track-level mean probability among the subgenre's tags")
+    score: float = Field(
+        description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+        "track-level mean probability among the subgenre's tags"
+    )
 
 
 class SuggestResponse(DecodeReport):
@@ -149,8 +157,9 @@ def suggestions(model: str, taxonomy: Taxonomy, analysis: Analysis, cached: bool
     return ranked_suggestions(model, taxonomy.name, "tags", ranked, analysis, cached)
 
 
-def ranked_suggestions(model: str, taxonomy: str, kind: str, ranked: list[tuple[str, float]], analysis: Analysis,
-                       cached: bool) -> SuggestResponse:
+def ranked_suggestions(
+    model: str, taxonomy: str, kind: str, ranked: list[tuple[str, float]], analysis: Analysis, cached: bool
+) -> SuggestResponse:
     """The response for any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
     return SuggestResponse(
         model=model,

@@ -7,11 +7,11 @@ import asyncio
 from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from service.errors import Problem
 from service.api.parameters import HopQuery, ModelQuery, NeighbourCountQuery
-from service.engine.analysis import mean_over_segments
 from service.api.responses import DecodeReport, decode_report
 from service.artefacts.similar.serving import Indexes, LoadedIndex, Neighbour
+from service.engine.analysis import mean_over_segments
+from service.errors import Problem
 
 DEFAULT_K = 10
 
@@ -36,8 +36,11 @@ class SimilarUploadResponse(SimilarResponse, DecodeReport):
 
 
 def no_index(model: str) -> Problem:
-    return Problem(503, "no_index", f"no similarity index is loaded for model {model!r} "
-                                    "(TAGGRAM_INDEX_DIR; build one with `taggram index build`)")
+    return Problem(
+        503,
+        "no_index",
+        f"no similarity index is loaded for model {model!r} (TAGGRAM_INDEX_DIR; build one with `taggram index build`)",
+    )
 
 
 def index_for(indexes: Indexes, model: str) -> LoadedIndex:
@@ -49,22 +52,46 @@ def index_for(indexes: Indexes, model: str) -> LoadedIndex:
 
 def answer(model: str, index: LoadedIndex, found: list[Neighbour]) -> dict:
     threshold = index.manifest.duplicate_threshold
-    neighbours = [SimilarTrack(track_id=index.track_ids[n.row], score=n.score, duplicate=n.score >= threshold,
-                               artist_id=index.artists[n.row], title=index.titles[n.row]) for n in found]
+    neighbours = [
+        SimilarTrack(
+            track_id=index.track_ids[n.row],
+            score=n.score,
+            duplicate=n.score >= threshold,
+            artist_id=index.artists[n.row],
+            title=index.titles[n.row],
+        )
+        for n in found
+    ]
     return {"model": model, "neighbours": neighbours, "duplicate": any(n.duplicate for n in neighbours)}
 
 
-def declare(app: FastAPI, indexes: Indexes, pick_model, analysis_for, protected: list, audio_body: dict,
-            problem_responses: dict) -> None:
-    responses = {**problem_responses, 503: {"description": "Overloaded, or no index for the model (code no_index)",
-                                            "content": {"application/problem+json": {}}}}
+def declare(
+    app: FastAPI, indexes: Indexes, pick_model, analysis_for, protected: list, audio_body: dict, problem_responses: dict
+) -> None:
+    responses = {
+        **problem_responses,
+        503: {
+            "description": "Overloaded, or no index for the model (code no_index)",
+            "content": {"application/problem+json": {}},
+        },
+    }
 
-    @app.post("/similar", response_model=SimilarUploadResponse, dependencies=protected, openapi_extra=audio_body,
-              responses=responses, summary="Catalog tracks most similar to an upload; duplicate flags")
-    async def similar_upload(request: Request, model: ModelQuery = None, hop: HopQuery = None,
-                             k: NeighbourCountQuery = DEFAULT_K,
-                             artist_id: str | None = Query(None, description="The upload's artist, for exclude_artist"),
-                             exclude_artist: bool = Query(False, description="Drop neighbours by artist_id's tracks")):
+    @app.post(
+        "/similar",
+        response_model=SimilarUploadResponse,
+        dependencies=protected,
+        openapi_extra=audio_body,
+        responses=responses,
+        summary="Catalog tracks most similar to an upload; duplicate flags",
+    )
+    async def similar_upload(
+        request: Request,
+        model: ModelQuery = None,
+        hop: HopQuery = None,
+        k: NeighbourCountQuery = DEFAULT_K,
+        artist_id: str | None = Query(None, description="The upload's artist, for exclude_artist"),
+        exclude_artist: bool = Query(False, description="Drop neighbours by artist_id's tracks"),
+    ):
         chosen = pick_model(model)
         if exclude_artist and artist_id is None:
             raise Problem(422, "invalid_parameter", "exclude_artist=true needs the upload's artist_id")
@@ -73,16 +100,29 @@ def declare(app: FastAPI, indexes: Indexes, pick_model, analysis_for, protected:
         index = index_for(indexes, chosen.name)  # the newest generation, if one was swapped in meanwhile
         query = index.query_vector(mean_over_segments(analysis.embedding))
         found = await asyncio.to_thread(index.neighbours, query, k, None, artist_id if exclude_artist else None)
-        return {**answer(chosen.name, index, found), "cached": cached, "duration_seconds": analysis.duration_seconds,
-                **decode_report(analysis.decode)}
+        return {
+            **answer(chosen.name, index, found),
+            "cached": cached,
+            "duration_seconds": analysis.duration_seconds,
+            **decode_report(analysis.decode),
+        }
 
-    @app.get("/similar/{track_id:path}", response_model=SimilarResponse, dependencies=protected,
-             responses={**responses, 404: {"description": "Unknown track (code unknown_track)",
-                                           "content": {"application/problem+json": {}}}},
-             summary="Catalog tracks most similar to a catalog track")
-    async def similar_track(track_id: str = Path(description="A track id of the backfill catalog"),
-                            model: ModelQuery = None, k: NeighbourCountQuery = DEFAULT_K,
-                            exclude_artist: bool = Query(False, description="Drop neighbours by the track's artist")):
+    @app.get(
+        "/similar/{track_id:path}",
+        response_model=SimilarResponse,
+        dependencies=protected,
+        responses={
+            **responses,
+            404: {"description": "Unknown track (code unknown_track)", "content": {"application/problem+json": {}}},
+        },
+        summary="Catalog tracks most similar to a catalog track",
+    )
+    async def similar_track(
+        track_id: str = Path(description="A track id of the backfill catalog"),
+        model: ModelQuery = None,
+        k: NeighbourCountQuery = DEFAULT_K,
+        exclude_artist: bool = Query(False, description="Drop neighbours by the track's artist"),
+    ):
         chosen = pick_model(model)
         index = index_for(indexes, chosen.name)
         row = index.rows.get(track_id)

@@ -135,8 +135,9 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
     except BaseException as error:
         sink.file.close()
         if isinstance(error, ClientDisconnect):
-            raise Problem(400, "client_disconnected",
-                          "the client closed the connection before the body was complete") from None
+            raise Problem(
+                400, "client_disconnected", "the client closed the connection before the body was complete"
+            ) from None
         raise
     return sink.finish()
 

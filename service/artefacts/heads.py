@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import metrics
 from service.api import responses as respond
-from service.engine.analysis import mean_over_segments
-from service.errors import Problem
 from service.artefacts.manifest import ModelFileError, sha256_file
 from service.artefacts.tag_calibration import CalibratedTaxonomy, load_calibration
+from service.engine.analysis import mean_over_segments
+from service.errors import Problem
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,20 @@ class LoadedHead:
     def info(self, default: bool) -> dict:
         m = self.manifest
         cv = m.metrics.get("cv", {})
-        return {"name": m.name, "classes": m.classes, "hierarchy": m.hierarchy, "pooling": m.pooling,
-                "metrics": {"macro": cv.get("macro"), "per_class": cv.get("per_class"),
-                            "grouped_by": m.metrics.get("grouped_by"), "folds": m.metrics.get("folds")},
-                "default": default, "onnx_sha256": m.onnx.sha256}
+        return {
+            "name": m.name,
+            "classes": m.classes,
+            "hierarchy": m.hierarchy,
+            "pooling": m.pooling,
+            "metrics": {
+                "macro": cv.get("macro"),
+                "per_class": cv.get("per_class"),
+                "grouped_by": m.metrics.get("grouped_by"),
+                "folds": m.metrics.get("folds"),
+            },
+            "default": default,
+            "onnx_sha256": m.onnx.sha256,
+        }
 
 
 def _fail(path: Path, reason: str) -> ModelFileError:
@@ -121,18 +131,26 @@ def load_head(path: Path, models: dict) -> LoadedHead:
     if model is None:
         raise _fail(path, f"base model {base.name!r} is not loaded (loaded: {sorted(models)})")
     if model.manifest.onnx.sha256 != base.onnx_sha256:
-        raise _fail(path, f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
-                          f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings")
+        raise _fail(
+            path,
+            f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
+            f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings",
+        )
     if base.embedding_output != "embedding" or base.embedding_dim != model.manifest.embedding_dim:
-        raise _fail(path, f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
-                          f"embedding[{model.manifest.embedding_dim}]")
+        raise _fail(
+            path,
+            f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
+            f"embedding[{model.manifest.embedding_dim}]",
+        )
     onnx_file = path.parent / manifest.onnx.file
     try:
         actual = sha256_file(onnx_file)
     except OSError as error:
         raise _fail(path, f"graph {onnx_file} cannot be read: {error.strerror or error}") from None
     if actual != manifest.onnx.sha256:
-        raise _fail(path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…")
+        raise _fail(
+            path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = HEAD_THREADS
     options.inter_op_num_threads = HEAD_THREADS
@@ -170,16 +188,22 @@ class Heads:
         NAME is a head, the tag taxonomy or its calibrated variant; anything else is 422 unknown_taxonomy."""
         name = name or self.default_for(loaded_model)
         if name == loaded_model.taxonomy.name:
-            return lambda analysis, cached, k: respond.suggestions(loaded_model.name, loaded_model.taxonomy,
-                                                                   analysis, cached, k)
+            return lambda analysis, cached, k: respond.suggestions(
+                loaded_model.name, loaded_model.taxonomy, analysis, cached, k
+            )
         calibrated = self.calibrated.get(loaded_model.name)
         if calibrated is not None and name == calibrated.name:
-            return lambda analysis, cached, k: calibrated_suggestions(loaded_model.name, calibrated, analysis, cached, k)
+            return lambda analysis, cached, k: calibrated_suggestions(
+                loaded_model.name, calibrated, analysis, cached, k
+            )
         head = self.for_model(loaded_model.name).get(name)
         if head is None:
             choices = sorted([*self.taxonomy_names(loaded_model), *self.for_model(loaded_model.name)])
-            raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no taxonomy or head {name!r}; "
-                                                   f"choose one of {choices}")
+            raise Problem(
+                422,
+                "unknown_taxonomy",
+                f"model {loaded_model.name} has no taxonomy or head {name!r}; choose one of {choices}",
+            )
         return lambda analysis, cached, k: head_suggestions(loaded_model.name, head, analysis, cached, k)
 
     def model_info(self, loaded_model) -> dict:
@@ -192,12 +216,17 @@ class Heads:
         """?head=NAME: a head of this model (a tag taxonomy is not a head)."""
         head = self.for_model(loaded_model.name).get(name)
         if head is None:
-            raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no head {name!r}; "
-                                                   f"heads: {sorted(self.for_model(loaded_model.name))}")
+            raise Problem(
+                422,
+                "unknown_taxonomy",
+                f"model {loaded_model.name} has no head {name!r}; heads: {sorted(self.for_model(loaded_model.name))}",
+            )
         return head
 
 
-def load_heads(heads_dir: Path | None, default_taxonomies: Mapping[str, str], models: dict, taxonomy_dir: Path | None = None) -> Heads:
+def load_heads(
+    heads_dir: Path | None, default_taxonomies: Mapping[str, str], models: dict, taxonomy_dir: Path | None = None
+) -> Heads:
     by_model: dict[str, dict[str, LoadedHead]] = {name: {} for name in models}
     if heads_dir is not None:
         if not heads_dir.is_dir():
@@ -208,8 +237,13 @@ def load_heads(heads_dir: Path | None, default_taxonomies: Mapping[str, str], mo
             if head.name in (model.taxonomy.name, model.taxonomy.name + "-calibrated"):
                 raise _fail(path, f"has the name of {model.name}'s tag taxonomy; rename the head")
             by_model[model.name][head.name] = head
-            log.info("loaded head %s on %s (%d classes, pooling %s)", head.name, model.name,
-                     len(head.manifest.classes), head.manifest.pooling)
+            log.info(
+                "loaded head %s on %s (%d classes, pooling %s)",
+                head.name,
+                model.name,
+                len(head.manifest.classes),
+                head.manifest.pooling,
+            )
     calibrated = {name: c for name, m in models.items() if (c := load_calibration(m, taxonomy_dir)) is not None}
     heads = Heads(by_model, dict(default_taxonomies), calibrated)
     for model_name, name in heads.defaults.items():
@@ -217,8 +251,9 @@ def load_heads(heads_dir: Path | None, default_taxonomies: Mapping[str, str], mo
         if model is None:
             raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES names model {model_name!r}, which is not loaded")
         if name not in heads.taxonomy_names(model) and name not in by_model[model_name]:
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {name!r} "
-                                 f"(heads folder: {heads_dir})")
+            raise ModelFileError(
+                f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {name!r} (heads folder: {heads_dir})"
+            )
     for model_name, loaded in by_model.items():
         metrics.HEADS_LOADED.labels(model_name).set(len(loaded))
     return heads
@@ -226,8 +261,12 @@ def load_heads(heads_dir: Path | None, default_taxonomies: Mapping[str, str], mo
 
 def head_scores(head: LoadedHead, analysis):
     segments = head.segment_scores(analysis.embedding)
-    return respond.HeadScores(name=head.name, classes=head.manifest.classes, segments=segments.tolist(),
-                      mean=head.track_scores(analysis.embedding, segments).tolist())
+    return respond.HeadScores(
+        name=head.name,
+        classes=head.manifest.classes,
+        segments=segments.tolist(),
+        mean=head.track_scores(analysis.embedding, segments).tolist(),
+    )
 
 
 def head_suggestions(model: str, head: LoadedHead, analysis, cached: bool, k: int):

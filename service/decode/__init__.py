@@ -127,7 +127,9 @@ class DecodeStream(Iterator[np.ndarray]):
         self._chunks.close()
 
 
-def _decode_chunks(source: GuardedSource, max_seconds: float, chunk_samples: int, facts: DecodeFacts) -> Iterator[np.ndarray]:
+def _decode_chunks(
+    source: GuardedSource, max_seconds: float, chunk_samples: int, facts: DecodeFacts
+) -> Iterator[np.ndarray]:
     try:
         integrity = check_integrity(source)
         samples_out = 0

@@ -59,7 +59,14 @@ MAX_CONSECUTIVE_BAD_PACKETS = 32
 _CONTENT_ERRORS = (av.error.FFmpegError, ValueError, IndexError, EOFError, OverflowError)
 
 # numpy type of one sample, per FFmpeg sample format (planar formats drop their trailing "p").
-_SAMPLE_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32, "dbl": np.float64}
+_SAMPLE_DTYPES = {
+    "u8": np.uint8,
+    "s16": np.int16,
+    "s32": np.int32,
+    "s64": np.int64,
+    "flt": np.float32,
+    "dbl": np.float64,
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Frames as arrays (zero-copy views of FFmpeg's buffers)

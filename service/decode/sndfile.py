@@ -45,7 +45,9 @@ def _open(source: BinaryIO) -> soundfile.SoundFile:
         raise errors.undecodable(f"libsndfile cannot read the file either ({type(exc).__name__}).") from exc
     if audio.format not in FALLBACK_FORMATS:
         audio.close()
-        raise errors.undecodable(f"libsndfile reads the file as {audio.format}, which is not a music format accepted here.")
+        raise errors.undecodable(
+            f"libsndfile reads the file as {audio.format}, which is not a music format accepted here."
+        )
     return audio
 
 

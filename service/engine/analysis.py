@@ -49,8 +49,11 @@ class AudioTooShort(DecodeError):
     """The decoded track is shorter than the shortest accepted (a limit on the decoded audio, like its length cap)."""
 
     def __init__(self, num_samples: int, sample_rate: int, min_seconds: float) -> None:
-        super().__init__(422, "audio_too_short",
-                         f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed")
+        super().__init__(
+            422,
+            "audio_too_short",
+            f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed",
+        )
 
 
 def check_min_duration(num_samples: int, sample_rate: int, min_seconds: float) -> None:

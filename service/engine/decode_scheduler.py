@@ -172,4 +172,3 @@ class DecodeScheduler:
             task.future.set_result(task.result())
         else:
             task.future.set_exception(error)
-

@@ -24,9 +24,9 @@ import numpy as np
 
 from service import metrics
 from service.config import DamagedAudio
+from service.decode import DecodeFacts, iter_decoded, refuse_damaged
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher, DeadlineExceeded, Job
-from service.decode import DecodeFacts, iter_decoded, refuse_damaged
 from service.engine.decode_scheduler import DecodeScheduler, DecodeTask
 from service.errors import deadline_exceeded
 
@@ -36,8 +36,18 @@ PATCHES_AHEAD = 64  # ≈3 min of audio, 12 MB: how far decoding may run ahead o
 class TrackDecoding(DecodeTask):
     """One upload's decoding as scheduler steps: a decoded chunk → patches → the batcher (through the event loop)."""
 
-    def __init__(self, source: BinaryIO, analyser: TrackAnalyser, max_seconds: float, *, priority: int,
-                 loop: asyncio.AbstractEventLoop, batcher: Batcher, job: Job, damaged_audio: DamagedAudio = DamagedAudio.WARN) -> None:
+    def __init__(
+        self,
+        source: BinaryIO,
+        analyser: TrackAnalyser,
+        max_seconds: float,
+        *,
+        priority: int,
+        loop: asyncio.AbstractEventLoop,
+        batcher: Batcher,
+        job: Job,
+        damaged_audio: DamagedAudio = DamagedAudio.WARN,
+    ) -> None:
         super().__init__(priority, credits=PATCHES_AHEAD)
         self.analyser, self.loop, self.batcher, self.job = analyser, loop, batcher, job
         self.source, self.damaged_audio = source, damaged_audio
@@ -99,15 +109,32 @@ def count_decode(facts: DecodeFacts) -> None:
         metrics.DECODE_WARNINGS.labels(warning.code).inc()
 
 
-async def analyse(source: BinaryIO, *, analyser: TrackAnalyser, batcher: Batcher, decoder: DecodeScheduler,
-                  max_seconds: float, deadline: float, priority: int, damaged_audio: DamagedAudio = DamagedAudio.WARN) -> Analysis:
+async def analyse(
+    source: BinaryIO,
+    *,
+    analyser: TrackAnalyser,
+    batcher: Batcher,
+    decoder: DecodeScheduler,
+    max_seconds: float,
+    deadline: float,
+    priority: int,
+    damaged_audio: DamagedAudio = DamagedAudio.WARN,
+) -> Analysis:
     """deadline: time.monotonic() by which the analysis must be done (else 504); priority: a decode_scheduler
     class (INTERACTIVE requests decode and infer first). Takes ownership of ``source``: it is closed once decoding
     ends, however the analysis ends."""
     loop = asyncio.get_running_loop()
     job = batcher.open_job(priority)
-    task = TrackDecoding(source, analyser, max_seconds, priority=priority, loop=loop, batcher=batcher, job=job,
-                         damaged_audio=damaged_audio)
+    task = TrackDecoding(
+        source,
+        analyser,
+        max_seconds,
+        priority=priority,
+        loop=loop,
+        batcher=batcher,
+        job=job,
+        damaged_audio=damaged_audio,
+    )
     job.on_patch_done = lambda: decoder.credit(task)
     decoding = asyncio.wrap_future(decoder.submit(task))
     try:

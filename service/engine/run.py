@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.config import Device, Settings
 from service.artefacts.manifest import ModelFileError
+from service.config import Device, Settings
 from service.engine.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 SERVED_OUTPUTS = ("tags", "embedding")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-
 
 
 def choose_providers(device: Device) -> list[str]:
@@ -64,12 +63,14 @@ def batch_policy(settings: Settings, on_cuda: bool) -> BatchPolicy:
     """
     max_wait_seconds = settings.max_batch_wait_ms / 1000
     if on_cuda:
-        return BatchPolicy(max(settings.cuda_batch_sizes), max_wait_seconds,
-                           settings.inference_workers or 1, settings.intra_op_threads)
+        return BatchPolicy(
+            max(settings.cuda_batch_sizes), max_wait_seconds, settings.inference_workers or 1, settings.intra_op_threads
+        )
     cpus = usable_cpus()
     workers = settings.inference_workers or cpus
-    return BatchPolicy(settings.max_batch_patches, max_wait_seconds, workers,
-                       settings.intra_op_threads or max(1, cpus // workers))
+    return BatchPolicy(
+        settings.max_batch_patches, max_wait_seconds, workers, settings.intra_op_threads or max(1, cpus // workers)
+    )
 
 
 class CpuSlots:
@@ -140,8 +141,9 @@ def share_cpu_arena() -> None:
         _shared_arena_registered = True
 
 
-def load_runner(path: Path, device: Device, intra_op_threads: int, cuda_batch_sizes: tuple[int, ...] = (),
-                shared_arena: bool = True) -> Runner:
+def load_runner(
+    path: Path, device: Device, intra_op_threads: int, cuda_batch_sizes: tuple[int, ...] = (), shared_arena: bool = True
+) -> Runner:
     """A Runner for ``path`` with ``intra_op_threads`` ONNX Runtime threads per run (0 = the runtime's default; the
     service's and the backfill's come from ``batch_policy``); ``shared_arena``: CPU memory from the process-wide
     arena (False: the session's own, for comparison)."""

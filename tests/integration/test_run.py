@@ -81,8 +81,10 @@ def test_the_backfill_runs_under_the_services_policy_with_its_own_batch_size():
     service = batch_policy(Settings(), on_cuda=False)
     backfill = default_batch_policy(Settings())
     assert backfill.max_batch_patches == DEFAULT_BATCH_PATCHES
-    assert (backfill.inference_workers, backfill.intra_op_threads) == (service.inference_workers,
-                                                                       service.intra_op_threads)
+    assert (backfill.inference_workers, backfill.intra_op_threads) == (
+        service.inference_workers,
+        service.intra_op_threads,
+    )
     told = backfill_settings(Settings(inference_workers=1, intra_op_threads=2), batch_patches=3)
     assert batch_policy(told, on_cuda=False) == BatchPolicy(3, told.max_batch_wait_ms / 1000, 1, 2)
 

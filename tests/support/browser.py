@@ -23,9 +23,19 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WINDOW = (1200, 1000)  # CSS pixels; the screenshots in docs/ use the same width
 # No background traffic, no first-run UI, no GPU in a container; a fresh profile every time.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--force-device-scale-factor=1", "--autoplay-policy=no-user-gesture-required")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--force-device-scale-factor=1",
+    "--autoplay-policy=no-user-gesture-required",
+)
 
 
 def require_browser() -> None:

@@ -54,9 +54,24 @@ def catalog(tmp_path_factory) -> Path:
 
 def check(source: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "service", "check-catalog", str(source), "--output", str(output), "--workers", "2",
-         "--max-seconds", str(MAX_SECONDS), *extra],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_SECONDS,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "check-catalog",
+            str(source),
+            "--output",
+            str(output),
+            "--workers",
+            "2",
+            "--max-seconds",
+            str(MAX_SECONDS),
+            *extra,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
     )
 
 

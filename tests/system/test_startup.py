@@ -125,10 +125,22 @@ BREAKERS: dict[str, Callable[[Path, Path], Path]] = {
 
 
 def run_serve(models: Path, taxonomies: Path, port: int) -> subprocess.CompletedProcess:
-    env = clean_env(TAGGRAM_MODELS_DIR=str(models), TAGGRAM_TAXONOMY_DIR=str(taxonomies), TAGGRAM_MODELS=MODEL,
-                    TAGGRAM_DEFAULT_MODEL=MODEL, TAGGRAM_HOST="127.0.0.1", TAGGRAM_PORT=str(port))
-    return subprocess.run([str(taggram_executable()), "serve"], env=env, capture_output=True, text=True,
-                          timeout=EXIT_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    env = clean_env(
+        TAGGRAM_MODELS_DIR=str(models),
+        TAGGRAM_TAXONOMY_DIR=str(taxonomies),
+        TAGGRAM_MODELS=MODEL,
+        TAGGRAM_DEFAULT_MODEL=MODEL,
+        TAGGRAM_HOST="127.0.0.1",
+        TAGGRAM_PORT=str(port),
+    )
+    return subprocess.run(
+        [str(taggram_executable()), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def port_is_closed(port: int) -> bool:

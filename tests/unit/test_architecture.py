@@ -62,13 +62,21 @@ def violations(path: Path, source: str | None = None) -> list[str]:
     for line, imported in imported_modules(path, path.read_text() if source is None else source):
         for package, forbidden in FORBIDDEN.items():
             if within(importer, package) and any(within(imported, f) for f in forbidden):
-                found.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} ({package} never imports "
-                             f"{', '.join(forbidden)})")
+                found.append(
+                    f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} ({package} never imports "
+                    f"{', '.join(forbidden)})"
+                )
         for package, allowed in ONLY_ALLOWED.items():
-            if (within(importer, package) and within(imported, "service") and imported != "service"
-                    and not any(within(imported, a) for a in allowed)):
-                found.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} ({package} imports only "
-                             f"{', '.join(allowed)} of service/)")
+            if (
+                within(importer, package)
+                and within(imported, "service")
+                and imported != "service"
+                and not any(within(imported, a) for a in allowed)
+            ):
+                found.append(
+                    f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} ({package} imports only "
+                    f"{', '.join(allowed)} of service/)"
+                )
     return found
 
 
@@ -82,26 +90,39 @@ def test_no_module_imports_what_its_layer_may_not(folder):
     assert not found, "\n".join(found)
 
 
-@pytest.mark.parametrize(("importer", "source", "seen"), [
-    ("service/engine/probe.py", "import service.api.app", "service.api.app"),
-    ("service/engine/probe.py", "from service import api", "service.api"),
-    ("service/engine/probe.py", "from ..api.upload import read_upload", "service.api.upload"),
-    ("service/offline/backfill/probe.py", "def f():\n    from service.api.responses import X", "service.api.responses"),
-    ("service/decode/probe.py", "from service.engine.patch import patch_count", "service.engine.patch"),
-    ("service/artefacts/probe.py", "import bench.common", "bench.common"),
-    ("tests/unit/probe.py", "from bench.common import x", "bench.common"),
-])
+@pytest.mark.parametrize(
+    ("importer", "source", "seen"),
+    [
+        ("service/engine/probe.py", "import service.api.app", "service.api.app"),
+        ("service/engine/probe.py", "from service import api", "service.api"),
+        ("service/engine/probe.py", "from ..api.upload import read_upload", "service.api.upload"),
+        (
+            "service/offline/backfill/probe.py",
+            "def f():\n    from service.api.responses import X",
+            "service.api.responses",
+        ),
+        ("service/decode/probe.py", "from service.engine.patch import patch_count", "service.engine.patch"),
+        ("service/artefacts/probe.py", "import bench.common", "bench.common"),
+        ("tests/unit/probe.py", "from bench.common import x", "bench.common"),
+    ],
+)
 def test_the_checker_sees_every_kind_of_forbidden_import(importer, source, seen):
     """Absolute, from-, relative and function-level imports of a forbidden module are all reported."""
     found = violations(REPO_ROOT / importer, source)
     assert any(f"imports {seen}" in v for v in found), found
 
 
-@pytest.mark.parametrize(("importer", "source"), [
-    ("service/offline/probe.py", "from service.engine.cache import cache_key"),
-    ("service/decode/probe.py", "from service.config import Settings\nfrom service.decode.facts import DecodeFacts"),
-    ("service/decode/probe.py", "from . import facts\nimport numpy"),
-    ("service/api/probe.py", "from service.engine.pipeline import analyse"),
-])
+@pytest.mark.parametrize(
+    ("importer", "source"),
+    [
+        ("service/offline/probe.py", "from service.engine.cache import cache_key"),
+        (
+            "service/decode/probe.py",
+            "from service.config import Settings\nfrom service.decode.facts import DecodeFacts",
+        ),
+        ("service/decode/probe.py", "from . import facts\nimport numpy"),
+        ("service/api/probe.py", "from service.engine.pipeline import analyse"),
+    ],
+)
 def test_the_checker_lets_the_allowed_arrows_pass(importer, source):
     assert violations(REPO_ROOT / importer, source) == []

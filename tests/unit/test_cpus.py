@@ -23,5 +23,7 @@ def test_a_containers_cpu_quota_caps_the_usable_cpus_rounded_up_to_whole_cores()
 
 
 def test_check_catalog_runs_one_decode_process_per_usable_cpu_by_default():
-    assert catalog_check.build_parser(Settings()).parse_args(["catalog", "--output", "rows.jsonl"]).workers \
+    assert (
+        catalog_check.build_parser(Settings()).parse_args(["catalog", "--output", "rows.jsonl"]).workers
         == usable_cpus()
+    )

@@ -78,7 +78,9 @@ def read_manifest(path: Path) -> IndexManifest:
     except (OSError, ValueError, ValidationError) as error:
         raise IndexFileError(f"index manifest {path} is invalid: {' '.join(str(error).splitlines()[:3])}") from None
     if manifest.format != INDEX_FORMAT:
-        raise IndexFileError(f"index manifest {path}: format {manifest.format} is not supported (expected {INDEX_FORMAT})")
+        raise IndexFileError(
+            f"index manifest {path}: format {manifest.format} is not supported (expected {INDEX_FORMAT})"
+        )
     if manifest.metric != METRIC or manifest.normalisation.get("method") != NORMALISATION:
         raise IndexFileError(f"index manifest {path}: metric {manifest.metric!r} / normalisation is not supported")
     if len(manifest.normalisation.get("mean", ())) != manifest.dim:

@@ -82,8 +82,14 @@ class UsearchSearcher:
     def write(path: Path, vectors: np.ndarray, storage: str) -> None:
         from usearch.index import Index
 
-        index = Index(ndim=vectors.shape[1], metric="ip", dtype=storage, connectivity=HNSW_CONNECTIVITY,
-                      expansion_add=HNSW_EXPANSION_ADD, expansion_search=HNSW_EXPANSION_SEARCH)
+        index = Index(
+            ndim=vectors.shape[1],
+            metric="ip",
+            dtype=storage,
+            connectivity=HNSW_CONNECTIVITY,
+            expansion_add=HNSW_EXPANSION_ADD,
+            expansion_search=HNSW_EXPANSION_SEARCH,
+        )
         index.add(np.arange(len(vectors), dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
         index.save(str(path))
 

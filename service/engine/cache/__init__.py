@@ -30,9 +30,23 @@ if TYPE_CHECKING:
     from service.config import Settings
 
 __all__ = [
-    "FAILURE_COOLDOWN_SECONDS", "HEADER_BYTES", "KEY_PREFIX", "MAGIC", "ONNX_HASH_KEY_CHARS", "SCHEMA_VERSION",
-    "Cache", "CorruptEntry", "MemoryCache", "RedisCache", "SharedComputationCancelled", "SingleFlight", "cache_key",
-    "decode_analysis", "encode_analysis", "get_or_compute", "make_cache",
+    "FAILURE_COOLDOWN_SECONDS",
+    "HEADER_BYTES",
+    "KEY_PREFIX",
+    "MAGIC",
+    "ONNX_HASH_KEY_CHARS",
+    "SCHEMA_VERSION",
+    "Cache",
+    "CorruptEntry",
+    "MemoryCache",
+    "RedisCache",
+    "SharedComputationCancelled",
+    "SingleFlight",
+    "cache_key",
+    "decode_analysis",
+    "encode_analysis",
+    "get_or_compute",
+    "make_cache",
 ]
 
 

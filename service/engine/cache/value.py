@@ -44,8 +44,9 @@ def encode_analysis(a: Analysis) -> bytes:
     if any(isinstance(v, bool) or not 0 <= int(v) <= _U32_MAX for v in ints):
         raise ValueError(f"integer fields must fit in uint32, got {ints}")
     facts_bytes = json.dumps(facts_to_json(a.decode), separators=(",", ":")).encode()
-    body = _HEADER_BODY.pack(MAGIC, SCHEMA_VERSION, 0, float(a.duration_seconds), *(int(v) for v in ints),
-                             len(facts_bytes))
+    body = _HEADER_BODY.pack(
+        MAGIC, SCHEMA_VERSION, 0, float(a.duration_seconds), *(int(v) for v in ints), len(facts_bytes)
+    )
     tag_bytes, embedding_bytes = tags.tobytes(), embedding.tobytes()
     crc = zlib.crc32(facts_bytes, zlib.crc32(embedding_bytes, zlib.crc32(tag_bytes, zlib.crc32(body))))
     return b"".join((body, _CRC.pack(crc), tag_bytes, embedding_bytes, facts_bytes))
@@ -66,7 +67,8 @@ def decode_analysis(b: bytes | bytearray | memoryview) -> Analysis:
     if len(data) < HEADER_BYTES:
         raise CorruptEntry(f"entry is {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header")
     magic, version, reserved, duration, sample_rate, patch, hop, segments, labels, dim, facts_bytes = (
-        _HEADER_BODY.unpack_from(data))
+        _HEADER_BODY.unpack_from(data)
+    )
     if magic != MAGIC:
         raise CorruptEntry("not an encoded Analysis (bad magic)")
     if version != SCHEMA_VERSION:
