@@ -8,10 +8,11 @@ made by looping those tracks to 60 minutes and encoding them with PyAV (Opus in 
 ``.cache/bench-music/``. Ogg/Opus because a 60-minute WAV or FLAC would exceed the service's 100 MiB upload limit.
 
 1. **Raw ONNX Runtime**: in this process, every catalog track is decoded and cut into patches exactly as the backfill
-   does (``iter_decoded`` + ``service.engine.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one track), and only
-   ``Runner.run`` is timed, run as the backfill's batch policy runs it (``--inference-workers`` batches at once, each on
-   ``--intra-op-threads`` threads): audio hours per hour of pure inference, the ceiling for the backfill. A third pass
-   runs one batch at a time on ONNX Runtime's default threads (one per core), the other way to use the cores.
+   does (``iter_decoded`` + ``service.engine.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one
+   track), and only ``Runner.run`` is timed, run as the backfill's batch policy runs it (``--inference-workers`` batches
+   at once, each on ``--intra-op-threads`` threads): audio hours per hour of pure inference, the ceiling for the
+   backfill. A third pass runs one batch at a time on ONNX Runtime's default threads (one per core), the other way to
+   use the cores.
 2. **Backfill**: ``python -m service backfill CATALOG --out TMP --max-seconds 4000`` as a subprocess, timed from
    start to exit (model loading, worker start-up and Parquet writing included). Its memory is sampled every 0.1 s
    with psutil: RSS and PSS (proportional set size: shared library pages divided among the processes that map
@@ -96,7 +97,7 @@ def long_track(minutes: int) -> Path:
 
 
 def build_catalog(root: Path, quick: bool) -> list[Path]:
-    files = music_files(("ogg",) if quick else ("ogg", "mp3", "m4a")) + [long_track(20 if quick else 60)]
+    files = [*music_files(("ogg",) if quick else ("ogg", "mp3", "m4a")), long_track(20 if quick else 60)]
     root.mkdir(parents=True, exist_ok=True)
     for i, source in enumerate(files):
         (root / f"{i:02d}-{source.name}").symlink_to(source)
@@ -207,10 +208,7 @@ def sample_memory(pid: int, memory: Memory, stop: threading.Event) -> None:
             except psutil.Error:
                 continue
             memory.cpu_seconds[process.pid] = times.user + times.system
-            if "resource_tracker" in cmdline:
-                kind = "tracker"
-            else:
-                kind = "parent" if process.pid == pid else "worker"
+            kind = "tracker" if "resource_tracker" in cmdline else "parent" if process.pid == pid else "worker"
             memory.processes.add((process.pid, kind))
             rss_total += info.rss
             pss_total += info.pss
@@ -345,7 +343,8 @@ def report(
         f"- **backfill vs raw ONNX Runtime (same policy), wall clock: {run.speed / raw_speed:.0%}** "
         f"(target ≥ {SPEED_TARGET:.0%}); vs the best raw figure ({best_raw:.1f}): {run.speed / best_raw:.0%}",
         f"- per CPU second (raw CPU s per audio hour / backfill CPU s per audio hour): "
-        f"{raw_cpu_per_hour / (run.cpu_seconds / audio_hours):.0%}; the parent alone: {raw_cpu_per_hour / parent_cpu:.0%}",
+        f"{raw_cpu_per_hour / (run.cpu_seconds / audio_hours):.0%}; "
+        f"the parent alone: {raw_cpu_per_hour / parent_cpu:.0%}",
         f"- CPU used by the backfill's processes on average: {run.cpu_seconds / run.wall_seconds:.2f} cores "
         f"(raw passes: {np.mean([r.run_cpu_seconds / r.run_seconds for r in raws]):.2f}); the inference threads "
         f"were inside `Runner.run` {run.summary['inference_busy']:.0%} of the wall-clock time",

@@ -84,10 +84,8 @@ def cpu_model() -> str:
 def package_versions() -> str:
     versions = []
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return ", ".join(versions)
 
 
@@ -179,7 +177,8 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
         }
     )
     env.update({f"TAGGRAM_{key.upper()}": str(value) for key, value in settings.items() if value is not None})
-    log_file = tempfile.NamedTemporaryFile(prefix="taggram-bench-", suffix=".log", delete=False)
+    # The service writes the log until it stops: closed (and removed) in the finally below, not by a with block.
+    log_file = tempfile.NamedTemporaryFile(prefix="taggram-bench-", suffix=".log", delete=False)  # noqa: SIM115 - see above
     process = subprocess.Popen(taggram_command(), cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     service = Service(f"http://127.0.0.1:{port}", process, Path(log_file.name))
     try:

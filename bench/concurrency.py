@@ -7,9 +7,9 @@ and the cache (left at its default, in-process) never hits — the cache-hit cou
 before any measurement. A client that gets 503 waits for its Retry-After (unless ``--no-retry-wait``) and
 sends the same clip again, at most ``--max-retries`` times; every 503 is counted.
 
-Reported per level: successful requests/s and patches/s (patches computed, from /metrics, over the level's wall time), latency percentiles of
-successful requests (the attempt that succeeded, from send to full response), non-200 answers by status and
-problem code, and from the service's /metrics (differences over the level): mean inference batch size
+Reported per level: successful requests/s and patches/s (patches computed, from /metrics, over the level's wall time),
+latency percentiles of successful requests (the attempt that succeeded, from send to full response), non-200 answers by
+status and problem code, and from the service's /metrics (differences over the level): mean inference batch size
 (``taggram_batch_size_patches`` sum/count), mean queue wait per patch and mean ONNX Runtime time per batch; plus the
 service process's CPU use (from /proc, in % of all cores).
 
@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             f"- input: distinct {args.clip_seconds:g} s clips (≈{patches_per_clip:.0f} patches each) cut from "
             f"{len(files)} files ({args.formats}); `POST {args.endpoint}`; service defaults (in-process cache, batch "
             f"≤ {default('max_batch_patches')} patches, {default_workers} inference workers, "
-            f"{default('max_batch_wait_ms'):g} ms batch wait, {default('max_concurrent_analyses')} concurrent analyses, "
+            f"{default('max_batch_wait_ms'):g} ms batch wait, "
+            f"{default('max_concurrent_analyses')} concurrent analyses, "
             f"queue {default('max_queue_patches')} patches)"
             f"{''.join(f', {k}={v}' for k, v in overrides.items())}; 503 → "
             f"{'immediate retry' if args.no_retry_wait else 'wait Retry-After, retry'} (≤ {args.max_retries}×)",
@@ -272,8 +273,9 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "Latency: the successful attempt only. `non-200` counts every refused attempt (503s included, also those "
             "later retried successfully). Batch, queue wait and inference time come from /metrics differences over the "
-            "level; service CPU is the server process's CPU time over the wall time, in % of all cores. A transport error "
-            "(e.g. `ReadError`) means the client got no HTTP answer at all (connection reset), so it cannot retry politely.",
+            "level; service CPU is the server process's CPU time over the wall time, in % of all cores. "
+            "A transport error (e.g. `ReadError`) means the client got no HTTP answer at all (connection reset), "
+            "so it cannot retry politely.",
         ]
     )
     print(text)

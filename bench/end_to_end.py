@@ -19,9 +19,9 @@
    whole graph (which computes the mel again) — is reported too, as "baseline (+ in-graph frontend)"; it is
    computed from the same run (librosa time + path 1's time on the same patches).
 5. **path 2 streamed** — as the service's pipeline does it: a thread decodes with ``service.decode.iter_decoded``
-   while the main thread cuts patches with ``service.engine.patch.StreamingPatcher`` and hands every batch to the runner's
-   workers as soon as it is full (same patches, same batches as path 2, checked): what overlapping decoding with
-   inference buys.
+   while the main thread cuts patches with ``service.engine.patch.StreamingPatcher`` and hands every batch to the
+   runner's workers as soon as it is full (same patches, same batches as path 2, checked): what overlapping decoding
+   with inference buys.
 
 Every path processes the same patches (same count per track), so patches/s compare directly. Paths are
 interleaved track by track (the order rotates), so load from other work on the machine hits all of them alike,
@@ -332,7 +332,8 @@ def report(args: argparse.Namespace, argv: list[str], tracks: list[Track]) -> st
         "## End to end, sequential (`bench/end_to_end.py`)",
         "",
         *common.environment_lines(argv),
-        f"- input: {len(tracks)} tracks ({args.formats}{f', first {args.max_seconds:g} s of each' if args.max_seconds else ', full length'}), "
+        f"- input: {len(tracks)} tracks ({args.formats}"
+        f"{f', first {args.max_seconds:g} s of each' if args.max_seconds else ', full length'}), "
         f"{sum(t.seconds for t in tracks):.0f} s of audio, {sum(t.patches for t in tracks)} patches "
         f"(hop = one patch); {args.rounds} round(s), each path's time per track is its best round; batch "
         f"{args.batch}; model {args.model}",
@@ -356,7 +357,8 @@ def report(args: argparse.Namespace, argv: list[str], tracks: list[Track]) -> st
         "process (the client's share of path 3 is included; the idle server's is included for every path alike); "
         "they say how much extra work each path does per patch.",
         "",
-        f"- **e2e / raw ONNX = {e2e_ratio:.2f}** (target ≥ {E2E_TARGET}: {'met' if e2e_ratio >= E2E_TARGET else 'MISSED'}); "
+        f"- **e2e / raw ONNX = {e2e_ratio:.2f}** "
+        f"(target ≥ {E2E_TARGET}: {'met' if e2e_ratio >= E2E_TARGET else 'MISSED'}); "
         f"from the totals of all rounds instead of the best: {mean_ratio(tracks, 'http', ceiling):.2f}; "
         f"per CPU-second: {cpu_rate['http'] / cpu_rate[ceiling]:.2f}; against the other raw path: "
         f"{rate['http'] / rate['raw' if ceiling == 'raw_service' else 'raw_service']:.2f}",

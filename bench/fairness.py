@@ -3,8 +3,8 @@
 Real music only (``corpus.music``: lincity-ng-data). Each long upload is a ``--long-minutes`` WAV (22.05 kHz stereo
 16-bit, so the service decodes *and* resamples it) made by looping the soundtrack's tracks, upload i starting
 i × ``UPLOAD_OFFSET_SECONDS`` into the loop so no two share bytes (checked: identical uploads would share one
-computation, ``cache.SingleFlight``, and count twice). Clips are 30 s packet copies of the .ogg tracks at distinct offsets.
-The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
+computation, ``cache.SingleFlight``, and count twice). Clips are 30 s packet copies of the .ogg tracks at distinct
+offsets. The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
 
 One service process, loopback only, these phases in this order (ratios are within this one run):
 
@@ -24,7 +24,8 @@ uploads' ratio even when no capacity is lost. On a shared machine wall-clock thr
 the service's own CPU time per audio second is reported too: the same figure mixed as alone means the fair
 schedule costs no throughput (a dedicated machine turns CPU time into wall time), and so is the CPU other
 processes took during each phase (from /proc/stat, less the service's and this client's), in cores: a phase whose
-ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
+ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips
+per mixed phase; every request has a client timeout.
 
 Writes docs/benchmarks.md, "Fairness: clips while long uploads are in flight".
 """
@@ -321,8 +322,9 @@ def main(argv: list[str] | None = None) -> None:
             "## Fairness: clips while long uploads are in flight",
             "",
             *common.environment_lines(["bench.fairness", *(argv if argv is not None else sys.argv[1:])]),
-            f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music looped) to "
-            f"/embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, {args.clip_gap_ms:g} ms apart, one at "
+            f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music "
+            f"looped) to /embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, "
+            f"{args.clip_gap_ms:g} ms apart, one at "
             f"a time; cache off; one service process; alone and mixed alternate {args.repeats}× per N and are pooled "
             "(audio over wall time summed; the clips' percentiles over every mixed phase)",
             '- "cores busy": CPU time over the phase\'s wall time; "other work": every other process on the machine '

@@ -42,10 +42,11 @@ BLAS_POOL_THREADS = 2  # the "2 cores" of the figure
 os.environ.setdefault("OMP_NUM_THREADS", str(BLAS_POOL_THREADS))  # before numpy/scipy load BLAS
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(BLAS_POOL_THREADS))
 
-import numpy as np  # noqa: E402
+# E402: the BLAS thread counts above must be set before numpy (and what imports it) loads BLAS.
+import numpy as np  # noqa: E402 - see above
 
-from bench import common  # noqa: E402
-from head_training.folds import DEFAULT_FOLDS  # noqa: E402
+from bench import common  # noqa: E402 - see above
+from head_training.folds import DEFAULT_FOLDS  # noqa: E402 - see above
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEGMENTS_PER_REQUEST = 60  # a 3-minute track at the default hop (one 2.99-s patch)
@@ -263,7 +264,8 @@ def report_inference(inference: dict, command: list[str]) -> str:
             "",
             *command,
             "",
-            f"A 3-minute track ({SEGMENTS_PER_REQUEST} segments): base model {inference['base_ms']:.0f} ms (msd-musicnn, "
+            f"A 3-minute track ({SEGMENTS_PER_REQUEST} segments): base model {inference['base_ms']:.0f} ms "
+            "(msd-musicnn, "
             f"batches of {SERVICE_BATCH}, one thread); a {CLASSES}-class calibrated logistic head on every segment "
             f"**{inference['head_segments_ms']:.3f} ms** ({inference['ratio_segments']:.1e} of the base model), on the "
             f"pooled embedding {inference['head_pooled_ms']:.3f} ms ({inference['ratio_pooled']:.1e}). Medians of "

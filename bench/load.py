@@ -19,8 +19,8 @@ How:
 4. Capacity: open-loop Poisson arrivals at rising rates (each step at least ``--step-seconds`` and 20 requests);
    capacity is the highest rate with no errors whose p95 latency stays at most 2× the unloaded p95 of the same mix
    (from the unloaded samples, each kind weighted by its share). If the first step fails, lower rates are tried.
-5. Levels 1×, 2×, 4× and 8× capacity (``--levels``), ``--seconds`` each, open loop (arrivals do not wait for answers, as real clients
-   do not), at most rate × seconds requests, client timeout ``--timeout``.
+5. Levels 1×, 2×, 4× and 8× capacity (``--levels``), ``--seconds`` each, open loop (arrivals do not wait for
+   answers, as real clients do not), at most rate × seconds requests, client timeout ``--timeout``.
 6. Recovery: after the last level, wait until nothing is in flight; then unloaded latency again, and RSS.
 
 Everything is bounded: requests per level, seconds per level, the client timeout; only 127.0.0.1 is contacted.
@@ -412,21 +412,23 @@ def report(
         "",
         f"**Capacity: {fmt(capacity, 3)} requests/s** of the mix.",
         "",
-        "| load | offered req/s | sent | 2xx/s | p50 s | p95 s | p99 s | max s | 503 | 504 | other 5xx | transport errors "
-        "| 503 w/o Retry-After | cache hits | peak RSS MiB |",
+        "| load | offered req/s | sent | 2xx/s | p50 s | p95 s | p99 s | max s | 503 | 504 | other 5xx "
+        "| transport errors | 503 w/o Retry-After | cache hits | peak RSS MiB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in levels:
         lines.append(
-            f"| {s['level']} | {fmt(s['offered_rps'], 3)} | {s['sent']} | {fmt(s['throughput_rps'], 3)} | {fmt(s['p50'])} | "
-            f"{fmt(s['p95'])} | {fmt(s['p99'])} | {fmt(s['max'])} | {s['statuses'].get('503', 0)} | "
-            f"{s['statuses'].get('504', 0)} | {s['bad_5xx']} | {s['transport_errors']} | {s['503_without_retry_after']} | "
+            f"| {s['level']} | {fmt(s['offered_rps'], 3)} | {s['sent']} | {fmt(s['throughput_rps'], 3)} | "
+            f"{fmt(s['p50'])} | {fmt(s['p95'])} | {fmt(s['p99'])} | {fmt(s['max'])} | {s['statuses'].get('503', 0)} | "
+            f"{s['statuses'].get('504', 0)} | {s['bad_5xx']} | {s['transport_errors']} | "
+            f"{s['503_without_retry_after']} | "
             f"{s['hits']} | {fmt(s['rss_peak_mb'], 0)} |"
         )
     lines += [
         "",
         f"Recovery after the last level: idle again {fmt(recovery['idle_after_s'], 1)} s after the last answer; then "
-        f"clip median {fmt(recovery['clip_median'])} s (unloaded {fmt(base['clip'])} s); RSS {fmt(recovery['rss_after_mb'], 0)} MiB "
+        f"clip median {fmt(recovery['clip_median'])} s (unloaded {fmt(base['clip'])} s); "
+        f"RSS {fmt(recovery['rss_after_mb'], 0)} MiB "
         f"(idle before the run {fmt(rss_start, 0)} MiB, peak over the whole run "
         f"{fmt(max((mb for _, mb in rss.samples), default=float('nan')), 0)} MiB).",
     ]

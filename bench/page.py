@@ -1,7 +1,7 @@
 """The exploration page in the browser: page weight, and time from picking a 3-minute track to its heatmap.
 
-``taggram serve`` runs as a subprocess; Debian's headless Chromium (tests/support/browser.py: nothing is downloaded) opens
-the page with an empty profile and picks real music (``corpus.music``: 3-minute clips cut without re-encoding from
+``taggram serve`` runs as a subprocess; Debian's headless Chromium (tests/support/browser.py: nothing is downloaded)
+opens the page with an empty profile and picks real music (``corpus.music``: 3-minute clips cut without re-encoding from
 the lincity-ng soundtrack). Measured in the page with the Performance API:
 
 * page weight: bytes transferred for the page and its static files (Resource Timing ``transferSize``: headers +

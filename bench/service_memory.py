@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
             "",
             *common.environment_lines(["bench.service_memory", *(argv if argv is not None else sys.argv[1:])]),
             f"- `taggram serve` with {', '.join(MODELS)} (defaults: shared ONNX Runtime arena, warm-up at the largest "
-            f"batch on every inference thread), cache off; {args.requests_per_model} uploads of {args.clip_seconds:g} s "
+            f"batch on every inference thread), cache off; {args.requests_per_model} uploads of "
+            f"{args.clip_seconds:g} s "
             "real music (ogg/vorbis) to /embed per model, all at once; RSS of the service process sampled every 10 ms",
             "",
             table,

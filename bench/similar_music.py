@@ -42,11 +42,15 @@ import soxr
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from service.artefacts.similar import artefact  # noqa: E402
-from service.artefacts.similar.search import open_searcher  # noqa: E402
-from service.offline.backfill import read_output  # noqa: E402
-from service.offline.index_build import CALIBRATED_DUPLICATE_THRESHOLDS, DEFAULT_DUPLICATE_THRESHOLD  # noqa: E402
-from tests.support.audio_factory import encode_audio  # noqa: E402  (the project's PyAV encoders)
+# E402: these imports need the repo root on sys.path (set above), as this file also runs as a script.
+from service.artefacts.similar import artefact  # noqa: E402 - see above
+from service.artefacts.similar.search import open_searcher  # noqa: E402 - see above
+from service.offline.backfill import read_output  # noqa: E402 - see above
+from service.offline.index_build import (  # noqa: E402 - see above
+    CALIBRATED_DUPLICATE_THRESHOLDS,
+    DEFAULT_DUPLICATE_THRESHOLD,
+)
+from tests.support.audio_factory import encode_audio  # noqa: E402 - see above (the project's PyAV encoders)
 
 RATE_HZ = 44_100
 # Whole tracks of this length: ≥ 60 s so that the 30-s excerpt is at most half of the track (an excerpt of a track,

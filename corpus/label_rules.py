@@ -15,7 +15,8 @@ from corpus.build import LABEL_COLUMNS, LABELS_CSV, tags
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--dest", type=Path, required=True)
 args = parser.parse_args()
-rows = {r["track_id"]: r for r in csv.DictReader(open(args.dest / "corpus.csv", newline="", encoding="utf-8"))}
+with open(args.dest / "corpus.csv", newline="", encoding="utf-8") as corpus_csv:
+    rows = {r["track_id"]: r for r in csv.DictReader(corpus_csv)}
 out = []
 
 

@@ -2,7 +2,7 @@
 
     python deploy/requirements.py                        # [project].dependencies: the runtime set
     python deploy/requirements.py --extra export         # runtime + the `export` extra (model build stage)
-    python deploy/requirements.py --exclude onnxruntime  # runtime without onnxruntime (the GPU image adds onnxruntime-gpu)
+    python deploy/requirements.py --exclude onnxruntime  # runtime without onnxruntime (the GPU image adds it as -gpu)
 
 Standard library only (tomllib, Python 3.11+): it runs in bare base images before anything is installed.
 Versions are not pinned here: the build passes `-c constraints.txt`.

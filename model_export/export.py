@@ -1,4 +1,5 @@
-"""Build models/<name>.onnx and models/<name>.json (the manifest: the only thing the service reads besides the graph)."""
+"""Build models/<name>.onnx and models/<name>.json (the manifest: the only thing the service reads besides the
+graph)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ The loud synthetic clips are here to catch exactly that.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -382,10 +383,8 @@ def versions() -> dict[str, str]:
     names = ("tensorflow", "tensorflow-cpu", "tf_keras", "librosa", "numpy", "soxr", "soundfile", "musicnn")
     found = {}
     for name in names:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     found["python"] = platform.python_version()
     return found
 

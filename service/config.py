@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     )
     default_taxonomies: Annotated[Mapping[str, str], NoDecode] = Field(
         {},
-        description="Default ?taxonomy= per model, e.g. 'msd-musicnn=my-head' (a head or the tag taxonomy); unset = the tag taxonomy",
+        description="Default ?taxonomy= per model, e.g. 'msd-musicnn=my-head' (a head or the tag taxonomy); "
+        "unset = the tag taxonomy",
     )
     index_dir: Path | None = Field(
         None, description="Folder of similarity indexes (<model>.json + files); unset = no /similar"
@@ -99,7 +100,8 @@ class Settings(BaseSettings):
     )
     interactive_endpoints: Annotated[frozenset[str], NoDecode] = Field(
         frozenset({"/suggest-subgenres"}),
-        description="Comma-separated endpoints whose uploads are decoded and inferred first (empty = one class: least-decoded first)",
+        description="Comma-separated endpoints whose uploads are decoded and inferred first "
+        "(empty = one class: least-decoded first)",
     )
     inference_workers: int = Field(
         0, ge=0, description="Batches one model computes at once (0 = one per usable CPU; 1 on CUDA)"
@@ -107,7 +109,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime intra-op threads per batch (0 = usable CPUs ÷ inference workers; on CUDA the runtime default)",
+        description="ONNX Runtime intra-op threads per batch "
+        "(0 = usable CPUs ÷ inference workers; on CUDA the runtime default)",
     )
     device: Device = Field(Device.AUTO, description="Inference device; auto = CUDA when available")
     cuda_batch_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
@@ -127,7 +130,8 @@ class Settings(BaseSettings):
     shutdown_drain_seconds: float = Field(
         0.0,
         ge=0,
-        description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes (load balancers stop routing here meanwhile)",
+        description="On SIGTERM: keep serving this long with /readyz answering 503 before the listening socket closes "
+        "(load balancers stop routing here meanwhile)",
     )
     log_level: str = Field("info", description="Python logging level")
 

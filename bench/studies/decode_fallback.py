@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         data = path.read_bytes()
         try:
-            primary, t_ffmpeg = timed(lambda: decode(io.BytesIO(data), max_seconds=MAX_SECONDS))
-            fallback, t_sndfile = timed(lambda: libsndfile_samples(data))
+            primary, t_ffmpeg = timed(lambda data=data: decode(io.BytesIO(data), max_seconds=MAX_SECONDS))
+            fallback, t_sndfile = timed(lambda data=data: libsndfile_samples(data))
         except Exception as error:  # noqa: BLE001 - a file one decoder cannot read is reported, not compared
             rows.append([path.name, "—", "—", "—", "—", "—", "—", f"skipped: {type(error).__name__}"])
             continue

@@ -79,7 +79,10 @@ def per_patch_rows(model_path: str, cpus: int, patch_samples: int, reps: int) ->
     for threads in sorted({1, cpus}):
         sess = session(model_path, threads)
         for size in BATCH_SIZES:
-            run = lambda: sess.run(list(SERVED_OUTPUTS), {"waveform": batch[:size]})  # noqa: E731
+
+            def run(sess=sess, size=size):
+                return sess.run(list(SERVED_OUTPUTS), {"waveform": batch[:size]})
+
             run()
             seconds = best_seconds(run, reps)
             rows.append([threads, size, f"{seconds * 1000:.1f}", f"{seconds * 1000 / size:.1f}"])
@@ -210,8 +213,13 @@ def main(argv: list[str] | None = None) -> None:
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             sess, workers = configs[name]
-            alone[name] = min(alone[name], best_seconds(lambda: run_batches(sess, batches, workers), 1))
-            loaded[name] = min(loaded[name], timed_with_decoding(lambda: run_batches(sess, batches, workers), datas))
+            alone[name] = min(
+                alone[name], best_seconds(lambda sess=sess, workers=workers: run_batches(sess, batches, workers), 1)
+            )
+            loaded[name] = min(
+                loaded[name],
+                timed_with_decoding(lambda sess=sess, workers=workers: run_batches(sess, batches, workers), datas),
+            )
         print(f"round {round_index + 1} done", file=sys.stderr)
     default = next(iter(configs))
     throughput = [

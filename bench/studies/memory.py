@@ -1,11 +1,12 @@
 """Memory of the models on CPU: ONNX Runtime arenas per session vs one arena shared by every session.
 
 Each variant runs in its own child process (RSS is per process), alternating ``--rounds`` times, so both see the
-same machine load. A child loads every model in ``models/`` with the service's defaults (``service.engine.run.batch_policy``,
-``--workers`` inference threads), warms each up the way the service does (``Batcher.warm_up``: one batch of
-``--batch`` patches on every worker thread at once), then runs ``--load-batches`` batches of real-valued noise per
-model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and at the end of the load
-(any growth after ready is an arena the warm-up did not reach), peak RSS, and ms per patch under the load.
+same machine load. A child loads every model in ``models/`` with the service's defaults
+(``service.engine.run.batch_policy``, ``--workers`` inference threads), warms each up the way the service does
+(``Batcher.warm_up``: one batch of ``--batch`` patches on every worker thread at once), then runs ``--load-batches``
+batches of real-valued noise per model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and
+at the end of the load (any growth after ready is an arena the warm-up did not reach), peak RSS, and ms per patch under
+the load.
 
 A decision study (one ONNX Runtime arena shared by every session): its section is docs/benchmarks.md, "Memory: four
 models, per-session vs shared ONNX Runtime arena".
@@ -44,7 +45,10 @@ def child(shared: bool, workers: int, batch: int, load_batches: int) -> dict:
             peak[0] = max(peak[0], process.memory_info().rss)
 
     threading.Thread(target=sample, daemon=True).start()
-    mib = lambda: process.memory_info().rss / 2**20  # noqa: E731
+
+    def mib() -> float:
+        return process.memory_info().rss / 2**20
+
     threads = batch_policy(Settings(inference_workers=workers), on_cuda=False).intra_op_threads
     runners = [
         load_runner(path, "cpu", threads, shared_arena=shared) for path in sorted(common.MODELS_DIR.glob("*.onnx"))

@@ -37,6 +37,7 @@ A decision study (the nearest-neighbour library): its conclusion is docs/similar
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -50,8 +51,13 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # the child processes run this file as a script
 
-from service.artefacts.similar import artefact  # noqa: E402
-from service.artefacts.similar.search import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH  # noqa: E402
+# E402: these imports need the repo root on sys.path (set above), as this file also runs as a script.
+from service.artefacts.similar import artefact  # noqa: E402 - see above
+from service.artefacts.similar.search import (  # noqa: E402 - see above
+    HNSW_CONNECTIVITY,
+    HNSW_EXPANSION_ADD,
+    HNSW_EXPANSION_SEARCH,
+)
 
 DIM = 200  # musicnn's penultimate layer
 CLUSTERS = 2000  # "genres × production styles": enough that neighbours are not one big blob
@@ -110,7 +116,7 @@ def read_segments(backfill_out: Path) -> list[np.ndarray]:
     segments = column.flatten()
     flat = segments.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, segments.type.list_size)
     offsets = offsets - offsets[0]
-    return [flat[start:stop] for start, stop in zip(offsets[:-1], offsets[1:]) if stop > start]
+    return [flat[start:stop] for start, stop in itertools.pairwise(offsets) if stop > start]
 
 
 def split_tracks(tracks: list[np.ndarray], rng: np.random.Generator) -> tuple[list, list]:
@@ -132,8 +138,8 @@ def span_means(tracks: list[np.ndarray], n: int, rng: np.random.Generator) -> np
     duplicates (ties in the ground truth that no index could rank alike)."""
     lengths = np.array([len(t) for t in tracks])
     # one entry per (track, span length): how many starts it has; an entry's spans are numbered consecutively
-    entry_track = np.concatenate([np.full(max(0, l - SPAN_MIN_SEGMENTS + 1), i) for i, l in enumerate(lengths)])
-    entry_span = np.concatenate([np.arange(SPAN_MIN_SEGMENTS, l + 1) for l in lengths])
+    entry_track = np.concatenate([np.full(max(0, n - SPAN_MIN_SEGMENTS + 1), i) for i, n in enumerate(lengths)])
+    entry_span = np.concatenate([np.arange(SPAN_MIN_SEGMENTS, n + 1) for n in lengths])
     entry_first = np.concatenate([[0], np.cumsum(lengths[entry_track] - entry_span + 1)])
     if n > entry_first[-1]:
         raise SystemExit(
@@ -479,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--source real needs --segments")
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        # the synthetic folder keeps its name: bench/studies/similar_ef_sweep.py reads /tmp/taggram-bench-similar/1000000
+        # the synthetic folder keeps its name: bench/studies/similar_ef_sweep.py reads
+        # /tmp/taggram-bench-similar/1000000
         folder = args.work / (str(n) if args.source == "synthetic" else f"real-{n}")
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "data.json").exists():

@@ -40,7 +40,7 @@ class _HashingSink:
         self.limit = limit
         self.size = 0
         self.digest = hashlib.sha256()
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - closed by close()
 
     def write(self, data: bytes) -> None:
         self.size += len(data)

@@ -16,6 +16,7 @@ Each decode uses one FFmpeg thread: the service bounds decode concurrency itself
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -173,10 +174,8 @@ def _decoded_frames(
         consecutive_bad = 0
         yield from frames
     # Stopped on an error: drain what the decoder still buffers, if it can.
-    try:
+    with contextlib.suppress(*_CONTENT_ERRORS):
         yield from stream.codec_context.decode(None)
-    except _CONTENT_ERRORS:
-        pass
 
 
 def _mono_pieces(frames: Iterator[av.AudioFrame], facts: DecodeFacts, max_seconds: float) -> Iterator[np.ndarray]:

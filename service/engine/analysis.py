@@ -57,7 +57,8 @@ class AudioTooShort(DecodeError):
 
 
 def check_min_duration(num_samples: int, sample_rate: int, min_seconds: float) -> None:
-    """Raise AudioTooShort below ``min_seconds``: the one floor the service, the backfill and the catalog check share."""
+    """Raise AudioTooShort below ``min_seconds``: the one floor the service, the backfill and the catalog check
+    share."""
     if num_samples < min_seconds * sample_rate:
         raise AudioTooShort(num_samples, sample_rate, min_seconds)
 

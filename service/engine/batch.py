@@ -260,7 +260,7 @@ class Batcher:
             try:
                 loop = asyncio.get_running_loop()
                 outputs, seconds = await loop.run_in_executor(self._executor, self._compute, picks)
-            except Exception as error:  # an inference failure fails the requests in this batch, not the batcher
+            except Exception as error:  # noqa: BLE001 - an inference failure fails this batch's requests, not the batcher
                 for job, _ in picks:
                     if not job.future.done():
                         job.future.set_exception(error)

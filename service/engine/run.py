@@ -159,7 +159,7 @@ def load_runner(
     options.enable_mem_pattern = False
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for unreadable graphs
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()

@@ -1,10 +1,10 @@
 """`taggram index build BACKFILL_OUT --output DIR`: the backfill's mean embeddings → a searchable index generation.
 
-Reads every committed results part (``service.offline.backfill.read_output``), centres the embeddings on the catalog mean
-and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table and, last,
-the manifest (artefact.py). Artists come from an ``artist_id`` column of the backfill output when it has one, else
-from ``--artists CSV`` (columns track_id and artist_id or artist, optional title: the corpus CSV works as is).
-Exit codes: 0 built, 2 bad input (no output, several models, unreadable CSV).
+Reads every committed results part (``service.offline.backfill.read_output``), centres the embeddings on the catalog
+mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table and, last,
+the manifest (artefact.py). Artists come from an ``artist_id`` column of the backfill output when it has one, else from
+``--artists CSV`` (columns track_id and artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0
+built, 2 bad input (no output, several models, unreadable CSV).
 """
 
 from __future__ import annotations

@@ -427,7 +427,7 @@ def test_a_dying_decoder_costs_its_track_only(models_dir, tmp_path):
         (worker,) = worker_pids(process.pid)
         time.sleep(1.0)
         os.kill(worker, signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+        _stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()

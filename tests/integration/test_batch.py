@@ -1,5 +1,5 @@
-"""The batcher's inference workers (service/engine/batch.py, service/engine/run.py): how queued patches become batches, and
-that batches run side by side on a multi-worker runner. Cross-request sharing, fairness, the queue bound and
+"""The batcher's inference workers (service/engine/batch.py, service/engine/run.py): how queued patches become batches,
+and that batches run side by side on a multi-worker runner. Cross-request sharing, fairness, the queue bound and
 deadlines are specified over real HTTP in tests/system/test_api.py and tests/system/test_reliability.py."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Real-world audio: damaged and truncated files say so, files FFmpeg refuses are read by libsndfile, and an
 analysis shared by several requests owns its input.
 
-Every file here is made by a real encoder (tests/support/audio_factory.py) and then cut or re-paged the way real files get
-damaged: a download that stopped, a copy that ran out of disk. Nothing partial may be served in silence or cached
+Every file here is made by a real encoder (tests/support/audio_factory.py) and then cut or re-paged the way real files
+get damaged: a download that stopped, a copy that ran out of disk. Nothing partial may be served in silence or cached
 under the full file's hash.
 """
 

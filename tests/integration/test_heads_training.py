@@ -228,7 +228,7 @@ def test_metrics_on_known_values():
 
 
 def test_duplicate_ids_are_an_error_naming_the_lines(catalog, tmp_path):
-    labels = rewrite_labels(catalog["labels"], tmp_path / "dup.csv", lambda rows: rows + [dict(rows[0])])
+    labels = rewrite_labels(catalog["labels"], tmp_path / "dup.csv", lambda rows: [*rows, dict(rows[0])])
     with pytest.raises(LabelError, match=r"duplicate track ids: 'drone-a0-t0.wav' on lines 2, 29"):
         read_labels(labels)
 

@@ -1,5 +1,5 @@
-"""Running a graph (service/engine/run.py): outputs per patch, the fixed-size padding used on CUDA, and the batch policy:
-how large batches are and how many run at once on how many threads."""
+"""Running a graph (service/engine/run.py): outputs per patch, the fixed-size padding used on CUDA, and the batch
+policy: how large batches are and how many run at once on how many threads."""
 
 from __future__ import annotations
 

@@ -410,7 +410,7 @@ def test_rebuilt_index_swaps_in_under_concurrent_queries(backfill_out, music_cat
                 done = index_cli("build", backfill_out, "--output", index_dir, "--backend", backend, *extra)
                 assert done.returncode == 0, done.stderr
                 wait_until(
-                    lambda: (
+                    lambda round_=round_: (
                         metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="ok") >= round_ + 1
                     ),
                     30,

@@ -42,7 +42,7 @@ def require_browser() -> None:
     """Skip locally, fail in CI (``CI=true``), when Chromium, its driver or Selenium is missing."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         missing.append("the selenium package (test extra)")
     if not missing:

@@ -265,7 +265,7 @@ def test_dockerfile_stages_and_default_target():
     assert list(stages) == ["export", "venv", "gpu-venv", "gpu", "cpu"]  # last = `docker build` default: CPU
     for name, stage in stages.items():
         image = stage[0][1].split()[0]
-        repository, _, tag = image.partition(":")
+        _repository, _, tag = image.partition(":")
         assert tag and tag != "latest" and not tag.startswith("$"), f"stage {name}: pin {image} by tag"
     assert stages["cpu"][0][1].startswith("python:3.11-slim")
     assert stages["export"][0][1].startswith("python:3.11-slim")
@@ -476,7 +476,10 @@ def test_env_example_lists_every_setting_with_its_container_default():
             continue
         assert not commented, f"{name} has a default: list it uncommented"
         expected = image.get(name, default)
-        parse = lambda v: getattr(Settings.model_validate({field: v}), field)  # noqa: E731
+
+        def parse(v, field=field):
+            return getattr(Settings.model_validate({field: v}), field)
+
         assert parse(value) == parse(expected), f"{name}={value}, but the container default is {expected}"
 
 

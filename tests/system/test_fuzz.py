@@ -167,7 +167,8 @@ OPERATIONS = {
     "GET /metrics",
 }
 SCHEMA_EXAMPLES_PER_OPERATION_AND_MODE = 25
-# Need a loaded index to answer anything but 503 no_index: fuzzed the same way against one in tests/integration/test_similar.py.
+# Need a loaded index to answer anything but 503 no_index: fuzzed the same way against one in
+# tests/integration/test_similar.py.
 SIMILAR_OPERATIONS = {"POST /similar", "GET /similar/{track_id}"}
 
 

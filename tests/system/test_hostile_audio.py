@@ -6,8 +6,8 @@ deliberately 2xx, because the bytes hold real audio: a truncated file whose play
 (players play it too), a header that lies about its size (what is there is decoded; the lie is ignored), and pure
 silence (valid audio, tagged like any other, see docs/api.md). 32 channels are within the 64-channel limit.
 
-Cases already covered by tests/system/test_api.py (multipart with no file or two files, JSON and form bodies, bodies over
-the size limit) are not repeated here.
+Cases already covered by tests/system/test_api.py (multipart with no file or two files, JSON and form bodies, bodies
+over the size limit) are not repeated here.
 """
 
 from __future__ import annotations

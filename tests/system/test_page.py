@@ -322,7 +322,8 @@ def test_a_dropped_file_is_analysed_like_a_picked_one(driver, server, tmp_path):
         const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], 'dropped.wav', {type: 'audio/wav'}));
-        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        document.getElementById('drop').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
         """,
         base64.b64encode(path.read_bytes()).decode(),
     )
@@ -494,7 +495,8 @@ CATALOG_HEAD = "timbre-classes"
 
 @pytest.fixture(scope="module")
 def catalog_server(models_dir, tmp_path_factory):
-    """A server with a head trained on, and an index built from, one backfill of tests/support/head_catalog.py's audio."""
+    """A server with a head trained on, and an index built from, one backfill of tests/support/head_catalog.py's
+    audio."""
     import subprocess
     import sys
 

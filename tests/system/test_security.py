@@ -110,7 +110,9 @@ def referencing_bodies(local_wav: Path, port: int) -> dict[str, bytes]:
         "HLS playlist naming a local file": (
             f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\nfile://{local_wav}\n#EXT-X-ENDLIST\n"
         ).encode(),
-        "HLS playlist naming a loopback URL": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\n{url}\n#EXT-X-ENDLIST\n".encode(),
+        "HLS playlist naming a loopback URL": (
+            f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\n{url}\n#EXT-X-ENDLIST\n"
+        ).encode(),
         "ffconcat script naming a local file": f"ffconcat version 1.0\nfile '{local_wav}'\n".encode(),
         "ffconcat script naming a relative file": f"ffconcat version 1.0\nfile '{local_wav.name}'\n".encode(),
         "ffconcat script naming a loopback URL": f"ffconcat version 1.0\nfile '{url}'\n".encode(),

@@ -142,6 +142,6 @@ def test_labels_file_is_consistent():
 
 
 def test_an_unknown_package_is_refused_before_any_download(tmp_path):
-    with pytest.raises(SystemExit, match="not in corpus.build.SOURCES: no-such-package"):
+    with pytest.raises(SystemExit, match=r"not in corpus\.build\.SOURCES: no-such-package"):
         corpus.build(tmp_path, ["no-such-package"])
     assert not (tmp_path / "debs").exists()

@@ -1,7 +1,7 @@
 """Specification of service/decode.py: upload bytes → 16 kHz mono float32, exactly as librosa.load would, bounded.
 
-Every fixture is generated here with real encoders (tests/support/audio_factory.py); malformed files are made by cutting or
-corrupting those bytes.
+Every fixture is generated here with real encoders (tests/support/audio_factory.py); malformed files are made by cutting
+or corrupting those bytes.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def test_decode_applies_the_cap_too() -> None:
 def test_the_cap_is_inclusive() -> None:
     data = encode_audio(silence(2.0, 8_000), 8_000, "wav")
     assert decode_bytes(data, max_seconds=2.0).duration_seconds == 2.0
-    with pytest.raises(DecodeError, match="1.99 s"):
+    with pytest.raises(DecodeError, match=r"1\.99 s"):
         decode_bytes(data, max_seconds=1.99)
 
 

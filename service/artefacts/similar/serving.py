@@ -136,7 +136,8 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
     try:
         searcher = open_searcher(manifest.library, vectors_path)
         tracks = pq.read_table(tracks_path)
-    except Exception as error:  # a library's own error for a file that passed its checksum: still this file's fault
+    # A library's own error for a file that passed its checksum: still this file's fault.
+    except Exception as error:  # noqa: BLE001 - any library error here means this file; it is named in the error
         raise artefact.IndexFileError(f"index file {vectors_path} cannot be opened: {error}") from None
     track_ids = tracks.column("track_id").to_pylist()
     if searcher.count != manifest.count or len(track_ids) != manifest.count:

@@ -91,7 +91,7 @@ class RedisCache(Cache):
                 await self._client.ping()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure means "not usable now"; ping never raises
             return False
         self._retry_at = 0.0
         return True

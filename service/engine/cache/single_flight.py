@@ -108,6 +108,6 @@ async def _store_quietly(cache: Cache, key: str, analysis: Analysis) -> None:
     # Backends already swallow their errors; this also covers third-party Cache implementations.
     try:
         await cache.set(key, analysis)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a failed store costs a recompute later, never this answer
         CACHE_ERRORS.labels(backend=cache.name, op="set").inc()
         log.warning("%s cache set raised, result served uncached: %s: %s", cache.name, type(exc).__name__, exc)

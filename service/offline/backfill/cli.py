@@ -39,7 +39,8 @@ def default_workers() -> int:
 
 def backfill_settings(settings: Settings, batch_patches: int) -> Settings:
     """The service's settings with the backfill's batch size (``batch_patches`` patches of one track: see
-    ``service.offline.backfill.tracks``); ``service.engine.run.batch_policy`` decides workers and threads as for the service."""
+    ``service.offline.backfill.tracks``); ``service.engine.run.batch_policy`` decides workers and threads as for the
+    service."""
     return settings.model_copy(update={"max_batch_patches": batch_patches})
 
 
@@ -221,7 +222,8 @@ def log_summary(summary: Summary) -> None:
         s.shard_index, s.shard_count, s.tracks_in_shard, s.already_done, s.analysed, s.audio_seconds / 3600, s.errors,
         f" {dict(s.errors_by_code)}" if s.errors else "", s.wall_seconds,
         100 * s.as_json()["inference_busy"], s.speed, s.parts_committed,
-        f"; cache: {s.cache_writes} written, {s.cache_write_failures} failed" if s.cache_writes or s.cache_write_failures else "",
+        f"; cache: {s.cache_writes} written, {s.cache_write_failures} failed"
+        if s.cache_writes or s.cache_write_failures else "",
         f"; analysed with decode warnings: {dict(s.warnings_by_code)}" if s.warnings_by_code else "",
     )  # fmt: skip
 

@@ -1,5 +1,5 @@
-"""The parent's loop of a run: feed the decode workers, patch and batch their chunks (``service.offline.backfill.tracks``),
-run the model, build each track's analysis and row, commit parts.
+"""The parent's loop of a run: feed the decode workers, patch and batch their chunks
+(``service.offline.backfill.tracks``), run the model, build each track's analysis and row, commit parts.
 
 Inference runs beside the loop on the batch policy's ``inference_workers`` threads (one single-threaded run per
 usable CPU on CPU, as the service: ``service.engine.run``), so the parent keeps patching and feeding the decoders while
