@@ -2,8 +2,8 @@
 files FFmpeg refuses.
 
 Why a second decoder: FFmpeg's Ogg demuxer rejects some valid Ogg Vorbis files written by libVorbis 1.3.x at
-header parsing ("[ogg] Header processing failed: Invalid data found"), which libsndfile and ``librosa.load`` read.
-Measured: 3 of 108 music files in one Debian game-music package set (docs/decode.md, "Fallback decoder").
+header parsing ("[ogg] Header processing failed: Invalid data found"), which libsndfile and ``librosa.load`` read
+(how often: docs/decode.md, "Two decoders: FFmpeg first, libsndfile when FFmpeg refuses").
 
 Same contract as the FFmpeg path: it reads the same file object (never a path or URL), hands mono blocks to the
 shared :class:`~service.decode.samples.ModelRateStream` (mean of channels, soxr HQ, duration cap enforced while
