@@ -33,6 +33,7 @@ from pathlib import Path
 from service.config import DamagedAudio, Settings
 from service.decode import SAMPLE_RATE, DecodeError, iter_decoded, refuse_damaged
 from service.engine.analysis import check_min_duration
+from service.engine.cpus import usable_cpus
 from service.offline.arguments import add_audio_limit_arguments, positive_int
 from service.offline.backfill.catalog import Track, catalog, refusal
 from service.offline.codes import DECODER_CRASHED, EXIT_OK, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
@@ -303,7 +304,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         help="a directory tree of audio files, or a .csv/.jsonl manifest (track_id, path), as for taggram backfill",
     )
     p.add_argument("--output", type=Path, required=True, help="one row per file: a .jsonl or .parquet path")
-    p.add_argument("--workers", type=positive_int, default=max(os.cpu_count() or 1, 1), help="decode processes")
+    p.add_argument(
+        "--workers", type=positive_int, default=usable_cpus(), help="decode processes (default: usable CPUs)"
+    )
     add_audio_limit_arguments(p, settings)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of a table")
     return p
