@@ -4,7 +4,7 @@ Two data sets, both normalised with the index's own function (``artefact.normali
 
 - ``corpus``: the mean embedding of every track of a backfill output (what `taggram index build` indexes);
 - ``derived``: ``--derived`` means of distinct contiguous spans of one track each, from a ``--segment-embeddings``
-  backfill (``bench.similar.span_means``, as docs/similar.md's derived sets): excerpts, not independent tracks.
+  backfill (``bench.studies.similar.span_means``, as docs/similar.md's derived sets): excerpts, not independent tracks.
 
 Each (data set, projection) is fitted in its own child process, so its time and peak memory are its own: peak =
 VmHWM after the fit − VmRSS before it. The parent then scores the 2-D positions on an evaluation sample of rows:
@@ -142,7 +142,7 @@ def score(vectors: np.ndarray, positions: np.ndarray, rng: np.random.Generator) 
 
 
 def data_sets(backfill: Path, derived: int) -> dict[str, np.ndarray]:
-    from bench.similar import read_segments, span_means
+    from bench.studies.similar import read_segments, span_means
     from service.offline.index_build import embeddings, read_catalog
 
     table, _, _ = read_catalog(backfill)

@@ -35,7 +35,7 @@ SEED = 13
 
 def derived_output(backfill: Path, artists_csv: Path, n: int, out: Path) -> tuple[str, str]:
     """(model, onnx sha256) of a backfill-like output of n span means, each with its source track's metadata."""
-    from bench.similar import read_segments
+    from bench.studies.similar import read_segments
     from service.offline.backfill import read_output
 
     table = read_output(backfill)

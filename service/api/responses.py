@@ -13,8 +13,10 @@ from service.engine.representative import representative
 
 
 class DecodeWarningOut(BaseModel):
-    code: str = Field(description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
-                                  "(much shorter than declared, or the container shows the file was cut)")
+    code: str = Field(
+        description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
+        "(much shorter than declared, or the container shows the file was cut)"
+    )
     detail: str
 
 
@@ -35,8 +37,12 @@ class DecodeReport(BaseModel):
 def decode_report(facts: DecodeFacts) -> dict:
     return {
         "warnings": [DecodeWarningOut(code=w.code, detail=w.detail) for w in facts.warnings],
-        "decode": DecodeInfo(decoder=facts.decoder, codec=facts.codec, duration_seconds=facts.duration_seconds,
-                             declared_duration_seconds=facts.declared_duration_seconds),
+        "decode": DecodeInfo(
+            decoder=facts.decoder,
+            codec=facts.codec,
+            duration_seconds=facts.duration_seconds,
+            declared_duration_seconds=facts.declared_duration_seconds,
+        ),
     }
 
 
@@ -89,8 +95,10 @@ class EmbedResponse(DecodeReport):
 
 class Suggestion(BaseModel):
     subgenre: str
-    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
-                                     "track-level mean probability among the subgenre's tags")
+    score: float = Field(
+        description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+        "track-level mean probability among the subgenre's tags"
+    )
 
 
 class SuggestResponse(DecodeReport):
@@ -176,5 +184,9 @@ def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, 
 def head_scores(head: LoadedHead, analysis: Analysis) -> HeadScores:
     """?head=NAME on /taggram: the head's probabilities per segment and pooled."""
     segments = head.segment_scores(analysis.embedding)
-    return HeadScores(name=head.name, classes=head.manifest.classes, segments=segments.tolist(),
-                      mean=head.track_scores(analysis.embedding, segments).tolist())
+    return HeadScores(
+        name=head.name,
+        classes=head.manifest.classes,
+        segments=segments.tolist(),
+        mean=head.track_scores(analysis.embedding, segments).tolist(),
+    )

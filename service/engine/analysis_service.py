@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, BinaryIO
 from service.config import Settings
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
-from service.engine.cache import Cache, cache_key, make_cache
+from service.engine.cache import Cache, SingleFlight, cache_key, get_or_compute, make_cache
 from service.engine.decode_scheduler import DecodeScheduler
 from service.engine.pipeline import analyse
-from service.engine.single_flight import SingleFlight, get_or_compute
 from service.errors import Overloaded
 
 if TYPE_CHECKING:

@@ -1,10 +1,10 @@
-"""Specification of service/engine/cache.py: key scheme, value format, backends, failure behaviour, single-flight."""
+"""Specification of service/engine/cache/: key scheme, value format, backends, failure behaviour, single-flight."""
 
 from __future__ import annotations
 
-import json
 import asyncio
 import hashlib
+import json
 import struct
 import time
 import zlib
@@ -17,15 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from prometheus_client import REGISTRY
 from redis.asyncio.connection import SSLConnection
-from tests.support.redis_support import (  # noqa: F401 - fixtures are used by name
-    RedisServer,
-    free_port,
-    private_redis,
-    private_redis_factory,
-    redis_url,
-)
 
-from service.engine import cache as cache_module
+from service.config import Settings
+from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
+from service.engine.analysis import Analysis
 from service.engine.cache import (
     HEADER_BYTES,
     SCHEMA_VERSION,
@@ -33,15 +28,22 @@ from service.engine.cache import (
     CorruptEntry,
     MemoryCache,
     RedisCache,
+    SharedComputationCancelled,
+    SingleFlight,
     cache_key,
     decode_analysis,
     encode_analysis,
+    get_or_compute,
     make_cache,
 )
-from service.engine.single_flight import SharedComputationCancelled, SingleFlight, get_or_compute
-from service.config import Settings
-from service.engine.analysis import Analysis
-from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
+from service.engine.cache import key as cache_module  # the module whose SCHEMA_VERSION the key reads
+from tests.support.redis_support import (  # noqa: F401 - fixtures are used by name
+    RedisServer,
+    free_port,
+    private_redis,
+    private_redis_factory,
+    redis_url,
+)
 
 AUDIO = hashlib.sha256(b"some song").hexdigest()
 ONNX = hashlib.sha256(b"msd-musicnn.onnx").hexdigest()
