@@ -45,25 +45,33 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(work)
         derived_output(args.backfill, args.artists, args.derived, work / "bf")
         index_build.build(work / "bf", work / "ix", backend="exact")
-        with live_server(server_settings(args.models_dir, index_dir=work / "ix")) as live, \
-                chromium(work / "chromium") as driver:
+        with (
+            live_server(server_settings(args.models_dir, index_dir=work / "ix")) as live,
+            chromium(work / "chromium") as driver,
+        ):
             started = time.perf_counter()
             driver.get(live.url + "/")
             WebDriverWait(driver, TIMEOUT_SECONDS, 0.05).until(
-                lambda d: d.execute_script("return document.getElementById('catalog-map').dataset.points"))
+                lambda d: d.execute_script("return document.getElementById('catalog-map').dataset.points")
+            )
             load_seconds = time.perf_counter() - started
             canvas = driver.find_element(By.ID, "catalog-map")
             for frame in range(args.frames):
-                ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0,
-                                                        -100 if frame % 2 == 0 else 100).perform()
+                ActionChains(driver).scroll_from_origin(
+                    ScrollOrigin.from_element(canvas), 0, -100 if frame % 2 == 0 else 100
+                ).perform()
                 ActionChains(driver).move_to_element(canvas).click_and_hold().move_by_offset(5, 3).release().perform()
-            draws = driver.execute_script(
-                "return performance.getEntriesByName('catalog-draw').map((e) => e.duration)")
+            draws = driver.execute_script("return performance.getEntriesByName('catalog-draw').map((e) => e.duration)")
             points = int(canvas.get_attribute("data-points"))
     redraws = sorted(draws[1:])
-    result = {"points": points, "load_seconds": load_seconds, "first_draw_ms": draws[0], "redraws": len(redraws),
-              "redraw_ms_median": statistics.median(redraws),
-              "redraw_ms_p95": redraws[int(0.95 * (len(redraws) - 1))]}
+    result = {
+        "points": points,
+        "load_seconds": load_seconds,
+        "first_draw_ms": draws[0],
+        "redraws": len(redraws),
+        "redraw_ms_median": statistics.median(redraws),
+        "redraw_ms_p95": redraws[int(0.95 * (len(redraws) - 1))],
+    }
     print(json.dumps(result, indent=1))
     return 0
 

@@ -93,9 +93,9 @@ def held_out(n: int) -> int:
 
 def place_held_out(vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Held-out rows placed as the service places an upload: among their PLACEMENT_NEIGHBOURS nearest catalog rows."""
-    catalog = vectors[:len(positions)]
+    catalog = vectors[: len(positions)]
     placed = []
-    for query in vectors[len(positions):]:
+    for query in vectors[len(positions) :]:
         scores = catalog @ query
         rows = np.argsort(-scores)[:PLACEMENT_NEIGHBOURS]
         placed.append(place_by_neighbours(positions, rows, scores[rows]))
@@ -117,14 +117,16 @@ def top_neighbours(points: np.ndarray, rows: np.ndarray, k: int, *, cosine: bool
     """The k nearest rows of every sampled row (itself excluded), by cosine (unit vectors) or euclidean distance."""
     found = np.empty((len(rows), k), np.int64)
     for start in range(0, len(rows), SCORE_CHUNK):
-        part = rows[start:start + SCORE_CHUNK]
+        part = rows[start : start + SCORE_CHUNK]
         if cosine:
             distance = -(points[part] @ points.T)
         else:
-            distance = np.square(points[part, None, 0] - points[None, :, 0]) + np.square(points[part, None, 1] - points[None, :, 1])
+            distance = np.square(points[part, None, 0] - points[None, :, 0]) + np.square(
+                points[part, None, 1] - points[None, :, 1]
+            )
         distance[np.arange(len(part)), part] = np.inf
         top = np.argpartition(distance, k, axis=1)[:, :k]
-        found[start:start + len(part)] = top
+        found[start : start + len(part)] = top
     return found
 
 
@@ -137,8 +139,12 @@ def score(vectors: np.ndarray, positions: np.ndarray, rng: np.random.Generator) 
     kept = np.mean([len(set(a) & set(b)) / NEIGHBOURS for a, b in zip(high.tolist(), low.tolist())])
     sub = rng.choice(len(vectors), min(TRUST_SAMPLE, len(vectors)), replace=False)
     trust = trustworthiness(vectors[sub], positions[sub], n_neighbors=NEIGHBOURS)
-    return {"kept_at_10": float(kept), "trustworthiness_at_10": float(trust), "eval_rows": len(rows),
-            "trust_rows": len(sub)}
+    return {
+        "kept_at_10": float(kept),
+        "trustworthiness_at_10": float(trust),
+        "eval_rows": len(rows),
+        "trust_rows": len(sub),
+    }
 
 
 def data_sets(backfill: Path, derived: int) -> dict[str, np.ndarray]:
@@ -178,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(work) / f"{name}-{method}.npy"
                 row = {"data": name, "n": len(vectors), "method": method}
                 try:
-                    done = subprocess.run([sys.executable, "-m", "bench.studies.catalog_map", "--child", method,
-                                           str(data), str(out)], capture_output=True, text=True,
-                                          timeout=args.fit_timeout)
+                    done = subprocess.run(
+                        [sys.executable, "-m", "bench.studies.catalog_map", "--child", method, str(data), str(out)],
+                        capture_output=True,
+                        text=True,
+                        timeout=args.fit_timeout,
+                    )
                 except subprocess.TimeoutExpired:
                     row["error"] = f"no fit within {args.fit_timeout:.0f} s"
                 else:
@@ -203,15 +212,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| data | n | projection | kept@10 | trustworthiness@10 | placed kept@10 | fit s | peak MiB |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| data | n | projection | kept@10 | trustworthiness@10 | placed kept@10 | fit s | peak MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['data']} | {r['n']} | {r['method']} | – | – | – | {r['error']} | – |")
         else:
-            lines.append(f"| {r['data']} | {r['n']} | {r['method']} | {r['kept_at_10']:.3f} | "
-                         f"{r['trustworthiness_at_10']:.3f} | {r['placed_kept_at_10']:.3f} | {r['seconds']:.1f} | "
-                         f"{r['peak_mib']:.0f} |")
+            lines.append(
+                f"| {r['data']} | {r['n']} | {r['method']} | {r['kept_at_10']:.3f} | "
+                f"{r['trustworthiness_at_10']:.3f} | {r['placed_kept_at_10']:.3f} | {r['seconds']:.1f} | "
+                f"{r['peak_mib']:.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -49,16 +49,21 @@ def derived_output(backfill: Path, artists_csv: Path, n: int, out: Path) -> tupl
         length = len(segments[track])
         span = int(rng.integers(min(2, length), length + 1))
         first = int(rng.integers(0, length - span + 1))
-        vectors[row] = segments[track][first:first + span].mean(axis=0)
+        vectors[row] = segments[track][first : first + span].mean(axis=0)
     scores = np.stack(table.column("tag_scores").to_numpy(zero_copy_only=False))[source]
     model, onnx = table.column("model")[0].as_py(), table.column("onnx_sha256")[0].as_py()
-    derived = pa.table({
-        "track_id": [f"{track_ids[t]}~{i}" for i, t in enumerate(source.tolist())],
-        "model": [model] * n, "onnx_sha256": [onnx] * n,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
-        "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1).astype(np.float32)), scores.shape[1]),
-        "artist_id": pa.array([artists.get(track_ids[t], (None, None))[0] for t in source.tolist()], pa.string()),
-    }).replace_schema_metadata(table.schema.metadata)
+    derived = pa.table(
+        {
+            "track_id": [f"{track_ids[t]}~{i}" for i, t in enumerate(source.tolist())],
+            "model": [model] * n,
+            "onnx_sha256": [onnx] * n,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+            "tag_scores": pa.FixedSizeListArray.from_arrays(
+                pa.array(scores.reshape(-1).astype(np.float32)), scores.shape[1]
+            ),
+            "artist_id": pa.array([artists.get(track_ids[t], (None, None))[0] for t in source.tolist()], pa.string()),
+        }
+    ).replace_schema_metadata(table.schema.metadata)
     (out / "results").mkdir(parents=True)
     pq.write_table(derived, out / "results" / "part-n0001-i0000-000000.parquet")
     return model, onnx
@@ -88,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             sizes[f"{name} gzip"] = len(gzip.compress(body, GZIP_LEVEL, mtime=0))
             timings[f"{name} gzip"] = time.perf_counter() - started
         files = {p.name.split(".", 1)[1]: p.stat().st_size for p in (work / "ix").iterdir() if "-" in p.name}
-    result = {"points": manifest.count, "artists": manifest.artists.count if manifest.artists else 0,
-              "index_build_seconds": build_seconds, "bytes": sizes, "seconds": timings, "files": files}
+    result = {
+        "points": manifest.count,
+        "artists": manifest.artists.count if manifest.artists else 0,
+        "index_build_seconds": build_seconds,
+        "bytes": sizes,
+        "seconds": timings,
+        "files": files,
+    }
     print(json.dumps(result, indent=1))
     return 0
 

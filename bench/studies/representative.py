@@ -23,15 +23,16 @@ Needs ``taggram backfill --taggram --segment-embeddings``. Run::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from service.artefacts.manifest import load_manifest
 from service.artefacts.similar import artefact
 from service.artefacts.taxonomy import load_taxonomy, subgenre_scores
-from service.artefacts.manifest import load_manifest
 from service.engine.representative import Window, closest_window, middle_window, segments_per_window, window_means
 from service.offline.catalog_build import backfill_labels
 
@@ -45,7 +46,7 @@ def per_track(table, column: str) -> list[np.ndarray]:
     inner = values.flatten()
     flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, inner.type.list_size)
     offsets = offsets - offsets[0]
-    return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    return [flat[a:b] for a, b in itertools.pairwise(offsets)]
 
 
 def choose(definition: str, tags: np.ndarray, embedding: np.ndarray, count: int) -> Window:

@@ -25,7 +25,14 @@ __all__ = ["ROUTERS", "State", "create_app"]
 
 log = logging.getLogger("taggram")
 
-ROUTERS = (audio.router, models.router, similar.router, catalog.router, artists.router, probes.router)  # a new route module: add its router here
+ROUTERS = (
+    audio.router,
+    models.router,
+    similar.router,
+    catalog.router,
+    artists.router,
+    probes.router,
+)  # a new route module: add its router here
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

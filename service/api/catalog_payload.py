@@ -46,18 +46,33 @@ def compact_document(model: str, index: LoadedIndex) -> dict:
     catalog_map = index.catalog_map
     artists, artist = codes(index.artists)
     labels, label = codes(catalog_map.labels)
-    return {"model": model, "projection": catalog_map.projection.method, "label_kind": catalog_map.label_kind,
-            "count": len(index.track_ids), "track_ids": index.track_ids,
-            "x": rounded(catalog_map.positions[:, 0]), "y": rounded(catalog_map.positions[:, 1]),
-            "artists": artists, "artist": artist, "labels": labels, "label": label}
+    return {
+        "model": model,
+        "projection": catalog_map.projection.method,
+        "label_kind": catalog_map.label_kind,
+        "count": len(index.track_ids),
+        "track_ids": index.track_ids,
+        "x": rounded(catalog_map.positions[:, 0]),
+        "y": rounded(catalog_map.positions[:, 1]),
+        "artists": artists,
+        "artist": artist,
+        "labels": labels,
+        "label": label,
+    }
 
 
 def points_document(model: str, index: LoadedIndex) -> dict:
     catalog_map = index.catalog_map
     xs, ys = rounded(catalog_map.positions[:, 0]), rounded(catalog_map.positions[:, 1])
-    return {"model": model, "projection": catalog_map.projection.method, "label_kind": catalog_map.label_kind,
-            "points": [{"track_id": t, "x": x, "y": y, "artist_id": a, "label": lab}
-                       for t, x, y, a, lab in zip(index.track_ids, xs, ys, index.artists, catalog_map.labels)]}
+    return {
+        "model": model,
+        "projection": catalog_map.projection.method,
+        "label_kind": catalog_map.label_kind,
+        "points": [
+            {"track_id": t, "x": x, "y": y, "artist_id": a, "label": lab}
+            for t, x, y, a, lab in zip(index.track_ids, xs, ys, index.artists, catalog_map.labels)
+        ],
+    }
 
 
 def encode(document: dict) -> bytes:

@@ -72,8 +72,10 @@ class TaggramResponse(DecodeReport):
     duration_seconds: float
     segments: list[TagSegment]
     mean: list[float] = Field(description="Mean of the segments' scores: the track-level tag probabilities")
-    representative: Representative = Field(description="The ~30 s window that stands for the whole track: the one "
-                                                       "whose mean embedding is closest to the track's (docs/catalog.md)")
+    representative: Representative = Field(
+        description="The ~30 s window that stands for the whole track: the one "
+        "whose mean embedding is closest to the track's (docs/catalog.md)"
+    )
     cached: bool
     head: HeadScores | None = Field(None, description="With ?head=NAME: the head's probabilities per segment")
 

@@ -76,7 +76,9 @@ def load_taxonomy(model: str, labels: list[str], override_dir: Path | None) -> T
 
 def subgenre_scores(taxonomy: Taxonomy, mean_scores: np.ndarray) -> np.ndarray:
     """float32 [..., subgenres] from track-level tag scores [..., labels] (one track or a catalog's rows)."""
-    return np.stack([mean_scores[..., list(idx)].max(axis=-1) for idx in taxonomy.tag_indices], axis=-1).astype(np.float32)
+    return np.stack([mean_scores[..., list(idx)].max(axis=-1) for idx in taxonomy.tag_indices], axis=-1).astype(
+        np.float32
+    )
 
 
 def suggest(taxonomy: Taxonomy, mean_scores: np.ndarray, k: int) -> list[tuple[str, float]]:

@@ -63,8 +63,10 @@ def fit_tsne(vectors: np.ndarray) -> np.ndarray:
     try:
         from openTSNE import TSNE
     except ImportError:
-        raise CatalogInputError("--projection tsne needs openTSNE: pip install 'taggram[map]' "
-                                "(the runtime image ships pca and standardised-pca only)") from None
+        raise CatalogInputError(
+            "--projection tsne needs openTSNE: pip install 'taggram[map]' "
+            "(the runtime image ships pca and standardised-pca only)"
+        ) from None
     from service.engine.run import usable_cpus
 
     if len(vectors) <= 3 * TSNE_PERPLEXITY:
@@ -73,8 +75,9 @@ def fit_tsne(vectors: np.ndarray) -> np.ndarray:
     return np.asarray(fitted, dtype=np.float32)
 
 
-def build_artists(output: Path, model: str, vectors: np.ndarray, table, tracks,
-                  taxonomy_dir: Path | None) -> artefact.ArtistsInfo | None:
+def build_artists(
+    output: Path, model: str, vectors: np.ndarray, table, tracks, taxonomy_dir: Path | None
+) -> artefact.ArtistsInfo | None:
     """None when no track has an artist."""
     artist_of_row = tracks.column("artist_id").to_pylist()
     if all(a is None for a in artist_of_row):

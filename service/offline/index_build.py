@@ -1,10 +1,11 @@
 """`taggram index build BACKFILL_OUT --output DIR`: the backfill's mean embeddings → a searchable index generation.
 
 Reads every committed results part (``service.offline.backfill.read_output``), centres the embeddings on the catalog
-mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table, the catalog
-map and the pooled artists (catalog_build.py) and, last, the manifest (artefact.py). Artists come from an ``artist_id`` column of the backfill output when it has one, else from
-``--artists CSV`` (columns track_id and artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0
-built, 2 bad input (no output, several models, unreadable CSV).
+mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table, the
+catalog map and the pooled artists (catalog_build.py) and, last, the manifest (artefact.py). Artists come from an
+``artist_id`` column of the backfill output when it has one, else from ``--artists CSV`` (columns track_id and
+artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0 built, 2 bad input (no output, several
+models, unreadable CSV).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from service.artefacts.durable import atomic_write
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
+from service.artefacts.similar.projection import DEFAULT_PROJECTION, PROJECTIONS
 from service.artefacts.similar.search import (
     EXACT_MAX_VECTORS,
     HNSW_CONNECTIVITY,
@@ -31,7 +33,6 @@ from service.artefacts.similar.search import (
     HNSW_EXPANSION_SEARCH,
     SEARCHERS,
 )
-from service.artefacts.similar.projection import DEFAULT_PROJECTION, PROJECTIONS
 from service.offline import catalog_build
 from service.offline.codes import EXIT_OK, EXIT_USAGE, UsageError
 
@@ -149,7 +150,7 @@ def build(
     staging = output / f".{model}-build{searcher.extension}"
     atomic_write(staging, lambda path: searcher.write(path, vectors, storage))
     vectors_sha = sha256_file(staging)
-    stem = f"{model}-{vectors_sha[:artefact.DIGEST_CHARS]}"
+    stem = f"{model}-{vectors_sha[: artefact.DIGEST_CHARS]}"
     vectors_file, tracks_file = f"{stem}{searcher.extension}", f"{stem}.tracks.parquet"
     staging.replace(output / vectors_file)
     atomic_write(output / tracks_file, lambda path: pq.write_table(tracks, path))

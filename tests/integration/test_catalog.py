@@ -20,8 +20,17 @@ import pytest
 from service.artefacts.manifest import load_manifest
 from service.artefacts.similar import artefact
 from service.offline.catalog_build import BACKFILL_METADATA
-from tests.integration.test_similar import (MODEL, backfill_out, index_cli, index_dir, metric_value,  # noqa: F401
-                                            music_catalog, problem, server, wait_until)
+from tests.integration.test_similar import (  # noqa: F401
+    MODEL,
+    backfill_out,
+    index_cli,
+    index_dir,
+    metric_value,
+    music_catalog,
+    problem,
+    server,
+    wait_until,
+)
 from tests.support.serve_process import ServeProcess
 
 
@@ -38,8 +47,11 @@ def test_the_map_lists_every_indexed_track_at_its_stored_position(server, index_
     points = httpx.get(f"{server.url}/catalog/map", headers={"Accept": "application/json"}).json()["points"]
     assert [p["track_id"] for p in points] == tracks.column("track_id").to_pylist()
     assert [p["artist_id"] for p in points] == tracks.column("artist_id").to_pylist()
-    np.testing.assert_allclose([[p["x"], p["y"]] for p in points],
-                               np.stack([stored.column("x").to_numpy(), stored.column("y").to_numpy()], 1), atol=1e-4)
+    np.testing.assert_allclose(
+        [[p["x"], p["y"]] for p in points],
+        np.stack([stored.column("x").to_numpy(), stored.column("y").to_numpy()], 1),
+        atol=1e-4,
+    )
     labels = load_manifest(models_dir / f"{MODEL}.json").labels
     assert [p["label"] for p in points] == stored.column("label").to_pylist() and points[0]["label"] in labels
 
@@ -60,8 +72,10 @@ def test_the_compact_map_is_the_same_points_in_columns(server):
 
 def test_an_upload_of_a_catalog_track_lands_on_its_own_position(server, music_catalog):
     _, clips = music_catalog
-    points = {p["track_id"]: p for p in
-              httpx.get(f"{server.url}/catalog/map", headers={"Accept": "application/json"}).json()["points"]}
+    points = {
+        p["track_id"]: p
+        for p in httpx.get(f"{server.url}/catalog/map", headers={"Accept": "application/json"}).json()["points"]
+    }
     data = (clips / "02_at-60s.ogg").read_bytes()
     answer = httpx.post(f"{server.url}/similar", content=data, headers={"Content-Type": "audio/ogg"}, timeout=60).json()
     assert answer["neighbours"][0]["track_id"] == "02/at-60s"
@@ -72,19 +86,27 @@ def test_an_upload_of_a_catalog_track_lands_on_its_own_position(server, music_ca
 def test_an_artist_is_a_lookup_of_its_pooled_tracks(server, backfill_out, music_catalog, index_dir):
     manifest = artefact.read_manifest(index_dir / f"{MODEL}.json")
     body = httpx.get(f"{server.url}/artists/Robert van Herk").json()
-    assert sorted(t["track_id"] for t in body["tracks"]) == sorted(f"{n}/at-{o}s" for n in ("02", "03") for o in (20, 60, 100))
+    assert sorted(t["track_id"] for t in body["tracks"]) == sorted(
+        f"{n}/at-{o}s" for n in ("02", "03") for o in (20, 60, 100)
+    )
     assert body["taxonomy"] == manifest.artists.taxonomy
     scores = [s["score"] for s in body["subgenres"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == len(manifest.artists.subgenres)
-    assert body["nearest_artists"] == [{"artist_id": "pronobozo", "score": pytest.approx(body["nearest_artists"][0]["score"])}]
+    assert body["nearest_artists"] == [
+        {"artist_id": "pronobozo", "score": pytest.approx(body["nearest_artists"][0]["score"])}
+    ]
     problem(httpx.get(f"{server.url}/artists/nobody"), 404, "unknown_artist")
     problem(httpx.get(f"{server.url}/artists/pronobozo", params={"model": "mtt-musicnn"}), 503, "no_index")
 
 
 def test_taggram_returns_the_representative_window(server, music_catalog):
     _, clips = music_catalog
-    body = httpx.post(f"{server.url}/taggram", content=(clips / "01_at-20s.ogg").read_bytes(),
-                      headers={"Content-Type": "audio/ogg"}, timeout=60).json()
+    body = httpx.post(
+        f"{server.url}/taggram",
+        content=(clips / "01_at-20s.ogg").read_bytes(),
+        headers={"Content-Type": "audio/ogg"},
+        timeout=60,
+    ).json()
     window = body["representative"]
     assert 0.0 <= window["start_seconds"] < window["end_seconds"] <= body["duration_seconds"]
     assert window == {"start_seconds": 0.0, "end_seconds": body["duration_seconds"]}  # a 10-s clip: all of it
@@ -104,11 +126,14 @@ def write_other_generation(out, backfill) -> list[str]:
 def test_the_map_swaps_with_its_index_under_concurrent_requests(backfill_out, music_catalog, models_dir, tmp_path):
     index_dir = tmp_path / "index"
     assert index_cli("build", backfill_out, "--output", index_dir, "--artists", music_catalog[0]).returncode == 0
-    first_ids = pq.read_table(sorted((backfill_out / "results").glob("part-*.parquet"))[0]).column("track_id").to_pylist()
+    first_ids = (
+        pq.read_table(sorted((backfill_out / "results").glob("part-*.parquet"))[0]).column("track_id").to_pylist()
+    )
     second_ids = write_other_generation(tmp_path / "other", backfill_out)
     seen, errors, stop = [], [], threading.Event()
-    with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir),
-                      TAGGRAM_INDEX_POLL_SECONDS="0.2") as proc:
+    with ServeProcess(
+        models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir), TAGGRAM_INDEX_POLL_SECONDS="0.2"
+    ) as proc:
         proc.wait_ready()
 
         def read_map() -> None:
@@ -125,8 +150,11 @@ def test_the_map_swaps_with_its_index_under_concurrent_requests(backfill_out, mu
             t.start()
         try:
             assert index_cli("build", tmp_path / "other", "--output", index_dir).returncode == 0
-            wait_until(lambda: metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="ok") >= 1,
-                       30, "the reload")
+            wait_until(
+                lambda: metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="ok") >= 1,
+                30,
+                "the reload",
+            )
             wait_until(lambda: seen and seen[-1] == frozenset(second_ids), 30, "the new map")
         finally:
             stop.set()

@@ -35,14 +35,18 @@ def catalog_output(out: Path, models_dir: Path) -> None:
     centres = rng.standard_normal((40, 12))
     vectors = (centres[rng.integers(0, 40, POINTS)] + 0.4 * rng.standard_normal((POINTS, 12))) @ basis
     scores = rng.random((POINTS, len(manifest.labels)), np.float32)
-    table = pa.table({
-        "track_id": [f"pkg{i % 7}/track-{i}" for i in range(POINTS)], "model": [MODEL] * POINTS,
-        "onnx_sha256": [manifest.onnx.sha256] * POINTS,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).reshape(-1)),
-                                                       manifest.embedding_dim),
-        "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), len(manifest.labels)),
-        "artist_id": [f"artist-{i % ARTISTS}" for i in range(POINTS)],
-    }).replace_schema_metadata({BACKFILL_METADATA: json.dumps({"labels": manifest.labels}).encode()})
+    table = pa.table(
+        {
+            "track_id": [f"pkg{i % 7}/track-{i}" for i in range(POINTS)],
+            "model": [MODEL] * POINTS,
+            "onnx_sha256": [manifest.onnx.sha256] * POINTS,
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.astype(np.float32).reshape(-1)), manifest.embedding_dim
+            ),
+            "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), len(manifest.labels)),
+            "artist_id": [f"artist-{i % ARTISTS}" for i in range(POINTS)],
+        }
+    ).replace_schema_metadata({BACKFILL_METADATA: json.dumps({"labels": manifest.labels}).encode()})
     (out / "results").mkdir(parents=True)
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
@@ -61,19 +65,25 @@ def live(models_dir, tmp_path_factory):
 def page(live, tmp_path_factory):
     with chromium(tmp_path_factory.mktemp("chromium")) as driver:
         driver.get(live.url + "/")
-        wait_for(driver, "return document.getElementById('catalog-map').dataset.points !== undefined",
-                 ANALYSIS_TIMEOUT_SECONDS)
+        wait_for(
+            driver,
+            "return document.getElementById('catalog-map').dataset.points !== undefined",
+            ANALYSIS_TIMEOUT_SECONDS,
+        )
         yield driver
 
 
 def drawn_pixels(driver, colour: list[int]) -> int:
-    return driver.execute_script("""
+    return driver.execute_script(
+        """
         const c = document.getElementById('catalog-map');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0;
         for (let i = 0; i < d.length; i += 4) if (d[i] === arguments[0][0] && d[i + 1] === arguments[0][1]
             && d[i + 2] === arguments[0][2] && d[i + 3] === 255) n += 1;
-        return n;""", colour)
+        return n;""",
+        colour,
+    )
 
 
 def pointer_to(driver, x: float, y: float):
@@ -82,8 +92,9 @@ def pointer_to(driver, x: float, y: float):
 
     canvas = driver.find_element(By.ID, "catalog-map")
     size = canvas.size
-    return ActionChains(driver).move_to_element_with_offset(canvas, int(x - size["width"] / 2),
-                                                            int(y - size["height"] / 2))
+    return ActionChains(driver).move_to_element_with_offset(
+        canvas, int(x - size["width"] / 2), int(y - size["height"] / 2)
+    )
 
 
 def test_the_map_draws_every_indexed_track(page, live):
@@ -108,8 +119,9 @@ def test_hover_names_the_track_and_a_click_lists_its_neighbours_in_similars_orde
     hovered = tooltip.text.split(" · ")[0]
     assert hovered in ids
     pointer_to(page, x, y).click().perform()
-    wait_for(page, "return document.getElementById('catalog-neighbours').children.length === 10",
-             ANALYSIS_TIMEOUT_SECONDS)
+    wait_for(
+        page, "return document.getElementById('catalog-neighbours').children.length === 10", ANALYSIS_TIMEOUT_SECONDS
+    )
     expected = httpx.get(f"{live.url}/similar/{hovered}").json()["neighbours"]
     shown = [li.text.split(" (")[0] for li in page.find_elements(By.CSS_SELECTOR, "#catalog-neighbours li")]
     assert shown == [n["track_id"] for n in expected]
@@ -129,16 +141,24 @@ def test_an_artist_is_highlighted(page):
     assert drawn_pixels(page, red) == before
 
 
-def test_an_uploaded_file_appears_where_the_api_places_it(page, live, audio_file):  # noqa: F811
+def test_an_uploaded_file_appears_where_the_api_places_it(page, live, audio_file):
     with audio_file.open("rb") as body:
-        similar = httpx.post(live.url + "/similar", files={"file": (audio_file.name, body)},
-                             timeout=ANALYSIS_TIMEOUT_SECONDS).json()
+        similar = httpx.post(
+            live.url + "/similar", files={"file": (audio_file.name, body)}, timeout=ANALYSIS_TIMEOUT_SECONDS
+        ).json()
     pick(page, audio_file)
     wait_for(page, "return document.getElementById('neighbours').children.length > 0", ANALYSIS_TIMEOUT_SECONDS)
-    x, y = page.execute_script("return window.taggramCatalog.screenOf(arguments[0], arguments[1])",
-                               similar["position"]["x"], similar["position"]["y"])
-    pixel = page.execute_script("""
+    x, y = page.execute_script(
+        "return window.taggramCatalog.screenOf(arguments[0], arguments[1])",
+        similar["position"]["x"],
+        similar["position"]["y"],
+    )
+    pixel = page.execute_script(
+        """
         const d = document.getElementById('catalog-map').getContext('2d')
             .getImageData(Math.round(arguments[0]), Math.round(arguments[1]), 1, 1).data;
-        return [d[0], d[1], d[2], d[3]];""", x, y)
+        return [d[0], d[1], d[2], d[3]];""",
+        x,
+        y,
+    )
     assert pixel == [0, 0, 0, 255]  # the upload's black square, centred on the API's position

@@ -29,11 +29,16 @@ def write_backfill(out: Path, vectors: np.ndarray, scores: np.ndarray, artists: 
     """The columns and metadata `index build` reads, as the backfill writes them."""
     (out / "results").mkdir(parents=True)
     n = len(vectors)
-    table = pa.table({"track_id": [f"t{i}" for i in range(n)], "model": [MODEL] * n, "onnx_sha256": [ONNX] * n,
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), DIM),
-                      "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1), pa.float32()),
-                                                                      len(LABELS)),
-                      "artist_id": pa.array(artists, pa.string())})
+    table = pa.table(
+        {
+            "track_id": [f"t{i}" for i in range(n)],
+            "model": [MODEL] * n,
+            "onnx_sha256": [ONNX] * n,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), DIM),
+            "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1), pa.float32()), len(LABELS)),
+            "artist_id": pa.array(artists, pa.string()),
+        }
+    )
     table = table.replace_schema_metadata({b"taggram.backfill": json.dumps({"labels": LABELS}).encode()})
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
@@ -70,8 +75,9 @@ def test_a_catalog_vector_is_placed_at_its_stored_position(tmp_path, taxonomy_di
     index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
     assert index.catalog_map.projection.method == method and len(index.catalog_map.positions) == manifest.count
     for row in range(manifest.count):
-        assert index.position(index.searcher.vector(row)) == pytest.approx(tuple(index.catalog_map.positions[row]),
-                                                                           abs=1e-5)
+        assert index.position(index.searcher.vector(row)) == pytest.approx(
+            tuple(index.catalog_map.positions[row]), abs=1e-5
+        )
     # an upload's raw embedding goes through the index's normalisation, then the same projection
     raw = vectors[7] * 1.0
     np.testing.assert_allclose(index.position(index.query_vector(raw)), index.catalog_map.positions[7], atol=1e-5)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from service.engine.analysis import Analysis
-from service.engine.representative import (WINDOW_SECONDS, closest_window, middle_window, representative,
-                                           window_segments)
+from service.engine.representative import WINDOW_SECONDS, closest_window, middle_window, representative, window_segments
 
 RATE = 16_000
 PATCH = 48_128  # msd-musicnn's patch: 3.008 s
@@ -18,15 +17,21 @@ def analysis(embedding: np.ndarray, hop: int = PATCH, duration: float | None = N
     segments = len(embedding)
     if duration is None:
         duration = ((segments - 1) * hop + PATCH) / RATE
-    return Analysis(duration_seconds=duration, sample_rate=RATE, patch_samples=PATCH, hop_samples=hop,
-                    tags=np.zeros((segments, 3), np.float32), embedding=embedding.astype(np.float32))
+    return Analysis(
+        duration_seconds=duration,
+        sample_rate=RATE,
+        patch_samples=PATCH,
+        hop_samples=hop,
+        tags=np.zeros((segments, 3), np.float32),
+        embedding=embedding.astype(np.float32),
+    )
 
 
 def naive_best_start(embedding: np.ndarray, count: int) -> int:
     whole = embedding.astype(np.float64).mean(axis=0)
     cosines = []
     for first in range(len(embedding) - count + 1):
-        window = embedding[first:first + count].astype(np.float64).mean(axis=0)
+        window = embedding[first : first + count].astype(np.float64).mean(axis=0)
         cosines.append(window @ whole / (np.linalg.norm(window) * np.linalg.norm(whole)))
     return int(np.argmax(cosines))
 

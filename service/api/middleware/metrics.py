@@ -8,8 +8,17 @@ from service import metrics
 
 AUDIO_ENDPOINTS = ("/taggram", "/embed", "/suggest-subgenres")
 # The endpoint label's values: a path not listed here is counted as "other" (bounded label cardinality).
-METRIC_ENDPOINTS = (*AUDIO_ENDPOINTS, "/similar", "/similar/{track_id}", "/catalog/map", "/artists/{artist_id}",
-                    "/models", "/healthz", "/readyz", "/metrics")
+METRIC_ENDPOINTS = (
+    *AUDIO_ENDPOINTS,
+    "/similar",
+    "/similar/{track_id}",
+    "/catalog/map",
+    "/artists/{artist_id}",
+    "/models",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
 # Paths with an id in them, counted under their route's template.
 TEMPLATED = (("/similar/", "/similar/{track_id}"), ("/artists/", "/artists/{artist_id}"))
 

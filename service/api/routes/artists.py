@@ -39,21 +39,32 @@ class ArtistResponse(BaseModel):
     nearest_artists: list[NearestArtist] = Field(description="Best first, the artist itself excluded")
 
 
-@router.get("/artists/{artist_id:path}", response_model=ArtistResponse,
-            responses={**PROBLEM_RESPONSES, 404: problem_response_doc("Unknown artist (code unknown_artist)"),
-                       503: problem_response_doc("No index for the model (code no_index)")},
-            summary="An artist's pooled subgenres and nearest artists")
-async def artist(models: Models, indexes: SimilarIndexes,
-                 artist_id: str = Path(description="An artist id of the index (its artists CSV or backfill column)"),
-                 model: ModelQuery = None):
+@router.get(
+    "/artists/{artist_id:path}",
+    response_model=ArtistResponse,
+    responses={
+        **PROBLEM_RESPONSES,
+        404: problem_response_doc("Unknown artist (code unknown_artist)"),
+        503: problem_response_doc("No index for the model (code no_index)"),
+    },
+    summary="An artist's pooled subgenres and nearest artists",
+)
+async def artist(
+    models: Models,
+    indexes: SimilarIndexes,
+    artist_id: str = Path(description="An artist id of the index (its artists CSV or backfill column)"),
+    model: ModelQuery = None,
+):
     chosen = models.pick(model)
     index = index_for(indexes, chosen.name)
     entry = index.artist_table.entry(artist_id) if index.artist_table is not None else None
     if entry is None:
         raise UnknownArtist(artist_id, chosen.name)
     return ArtistResponse(
-        model=chosen.name, artist_id=artist_id,
+        model=chosen.name,
+        artist_id=artist_id,
         tracks=[ArtistTrack(track_id=index.track_ids[r], title=index.titles[r]) for r in entry.rows],
         taxonomy=index.artist_table.taxonomy,
         subgenres=[PooledSubgenre(subgenre=s, score=m, spread=d) for s, m, d in entry.subgenres],
-        nearest_artists=[NearestArtist(artist_id=a, score=s) for a, s in entry.nearest])
+        nearest_artists=[NearestArtist(artist_id=a, score=s) for a, s in entry.nearest],
+    )

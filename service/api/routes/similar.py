@@ -43,8 +43,10 @@ class MapPosition(BaseModel):
 class SimilarUploadResponse(SimilarResponse, DecodeReport):
     cached: bool
     duration_seconds: float
-    position: MapPosition | None = Field(description="The upload's place on the catalog map (GET /catalog/map), with "
-                                                     "the index's fitted projection; null when the index has no map")
+    position: MapPosition | None = Field(
+        description="The upload's place on the catalog map (GET /catalog/map), with "
+        "the index's fitted projection; null when the index has no map"
+    )
 
 
 def index_for(indexes: Indexes, model: str) -> LoadedIndex:

@@ -47,7 +47,7 @@ def nearest_others(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     if k <= 0:
         return nearest, scores
     for start in range(0, count, SIMILARITY_CHUNK):
-        similarity = vectors[start:start + SIMILARITY_CHUNK] @ vectors.T
+        similarity = vectors[start : start + SIMILARITY_CHUNK] @ vectors.T
         similarity[np.arange(len(similarity)), np.arange(start, start + len(similarity))] = -np.inf
         if k < count - 1:
             top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
@@ -55,8 +55,8 @@ def nearest_others(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
             top = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
         top_scores = np.take_along_axis(similarity, top, axis=1)
         order = np.lexsort((top, -top_scores), axis=1)[:, :k]
-        nearest[start:start + len(similarity)] = np.take_along_axis(top, order, axis=1)
-        scores[start:start + len(similarity)] = np.take_along_axis(top_scores, order, axis=1)
+        nearest[start : start + len(similarity)] = np.take_along_axis(top, order, axis=1)
+        scores[start : start + len(similarity)] = np.take_along_axis(top_scores, order, axis=1)
     return nearest, scores
 
 
@@ -74,5 +74,4 @@ def pool(artist_of_row: list[str | None], vectors: np.ndarray, subgenre_scores: 
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     unit = (pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     nearest, nearest_score = nearest_others(unit, NEAREST_ARTISTS)
-    return PooledArtists(ids, track_rows, unit, mean.astype(np.float32), std.astype(np.float32), nearest,
-                         nearest_score)
+    return PooledArtists(ids, track_rows, unit, mean.astype(np.float32), std.astype(np.float32), nearest, nearest_score)

@@ -42,8 +42,12 @@ class Projection:
         return (((vectors - self.centre) / self.scale) @ self.components.T).astype(np.float32)
 
     def as_json(self) -> dict:
-        return {"method": self.method, "centre": self.centre.tolist(), "scale": self.scale.tolist(),
-                "components": self.components.tolist()}
+        return {
+            "method": self.method,
+            "centre": self.centre.tolist(),
+            "scale": self.scale.tolist(),
+            "components": self.components.tolist(),
+        }
 
     @classmethod
     def from_json(cls, document: dict, dim: int) -> Projection:
@@ -55,7 +59,9 @@ class Projection:
         scale = np.asarray(document["scale"], dtype=np.float64)
         components = np.asarray(document["components"], dtype=np.float64)
         if centre.shape != (dim,) or scale.shape != (dim,) or components.shape != (MAP_DIMENSIONS, dim):
-            raise ValueError(f"projection shapes {centre.shape}, {scale.shape}, {components.shape} do not fit dim {dim}")
+            raise ValueError(
+                f"projection shapes {centre.shape}, {scale.shape}, {components.shape} do not fit dim {dim}"
+            )
         if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(components)) and np.all(scale > 0)):
             raise ValueError("projection holds non-finite values or a non-positive scale")
         return cls(method, centre, scale, components)
@@ -97,7 +103,7 @@ def column_moments(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     total = np.zeros(vectors.shape[1], np.float64)
     squares = np.zeros(vectors.shape[1], np.float64)
     for start in range(0, len(vectors), FIT_CHUNK_ROWS):
-        chunk = vectors[start:start + FIT_CHUNK_ROWS].astype(np.float64)
+        chunk = vectors[start : start + FIT_CHUNK_ROWS].astype(np.float64)
         total += chunk.sum(axis=0)
         squares += np.square(chunk).sum(axis=0)
     mean = total / len(vectors)
@@ -113,7 +119,7 @@ def fit(vectors: np.ndarray, method: str = DEFAULT_PROJECTION) -> Projection:
     scale = np.where(spread > MIN_SCALE, spread, 1.0) if method == "standardised-pca" else np.ones_like(centre)
     covariance = np.zeros((vectors.shape[1], vectors.shape[1]), np.float64)
     for start in range(0, len(vectors), FIT_CHUNK_ROWS):
-        chunk = (vectors[start:start + FIT_CHUNK_ROWS].astype(np.float64) - centre) / scale
+        chunk = (vectors[start : start + FIT_CHUNK_ROWS].astype(np.float64) - centre) / scale
         covariance += chunk.T @ chunk
     values, vectors_ = np.linalg.eigh(covariance)  # ascending eigenvalues
     components = vectors_[:, np.argsort(-values, kind="stable")[:MAP_DIMENSIONS]].T.copy()

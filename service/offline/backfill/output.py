@@ -22,7 +22,9 @@ from service.decode import DecodeFacts
 from service.offline.backfill.catalog import Track
 from service.offline.codes import UsageError
 
-OUTPUT_FORMAT = 3  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings; 3: representative)
+OUTPUT_FORMAT = (
+    3  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings; 3: representative)
+)
 RUN_FILE = "_backfill.json"
 RESULTS_DIR = "results"
 ERRORS_DIR = "errors"
