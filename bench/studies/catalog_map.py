@@ -147,12 +147,12 @@ def score(vectors: np.ndarray, positions: np.ndarray, rng: np.random.Generator) 
     }
 
 
-def data_sets(backfill: Path, derived: int) -> dict[str, np.ndarray]:
+def data_sets(backfill: Path, derived: int, only_derived: bool = False) -> dict[str, np.ndarray]:
     from bench.studies.similar import read_segments, span_means
     from service.offline.index_build import embeddings, read_catalog
 
     table, _, _ = read_catalog(backfill)
-    sets = {"corpus": artefact.normalise_catalog(embeddings(table))[0]}
+    sets = {} if only_derived else {"corpus": artefact.normalise_catalog(embeddings(table))[0]}
     if derived:
         spans = span_means(read_segments(backfill), derived, np.random.default_rng(SEED))
         sets[f"derived-{derived}"] = artefact.normalise_catalog(spans)[0]
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill", type=Path, help="a taggram backfill --segment-embeddings output")
     parser.add_argument("--derived", type=int, default=100_000, help="derived vectors (0: none)")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--only-derived", action="store_true", help="skip the corpus's own track vectors")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     parser.add_argument("--fit-timeout", type=float, default=FIT_TIMEOUT_SECONDS, help="seconds per fit")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for name, vectors in data_sets(args.backfill, args.derived).items():
+        for name, vectors in data_sets(args.backfill, args.derived, args.only_derived).items():
             if len(vectors) <= NEIGHBOURS + 1:
                 print(f"{name}: {len(vectors)} vectors, too few for {NEIGHBOURS} neighbours", flush=True)
                 continue
