@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.logs import configure_logging
 from service.artefacts.manifest import ModelFileError
+from service.engine.precision import PrecisionError
 
 log = logging.getLogger("taggram")
 
@@ -60,7 +61,7 @@ def serve(settings: Settings) -> int:
 
     try:
         app = create_app(settings)
-    except ModelFileError as error:
+    except (ModelFileError, PrecisionError) as error:
         log.error("cannot start: %s", error)
         return 2
     config = uvicorn.Config(

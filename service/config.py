@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,14 @@ def parse_parameter(kind: Any, text: str) -> Any:
         return TypeAdapter(kind).validate_strings(text)
     except ValidationError as error:
         raise ValueError(error.errors()[0]["msg"]) from None
+
+
+class Precision(StrEnum):
+    """TAGGRAM_PRECISION and the backfill's --precision (docs/precision.md)."""
+
+    AUTO = "auto"  # bf16 per model where the CPU has native bf16 and it measures faster and inside parity; else fp32
+    FP32 = "fp32"  # ONNX Runtime fp32: the path before bf16 existed
+    BF16 = "bf16"  # OpenVINO bf16 for every model, or the start fails
 
 
 class Settings(BaseSettings):
@@ -60,6 +69,7 @@ class Settings(BaseSettings):
     inference_workers: int = Field(0, ge=0, description="Batches one model computes at once (0 = one per usable CPU; 1 on CUDA)")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per batch (0 = usable CPUs ÷ inference workers; on CUDA the runtime default)")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="Inference device; auto = CUDA when available")
+    precision: Precision = Field(Precision.AUTO, description="CPU inference precision: auto (bf16 per model where native bf16 measures faster and passes the parity guard), fp32, or bf16 (fails the start where unsupported); docs/precision.md")
     cuda_batch_sizes: str = Field("1,4,16", description="On CUDA: fixed batch sizes batches are padded to")
 
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = in-process LRU cache")

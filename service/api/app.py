@@ -298,7 +298,8 @@ def declare_routes(app: FastAPI, state: State) -> None:
         handed_over = False
         try:
             hop_samples = analyser.hop_frames * analyser.geometry.frame_hop
-            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples)
+            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples,
+                            precision=model.runner.precision)
 
             async def compute() -> Analysis:
                 nonlocal handed_over
@@ -355,6 +356,7 @@ def declare_routes(app: FastAPI, state: State) -> None:
             default=settings.default_model,
             models=[
                 respond.ModelInfo(name=m.name, manifest=m.manifest.model_dump(), provider=m.runner.provider,
+                                  runtime=m.runner.runtime, precision=m.runner.precision,
                                   taxonomy=m.taxonomy.as_dict(m.manifest.labels), **state.heads.model_info(m),
                                   index=(index.describe() if (index := state.indexes.get(m.name)) else None))
                 for m in state.models.values()

@@ -276,7 +276,8 @@ def test_refusing_damaged_audio_answers_422_and_caches_nothing(models_dir):
         clean = http.post("/suggest-subgenres", content=tone("flac", 4.0))
         model = live.state.models["msd-musicnn"]
         key = cache_key(hashlib.sha256(data).hexdigest(), model.name, model.manifest.onnx.sha256,
-                        model.manifest.geometry.hop_frames(None) * model.manifest.geometry.frame_hop)
+                        model.manifest.geometry.hop_frames(None) * model.manifest.geometry.frame_hop,
+                        precision=model.runner.precision)
         assert key not in live.state.cache
     assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["code"] == "damaged_audio" and "9.0 s" in refused.json()["detail"]
@@ -315,7 +316,8 @@ def test_cancelling_the_first_of_identical_requests_mid_decode_leaves_the_others
                 model = state.models["msd-musicnn"]
                 geometry = model.manifest.geometry
                 key = cache_key(hashlib.sha256(data).hexdigest(), model.name,
-                                model.manifest.onnx.sha256, geometry.hop_frames(None) * geometry.frame_hop)
+                                model.manifest.onnx.sha256, geometry.hop_frames(None) * geometry.frame_hop,
+                                precision=model.runner.precision)
                 cached = await state.cache.get(key)
                 return responses, cached
 

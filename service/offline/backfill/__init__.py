@@ -44,7 +44,7 @@ import importlib
 # Public names → the module holding each, imported on first use (PEP 562): importing the package itself (as every
 # spawned decode worker does) loads none of the heavy modules.
 _EXPORTS = {
-    "read_output": "output", "RESULTS_DIR": "output", "ERRORS_DIR": "output",
+    "read_output": "output", "identity_precision": "output", "RESULTS_DIR": "output", "ERRORS_DIR": "output",
     "shard_of": "catalog",
     "main": "cli", "DEFAULT_BATCH_PATCHES": "cli", "default_batch_policy": "cli", "default_workers": "cli",
 }

@@ -14,7 +14,7 @@ from service.offline.backfill.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Usa
 from service.offline.backfill.options import Options, Summary
 from service.offline.backfill.run import Backfill
 from service.offline.arguments import add_audio_limit_arguments, as_the_api, positive_float, positive_int
-from service.config import HopSeconds, ResultCount, Settings
+from service.config import HopSeconds, Precision, ResultCount, Settings
 from service.logs import configure_logging
 from service.engine.run import BatchPolicy, batch_policy, usable_cpus
 
@@ -102,6 +102,9 @@ def build_parser(settings) -> argparse.ArgumentParser:
                    help="also store every analysis in the service's Redis cache (same key scheme)")
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=settings.device)
+    p.add_argument("--precision", type=Precision, choices=list(Precision), default=settings.precision,
+                   help="CPU inference precision, as TAGGRAM_PRECISION (docs/precision.md; default: %(default)s); "
+                        "recorded in the output: a catalog is never half fp32, half bf16")
     policy = default_batch_policy(settings)
     p.add_argument("--inference-workers", type=positive_int, default=settings.inference_workers or None,
                    help="batches computed at once, each on its own thread (default: TAGGRAM_INFERENCE_WORKERS if "
@@ -133,7 +136,7 @@ def parse_options(argv: list[str] | None) -> Options:
         "default_model": args.model, "models_dir": args.models_dir, "taxonomy_dir": args.taxonomy_dir,
         "max_audio_seconds": args.max_seconds, "min_audio_seconds": args.min_seconds,
         "max_upload_bytes": args.max_bytes, "damaged_audio": args.damaged_audio, "redis_url": args.redis_url,
-        "device": args.device, "inference_workers": args.inference_workers or 0,  # 0: batch_policy chooses
+        "device": args.device, "precision": args.precision, "inference_workers": args.inference_workers or 0,  # 0: batch_policy chooses
         "intra_op_threads": args.intra_op_threads or 0,
     }
     return Options(

@@ -50,7 +50,7 @@ class Backfill:
             taggram=o.taggram, taxonomy_name=taxonomy.name, taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
             max_seconds=o.settings.max_audio_seconds, min_seconds=o.settings.min_audio_seconds,
             max_bytes=o.settings.max_upload_bytes, damaged_audio=o.settings.damaged_audio,
-            segment_embeddings=o.segment_embeddings,
+            segment_embeddings=o.segment_embeddings, precision=model.runner.precision,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -70,8 +70,9 @@ class Backfill:
             todo = deque(t for t in tracks if t.track_id not in done)
             self.summary.tracks_in_shard = len(tracks)
             self.summary.already_done = len(tracks) - len(todo)
-            log.info("shard %d/%d: %d tracks, %d already finished, %d to analyse with %s (%s)", o.shard_index,
-                     o.shard_count, len(tracks), self.summary.already_done, len(todo), model.name, model.runner.provider)
+            log.info("shard %d/%d: %d tracks, %d already finished, %d to analyse with %s (%s, %s)", o.shard_index,
+                     o.shard_count, len(tracks), self.summary.already_done, len(todo), model.name,
+                     model.runner.provider, model.runner.precision)
             loop = RunLoop(o, self.summary, lambda: self.stop_signal, model, hop_frames, identity, output, warmer, todo,
                            started)
             loop.run()
