@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,18 +149,32 @@ def measure_speedup(fp32: Runner, bf16, patches: np.ndarray, batch: int, trials:
     return best[id(fp32)] / best[id(bf16)]
 
 
+def check_parity(fp32: Runner, candidate, patches: np.ndarray, batch: int) -> str | None:
+    """The parity guard: ``patches`` through both runners, in batches of ``batch``; why ``candidate`` is refused,
+    or None."""
+    return parity_refusal(run_all(fp32, patches, batch), run_all(candidate, patches, batch))
+
+
+def load_openvino_bf16(onnx_file: Path, policy: BatchPolicy) -> OpenVinoRunner:
+    return OpenVinoRunner(onnx_file, Precision.BF16, policy.inference_workers, policy.intra_op_threads)
+
+
 def select_runner(name: str, onnx_file: Path, fp32: Runner, requested: Precision, policy: BatchPolicy,
-                  flags: frozenset[str] | None = None):
-    """The runner ``name`` serves with on CPU: ``fp32`` or a bf16 OpenVinoRunner (PrecisionError: the start stops)."""
-    patches = load_parity_patches(parity_patches_path(onnx_file)) if requested != Precision.FP32 else None
-    unavailable = None if requested == Precision.FP32 else bf16_unavailable(
-        this_cpu_flags() if flags is None else flags, openvino_installed(), patches is not None)
-    choice = choose(requested, unavailable)
-    candidate = None
+                  flags: frozenset[str] | None = None, load_candidate: Callable | None = None):
+    """The runner ``name`` serves with on CPU: ``fp32`` or the bf16 runner (PrecisionError: the start stops).
+
+    ``flags``: the CPU's (default: this one's); ``load_candidate(onnx_file, policy)``: the bf16 runner (default:
+    OpenVINO's, when installed; tests pass a real graph with its outputs perturbed)."""
+    if requested == Precision.FP32:
+        log.info("model %s runs in %s", name, choose(requested, None).reason)
+        return fp32
+    patches = load_parity_patches(parity_patches_path(onnx_file))
+    installed = load_candidate is not None or openvino_installed()
+    unavailable = bf16_unavailable(this_cpu_flags() if flags is None else flags, installed, patches is not None)
+    choice, candidate = choose(requested, unavailable), None
     if choice.precision is None and not choice.fatal:
-        candidate = OpenVinoRunner(onnx_file, Precision.BF16, policy.inference_workers, policy.intra_op_threads)
-        refusal = parity_refusal(run_all(fp32, patches, policy.max_batch_patches),
-                                 run_all(candidate, patches, policy.max_batch_patches))
+        candidate = (load_candidate or load_openvino_bf16)(onnx_file, policy)
+        refusal = check_parity(fp32, candidate, patches, policy.max_batch_patches)
         choice = choose(requested, None, refusal, parity_checked=True)
     if choice.precision is None and not choice.fatal:
         speedup = measure_speedup(fp32, candidate, patches, policy.max_batch_patches)
