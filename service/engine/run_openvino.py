@@ -21,6 +21,7 @@ from service.engine.run import SERVED_OUTPUTS, CpuSlots
 OPENVINO_EXTRA = "cpu-bf16"  # pyproject.toml's optional dependency that brings the openvino package
 OPENVINO_PROVIDER = "OpenVINO CPU"
 OPENVINO_RUNTIME = "openvino"
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision names → OpenVINO's INFERENCE_PRECISION_HINT values
 
 
 def openvino_installed() -> bool:
@@ -31,7 +32,7 @@ def compile_config(precision: str, inference_workers: int, intra_op_threads: int
     """OpenVINO CPU properties matching ``batch_policy``: one stream per inference worker, each with the worker's
     threads; no core pinning (decoding shares the cores, as with ONNX Runtime)."""
     return {
-        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_PRECISION_HINT": HINTS[precision],
         "NUM_STREAMS": str(inference_workers),
         "INFERENCE_NUM_THREADS": str(inference_workers * max(1, intra_op_threads)),
         "ENABLE_CPU_PINNING": "NO",
