@@ -85,14 +85,16 @@ def index_dir(backfill_out, music_catalog, tmp_path_factory) -> Path:
 
 
 class Models(dict):
-    """Loaded models as load_index needs them (name → object with .manifest), read from the model manifests."""
+    """Loaded models as load_index needs them (name → object with .manifest and .runner.precision), read from the
+    model manifests; fp32, as the suite runs (tests/support/serve_process.TEST_PRECISION)."""
 
     def __init__(self, models_dir: Path, names=(MODEL,)) -> None:
         from types import SimpleNamespace
 
         from service.artefacts.manifest import load_manifest
 
-        super().__init__({n: SimpleNamespace(manifest=load_manifest(models_dir / f"{n}.json")) for n in names})
+        super().__init__({n: SimpleNamespace(manifest=load_manifest(models_dir / f"{n}.json"),
+                                             runner=SimpleNamespace(precision="fp32")) for n in names})
 
 
 # ---- build → load → query --------------------------------------------------------------------------------------
@@ -102,6 +104,7 @@ def test_build_writes_a_manifest_that_describes_the_catalog(index_dir, backfill_
     manifest = artefact.read_manifest(index_dir / f"{MODEL}.json")
     model = Models(models_dir)[MODEL].manifest
     assert (manifest.model, manifest.onnx_sha256, manifest.count, manifest.dim) == (MODEL, model.onnx.sha256, 9, 200)
+    assert manifest.precision == "fp32"  # the backfill's (docs/precision.md)
     assert manifest.library == "numpy" and manifest.metric == "cosine" and manifest.has_artists
     assert manifest.duplicate_threshold == build.CALIBRATED_DUPLICATE_THRESHOLDS[MODEL]
     assert manifest.source["digest"] == build.source_digest(backfill_out)
@@ -404,6 +407,14 @@ def test_start_refuses_an_index_of_another_onnx_file(index_dir, models_dir, tmp_
     manifest["onnx_sha256"] = "f" * 64
     path.write_text(json.dumps(manifest))
     refused(models_dir, tmp_path, "another msd-musicnn onnx file", TAGGRAM_INDEX_DIR=str(path.parent))
+
+
+def test_start_refuses_an_index_of_another_precision(index_dir, models_dir, tmp_path):
+    path = copy_index(index_dir, tmp_path / "ix")
+    manifest = json.loads(path.read_text())
+    manifest["precision"] = "bf16"  # built from a backfill run with --precision bf16; this server runs fp32
+    path.write_text(json.dumps(manifest))
+    refused(models_dir, tmp_path, "holds bf16 embeddings; msd-musicnn runs in fp32 here", TAGGRAM_INDEX_DIR=str(path.parent))
 
 
 def test_start_refuses_a_corrupt_index_file(index_dir, models_dir, tmp_path):

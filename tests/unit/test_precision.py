@@ -113,3 +113,16 @@ def test_cache_keys_are_separated_by_precision_and_never_by_the_auto_setting():
     assert bf16 == f"taggram:v2:msd-musicnn:{ONNX[:16]}:bf16:47872:{AUDIO}"
     with pytest.raises(ValueError, match="precision"):
         cache_key(AUDIO, "msd-musicnn", ONNX, 47872, precision="auto")  # a setting, not what a runner computes in
+
+
+def test_a_backfill_output_records_its_precision_and_one_written_before_reads_as_fp32():
+    from service.offline.backfill import identity_precision
+    from service.offline.backfill.output import RunIdentity
+
+    identity = RunIdentity(model="msd-musicnn", onnx_sha256=ONNX, labels=("rock",), embedding_dim=200,
+                           hop_samples=47872, top_k=5, taggram=False, taxonomy_name="msd-musicnn",
+                           taxonomy_sha256=AUDIO, max_seconds=1200.0, min_seconds=1.0, max_bytes=1, damaged_audio="warn")
+    bf16 = RunIdentity(**{**identity.__dict__, "precision": "bf16"})
+    assert identity_precision(bf16.as_json()) == "bf16"
+    assert "precision" not in identity.as_json() and identity_precision(identity.as_json()) == "fp32"
+    assert bf16.as_json() != identity.as_json()  # so a resume in the other precision is refused
