@@ -436,7 +436,7 @@ def test_metrics_expose_every_documented_series(client):
         "taggram_requests_total", "taggram_request_duration_seconds_bucket", "taggram_decode_duration_seconds_bucket",
         "taggram_queue_wait_seconds_bucket", "taggram_batch_size_patches_bucket", "taggram_inference_duration_seconds_bucket",
         "taggram_audio_processed_seconds_total", "taggram_cache_hits_total", "taggram_cache_misses_total",
-        "taggram_rejections_total", "taggram_queue_depth_patches", "taggram_model_info",
+        "taggram_rejections_total", "taggram_queue_depth_patches", "taggram_model_info", "taggram_model_runtime_info",
     ):
         assert name in text, name
     assert 'taggram_requests_total{endpoint="/embed",status="200"}' in text
