@@ -32,8 +32,8 @@ CPUINFO = Path("/proc/cpuinfo")
 # Instructions that compute bf16 dot products in hardware: AMX tiles (Intel Sapphire Rapids on) or AVX-512 BF16
 # (Intel Cooper Lake on, AMD Zen 4 on). Without either, OpenVINO's bf16 is converted in software.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-# bf16 changes every embedding a little, so it must pay for itself clearly: the Xeon measured 2.2×, a runtime
-# change alone (OpenVINO fp32 there) 1.13×, and warm-up timings on a shared machine move by ±10-15 % (docs/precision.md).
+# bf16 changes every answer a little and costs memory, so it must pay clearly: the Xeon with AMX measured 2.2×, a
+# runtime change alone (OpenVINO fp32) 0.8-1.13×; why 1.3 and what it chose here: docs/precision.md.
 BF16_MIN_SPEEDUP = 1.3
 SPEED_TRIAL_BATCHES = 3  # timed warm-up batches per runner, interleaved, after one untimed batch each
 
