@@ -67,7 +67,7 @@ def test_cli_trains_selects_by_grouped_cv_and_writes_a_working_artefact(catalog,
     assert manifest["classes"] == sorted(CLASSES)
     assert manifest["hierarchy"] == {"synthetic": sorted(CLASSES)}
     assert manifest["base_model"] == {"name": "msd-musicnn", "onnx_sha256": base["onnx"]["sha256"],
-                                      "embedding_output": "embedding", "embedding_dim": 200}
+                                      "precision": "fp32", "embedding_output": "embedding", "embedding_dim": 200}
     assert manifest["metrics"]["grouped_by"] == "artist"
     assert set(manifest["metrics"]["candidates"]) == {"logreg-pooled", "logreg-segments"}
     assert manifest["head_type"] == summary["chosen"]
