@@ -126,3 +126,15 @@ def test_a_backfill_output_records_its_precision_and_one_written_before_reads_as
     assert identity_precision(bf16.as_json()) == "bf16"
     assert "precision" not in identity.as_json() and identity_precision(identity.as_json()) == "fp32"
     assert bf16.as_json() != identity.as_json()  # so a resume in the other precision is refused
+
+
+def test_the_backfill_takes_the_precision_as_the_service_does(tmp_path):
+    from service.offline.backfill.cli import parse_options
+
+    def parsed(*extra: str):
+        return parse_options([str(tmp_path), "--out", str(tmp_path / "out"), *extra]).settings.precision
+
+    assert parsed() == Settings().precision  # TAGGRAM_PRECISION (fp32 under the suite: tests/conftest.py)
+    assert parsed("--precision", "bf16") == Precision.BF16
+    with pytest.raises(SystemExit):
+        parsed("--precision", "int8")
