@@ -161,7 +161,10 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
     env.update({"TAGGRAM_HOST": "127.0.0.1", "TAGGRAM_PORT": str(port), "TAGGRAM_MODELS_DIR": str(MODELS_DIR),
-                "TAGGRAM_MODELS": model, "TAGGRAM_DEFAULT_MODEL": model, "TAGGRAM_LOG_LEVEL": "warning"})
+                "TAGGRAM_MODELS": model, "TAGGRAM_DEFAULT_MODEL": model, "TAGGRAM_LOG_LEVEL": "warning",
+                # fp32 unless a benchmark asks (bench/precision.py): under auto, a bf16-capable CPU may choose bf16
+                # on one start and not the next (docs/precision.md), and the figures here are fp32's.
+                "TAGGRAM_PRECISION": "fp32"})
     env.update({f"TAGGRAM_{key.upper()}": str(value) for key, value in settings.items() if value is not None})
     log_file = tempfile.NamedTemporaryFile(prefix="taggram-bench-", suffix=".log", delete=False)
     process = subprocess.Popen(taggram_command(), cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
