@@ -135,16 +135,34 @@ def per_model(models: list[str], patches: np.ndarray, rounds: int) -> tuple[str,
         base = {w: np.median(speeds[("onnxruntime fp32", w)]) for w in (1, workers)}
         for runtime in RUNTIMES:
             s1, sw = np.median(speeds[(runtime, 1)]), np.median(speeds[(runtime, workers)])
-            guard = "—" if runtime == "onnxruntime fp32" else guard_figures(
-                fp32, run_all(runners[runtime], reference_patches, 4))
+            guard = (
+                "—"
+                if runtime == "onnxruntime fp32"
+                else guard_figures(fp32, run_all(runners[runtime], reference_patches, 4))
+            )
             if runtime == "openvino bf16":
                 verdicts[model] = guard
-            rows.append([model, runtime, f"{compile_s[runtime]:.2f}", f"{s1:.1f} ({s1 / base[1]:.2f}×)",
-                         f"{sw:.1f} ({sw / base[workers]:.2f}×)", guard,
-                         f"{tf_mean_tag_error(runners[runtime], model):.4f}"])
+            rows.append(
+                [
+                    model,
+                    runtime,
+                    f"{compile_s[runtime]:.2f}",
+                    f"{s1:.1f} ({s1 / base[1]:.2f}×)",
+                    f"{sw:.1f} ({sw / base[workers]:.2f}×)",
+                    guard,
+                    f"{tf_mean_tag_error(runners[runtime], model):.4f}",
+                ]
+            )
         print(f"[precision] {model} done", file=sys.stderr, flush=True)
-    header = ["model", "runtime", "compile s", "1 worker patches/s", f"{workers} workers patches/s",
-              "guard: max tag diff / min cosine vs fp32", "mean-tag error vs TF"]
+    header = [
+        "model",
+        "runtime",
+        "compile s",
+        "1 worker patches/s",
+        f"{workers} workers patches/s",
+        "guard: max tag diff / min cosine vs fp32",
+        "mean-tag error vs TF",
+    ]
     return common.markdown_table(header, rows, "llrrrlr"), verdicts
 
 
@@ -161,7 +179,9 @@ def corpus_agreement(model: str, tracks: list[Path], max_patches: int) -> str:
         embeddings["bf16"].append(b["embedding"].mean(axis=0))
         tag_error = max(tag_error, float(np.abs(a["tags"].mean(0) - b["tags"].mean(0)).max()))
     raw = {k: np.stack(v) for k, v in embeddings.items()}
-    cos = (raw["fp32"] * raw["bf16"]).sum(1) / (np.linalg.norm(raw["fp32"], axis=1) * np.linalg.norm(raw["bf16"], axis=1))
+    cos = (raw["fp32"] * raw["bf16"]).sum(1) / (
+        np.linalg.norm(raw["fp32"], axis=1) * np.linalg.norm(raw["bf16"], axis=1)
+    )
     normalised = {k: normalise_catalog(v)[0] for k, v in raw.items()}
     sims = {k: v @ v.T for k, v in normalised.items()}
     for s in sims.values():
@@ -172,15 +192,17 @@ def corpus_agreement(model: str, tracks: list[Path], max_patches: int) -> str:
     pairs = {k: {tuple(p) for p in np.argwhere(np.triu(s >= threshold, 1))} for k, s in sims.items()}
     union = pairs["fp32"] | pairs["bf16"]
     agree = len(pairs["fp32"] & pairs["bf16"]) / len(union) if union else 1.0
-    return "\n".join([
-        f"{model}, {len(tracks)} corpus tracks (first {max_patches} patches each, default hop), fp32 ONNX Runtime vs "
-        "OpenVINO bf16:",
-        f"- track embedding cosine: min {cos.min():.6f}, median {np.median(cos):.6f}",
-        f"- mean-tag difference per track: max {tag_error:.4f}",
-        f"- top-{NEIGHBOURS} neighbours shared (index normalisation): {overlap:.1%}",
-        f"- duplicate pairs at the calibrated threshold {threshold}: fp32 {len(pairs['fp32'])}, bf16 "
-        f"{len(pairs['bf16'])}, shared {len(pairs['fp32'] & pairs['bf16'])} (Jaccard {agree:.2f})",
-    ])
+    return "\n".join(
+        [
+            f"{model}, {len(tracks)} corpus tracks (first {max_patches} patches each, default hop), "
+            "fp32 ONNX Runtime vs OpenVINO bf16:",
+            f"- track embedding cosine: min {cos.min():.6f}, median {np.median(cos):.6f}",
+            f"- mean-tag difference per track: max {tag_error:.4f}",
+            f"- top-{NEIGHBOURS} neighbours shared (index normalisation): {overlap:.1%}",
+            f"- duplicate pairs at the calibrated threshold {threshold}: fp32 {len(pairs['fp32'])}, bf16 "
+            f"{len(pairs['bf16'])}, shared {len(pairs['fp32'] & pairs['bf16'])} (Jaccard {agree:.2f})",
+        ]
+    )
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -201,21 +223,47 @@ def end_to_end(model: str, clips: list[bytes], concurrency: int) -> str:
                 latencies = []
                 for clip in clips[:8]:
                     t = time.perf_counter()
-                    httpx.post(f"{service.url}/suggest-subgenres", content=clip,
-                               headers={"content-type": "audio/ogg"}, timeout=120).raise_for_status()
+                    httpx.post(
+                        f"{service.url}/suggest-subgenres",
+                        content=clip,
+                        headers={"content-type": "audio/ogg"},
+                        timeout=120,
+                    ).raise_for_status()
                     latencies.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 with futures.ThreadPoolExecutor(concurrency) as pool:
-                    list(pool.map(lambda c: httpx.post(f"{service.url}/taggram", content=c, timeout=300,
-                                                       headers={"content-type": "audio/ogg"}).raise_for_status(), clips))
+                    list(
+                        pool.map(
+                            lambda c: httpx.post(
+                                f"{service.url}/taggram", content=c, timeout=300, headers={"content-type": "audio/ogg"}
+                            ).raise_for_status(),
+                            clips,
+                        )
+                    )
                 rate = len(clips) / (time.perf_counter() - t)
-                rows.append([precision, f"{info['runtime']} {info['precision']}", f"{ready_s:.1f}",
-                             f"{np.median(latencies) * 1000:.0f}", f"{rate:.2f}", f"{vm_hwm_mib(service.process.pid):.0f}"])
+                rows.append(
+                    [
+                        precision,
+                        f"{info['runtime']} {info['precision']}",
+                        f"{ready_s:.1f}",
+                        f"{np.median(latencies) * 1000:.0f}",
+                        f"{rate:.2f}",
+                        f"{vm_hwm_mib(service.process.pid):.0f}",
+                    ]
+                )
         except RuntimeError as error:
             last = [line for line in str(error).splitlines() if "ERROR" in line]
-            rows.append([precision, f"refused: {last[-1].split('cannot start: ')[-1] if last else error}", "—", "—", "—", "—"])
-    header = ["TAGGRAM_PRECISION", "serves with", "start to ready s", "sign-up median ms (30 s clip)",
-              f"30 s clips/s ({concurrency} concurrent)", "peak RSS MiB"]
+            rows.append(
+                [precision, f"refused: {last[-1].split('cannot start: ')[-1] if last else error}", "—", "—", "—", "—"]
+            )
+    header = [
+        "TAGGRAM_PRECISION",
+        "serves with",
+        "start to ready s",
+        "sign-up median ms (30 s clip)",
+        f"30 s clips/s ({concurrency} concurrent)",
+        "peak RSS MiB",
+    ]
     return common.markdown_table(header, rows, "llrrrr")
 
 
@@ -237,22 +285,33 @@ def main(argv: list[str] | None = None) -> int:
     tracks = corpus_tracks(max(args.corpus_tracks, args.clips))
     geometry = load_manifest(common.MODELS_DIR / "msd-musicnn.json").geometry
     patches = np.concatenate([track_patches(p, geometry, 40) for p in tracks[:3]])[: args.patches]
-    table, verdicts = per_model([m.strip() for m in args.models.split(",")], patches, args.rounds)
+    table, _verdicts = per_model([m.strip() for m in args.models.split(",")], patches, args.rounds)
     agreement = corpus_agreement(args.corpus_model, tracks[: args.corpus_tracks], args.corpus_patches)
     clips = [cut_clip(p, 0.0, 30.0) for p in tracks[: args.clips]]
     e2e = end_to_end(args.corpus_model, clips, concurrency=usable_cpus() * 2)
-    body = "\n".join([
-        f"## Precision: fp32 vs bf16 ({SECTION})", "",
-        *common.environment_lines(["bench.precision", *(argv if argv is not None else sys.argv[1:])]),
-        f"- CPU flags that decide: {', '.join(f for f in DECIDING_FLAGS if f in flags) or 'none'}; native bf16 "
-        f"({' or '.join(sorted(NATIVE_BF16_FLAGS))}): {'yes' if native_bf16(flags) else 'no'}",
-        f"- batch policy here: {batch_policy(Settings(), on_cuda=False)}", "",
-        f"Raw inference, {len(patches)} real patches of 3 corpus tracks, batch 4, median of {args.rounds} interleaved "
-        "rounds (× = over ONNX Runtime fp32 in the same column); the guard on the 15 reference patches (budget "
-        "0.02 / 0.9995); the mean-tag error against the TF graphs on the fixtures' 3 real-music clips:", "",
-        table, "", agreement, "",
-        f"End to end ({args.corpus_model} only, cache off, {len(clips)} clips):", "", e2e,
-    ])
+    body = "\n".join(
+        [
+            f"## Precision: fp32 vs bf16 ({SECTION})",
+            "",
+            *common.environment_lines(["bench.precision", *(argv if argv is not None else sys.argv[1:])]),
+            f"- CPU flags that decide: {', '.join(f for f in DECIDING_FLAGS if f in flags) or 'none'}; native bf16 "
+            f"({' or '.join(sorted(NATIVE_BF16_FLAGS))}): {'yes' if native_bf16(flags) else 'no'}",
+            f"- batch policy here: {batch_policy(Settings(), on_cuda=False)}",
+            "",
+            f"Raw inference, {len(patches)} real patches of 3 corpus tracks, batch 4, median of {args.rounds} "
+            "interleaved rounds (× = over ONNX Runtime fp32 in the same column); the guard on the 15 reference "
+            "patches (budget 0.02 / 0.9995); the mean-tag error against the TF graphs on the fixtures' 3 real-music "
+            "clips:",
+            "",
+            table,
+            "",
+            agreement,
+            "",
+            f"End to end ({args.corpus_model} only, cache off, {len(clips)} clips):",
+            "",
+            e2e,
+        ]
+    )
     print(body)
     if not args.no_write:
         common.update_report(SECTION, body)

@@ -73,9 +73,13 @@ def measure(onnx_bytes: bytes, spec: ModelSpec, fixtures_dir: Path) -> dict:
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"waveform": windows})))
         names = REFERENCE_OUTPUTS[spec.architecture]
         tags_err = max(tags_err, float(np.abs(outputs["tags"] - expected_tags).max()))
-        embedding_err = max(embedding_err, max_relative_error(outputs["embedding"], reference[f"{spec.folder}.{names['embedding']}"]))
+        embedding_err = max(
+            embedding_err, max_relative_error(outputs["embedding"], reference[f"{spec.folder}.{names['embedding']}"])
+        )
         expected_logmel = librosa_logmel(audio)[: len(windows) * frontend.PATCH_FRAMES]
-        logmel_err = max(logmel_err, float(np.abs(outputs["logmel"].reshape(-1, frontend.N_MELS) - expected_logmel).max()))
+        logmel_err = max(
+            logmel_err, float(np.abs(outputs["logmel"].reshape(-1, frontend.N_MELS) - expected_logmel).max())
+        )
         patches += len(windows)
     return {
         "reference": "original TF1 graphs fed float32 log-mel (tests/fixtures/reference)",

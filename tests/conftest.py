@@ -24,8 +24,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
         if tier == "unit" and "models_dir" in getattr(item, "fixturenames", ()):
-            raise pytest.UsageError(f"{item.nodeid}: a unit test may not need the exported models (move it to "
-                                    "tests/integration)")
+            raise pytest.UsageError(
+                f"{item.nodeid}: a unit test may not need the exported models (move it to tests/integration)"
+            )
 
 
 @pytest.fixture(scope="session")

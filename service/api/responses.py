@@ -1,17 +1,21 @@
-"""Response bodies (the OpenAPI schema) and how each is made from one cached Analysis."""
+"""Response bodies (the OpenAPI schema) and how each is made from one cached Analysis (and, for suggestions, the
+ranking the request chose: ``service.artefacts.selection``)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.engine.analysis import Analysis, mean_over_segments
+from service.artefacts.heads import LoadedHead
+from service.artefacts.selection import Ranking
 from service.decode import DecodeFacts
-from service.artefacts.taxonomy import Taxonomy, suggest
+from service.engine.analysis import Analysis, mean_over_segments
 
 
 class DecodeWarningOut(BaseModel):
-    code: str = Field(description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
-                                  "(much shorter than declared, or the container shows the file was cut)")
+    code: str = Field(
+        description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
+        "(much shorter than declared, or the container shows the file was cut)"
+    )
     detail: str
 
 
@@ -32,8 +36,12 @@ class DecodeReport(BaseModel):
 def decode_report(facts: DecodeFacts) -> dict:
     return {
         "warnings": [DecodeWarningOut(code=w.code, detail=w.detail) for w in facts.warnings],
-        "decode": DecodeInfo(decoder=facts.decoder, codec=facts.codec, duration_seconds=facts.duration_seconds,
-                             declared_duration_seconds=facts.declared_duration_seconds),
+        "decode": DecodeInfo(
+            decoder=facts.decoder,
+            codec=facts.codec,
+            duration_seconds=facts.duration_seconds,
+            declared_duration_seconds=facts.declared_duration_seconds,
+        ),
     }
 
 
@@ -79,8 +87,10 @@ class EmbedResponse(DecodeReport):
 
 class Suggestion(BaseModel):
     subgenre: str
-    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
-                                     "track-level mean probability among the subgenre's tags")
+    score: float = Field(
+        description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+        "track-level mean probability among the subgenre's tags"
+    )
 
 
 class SuggestResponse(DecodeReport):
@@ -97,7 +107,9 @@ class ModelInfo(BaseModel):
     manifest: dict
     taxonomy: dict
     provider: str
-    runtime: str = Field(description="Inference runtime this model serves with: onnxruntime or openvino (docs/precision.md)")
+    runtime: str = Field(
+        description="Inference runtime this model serves with: onnxruntime or openvino (docs/precision.md)"
+    )
     precision: str = Field(description="Inference precision this model serves with: fp32 or bf16 (docs/precision.md)")
     heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
     taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
@@ -146,20 +158,25 @@ def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> 
     )
 
 
-def suggestions(model: str, taxonomy: Taxonomy, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
-    ranked = suggest(taxonomy, mean_over_segments(analysis.tags), k)
-    return ranked_suggestions(model, taxonomy.name, "tags", ranked, analysis, cached)
-
-
-def ranked_suggestions(model: str, taxonomy: str, kind: str, ranked: list[tuple[str, float]], analysis: Analysis,
-                       cached: bool) -> SuggestResponse:
-    """The response for any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
+def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
+    """The k best of any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
     return SuggestResponse(
         model=model,
-        taxonomy=taxonomy,
-        kind=kind,
-        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranked],
+        taxonomy=ranking.name,
+        kind=ranking.kind,
+        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranking.rank(analysis, k)],
         duration_seconds=analysis.duration_seconds,
         cached=cached,
         **decode_report(analysis.decode),
+    )
+
+
+def head_scores(head: LoadedHead, analysis: Analysis) -> HeadScores:
+    """?head=NAME on /taggram: the head's probabilities per segment and pooled."""
+    segments = head.segment_scores(analysis.embedding)
+    return HeadScores(
+        name=head.name,
+        classes=head.manifest.classes,
+        segments=segments.tolist(),
+        mean=head.track_scores(analysis.embedding, segments).tolist(),
     )

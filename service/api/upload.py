@@ -9,28 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import Problem, body_too_large, empty_body, unsupported_media_type
+from service.engine.analysis_service import Upload
+from service.errors import (
+    BodyTooLarge,
+    ClientDisconnected,
+    EmptyBody,
+    InvalidMultipart,
+    MissingFile,
+    MultipleFiles,
+    UnsupportedMediaType,
+)
 
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and small extra fields around the file
 FILE_FIELD = "file"
 RAW_TYPES = ("application/octet-stream",)
-
-
-@dataclass
-class Upload:
-    file: tempfile.SpooledTemporaryFile
-    size: int
-    sha256: str
-
-    def close(self) -> None:
-        self.file.close()
 
 
 class _HashingSink:
@@ -40,12 +38,12 @@ class _HashingSink:
         self.limit = limit
         self.size = 0
         self.digest = hashlib.sha256()
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - closed by close()
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            raise body_too_large(self.limit)
+            raise BodyTooLarge(self.limit)
         self.digest.update(data)
         self.file.write(data)
 
@@ -64,14 +62,14 @@ def body_kind(content_type: str | None) -> str:
         return "multipart"
     if media.startswith("audio/") or media in RAW_TYPES:
         return "raw"
-    raise unsupported_media_type(content_type)
+    raise UnsupportedMediaType(content_type)
 
 
 def check_declared_length(request: Request, limit: int) -> None:
     """Refuse at once when Content-Length already says the body is too large."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise body_too_large(limit)
+        raise BodyTooLarge(limit)
 
 
 class _MultipartFile:
@@ -111,7 +109,7 @@ class _MultipartFile:
         if params.get(b"name") == FILE_FIELD.encode():
             self.files += 1
             if self.files > 1:
-                raise Problem(422, "multiple_files", f"send exactly one '{FILE_FIELD}' field, not several")
+                raise MultipleFiles(f"send exactly one '{FILE_FIELD}' field, not several")
             self._in_file = True
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -131,12 +129,11 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         else:
             await _read_multipart(request, sink, body_limit)
         if sink.size == 0:
-            raise empty_body()
+            raise EmptyBody()
     except BaseException as error:
         sink.file.close()
         if isinstance(error, ClientDisconnect):
-            raise Problem(400, "client_disconnected",
-                          "the client closed the connection before the body was complete") from None
+            raise ClientDisconnected() from None
         raise
     return sink.finish()
 
@@ -145,7 +142,7 @@ async def _read_multipart(request: Request, sink: _HashingSink, body_limit: int)
     _, params = parse_options_header(request.headers["content-type"])
     boundary = params.get(b"boundary")
     if not boundary:
-        raise Problem(422, "invalid_multipart", "multipart/form-data without a boundary parameter")
+        raise InvalidMultipart("multipart/form-data without a boundary parameter")
     target = _MultipartFile(sink)
     parser = MultipartParser(boundary, target.callbacks())
     received = 0
@@ -153,10 +150,10 @@ async def _read_multipart(request: Request, sink: _HashingSink, body_limit: int)
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:
-                raise body_too_large(sink.limit)
+                raise BodyTooLarge(sink.limit)
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as error:
-        raise Problem(422, "invalid_multipart", f"the multipart body is malformed: {error}") from None
+        raise InvalidMultipart(f"the multipart body is malformed: {error}") from None
     if target.files == 0:
-        raise Problem(422, "missing_file", f"the multipart body has no '{FILE_FIELD}' field")
+        raise MissingFile(f"the multipart body has no '{FILE_FIELD}' field")

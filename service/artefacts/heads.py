@@ -10,26 +10,23 @@ exactly as an uncached one, and adding or replacing a head needs no re-inference
 manifest's pooling: ``mean_embedding`` (the head on the mean segment embedding, which is what it was trained on)
 or ``mean_scores`` (the mean of its per-segment scores).
 
-``?taxonomy=NAME`` resolves NAME among the model's heads and its tag taxonomy; the default per model comes from
-``TAGGRAM_DEFAULT_TAXONOMIES`` ("model=name,..."), else the tag taxonomy.
+A head ranks its classes like a tag taxonomy ranks subgenres (``rank``): ``?taxonomy=`` chooses among both
+(``service.artefacts.selection``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service import metrics
-from service.api import responses as respond
-from service.engine.analysis import mean_over_segments
-from service.errors import Problem
-from service.artefacts.manifest import ModelFileError, sha256_file
-from service.artefacts.tag_calibration import CalibratedTaxonomy, load_calibration
+from service.artefacts.manifest import sha256_file
+from service.artefacts.tag_calibration import SUFFIX as CALIBRATED_SUFFIX
+from service.engine.analysis import Analysis
+from service.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +85,31 @@ class LoadedHead:
         scores = self.segment_scores(embeddings) if segment_scores is None else segment_scores
         return scores.astype(np.float64).mean(axis=0).astype(np.float32)
 
+    kind = "head"  # what it ranks by: a trained classifier's probabilities (service.artefacts.selection.Ranking)
+
+    def rank(self, analysis: Analysis, k: int) -> list[tuple[str, float]]:
+        """The k most probable classes, best first; ties keep the manifest's class order."""
+        scores = self.track_scores(analysis.embedding)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.manifest.classes[i], float(scores[i])) for i in order]
+
     def info(self, default: bool) -> dict:
         m = self.manifest
         cv = m.metrics.get("cv", {})
-        return {"name": m.name, "classes": m.classes, "hierarchy": m.hierarchy, "pooling": m.pooling,
-                "metrics": {"macro": cv.get("macro"), "per_class": cv.get("per_class"),
-                            "grouped_by": m.metrics.get("grouped_by"), "folds": m.metrics.get("folds")},
-                "default": default, "onnx_sha256": m.onnx.sha256}
+        return {
+            "name": m.name,
+            "classes": m.classes,
+            "hierarchy": m.hierarchy,
+            "pooling": m.pooling,
+            "metrics": {
+                "macro": cv.get("macro"),
+                "per_class": cv.get("per_class"),
+                "grouped_by": m.metrics.get("grouped_by"),
+                "folds": m.metrics.get("folds"),
+            },
+            "default": default,
+            "onnx_sha256": m.onnx.sha256,
+        }
 
 
 def _fail(path: Path, reason: str) -> ModelFileError:
@@ -121,18 +136,26 @@ def load_head(path: Path, models: dict) -> LoadedHead:
     if model is None:
         raise _fail(path, f"base model {base.name!r} is not loaded (loaded: {sorted(models)})")
     if model.manifest.onnx.sha256 != base.onnx_sha256:
-        raise _fail(path, f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
-                          f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings")
+        raise _fail(
+            path,
+            f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
+            f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings",
+        )
     if base.embedding_output != "embedding" or base.embedding_dim != model.manifest.embedding_dim:
-        raise _fail(path, f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
-                          f"embedding[{model.manifest.embedding_dim}]")
+        raise _fail(
+            path,
+            f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
+            f"embedding[{model.manifest.embedding_dim}]",
+        )
     onnx_file = path.parent / manifest.onnx.file
     try:
         actual = sha256_file(onnx_file)
     except OSError as error:
         raise _fail(path, f"graph {onnx_file} cannot be read: {error.strerror or error}") from None
     if actual != manifest.onnx.sha256:
-        raise _fail(path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…")
+        raise _fail(
+            path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = HEAD_THREADS
     options.inter_op_num_threads = HEAD_THREADS
@@ -147,110 +170,24 @@ def load_head(path: Path, models: dict) -> LoadedHead:
     return head
 
 
-def parse_defaults(text: str) -> dict[str, str]:
-    """"msd-musicnn=my-head,mtt-musicnn=platform-genres-mtt" → {model: taxonomy name}."""
-    defaults: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        model, sep, name = part.partition("=")
-        if not sep or not model.strip() or not name.strip():
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {part!r} is not model=name")
-        defaults[model.strip()] = name.strip()
-    return defaults
-
-
-@dataclass
-class Heads:
-    """Every model's heads and its default ?taxonomy=."""
-
-    by_model: dict[str, dict[str, LoadedHead]]
-    defaults: dict[str, str]  # model → taxonomy name (head or tag taxonomy)
-    calibrated: dict[str, CalibratedTaxonomy] = field(default_factory=dict)  # model → its calibrated tag taxonomy
-
-    def for_model(self, model: str) -> dict[str, LoadedHead]:
-        return self.by_model.get(model, {})
-
-    def default_for(self, loaded_model) -> str:
-        return self.defaults.get(loaded_model.name, loaded_model.taxonomy.name)
-
-    def taxonomy_names(self, loaded_model) -> list[str]:
-        calibrated = self.calibrated.get(loaded_model.name)
-        return [loaded_model.taxonomy.name, *([calibrated.name] if calibrated else [])]
-
-    def resolve(self, loaded_model, name: str | None) -> Callable:
-        """What answers ?taxonomy=NAME for this model: ``answer(analysis, cached, k) -> SuggestResponse``.
-        NAME is a head, the tag taxonomy or its calibrated variant; anything else is 422 unknown_taxonomy."""
-        name = name or self.default_for(loaded_model)
-        if name == loaded_model.taxonomy.name:
-            return lambda analysis, cached, k: respond.suggestions(loaded_model.name, loaded_model.taxonomy,
-                                                                   analysis, cached, k)
-        calibrated = self.calibrated.get(loaded_model.name)
-        if calibrated is not None and name == calibrated.name:
-            return lambda analysis, cached, k: calibrated_suggestions(loaded_model.name, calibrated, analysis, cached, k)
-        head = self.for_model(loaded_model.name).get(name)
-        if head is None:
-            choices = sorted([*self.taxonomy_names(loaded_model), *self.for_model(loaded_model.name)])
-            raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no taxonomy or head {name!r}; "
-                                                   f"choose one of {choices}")
-        return lambda analysis, cached, k: head_suggestions(loaded_model.name, head, analysis, cached, k)
-
-    def model_info(self, loaded_model) -> dict:
-        """GET /models fields for one model: its heads (with metrics and the default flag) and tag taxonomies."""
-        default = self.default_for(loaded_model)
-        heads = [h.info(default == h.name) for h in self.for_model(loaded_model.name).values()]
-        return {"heads": heads, "taxonomies": self.taxonomy_names(loaded_model), "default_taxonomy": default}
-
-    def head(self, loaded_model, name: str) -> LoadedHead:
-        """?head=NAME: a head of this model (a tag taxonomy is not a head)."""
-        head = self.for_model(loaded_model.name).get(name)
-        if head is None:
-            raise Problem(422, "unknown_taxonomy", f"model {loaded_model.name} has no head {name!r}; "
-                                                   f"heads: {sorted(self.for_model(loaded_model.name))}")
-        return head
-
-
-def load_heads(heads_dir: Path | None, default_taxonomies: str, models: dict, taxonomy_dir: Path | None = None) -> Heads:
+def load_heads(heads_dir: Path | None, models: dict) -> dict[str, dict[str, LoadedHead]]:
+    """Every head in the folder (sorted by file name), by base model: {model: {head name: head}}."""
     by_model: dict[str, dict[str, LoadedHead]] = {name: {} for name in models}
-    if heads_dir is not None:
-        if not heads_dir.is_dir():
-            raise ModelFileError(f"heads folder {heads_dir} does not exist")
-        for path in sorted(heads_dir.glob("*.json")):
-            head = load_head(path, models)
-            model = models[head.manifest.base_model.name]
-            if head.name in (model.taxonomy.name, model.taxonomy.name + "-calibrated"):
-                raise _fail(path, f"has the name of {model.name}'s tag taxonomy; rename the head")
-            by_model[model.name][head.name] = head
-            log.info("loaded head %s on %s (%d classes, pooling %s)", head.name, model.name,
-                     len(head.manifest.classes), head.manifest.pooling)
-    calibrated = {name: c for name, m in models.items() if (c := load_calibration(m, taxonomy_dir)) is not None}
-    heads = Heads(by_model, parse_defaults(default_taxonomies), calibrated)
-    for model_name, name in heads.defaults.items():
-        model = models.get(model_name)
-        if model is None:
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES names model {model_name!r}, which is not loaded")
-        if name not in heads.taxonomy_names(model) and name not in by_model[model_name]:
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {model_name} has no head or taxonomy {name!r} "
-                                 f"(heads folder: {heads_dir})")
-    for model_name, loaded in by_model.items():
-        metrics.HEADS_LOADED.labels(model_name).set(len(loaded))
-    return heads
-
-
-def head_scores(head: LoadedHead, analysis):
-    segments = head.segment_scores(analysis.embedding)
-    return respond.HeadScores(name=head.name, classes=head.manifest.classes, segments=segments.tolist(),
-                      mean=head.track_scores(analysis.embedding, segments).tolist())
-
-
-def head_suggestions(model: str, head: LoadedHead, analysis, cached: bool, k: int):
-    """The k most probable classes, best first; ties keep the manifest's class order."""
-    scores = head.track_scores(analysis.embedding)
-    order = np.argsort(-scores, kind="stable")[:k]
-    ranked = [(head.manifest.classes[i], float(scores[i])) for i in order]
-    return respond.ranked_suggestions(model, head.name, "head", ranked, analysis, cached)
-
-
-def calibrated_suggestions(model: str, calibrated: CalibratedTaxonomy, analysis, cached: bool, k: int):
-    ranked = calibrated.suggest(mean_over_segments(analysis.tags), k)
-    return respond.ranked_suggestions(model, calibrated.name, "tags", ranked, analysis, cached)
+    if heads_dir is None:
+        return by_model
+    if not heads_dir.is_dir():
+        raise ModelFileError(f"heads folder {heads_dir} does not exist")
+    for path in sorted(heads_dir.glob("*.json")):
+        head = load_head(path, models)
+        model = models[head.manifest.base_model.name]
+        if head.name in (model.taxonomy.name, model.taxonomy.name + CALIBRATED_SUFFIX):
+            raise _fail(path, f"has the name of {model.name}'s tag taxonomy; rename the head")
+        by_model[model.name][head.name] = head
+        log.info(
+            "loaded head %s on %s (%d classes, pooling %s)",
+            head.name,
+            model.name,
+            len(head.manifest.classes),
+            head.manifest.pooling,
+        )
+    return by_model

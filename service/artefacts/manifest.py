@@ -9,13 +9,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.engine.patch import PatchGeometry
+from service.errors import ModelFileError
 
 REQUIRED_OUTPUTS = ("tags", "embedding")
 SUPPORTED_FORMAT = 1
-
-
-class ModelFileError(RuntimeError):
-    """A model or manifest file is missing, unreadable, or does not match; the message names the file."""
 
 
 class OutputInfo(BaseModel):
@@ -102,7 +99,9 @@ def verify_onnx(manifest_path: Path, manifest: Manifest) -> Path:
     except OSError as error:
         raise ModelFileError(f"model file {path} cannot be read: {error.strerror or error}") from None
     if actual != manifest.onnx.sha256:
-        raise ModelFileError(f"model file {path} is corrupt or replaced: sha256 {actual[:12]}… != manifest {manifest.onnx.sha256[:12]}…")
+        raise ModelFileError(
+            f"model file {path} is corrupt or replaced: sha256 {actual[:12]}… != manifest {manifest.onnx.sha256[:12]}…"
+        )
     return path
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts.manifest import ModelFileError
+from service.engine.analysis import Analysis, mean_over_segments
+from service.errors import ModelFileError
 
 SHIPPED_DIR = Path(__file__).parent / "taxonomies"
 
@@ -24,8 +25,17 @@ class Taxonomy:
     subgenres: tuple[str, ...]
     tag_indices: tuple[tuple[int, ...], ...]  # per subgenre, indices into the model's labels
 
+    kind = "tags"  # what it ranks by: the model's tag scores (service.artefacts.selection.Ranking)
+
+    def rank(self, analysis: Analysis, k: int) -> list[tuple[str, float]]:
+        """The k best subgenres for the track's mean tag scores, best first."""
+        return suggest(self, mean_over_segments(analysis.tags), k)
+
     def as_dict(self, labels: list[str]) -> dict:
-        return {"name": self.name, "subgenres": {s: [labels[i] for i in idx] for s, idx in zip(self.subgenres, self.tag_indices)}}
+        return {
+            "name": self.name,
+            "subgenres": {s: [labels[i] for i in idx] for s, idx in zip(self.subgenres, self.tag_indices)},
+        }
 
 
 def taxonomy_path(model: str, override_dir: Path | None) -> Path:
@@ -45,7 +55,9 @@ def parse_taxonomy(document: object, labels: list[str], path: Path) -> Taxonomy:
             raise ModelFileError(f"taxonomy {path}: subgenre {subgenre!r} needs a non-empty list of tags")
         unknown = [t for t in tags if t not in index]
         if unknown:
-            raise ModelFileError(f"taxonomy {path}: subgenre {subgenre!r} maps to tags the model does not have: {unknown}")
+            raise ModelFileError(
+                f"taxonomy {path}: subgenre {subgenre!r} maps to tags the model does not have: {unknown}"
+            )
         names.append(subgenre)
         indices.append(tuple(index[t] for t in tags))
     return Taxonomy(str(document.get("name", path.stem)), path, tuple(names), tuple(indices))

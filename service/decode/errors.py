@@ -1,30 +1,16 @@
-"""Why an upload cannot be turned into audio to tag: :class:`DecodeError` with a stable ``code`` per reason.
+"""Why an upload cannot be turned into audio to tag: :class:`~service.errors.DecodeError` with a stable ``code`` per
+reason.
 
-One constructor per code, so the code ↔ status pairing lives in one place. :class:`SourceReadError` is different
-in kind: the *file object* holding the upload failed (closed under the decoder, a disk error). That says nothing
-about the audio, so it is a server fault, never an answer about the content and never cached.
+One constructor per code (the code ↔ status pairing is ``service.errors.PROBLEM_CODES``, which ``DecodeError``
+checks). :class:`SourceReadError` is different in kind: the *file object* holding the upload failed (closed under
+the decoder, a disk error). That says nothing about the audio, so it is a server fault, never an answer about the
+content and never cached.
 """
 
 from __future__ import annotations
 
 from service.decode.limits import MAX_CHANNELS, MAX_SAMPLE_MAGNITUDE, MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
-
-
-class DecodeError(Exception):
-    """The upload cannot be turned into audio to tag; ``code`` is stable, ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        # (status, code, detail): the order of service.errors.Problem, which the HTTP edge maps this to. Checked,
-        # because a call in the other order would otherwise only fail when the error is rendered.
-        if not isinstance(status, int) or not isinstance(code, str):
-            raise TypeError(f"DecodeError(status: int, code: str, detail), got ({status!r}, {code!r}, ...)")
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-    def __repr__(self) -> str:
-        return f"DecodeError(status={self.status}, code={self.code!r}, detail={self.detail!r})"
+from service.errors import DecodeError
 
 
 class SourceReadError(OSError):

@@ -2,14 +2,15 @@
 
 FFmpeg (through PyAV) and libsndfile both read through Python callbacks. When the file object fails (closed under
 the decoder by whoever owned it, a disk error), PyAV turns its ``ValueError`` into the end of the stream or into
-what looks like damaged content, and decoding "succeeds" with a prefix of the track. Measured before this guard:
-closing the spooled upload mid-decode ended the decode without an error after 196,608 of 960,000 samples. The guard
-lets the decoder tell such a failure (a server fault, :class:`~service.decode.errors.SourceReadError`) from damage
-in the audio.
+what looks like damaged content, and decoding "succeeds" with a prefix of the track (what happened before this
+guard: docs/decode.md, "The analysis owns its input"). The guard lets the decoder tell such a failure (a server
+fault, :class:`~service.decode.errors.SourceReadError`) from damage in the audio.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import BinaryIO
 
 
@@ -38,6 +39,10 @@ class GuardedSource:
         return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        # A position before the start is the decoder's request, driven by the file's content (a damaged header: a
+        # libsndfile seek to -1 was found by the mutation tests), not a failure of the file object.
+        if (whence == os.SEEK_SET and offset < 0) or (whence == os.SEEK_CUR and self.tell() + offset < 0):
+            raise OSError(errno.EINVAL, f"seek before the start of the file (offset {offset}, whence {whence})")
         return self._guard(self._inner.seek, offset, whence)
 
     def tell(self) -> int:

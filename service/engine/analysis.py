@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.decode import DecodeError, DecodeFacts
+from service.decode import DecodeFacts
 from service.engine.patch import PatchGeometry, StreamingPatcher
+from service.errors import AudioTooShort
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,8 @@ def mean_over_segments(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float64).mean(axis=0).astype(np.float32)
 
 
-class AudioTooShort(DecodeError):
-    """The decoded track is shorter than the shortest accepted (a limit on the decoded audio, like its length cap)."""
-
-    def __init__(self, num_samples: int, sample_rate: int, min_seconds: float) -> None:
-        super().__init__(422, "audio_too_short",
-                         f"the audio lasts {num_samples / sample_rate:.3f} s; at least {min_seconds:g} s is needed")
-
-
 def check_min_duration(num_samples: int, sample_rate: int, min_seconds: float) -> None:
-    """Raise AudioTooShort below ``min_seconds``: the one floor the service, the backfill and the catalog check share."""
+    """Raise AudioTooShort below ``min_seconds``: the one floor of the service, the backfill and the catalog check."""
     if num_samples < min_seconds * sample_rate:
         raise AudioTooShort(num_samples, sample_rate, min_seconds)
 

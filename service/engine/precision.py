@@ -25,6 +25,7 @@ from service.artefacts.parity_patches import load_parity_patches, parity_patches
 from service.config import Precision
 from service.engine.run import BatchPolicy, Runner
 from service.engine.run_openvino import OPENVINO_EXTRA, OpenVinoRunner, openvino_installed
+from service.errors import PrecisionError
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ class ParityBudget:
 
 
 PARITY_BUDGET = ParityBudget()
-
-
-class PrecisionError(RuntimeError):
-    """``TAGGRAM_PRECISION=bf16`` cannot be honoured: the start stops with this one line (exit code 2)."""
 
 
 def cpu_flags(cpuinfo: str) -> frozenset[str]:
@@ -84,8 +81,9 @@ def bf16_unavailable(flags: frozenset[str], runtime_installed: bool, has_parity_
     return None
 
 
-def parity_refusal(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-                   budget: ParityBudget = PARITY_BUDGET) -> str | None:
+def parity_refusal(
+    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], budget: ParityBudget = PARITY_BUDGET
+) -> str | None:
     """Why ``candidate``'s outputs are outside ``budget`` of ``reference``'s on the same patches, or None."""
     tags = float(np.abs(candidate["tags"] - reference["tags"]).max())
     a, b = reference["embedding"].astype(np.float64), candidate["embedding"].astype(np.float64)
@@ -93,8 +91,10 @@ def parity_refusal(reference: dict[str, np.ndarray], candidate: dict[str, np.nda
     cosine = float(((a * b).sum(axis=1) / norms).min())
     if tags <= budget.tags_max_abs and cosine >= budget.embedding_min_cosine:
         return None
-    return (f"parity guard: max |tag difference| {tags:.4f} (budget {budget.tags_max_abs}), "
-            f"min embedding cosine {cosine:.6f} (budget {budget.embedding_min_cosine})")
+    return (
+        f"parity guard: max |tag difference| {tags:.4f} (budget {budget.tags_max_abs}), "
+        f"min embedding cosine {cosine:.6f} (budget {budget.embedding_min_cosine})"
+    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,13 @@ class Choice:
     fatal: bool = False
 
 
-def choose(requested: Precision, unavailable: str | None, parity: str | None = None, parity_checked: bool = False,
-           speedup: float | None = None) -> Choice:
+def choose(
+    requested: Precision,
+    unavailable: str | None,
+    parity: str | None = None,
+    parity_checked: bool = False,
+    speedup: float | None = None,
+) -> Choice:
     """The decision from the facts known so far, in the order they are gathered (each costs more than the last):
     what the machine offers (``unavailable``: why bf16 cannot run here), the parity guard (``parity``: why it failed,
     once ``parity_checked``), then the measured ``speedup`` (bf16 over fp32; only ``auto`` needs it)."""
@@ -126,7 +131,10 @@ def choose(requested: Precision, unavailable: str | None, parity: str | None = N
     if speedup is None:
         return Choice(None, "bf16 inside the parity budget: measuring its speed")
     if speedup >= BF16_MIN_SPEEDUP:
-        return Choice(Precision.BF16, f"bf16: {speedup:.2f}× fp32 on the warm-up (≥ {BF16_MIN_SPEEDUP}×), inside the parity budget")
+        return Choice(
+            Precision.BF16,
+            f"bf16: {speedup:.2f}× fp32 on the warm-up (≥ {BF16_MIN_SPEEDUP}×), inside the parity budget",
+        )
     return Choice(Precision.FP32, f"fp32: bf16 only {speedup:.2f}× fp32 on the warm-up (< {BF16_MIN_SPEEDUP}×)")
 
 
@@ -159,8 +167,15 @@ def load_openvino_bf16(onnx_file: Path, policy: BatchPolicy) -> OpenVinoRunner:
     return OpenVinoRunner(onnx_file, Precision.BF16, policy.inference_workers, policy.intra_op_threads)
 
 
-def select_runner(name: str, onnx_file: Path, fp32: Runner, requested: Precision, policy: BatchPolicy,
-                  flags: frozenset[str] | None = None, load_candidate: Callable | None = None):
+def select_runner(
+    name: str,
+    onnx_file: Path,
+    fp32: Runner,
+    requested: Precision,
+    policy: BatchPolicy,
+    flags: frozenset[str] | None = None,
+    load_candidate: Callable | None = None,
+):
     """The runner ``name`` serves with on CPU: ``fp32`` or the bf16 runner (PrecisionError: the start stops).
 
     ``flags``: the CPU's (default: this one's); ``load_candidate(onnx_file, policy)``: the bf16 runner (default:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts.manifest import ModelFileError
 from service.engine.run import SERVED_OUTPUTS, CpuSlots
+from service.errors import ModelFileError
 
 OPENVINO_EXTRA = "cpu-bf16"  # pyproject.toml's optional dependency that brings the openvino package
 OPENVINO_PROVIDER = "OpenVINO CPU"
@@ -52,8 +52,9 @@ class OpenVinoRunner:
         self.precision = precision
         try:
             self.compiled = ov.Core().compile_model(
-                str(path), "CPU", compile_config(precision, inference_workers, intra_op_threads))
-        except Exception as error:  # OpenVINO raises its own RuntimeError subclasses for unreadable graphs
+                str(path), "CPU", compile_config(precision, inference_workers, intra_op_threads)
+            )
+        except Exception as error:  # noqa: BLE001 - OpenVINO raises its own RuntimeError subclasses for a bad graph
             raise ModelFileError(f"model file {path} cannot be compiled by openvino: {error}") from None
         self.outputs = [self.compiled.output(name) for name in SERVED_OUTPUTS]
         self._local = threading.local()

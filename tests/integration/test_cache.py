@@ -1,10 +1,10 @@
-"""Specification of service/engine/cache.py: key scheme, value format, backends, failure behaviour, single-flight."""
+"""Specification of service/engine/cache/: key scheme, value format, backends, failure behaviour, single-flight."""
 
 from __future__ import annotations
 
-import json
 import asyncio
 import hashlib
+import json
 import struct
 import time
 import zlib
@@ -17,15 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from prometheus_client import REGISTRY
 from redis.asyncio.connection import SSLConnection
-from tests.support.redis_support import (  # noqa: F401 - fixtures are used by name
-    RedisServer,
-    free_port,
-    private_redis,
-    private_redis_factory,
-    redis_url,
-)
 
-from service.engine import cache as cache_module
+from service.config import Settings
+from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
+from service.engine.analysis import Analysis
 from service.engine.cache import (
     HEADER_BYTES,
     SCHEMA_VERSION,
@@ -41,9 +36,14 @@ from service.engine.cache import (
     get_or_compute,
     make_cache,
 )
-from service.config import Settings
-from service.engine.analysis import Analysis
-from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
+from service.engine.cache import key as cache_module  # the module whose SCHEMA_VERSION the key reads
+from tests.support.redis_support import (  # noqa: F401 - fixtures are used by name
+    RedisServer,
+    free_port,
+    private_redis,
+    private_redis_factory,
+    redis_url,
+)
 
 AUDIO = hashlib.sha256(b"some song").hexdigest()
 ONNX = hashlib.sha256(b"msd-musicnn.onnx").hexdigest()
@@ -264,7 +264,8 @@ def test_key_changes_with_every_component(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_key_is_canonical_in_hash_case() -> None:
     assert cache_key(AUDIO.upper(), "msd-musicnn", ONNX.upper(), 47872, precision="fp32") == cache_key(
-        AUDIO, "msd-musicnn", ONNX, 47872, precision="fp32")
+        AUDIO, "msd-musicnn", ONNX, 47872, precision="fp32"
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,14 @@ from onnx import helper, numpy_helper
 from service.artefacts.parity_patches import load_parity_patches, parity_patches_path
 from service.config import Precision, Settings
 from service.engine.precision import (
-    PARITY_BUDGET, PrecisionError, check_parity, native_bf16, parity_refusal, run_all, select_runner, this_cpu_flags,
+    PARITY_BUDGET,
+    PrecisionError,
+    check_parity,
+    native_bf16,
+    parity_refusal,
+    run_all,
+    select_runner,
+    this_cpu_flags,
 )
 from service.engine.run import batch_policy, load_runner
 from service.engine.run_openvino import OpenVinoRunner, openvino_installed
@@ -66,8 +73,11 @@ def test_the_guard_refuses_a_runner_whose_tags_move_beyond_the_budget(models_dir
         chosen = select_runner(MODEL, onnx_file, fp32, Precision.AUTO, policy(), WITH_BF16, noisy)
     assert chosen is fp32
     [line] = [r.getMessage() for r in caplog.records]
-    assert re.fullmatch(rf"model {MODEL} runs in fp32: bf16 refused: parity guard: max \|tag difference\| 0\.05\d+ "
-                        r"\(budget 0\.02\), min embedding cosine \S+ \(budget 0\.9995\)", line), line
+    assert re.fullmatch(
+        rf"model {MODEL} runs in fp32: bf16 refused: parity guard: max \|tag difference\| 0\.05\d+ "
+        r"\(budget 0\.02\), min embedding cosine \S+ \(budget 0\.9995\)",
+        line,
+    ), line
 
     with pytest.raises(PrecisionError, match=rf"^model {MODEL}: TAGGRAM_PRECISION=bf16 is not possible: parity guard"):
         select_runner(MODEL, onnx_file, fp32, Precision.BF16, policy(), WITH_BF16, noisy)
@@ -90,7 +100,9 @@ def test_without_native_bf16_auto_keeps_todays_runner_and_bf16_stops_the_start(m
     with caplog.at_level(logging.INFO, logger="service.engine.precision"):
         assert select_runner(MODEL, onnx_file, fp32, Precision.AUTO, policy(), WITHOUT_BF16) is fp32
     assert [r.getMessage() for r in caplog.records] == [
-        f"model {MODEL} runs in fp32: bf16 refused: this CPU has no native bf16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo)"]
+        f"model {MODEL} runs in fp32: bf16 refused: "
+        "this CPU has no native bf16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo)"
+    ]
     with pytest.raises(PrecisionError, match="TAGGRAM_PRECISION=bf16 is not possible: this CPU has no native bf16"):
         select_runner(MODEL, onnx_file, fp32, Precision.BF16, policy(), WITHOUT_BF16)
 
@@ -100,8 +112,15 @@ def test_a_model_exported_without_parity_patches_is_never_served_in_bf16(models_
         (tmp_path / f"{MODEL}{ext}").write_bytes((models_dir / f"{MODEL}{ext}").read_bytes())
     fp32 = fp32_runner(models_dir)
     with pytest.raises(PrecisionError, match="no parity patches"):
-        select_runner(MODEL, tmp_path / f"{MODEL}.onnx", fp32, Precision.BF16, policy(), WITH_BF16,
-                      perturbed_loader(tmp_path / f"{MODEL}.onnx"))
+        select_runner(
+            MODEL,
+            tmp_path / f"{MODEL}.onnx",
+            fp32,
+            Precision.BF16,
+            policy(),
+            WITH_BF16,
+            perturbed_loader(tmp_path / f"{MODEL}.onnx"),
+        )
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -142,5 +161,7 @@ def test_models_and_metrics_show_each_models_runtime_and_precision(models_dir, c
             [info] = http.get("/models").json()["models"]
             metrics = http.get("/metrics").text
         assert (info["runtime"], info["precision"]) == expected
-        assert (f'taggram_model_runtime_info{{model="{MODEL}",precision="{expected[1]}",runtime="{expected[0]}"}} 1.0'
-                in metrics), metrics
+        assert (
+            f'taggram_model_runtime_info{{model="{MODEL}",precision="{expected[1]}",runtime="{expected[0]}"}} 1.0'
+            in metrics
+        ), metrics

@@ -89,7 +89,7 @@ LOSSLESS_FORMATS = ("wav", "wav_s24", "wav_s32", "wav_f32", "flac", "aiff")
 
 
 def _times(seconds: float, sample_rate: int) -> np.ndarray:
-    return np.arange(int(round(seconds * sample_rate))) / sample_rate
+    return np.arange(round(seconds * sample_rate)) / sample_rate
 
 
 def _as_channels(mono: np.ndarray, channels: int) -> np.ndarray:
@@ -113,7 +113,7 @@ def chord(
 def noise(seconds: float, sample_rate: int, *, seed: int, amplitude: float = 0.25, channels: int = 1) -> np.ndarray:
     """Uniform white noise in [-amplitude, amplitude), independent per channel, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     return rng.uniform(-amplitude, amplitude, size=(channels, n)).astype(np.float32)
 
 
@@ -127,7 +127,7 @@ def sweep(
 
 
 def silence(seconds: float, sample_rate: int, *, channels: int = 1) -> np.ndarray:
-    return np.zeros((channels, int(round(seconds * sample_rate))), np.float32)
+    return np.zeros((channels, round(seconds * sample_rate)), np.float32)
 
 
 def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -51,8 +51,13 @@ class ServeProcess:
     def __init__(self, models_dir: Path, log_dir: Path, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        defaults = {"TAGGRAM_MODELS_DIR": str(models_dir), "TAGGRAM_MODELS": "msd-musicnn", "TAGGRAM_HOST": "127.0.0.1",
-                    "TAGGRAM_PORT": str(self.port), "TAGGRAM_LOG_LEVEL": "info"}
+        defaults = {
+            "TAGGRAM_MODELS_DIR": str(models_dir),
+            "TAGGRAM_MODELS": "msd-musicnn",
+            "TAGGRAM_HOST": "127.0.0.1",
+            "TAGGRAM_PORT": str(self.port),
+            "TAGGRAM_LOG_LEVEL": "info",
+        }
         self.env = clean_env(**(defaults | settings))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = log_dir / f"taggram-{self.port}.stderr"
@@ -61,8 +66,9 @@ class ServeProcess:
 
     def __enter__(self) -> ServeProcess:
         with self.stderr_path.open("wb") as err, self.stdout_path.open("wb") as out:
-            self.process = subprocess.Popen([str(taggram_executable()), "serve"], env=self.env, stdin=subprocess.DEVNULL,
-                                            stdout=out, stderr=err)
+            self.process = subprocess.Popen(
+                [str(taggram_executable()), "serve"], env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
         return self
 
     def __exit__(self, *exc) -> None:

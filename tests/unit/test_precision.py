@@ -9,7 +9,14 @@ import pytest
 from service.config import Precision, Settings
 from service.engine.cache import cache_key
 from service.engine.precision import (
-    BF16_MIN_SPEEDUP, PARITY_BUDGET, Choice, bf16_unavailable, choose, cpu_flags, native_bf16, parity_refusal,
+    BF16_MIN_SPEEDUP,
+    PARITY_BUDGET,
+    Choice,
+    bf16_unavailable,
+    choose,
+    cpu_flags,
+    native_bf16,
+    parity_refusal,
 )
 
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})  # AMD EPYC 9004 (this project's machine)
@@ -24,8 +31,9 @@ def test_cpu_flags_are_read_from_the_first_processor_of_proc_cpuinfo():
     assert cpu_flags("processor : 0\nFeatures : fp asimd\n") == frozenset()  # arm64: no "flags" line
 
 
-@pytest.mark.parametrize("flags, native", [(ZEN4, True), (SAPPHIRE_RAPIDS, True), (AMX_ONLY, True), (ZEN3, False),
-                                           (frozenset(), False)])
+@pytest.mark.parametrize(
+    "flags, native", [(ZEN4, True), (SAPPHIRE_RAPIDS, True), (AMX_ONLY, True), (ZEN3, False), (frozenset(), False)]
+)
 def test_native_bf16_means_amx_bf16_or_avx512_bf16(flags, native):
     assert native_bf16(flags) is native
 
@@ -49,7 +57,10 @@ def test_auto_serves_fp32_with_a_reason_where_bf16_cannot_run():
 def test_bf16_requested_where_it_cannot_run_stops_the_start_with_the_reason():
     choice = choose(Precision.BF16, "openvino is not installed (pip install 'taggram[cpu-bf16]')")
     assert choice.fatal and choice.precision is None
-    assert choice.reason == "TAGGRAM_PRECISION=bf16 is not possible: openvino is not installed (pip install 'taggram[cpu-bf16]')"
+    assert (
+        choice.reason
+        == "TAGGRAM_PRECISION=bf16 is not possible: openvino is not installed (pip install 'taggram[cpu-bf16]')"
+    )
 
 
 def test_parity_is_checked_before_anything_is_kept_and_a_failed_guard_refuses_bf16():
@@ -64,13 +75,16 @@ def test_bf16_requested_and_inside_parity_is_kept_without_a_speed_trial():
     assert choose(Precision.BF16, None, None, parity_checked=True).precision == Precision.BF16
 
 
-@pytest.mark.parametrize("speedup, kept", [
-    (2.20, Precision.BF16),  # the Xeon's AMX figure (issue #24)
-    (BF16_MIN_SPEEDUP, Precision.BF16),
-    (1.27, Precision.FP32),  # msd-musicnn on this Zen 4 (docs/precision.md): not clearly faster
-    (1.0, Precision.FP32),
-    (0.6, Precision.FP32),  # OpenVINO on an AVX2-only EPYC (field notes)
-])
+@pytest.mark.parametrize(
+    "speedup, kept",
+    [
+        (2.20, Precision.BF16),  # the Xeon's AMX figure (issue #24)
+        (BF16_MIN_SPEEDUP, Precision.BF16),
+        (1.27, Precision.FP32),  # msd-musicnn on this Zen 4 (docs/precision.md): not clearly faster
+        (1.0, Precision.FP32),
+        (0.6, Precision.FP32),  # OpenVINO on an AVX2-only EPYC (field notes)
+    ],
+)
 def test_auto_keeps_bf16_only_where_it_measured_clearly_faster(speedup, kept):
     assert choose(Precision.AUTO, None, None, parity_checked=True).precision is None  # the speed is measured next
     choice = choose(Precision.AUTO, None, None, parity_checked=True, speedup=speedup)
@@ -119,9 +133,21 @@ def test_a_backfill_output_records_its_precision_and_one_written_before_reads_as
     from service.offline.backfill import identity_precision
     from service.offline.backfill.output import RunIdentity
 
-    identity = RunIdentity(model="msd-musicnn", onnx_sha256=ONNX, labels=("rock",), embedding_dim=200,
-                           hop_samples=47872, top_k=5, taggram=False, taxonomy_name="msd-musicnn",
-                           taxonomy_sha256=AUDIO, max_seconds=1200.0, min_seconds=1.0, max_bytes=1, damaged_audio="warn")
+    identity = RunIdentity(
+        model="msd-musicnn",
+        onnx_sha256=ONNX,
+        labels=("rock",),
+        embedding_dim=200,
+        hop_samples=47872,
+        top_k=5,
+        taggram=False,
+        taxonomy_name="msd-musicnn",
+        taxonomy_sha256=AUDIO,
+        max_seconds=1200.0,
+        min_seconds=1.0,
+        max_bytes=1,
+        damaged_audio="warn",
+    )
     bf16 = RunIdentity(**{**identity.__dict__, "precision": "bf16"})
     assert identity_precision(bf16.as_json()) == "bf16"
     assert "precision" not in identity.as_json() and identity_precision(identity.as_json()) == "fp32"

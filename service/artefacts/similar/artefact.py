@@ -20,16 +20,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.artefacts.durable import atomic_write
-from service.artefacts.manifest import ModelFileError
+from service.errors import IndexFileError
 
 INDEX_FORMAT = 1
 METRIC = "cosine"  # inner product of vectors that are centred and unit length
 NORMALISATION = "catalog_mean_removed_unit_length"
 MANIFEST_SUFFIX = ".json"
-
-
-class IndexFileError(ModelFileError):
-    """An index or its manifest is missing, unreadable, corrupt or for another model; the message names the file."""
 
 
 class IndexFiles(BaseModel):
@@ -79,7 +75,9 @@ def read_manifest(path: Path) -> IndexManifest:
     except (OSError, ValueError, ValidationError) as error:
         raise IndexFileError(f"index manifest {path} is invalid: {' '.join(str(error).splitlines()[:3])}") from None
     if manifest.format != INDEX_FORMAT:
-        raise IndexFileError(f"index manifest {path}: format {manifest.format} is not supported (expected {INDEX_FORMAT})")
+        raise IndexFileError(
+            f"index manifest {path}: format {manifest.format} is not supported (expected {INDEX_FORMAT})"
+        )
     if manifest.metric != METRIC or manifest.normalisation.get("method") != NORMALISATION:
         raise IndexFileError(f"index manifest {path}: metric {manifest.metric!r} / normalisation is not supported")
     if len(manifest.normalisation.get("mean", ())) != manifest.dim:
@@ -103,7 +101,7 @@ def catalog_mean(raw: np.ndarray) -> np.ndarray:
 
 def normalise_catalog(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A catalog's raw embeddings → (the vectors an index stores, the mean every query is normalised with). The one
-    catalog normalisation: ``taggram index build`` and bench/similar.py both call it."""
+    catalog normalisation: ``taggram index build`` and bench/studies/similar.py both call it."""
     mean = catalog_mean(raw)
     return normalise(raw, mean), mean
 

@@ -1,0 +1,1 @@
+"""Pure-ASGI middleware (no body buffering), one per module; ``service.api.app`` installs them in order."""
