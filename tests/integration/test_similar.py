@@ -31,6 +31,7 @@ from service.artefacts.similar import artefact
 from service.artefacts.similar.search import ExactSearcher, UsearchSearcher
 from service.artefacts.similar.serving import load_index
 from service.offline import index_build as build
+from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
 from tests.support.audio_factory import encode_audio
 from tests.support.serve_process import ServeProcess
 
@@ -177,8 +178,10 @@ def clustered(n: int, dim: int = 200, seed: int = 5, latent: int = 12) -> np.nda
 
 
 def write_backfill_like(out: Path, vectors: np.ndarray, onnx_sha256: str) -> None:
-    """The columns `index build` reads, as the backfill writes them (results/part-*.parquet)."""
+    """What `index build` reads, as the backfill writes it: the columns (results/part-*.parquet) and the run's
+    identity file, whose precision the index records (absent, as in every output before bf16: fp32)."""
     (out / "results").mkdir(parents=True)
+    (out / RUN_FILE).write_text(json.dumps({"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": onnx_sha256}))
     table = pa.table(
         {
             "track_id": [f"t{i}" for i in range(len(vectors))],
