@@ -174,6 +174,9 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
             "TAGGRAM_MODELS": model,
             "TAGGRAM_DEFAULT_MODEL": model,
             "TAGGRAM_LOG_LEVEL": "warning",
+            # fp32 unless a benchmark asks (bench/precision.py): under auto, a bf16-capable CPU may choose bf16
+            # on one start and not the next (docs/precision.md), and the figures here are fp32's.
+            "TAGGRAM_PRECISION": "fp32",
         }
     )
     env.update({f"TAGGRAM_{key.upper()}": str(value) for key, value in settings.items() if value is not None})

@@ -24,6 +24,7 @@ DEFAULT_MIN_ARTISTS = 2  # distinct artists a class needs: one artist per class 
 class Dataset:
     model: str
     onnx_sha256: str
+    precision: str  # of the backfill's embeddings (service.offline.backfill.identity_precision)
     embedding_dim: int
     track_ids: list[str]
     classes: list[str]
@@ -54,7 +55,7 @@ def load(
     min_examples: int = DEFAULT_MIN_EXAMPLES,
     min_artists: int = DEFAULT_MIN_ARTISTS,
 ) -> Dataset:
-    from service.offline.backfill import read_output
+    from service.offline.backfill import identity_precision, read_output
 
     identity = _identity(root)
     if expected_model is not None and identity["model"] != expected_model:
@@ -113,7 +114,8 @@ def load(
             "on both sides and the metrics are optimistic"
         )
     return Dataset(
-        model=identity["model"], onnx_sha256=identity["onnx_sha256"], embedding_dim=identity["embedding_dim"],
+        model=identity["model"], onnx_sha256=identity["onnx_sha256"], precision=identity_precision(identity),
+        embedding_dim=identity["embedding_dim"],
         track_ids=[r.track_id for r in rows], classes=classes, targets=targets,
         groups=[r.artist if r.artist else r.track_id for r in rows], grouped_by=grouped_by, pooled=pooled,
         segments=segments, tag_scores=_matrix(table.column("tag_scores").take(index), len(identity["labels"])),

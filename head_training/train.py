@@ -88,6 +88,7 @@ def build_manifest(data: Dataset, labels, chosen: cand.Candidate, scored: dict, 
         "base_model": {
             "name": data.model,
             "onnx_sha256": data.onnx_sha256,
+            "precision": data.precision,
             "embedding_output": "embedding",
             "embedding_dim": data.embedding_dim,
         },

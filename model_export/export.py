@@ -16,6 +16,7 @@ from model_export import frontend, parity, source
 from model_export.checkpoint import read_checkpoint
 from model_export.quiet import export_noise_filtered
 from model_export.tagger import MODELS, ModelSpec, build_tagger
+from service.artefacts.parity_patches import encode_parity_patches, parity_patches_path
 
 MANIFEST_FORMAT = 1
 EXPORT_REVISION = 2  # bump when the export changes in a way the source digest below would not show
@@ -59,7 +60,7 @@ def build_key(spec: ModelSpec) -> str:
 
 
 def is_up_to_date(onnx_path: Path, manifest_path: Path, key: str) -> bool:
-    if not (onnx_path.exists() and manifest_path.exists()):
+    if not (onnx_path.exists() and manifest_path.exists() and parity_patches_path(onnx_path).exists()):
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -191,6 +192,7 @@ def build_model(spec: ModelSpec, wheel: Path, out_dir: Path, cache_dir: Path, fo
     manifest = manifest_for(spec, checkpoint, onnx_bytes, onnx_path.name, key, figures)
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(onnx_path, onnx_bytes)
+    _atomic_write(parity_patches_path(onnx_path), encode_parity_patches(parity.reference_windows(spec, FIXTURES_DIR)))
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
     log(f"{spec.name}: wrote {onnx_path} ({len(onnx_bytes) / 1e6:.1f} MB) and {manifest_path.name}")
     return True

@@ -32,6 +32,16 @@ def patch_windows(audio: np.ndarray, patches: int) -> np.ndarray:
     return np.stack([padded[i * step : i * step + frontend.PATCH_SAMPLES] for i in range(patches)])
 
 
+def reference_windows(spec: ModelSpec, fixtures_dir: Path) -> np.ndarray:
+    """[patches, PATCH_SAMPLES]: every fixture's patches, as ``measure`` runs them (the service's bf16 parity guard
+    runs the same ones: service/artefacts/parity_patches.py)."""
+    windows = []
+    for clip in sorted(fixtures_dir.glob("*.npz")):
+        audio, reference = load_clip(clip)
+        windows.append(patch_windows(audio, len(reference[f"{spec.folder}.tags"])))
+    return np.concatenate(windows)
+
+
 def librosa_logmel(audio: np.ndarray) -> np.ndarray:
     """[frames, 96]: musicnn's features computed in float32 (musicnn itself wrongly went through float16)."""
     import librosa

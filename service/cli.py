@@ -15,7 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
-from service.errors import ModelFileError
+from service.errors import ModelFileError, PrecisionError
 from service.logs import configure_logging
 from service.offline.codes import EXIT_OK, EXIT_USAGE
 
@@ -63,7 +63,7 @@ def serve(settings: Settings) -> int:
 
     try:
         app = create_app(settings)
-    except ModelFileError as error:
+    except (ModelFileError, PrecisionError) as error:
         log.error("cannot start: %s", error)
         return EXIT_USAGE
     config = uvicorn.Config(

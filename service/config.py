@@ -36,6 +36,14 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class Precision(StrEnum):
+    """TAGGRAM_PRECISION and the backfill's --precision (docs/precision.md)."""
+
+    AUTO = "auto"  # bf16 per model where the CPU has native bf16 and it measures faster and inside parity; else fp32
+    FP32 = "fp32"  # ONNX Runtime fp32: the path before bf16 existed
+    BF16 = "bf16"  # OpenVINO bf16 for every model, or the start fails
+
+
 def comma_separated(value: Any) -> Any:
     """An environment value "a, b,,c" → ["a", "b", "c"] (blanks dropped); a value given in Python passes as is."""
     if isinstance(value, str):
@@ -113,6 +121,11 @@ class Settings(BaseSettings):
         "(0 = usable CPUs ÷ inference workers; on CUDA the runtime default)",
     )
     device: Device = Field(Device.AUTO, description="Inference device; auto = CUDA when available")
+    precision: Precision = Field(
+        Precision.AUTO,
+        description="CPU inference precision: auto (bf16 per model where native bf16 measures faster and passes "
+        "the parity guard), fp32, or bf16 (fails the start where unsupported); docs/precision.md",
+    )
     cuda_batch_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
         (1, 4, 16),
         description="On CUDA: fixed batch sizes batches are padded to (comma-separated; kept sorted, without repeats)",

@@ -53,4 +53,9 @@ INDEX_RELOADS = Counter(f"{PREFIX}_index_reloads_total", "Index reloads by resul
 MODEL_INFO = Gauge(
     f"{PREFIX}_model_info", "Loaded models (value is always 1)", ["model", "version", "onnx_sha256", "provider"]
 )
+MODEL_RUNTIME_INFO = Gauge(
+    f"{PREFIX}_model_runtime_info",
+    "Runtime and precision each loaded model serves with (value is always 1; docs/precision.md)",
+    ["model", "runtime", "precision"],
+)
 HEADS_LOADED = Gauge(f"{PREFIX}_heads_loaded", "Classification heads loaded per base model", ["model"])

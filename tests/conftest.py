@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from tests.support.serve_process import TEST_PRECISION
+
+# In-process Settings() read it too: the suite's expected numbers are fp32's (see TEST_PRECISION).
+os.environ.update(TEST_PRECISION)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "system")  # tests/<tier>/: the folder is the tier, its marker is applied here

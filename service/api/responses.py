@@ -117,6 +117,10 @@ class ModelInfo(BaseModel):
     manifest: dict
     taxonomy: dict
     provider: str
+    runtime: str = Field(
+        description="Inference runtime this model serves with: onnxruntime or openvino (docs/precision.md)"
+    )
+    precision: str = Field(description="Inference precision this model serves with: fp32 or bf16 (docs/precision.md)")
     heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
     taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
     default_taxonomy: str | None = None

@@ -14,6 +14,7 @@ from service.artefacts.manifest import Manifest, ModelFileError, discover, load_
 from service.artefacts.taxonomy import Taxonomy, load_taxonomy
 from service.config import Settings
 from service.decode import SAMPLE_RATE
+from service.engine.precision import select_runner
 from service.engine.run import CPU_PROVIDER, BatchPolicy, Runner, batch_policy, choose_providers, load_runner
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoadedModel:
     manifest: Manifest
-    runner: Runner
+    runner: Runner  # or service.engine.run_openvino.OpenVinoRunner (bf16): same interface
     taxonomy: Taxonomy
     batch_policy: BatchPolicy
 
@@ -49,14 +50,18 @@ def load_models(settings: Settings) -> dict[str, LoadedModel]:
             )
         onnx_file = verify_onnx(manifest_path, manifest)
         runner = load_runner(onnx_file, settings.device, policy.intra_op_threads, settings.cuda_batch_sizes)
+        if not on_cuda:  # the GPU path is untouched by TAGGRAM_PRECISION
+            runner = select_runner(manifest.name, onnx_file, runner, settings.precision, policy)
         taxonomy = load_taxonomy(manifest.name, manifest.labels, settings.taxonomy_dir)
         models[manifest.name] = LoadedModel(manifest, runner, taxonomy, policy)
         metrics.MODEL_INFO.labels(manifest.name, manifest.version, manifest.onnx.sha256, runner.provider).set(1)
+        metrics.MODEL_RUNTIME_INFO.labels(manifest.name, runner.runtime, runner.precision).set(1)
         log.info(
-            "loaded model %s (%s, %s, %d inference workers) with taxonomy %s",
+            "loaded model %s (%s, %s %s, %d inference workers) with taxonomy %s",
             manifest.name,
             manifest.version,
             runner.provider,
+            runner.precision,
             policy.inference_workers,
             taxonomy.path,
         )

@@ -128,7 +128,9 @@ class AnalysisService:
         handed_over = False
         try:
             hop_samples = analyser.hop_frames * analyser.geometry.frame_hop
-            key = cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples)
+            key = cache_key(
+                upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples, precision=model.runner.precision
+            )
 
             async def compute() -> Analysis:
                 nonlocal handed_over

@@ -102,6 +102,8 @@ class Runner:
     fixed_batch_sizes: tuple[int, ...]  # empty on CPU: any batch size runs as is
     # On CPU with single-threaded runs: the process-wide CpuSlots; None on CUDA or with multi-threaded runs.
     slots: threading.BoundedSemaphore | None = None
+    runtime: str = "onnxruntime"  # with ``precision``: what /models, /metrics and every cache key record
+    precision: str = "fp32"  # service.engine.precision.Precision.FP32: today's path
 
     def padded_size(self, batch: int) -> int:
         fitting = [size for size in self.fixed_batch_sizes if size >= batch]

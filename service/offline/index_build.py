@@ -71,6 +71,18 @@ def read_catalog(backfill_out: Path):
     return table, models.pop(), shas.pop()
 
 
+def backfill_precision(backfill_out: Path) -> str:
+    """The precision the backfill's embeddings were computed in: the index records it, and the service serves the
+    index only from a model running in the same precision (docs/precision.md)."""
+    from service.offline.backfill import identity_precision
+    from service.offline.backfill.output import RUN_FILE
+
+    try:
+        return identity_precision(json.loads((backfill_out / RUN_FILE).read_text()))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{backfill_out} is not a backfill output directory ({error})") from None
+
+
 def embeddings(table) -> np.ndarray:
     """The embedding column as one float32 [tracks, dim] array, without a Python object per value."""
     column = table.column("embedding").combine_chunks()
@@ -133,6 +145,7 @@ def build(
 
     started = time.perf_counter()
     table, model, onnx_sha256 = read_catalog(backfill_out)
+    precision = backfill_precision(backfill_out)
     track_ids = table.column("track_id").to_pylist()
     if len(set(track_ids)) != len(track_ids):
         raise UsageError(f"{backfill_out}: a track id appears in more than one results row")
@@ -160,6 +173,7 @@ def build(
         format=artefact.INDEX_FORMAT,
         model=model,
         onnx_sha256=onnx_sha256,
+        precision=precision,
         count=len(vectors),
         dim=vectors.shape[1],
         metric=artefact.METRIC,

@@ -464,7 +464,7 @@ def test_warm_cache_makes_the_same_bytes_a_hit_in_the_service(catalog, models_di
     client = redis.Redis.from_url(redis_url)
     try:
         for row in rows.values():
-            key = cache_key(row["audio_sha256"], MODEL, manifest_json["onnx"]["sha256"], 187 * 256)
+            key = cache_key(row["audio_sha256"], MODEL, manifest_json["onnx"]["sha256"], 187 * 256, precision="fp32")
             assert client.exists(key), key
     finally:
         client.close()

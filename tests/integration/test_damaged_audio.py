@@ -280,6 +280,7 @@ def test_refusing_damaged_audio_answers_422_and_caches_nothing(models_dir):
             model.name,
             model.manifest.onnx.sha256,
             model.manifest.geometry.hop_frames(None) * model.manifest.geometry.frame_hop,
+            precision=model.runner.precision,
         )
         assert key not in live.state.cache
     assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
@@ -324,6 +325,7 @@ def test_cancelling_the_first_of_identical_requests_mid_decode_leaves_the_others
                     model.name,
                     model.manifest.onnx.sha256,
                     geometry.hop_frames(None) * geometry.frame_hop,
+                    precision=model.runner.precision,
                 )
                 cached = await state.cache.get(key)
                 return responses, cached

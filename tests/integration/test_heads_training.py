@@ -84,6 +84,7 @@ def test_cli_trains_selects_by_grouped_cv_and_writes_a_working_artefact(catalog,
     assert manifest["base_model"] == {
         "name": "msd-musicnn",
         "onnx_sha256": base["onnx"]["sha256"],
+        "precision": "fp32",
         "embedding_output": "embedding",
         "embedding_dim": 200,
     }

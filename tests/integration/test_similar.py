@@ -31,6 +31,7 @@ from service.artefacts.similar import artefact
 from service.artefacts.similar.search import ExactSearcher, UsearchSearcher
 from service.artefacts.similar.serving import load_index
 from service.offline import index_build as build
+from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
 from tests.support.audio_factory import encode_audio
 from tests.support.serve_process import ServeProcess
 
@@ -110,14 +111,22 @@ def index_dir(backfill_out, music_catalog, tmp_path_factory) -> Path:
 
 
 class Models(dict):
-    """Loaded models as load_index needs them (name → object with .manifest), read from the model manifests."""
+    """Loaded models as load_index needs them (name → object with .manifest and .runner.precision), read from the
+    model manifests; fp32, as the suite runs (tests/support/serve_process.TEST_PRECISION)."""
 
     def __init__(self, models_dir: Path, names=(MODEL,)) -> None:
         from types import SimpleNamespace
 
         from service.artefacts.manifest import load_manifest
 
-        super().__init__({n: SimpleNamespace(manifest=load_manifest(models_dir / f"{n}.json")) for n in names})
+        super().__init__(
+            {
+                n: SimpleNamespace(
+                    manifest=load_manifest(models_dir / f"{n}.json"), runner=SimpleNamespace(precision="fp32")
+                )
+                for n in names
+            }
+        )
 
 
 # ---- build → load → query --------------------------------------------------------------------------------------
@@ -127,6 +136,7 @@ def test_build_writes_a_manifest_that_describes_the_catalog(index_dir, backfill_
     manifest = artefact.read_manifest(index_dir / f"{MODEL}.json")
     model = Models(models_dir)[MODEL].manifest
     assert (manifest.model, manifest.onnx_sha256, manifest.count, manifest.dim) == (MODEL, model.onnx.sha256, 9, 200)
+    assert manifest.precision == "fp32"  # the backfill's (docs/precision.md)
     assert manifest.library == "numpy" and manifest.metric == "cosine" and manifest.has_artists
     assert manifest.duplicate_threshold == build.CALIBRATED_DUPLICATE_THRESHOLDS[MODEL]
     assert manifest.source["digest"] == build.source_digest(backfill_out)
@@ -168,8 +178,10 @@ def clustered(n: int, dim: int = 200, seed: int = 5, latent: int = 12) -> np.nda
 
 
 def write_backfill_like(out: Path, vectors: np.ndarray, onnx_sha256: str) -> None:
-    """The columns `index build` reads, as the backfill writes them (results/part-*.parquet)."""
+    """What `index build` reads, as the backfill writes it: the columns (results/part-*.parquet) and the run's
+    identity file, whose precision the index records (absent, as in every output before bf16: fp32)."""
     (out / "results").mkdir(parents=True)
+    (out / RUN_FILE).write_text(json.dumps({"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": onnx_sha256}))
     table = pa.table(
         {
             "track_id": [f"t{i}" for i in range(len(vectors))],
@@ -470,6 +482,16 @@ def test_start_refuses_an_index_of_another_onnx_file(index_dir, models_dir, tmp_
     manifest["onnx_sha256"] = "f" * 64
     path.write_text(json.dumps(manifest))
     refused(models_dir, tmp_path, "another msd-musicnn onnx file", TAGGRAM_INDEX_DIR=str(path.parent))
+
+
+def test_start_refuses_an_index_of_another_precision(index_dir, models_dir, tmp_path):
+    path = copy_index(index_dir, tmp_path / "ix")
+    manifest = json.loads(path.read_text())
+    manifest["precision"] = "bf16"  # built from a backfill run with --precision bf16; this server runs fp32
+    path.write_text(json.dumps(manifest))
+    refused(
+        models_dir, tmp_path, "holds bf16 embeddings; msd-musicnn runs in fp32 here", TAGGRAM_INDEX_DIR=str(path.parent)
+    )
 
 
 def test_start_refuses_a_corrupt_index_file(index_dir, models_dir, tmp_path):

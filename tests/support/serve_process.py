@@ -34,10 +34,15 @@ def taggram_executable() -> Path:
     return TAGGRAM
 
 
+# The suite's expected numbers are fp32's; under the default (auto) a bf16-capable CPU could pick bf16 by a measured
+# speed near the threshold. tests/integration/test_precision.py and tests/system/test_startup.py set it themselves.
+TEST_PRECISION = {"TAGGRAM_PRECISION": "fp32"}
+
+
 def clean_env(**taggram_settings: str) -> dict[str, str]:
-    """The current environment without any TAGGRAM_* variable, plus the given ones."""
+    """The current environment without any TAGGRAM_* variable, plus fp32 (TEST_PRECISION) and the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
-    return env | {k: str(v) for k, v in taggram_settings.items()}
+    return env | TEST_PRECISION | {k: str(v) for k, v in taggram_settings.items()}
 
 
 class ServeProcess:

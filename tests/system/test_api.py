@@ -219,7 +219,13 @@ def test_redis_cache_stores_the_entry_under_the_documented_key(models_dir, redis
     assert (first.pop("cached"), second.pop("cached")) == (False, True) and first == second
     import hashlib
 
-    key = cache_key(hashlib.sha256(data).hexdigest(), "msd-musicnn", manifest.onnx.sha256, 187 * 256)
+    key = cache_key(
+        hashlib.sha256(data).hexdigest(),
+        "msd-musicnn",
+        manifest.onnx.sha256,
+        187 * 256,
+        precision=live.state.models["msd-musicnn"].runner.precision,
+    )
     plain = redis.Redis.from_url(redis_url)
     assert plain.exists(key) == 1 and plain.ttl(key) > 0
 
@@ -474,6 +480,7 @@ def test_metrics_expose_every_documented_series(client):
         "taggram_rejections_total",
         "taggram_queue_depth_patches",
         "taggram_model_info",
+        "taggram_model_runtime_info",
     ):
         assert name in text, name
     assert 'taggram_requests_total{endpoint="/embed",status="200"}' in text

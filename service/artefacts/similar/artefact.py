@@ -59,6 +59,7 @@ class IndexManifest(BaseModel):
     format: int
     model: str
     onnx_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    precision: str = "fp32"  # of the catalog's embeddings (absent in indexes built before bf16 existed: fp32)
     count: int = Field(ge=1)
     dim: int = Field(ge=1)
     metric: str

@@ -137,6 +137,12 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
             f"index {path} was built with another {manifest.model} onnx file: sha256 "
             f"{manifest.onnx_sha256[:12]}… != loaded {model.manifest.onnx.sha256[:12]}…"
         )
+    if manifest.precision != model.runner.precision:  # a query's embedding and the catalog's: one precision
+        raise artefact.IndexFileError(
+            f"index {path} holds {manifest.precision} embeddings; {manifest.model} runs in "
+            f"{model.runner.precision} here: rebuild it from a backfill run with "
+            f"--precision {model.runner.precision} (docs/precision.md)"
+        )
     if manifest.dim != model.manifest.embedding_dim:
         raise artefact.IndexFileError(
             f"index {path}: dim {manifest.dim} != the model's embedding dim {model.manifest.embedding_dim}"

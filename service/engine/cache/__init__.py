@@ -1,7 +1,8 @@
 """Analysis cache: key scheme, binary value format, Redis / in-process backends, single-flight.
 
 An :class:`~service.engine.analysis.Analysis` is expensive (decode + minutes of CPU inference for a long track) and
-fully determined by (audio bytes, model graph, hop), so it is cached under a content-addressed key. Design rules:
+fully determined by (audio bytes, model graph, precision, hop), so it is cached under a content-addressed key.
+Design rules:
 
 * The cache is an optimisation, never a dependency: every backend failure (Redis down, slow, full, corrupt entry)
   turns into a miss plus a metric and one log line; no request ever fails because of the cache.

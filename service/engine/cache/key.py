@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from service.config import Precision
+
 # Bump whenever the byte layout or the meaning of a cached field changes. It is part of the key, so entries written
 # by an older release are simply never looked up again (they age out through the TTL) instead of failing to decode.
 SCHEMA_VERSION = 2  # 2: decode facts (decoder, declared duration, warnings) travel with the analysis
@@ -16,10 +18,11 @@ _HEX = re.compile(r"[0-9a-f]+")
 # Model names become one ':'-separated key field, so ':' (or anything exotic) would make keys ambiguous.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256_HEX_CHARS = 64
+SERVED_PRECISIONS = (Precision.FP32, Precision.BF16)  # what a runner computes in ("auto" is only a setting)
 
 
-def cache_key(audio_sha256: str, model: str, onnx_sha256: str, hop_samples: int) -> str:
-    """Key of one analysis: ``taggram:v{schema}:{model}:{onnx16}:{hop}:{audio_sha256}``.
+def cache_key(audio_sha256: str, model: str, onnx_sha256: str, hop_samples: int, *, precision: str) -> str:
+    """Key of one analysis: ``taggram:v{schema}:{model}:{onnx16}:{precision}:{hop}:{audio_sha256}``.
 
     Every field is something the cached value depends on, so no two different analyses can share a key:
 
@@ -30,6 +33,8 @@ def cache_key(audio_sha256: str, model: str, onnx_sha256: str, hop_samples: int)
     * the model's ONNX hash (first 16 hex digits) means a re-exported or retrained model never serves entries
       computed by its predecessor under the same name; sample rate and patch length are properties of the graph,
       so the hash covers them too;
+    * ``precision`` (fp32 or bf16: the runner's, docs/precision.md): the same graph in bf16 gives slightly different
+      numbers, so replicas serving different precisions (or one restarted with another) never mix their answers;
     * ``hop`` is the only request parameter that changes the analysis (segment overlap);
     * the audio's SHA-256 is the content address (the uploaded bytes, not the file name).
     """
@@ -39,7 +44,9 @@ def cache_key(audio_sha256: str, model: str, onnx_sha256: str, hop_samples: int)
         raise ValueError(f"model name {model!r} must match {_MODEL_NAME.pattern} to be used in a cache key")
     if isinstance(hop_samples, bool) or not isinstance(hop_samples, int) or hop_samples <= 0:
         raise ValueError(f"hop_samples must be a positive int, got {hop_samples!r}")
-    return f"{KEY_PREFIX}:v{SCHEMA_VERSION}:{model}:{onnx[:ONNX_HASH_KEY_CHARS]}:{hop_samples}:{audio}"
+    if precision not in SERVED_PRECISIONS:
+        raise ValueError(f"precision must be one of {SERVED_PRECISIONS}, got {precision!r}")
+    return f"{KEY_PREFIX}:v{SCHEMA_VERSION}:{model}:{onnx[:ONNX_HASH_KEY_CHARS]}:{precision}:{hop_samples}:{audio}"
 
 
 def _checked_hex(name: str, value: str, *, exact: int | None = None, minimum: int = 1) -> str:

@@ -45,6 +45,7 @@ import importlib
 # spawned decode worker does) loads none of the heavy modules.
 _EXPORTS = {
     "read_output": "output",
+    "identity_precision": "output",
     "RESULTS_DIR": "output",
     "ERRORS_DIR": "output",
     "shard_of": "catalog",

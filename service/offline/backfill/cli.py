@@ -10,7 +10,7 @@ import os
 import signal
 from pathlib import Path
 
-from service.config import Device, HopSeconds, ResultCount, Settings
+from service.config import Device, HopSeconds, Precision, ResultCount, Settings
 from service.engine.run import BatchPolicy, batch_policy, usable_cpus
 from service.logs import configure_logging
 from service.offline.arguments import add_audio_limit_arguments, as_the_api, positive_float, positive_int
@@ -151,6 +151,14 @@ def build_parser(settings) -> argparse.ArgumentParser:
     )
     p.add_argument("--redis-url", default=settings.redis_url, help="for --warm-cache (default: $TAGGRAM_REDIS_URL)")
     p.add_argument("--device", type=Device, choices=tuple(Device), default=settings.device)
+    p.add_argument(
+        "--precision",
+        type=Precision,
+        choices=tuple(Precision),
+        default=settings.precision,
+        help="CPU inference precision, as TAGGRAM_PRECISION (docs/precision.md; default: %(default)s); "
+        "recorded in the output: a catalog is never half fp32, half bf16",
+    )
     policy = default_batch_policy(settings)
     p.add_argument(
         "--inference-workers",
@@ -200,6 +208,7 @@ def parse_options(argv: list[str] | None) -> Options:
         "damaged_audio": args.damaged_audio,
         "redis_url": args.redis_url,
         "device": args.device,
+        "precision": args.precision,
         "inference_workers": args.inference_workers or 0,  # 0: batch_policy chooses
         "intra_op_threads": args.intra_op_threads or 0,
     }

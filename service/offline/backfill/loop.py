@@ -232,7 +232,13 @@ class RunLoop:
         )
         self.summary.warnings_by_code.update(w.code for w in analysis.decode.warnings)
         if self.warmer is not None:
-            key = cache_key(state.sha256, self.identity.model, self.identity.onnx_sha256, analysis.hop_samples)
+            key = cache_key(
+                state.sha256,
+                self.identity.model,
+                self.identity.onnx_sha256,
+                analysis.hop_samples,
+                precision=self.identity.precision,
+            )
             if self.warmer.store(key, analysis):
                 self.summary.cache_writes += 1
             else:

@@ -48,9 +48,12 @@ class RunIdentity:
     max_bytes: int
     damaged_audio: str
     segment_embeddings: bool = False  # also the per-segment embeddings (what heads train on)
+    precision: str = "fp32"  # the runner's (docs/precision.md): embeddings of two precisions never share an output
 
     def as_json(self) -> dict:
         extra = {"segment_embeddings": True} if self.segment_embeddings else {}  # only when on: resumes stay valid
+        # Absent = fp32, what every output written before bf16 existed holds: their resumes stay valid too.
+        extra |= {"precision": self.precision} if self.precision != "fp32" else {}
         return extra | {
             "format": OUTPUT_FORMAT,
             "model": self.model,
@@ -285,6 +288,11 @@ def _write_durably(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def identity_precision(identity: dict) -> str:
+    """The precision a backfill output's embeddings were computed in (``RunIdentity.as_json``; absent = fp32)."""
+    return identity.get("precision", "fp32")
 
 
 def read_output(root: Path, table: str = RESULTS_DIR):

@@ -59,6 +59,7 @@ class Backfill:
             max_bytes=o.settings.max_upload_bytes,
             damaged_audio=o.settings.damaged_audio,
             segment_embeddings=o.segment_embeddings,
+            precision=model.runner.precision,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ class Backfill:
             self.summary.tracks_in_shard = len(tracks)
             self.summary.already_done = len(tracks) - len(todo)
             log.info(
-                "shard %d/%d: %d tracks, %d already finished, %d to analyse with %s (%s)",
+                "shard %d/%d: %d tracks, %d already finished, %d to analyse with %s (%s, %s)",
                 o.shard_index,
                 o.shard_count,
                 len(tracks),
@@ -87,6 +88,7 @@ class Backfill:
                 len(todo),
                 model.name,
                 model.runner.provider,
+                model.runner.precision,
             )
             loop = RunLoop(
                 o, self.summary, lambda: self.stop_signal, model, hop_frames, identity, output, warmer, todo, started
