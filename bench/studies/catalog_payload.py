@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from service.api.catalog_payload import GZIP_LEVEL, compact_document, encode, po
 from service.artefacts.similar import artefact
 from service.artefacts.similar.serving import load_index
 from service.offline import index_build
+from service.offline.backfill.output import RUN_FILE
 from service.offline.index_build import read_artists
 
 SEED = 13
@@ -65,6 +67,7 @@ def derived_output(backfill: Path, artists_csv: Path, n: int, out: Path) -> tupl
         }
     ).replace_schema_metadata(table.schema.metadata)
     (out / "results").mkdir(parents=True)
+    shutil.copy(backfill / RUN_FILE, out / RUN_FILE)  # the run's identity: index build records its precision
     pq.write_table(derived, out / "results" / "part-n0001-i0000-000000.parquet")
     return model, onnx
 
@@ -82,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = index_build.build(work / "bf", work / "ix", backend="exact")
         build_seconds = time.perf_counter() - started
         dims = SimpleNamespace(onnx=SimpleNamespace(sha256=onnx), embedding_dim=manifest.dim)
-        index = load_index(artefact.manifest_path(work / "ix", model), {model: SimpleNamespace(manifest=dims)})
+        index = load_index(
+            artefact.manifest_path(work / "ix", model),
+            {model: SimpleNamespace(manifest=dims, runner=SimpleNamespace(precision=manifest.precision))},
+        )
         timings, sizes = {}, {}
         for name, make in (("compact", compact_document), ("points", points_document)):
             started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import threading
 
 import httpx
@@ -19,6 +20,7 @@ import pytest
 
 from service.artefacts.manifest import load_manifest
 from service.artefacts.similar import artefact
+from service.offline.backfill.output import RUN_FILE
 from service.offline.catalog_build import BACKFILL_METADATA
 from tests.integration.test_similar import (  # noqa: F401
     MODEL,
@@ -119,6 +121,7 @@ def write_other_generation(out, backfill) -> list[str]:
     other = table.set_column(table.column_names.index("track_id"), "track_id", pa.array(ids, pa.string()))
     other = other.replace_schema_metadata({BACKFILL_METADATA: table.schema.metadata[BACKFILL_METADATA]})
     (out / "results").mkdir(parents=True)
+    shutil.copy(backfill / RUN_FILE, out / RUN_FILE)  # the run's identity (its precision), as the backfill writes it
     pq.write_table(other, out / "results" / "part-n0001-i0000-000000.parquet")
     return ids
 

@@ -18,6 +18,7 @@ import pytest
 
 from service.artefacts.manifest import load_manifest
 from service.offline import index_build
+from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
 from service.offline.catalog_build import BACKFILL_METADATA
 from tests.support.browser import chromium, require_browser
 from tests.support.live_server import live_server, server_settings
@@ -48,6 +49,8 @@ def catalog_output(out: Path, models_dir: Path) -> None:
         }
     ).replace_schema_metadata({BACKFILL_METADATA: json.dumps({"labels": manifest.labels}).encode()})
     (out / "results").mkdir(parents=True)
+    identity = {"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": manifest.onnx.sha256}
+    (out / RUN_FILE).write_text(json.dumps(identity))
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
 

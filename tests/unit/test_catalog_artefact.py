@@ -17,6 +17,7 @@ from service.artefacts.similar.artists import NEAREST_ARTISTS, pool
 from service.artefacts.similar.projection import PROJECTIONS, Projection, fit, place_by_neighbours
 from service.artefacts.similar.serving import load_index
 from service.offline import index_build as build
+from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
 
 MODEL = "msd-musicnn"
 ONNX = "0" * 64
@@ -28,6 +29,7 @@ TAXONOMY = {"name": "test", "subgenres": {"Rock": ["rock"], "Jazz": ["jazz"], "E
 def write_backfill(out: Path, vectors: np.ndarray, scores: np.ndarray, artists: list[str | None]) -> None:
     """The columns and metadata `index build` reads, as the backfill writes them."""
     (out / "results").mkdir(parents=True)
+    (out / RUN_FILE).write_text(json.dumps({"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": ONNX}))
     n = len(vectors)
     table = pa.table(
         {
@@ -53,7 +55,7 @@ def taxonomy_dir(tmp_path) -> Path:
 
 def models() -> dict:
     manifest = SimpleNamespace(onnx=SimpleNamespace(sha256=ONNX), embedding_dim=DIM)
-    return {MODEL: SimpleNamespace(manifest=manifest)}
+    return {MODEL: SimpleNamespace(manifest=manifest, runner=SimpleNamespace(precision="fp32"))}
 
 
 def catalog(seed: int = 0, n: int = 90) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
