@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 # Longest MPEG audio frame: Layer II at 384 kbit/s and 32 kHz is 1728 bytes, Layer I/II/III under 3000 bytes.
 TAIL_BYTES = 16 * 1024  # several frames of any kind: enough to anchor a chain of frames before the end
 HEAD_BYTES = 16 * 1024  # the first frames after an ID3v2 tag, with the Xing/Info header in the first one
+WALK_BLOCK_BYTES = 1 << 20  # read per block when walking every frame header (constant_bit_rate)
 CHAIN_FRAMES = 4  # consecutive, consistent headers before a sync word counts as a frame (not bytes that look like one)
 ID3V1_BYTES = 128
 ID3V1_EXTENDED_BYTES = 227  # "TAG+" block before an ID3v1 tag
@@ -155,14 +157,45 @@ def tail_cut_reason(tail: bytes, audio_end_at: int) -> str | None:
     return None  # something else after the last whole frame: no claim
 
 
-def xing_bytes(head: bytes, start: int) -> int | None:
-    """The byte count a Xing/Info header in the frame at ``head[start]`` states (the whole MPEG stream's), or None."""
+def _xing_at(head: bytes, start: int) -> int | None:
+    """Offset of the Xing/Info header in the frame at ``head[start]``, or None when that frame carries none."""
     frame = parse_header(head, start)
     if frame is None or frame.layer != 3:
         return None
     side_info = (32 if not frame.mono else 17) if frame.version == 1 else (17 if not frame.mono else 9)
     at = start + 4 + side_info
-    if head[at : at + 4] not in (b"Xing", b"Info") or at + 8 > len(head):
+    return at if head[at : at + 4] in (b"Xing", b"Info") and at + 8 <= len(head) else None
+
+
+def has_xing(head: bytes, start: int) -> bool:
+    """Whether the first frame carries a Xing/Info header (LAME, FFmpeg: frame count and seek table)."""
+    return _xing_at(head, start) is not None
+
+
+def constant_bit_rate(source: BinaryIO, start: int) -> bool:
+    """Whether every frame from ``start`` on has the first one's bit rate, following the headers to the end (a tag
+    or anything else that is no frame ends the walk). Reads the file in ``WALK_BLOCK_BYTES`` blocks."""
+    source.seek(start)
+    buffer, offset, position, rate_bits = b"", start, start, None
+    while True:
+        if position + 4 > offset + len(buffer):
+            buffer, offset = buffer[position - offset :] + source.read(WALK_BLOCK_BYTES), position
+            if position + 4 > offset + len(buffer):
+                return rate_bits is not None
+        frame = parse_header(buffer, position - offset)
+        if frame is None:
+            return rate_bits is not None
+        bits = buffer[position - offset + 2] >> 4
+        if rate_bits is not None and bits != rate_bits:
+            return False
+        rate_bits = bits
+        position += frame.length
+
+
+def xing_bytes(head: bytes, start: int) -> int | None:
+    """The byte count a Xing/Info header in the frame at ``head[start]`` states (the whole MPEG stream's), or None."""
+    at = _xing_at(head, start)
+    if at is None:
         return None
     (flags,) = struct.unpack_from(">I", head, at + 4)
     offset = at + 8 + (4 if flags & 1 else 0)  # the frame count comes first when present
