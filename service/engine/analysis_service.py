@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from service.config import Settings
+from service.decode import refuse_damaged
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
 from service.engine.cache import Cache, cache_key, make_cache
@@ -170,6 +171,8 @@ class AnalysisService:
             analysis, sample = await sample_analysis(
                 upload.file, analyser=analyser, batcher=admission.batcher, decoder=self._decoder, patches=patches,
                 max_seconds=self.settings.max_audio_seconds, deadline=admission.deadline, priority=admission.priority)
+            if self.settings.damaged_audio == "refuse":
+                refuse_damaged(analysis.decode)  # what the sample already shows (a cut container, damaged regions)
         except TrackIsShort:
             return self._whole(*await self.analyse(admission, upload))
         except BaseException:

@@ -101,3 +101,12 @@ def background_outcomes(http) -> dict[str, float]:
                 if sample.name.endswith("_total"):
                     found[sample.labels["outcome"]] = sample.value
     return found
+
+
+def test_a_cut_file_set_to_be_refused_is_refused_from_its_sample(models_dir, long_track):
+    """An early answer hides nothing the sample already shows: a cut Ogg file is refused under damaged_audio=refuse."""
+    settings = server_settings(models_dir, early_answer_patches=PATCHES, damaged_audio="refuse")
+    with live_server(settings) as live, live.client() as http:
+        response = http.post("/suggest-subgenres", files={"file": ("track", long_track[: len(long_track) * 9 // 10])})
+        assert response.status_code == 422 and response.json()["code"] == "damaged_audio"
+        assert len(live.state.analysis.background) == 0
