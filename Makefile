@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+):
 #   make run    build the venv and the models if needed, then serve on 127.0.0.1:8000 (CPU, in-process cache)
 #   make test   build the venv and the models if needed, then run the whole test suite
+#   make lint   ruff: lint rules and format check (run by .ci/run before the tests)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,6 +26,12 @@ run: models
 test: models
 	@echo "[test] $(BIN)/python -m pytest"
 	@$(BIN)/python -m pytest
+
+# ruff (pinned in the test extra and constraints.txt; configured in pyproject.toml): the lint rules, then the format.
+lint: $(STAMP)
+	@echo "[lint] $(BIN)/ruff check . && $(BIN)/ruff format --check ."
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
 
 models: $(STAMP)
 	@echo "[models] building missing models (python -m model_export)"

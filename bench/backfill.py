@@ -8,10 +8,11 @@ made by looping those tracks to 60 minutes and encoding them with PyAV (Opus in 
 ``.cache/bench-music/``. Ogg/Opus because a 60-minute WAV or FLAC would exceed the service's 100 MiB upload limit.
 
 1. **Raw ONNX Runtime**: in this process, every catalog track is decoded and cut into patches exactly as the backfill
-   does (``iter_decoded`` + ``service.engine.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one track), and only
-   ``Runner.run`` is timed, run as the backfill's batch policy runs it (``--inference-workers`` batches at once, each on
-   ``--intra-op-threads`` threads): audio hours per hour of pure inference, the ceiling for the backfill. A third pass
-   runs one batch at a time on ONNX Runtime's default threads (one per core), the other way to use the cores.
+   does (``iter_decoded`` + ``service.engine.patch.StreamingPatcher``, batches of ``--batch-patches`` patches of one
+   track), and only ``Runner.run`` is timed, run as the backfill's batch policy runs it (``--inference-workers`` batches
+   at once, each on ``--intra-op-threads`` threads): audio hours per hour of pure inference, the ceiling for the
+   backfill. A third pass runs one batch at a time on ONNX Runtime's default threads (one per core), the other way to
+   use the cores.
 2. **Backfill**: ``python -m service backfill CATALOG --out TMP --max-seconds 4000`` as a subprocess, timed from
    start to exit (model loading, worker start-up and Parquet writing included). Its memory is sampled every 0.1 s
    with psutil: RSS and PSS (proportional set size: shared library pages divided among the processes that map
@@ -23,6 +24,8 @@ made by looping those tracks to 60 minutes and encoding them with PyAV (Opus in 
 The two passes alternate (raw, backfill, raw) and the raw figure is the mean of its two passes, since the cores
 are shared with other work. CPU seconds (user + system) per audio hour are reported too: less sensitive to that
 sharing than wall-clock time. The report section goes into docs/backfill.md (``--no-write``: print only).
+
+Writes docs/backfill.md, "Backfill throughput and memory".
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def long_track(minutes: int) -> Path:
 
 
 def build_catalog(root: Path, quick: bool) -> list[Path]:
-    files = music_files(("ogg",) if quick else ("ogg", "mp3", "m4a")) + [long_track(20 if quick else 60)]
+    files = [*music_files(("ogg",) if quick else ("ogg", "mp3", "m4a")), long_track(20 if quick else 60)]
     root.mkdir(parents=True, exist_ok=True)
     for i, source in enumerate(files):
         (root / f"{i:02d}-{source.name}").symlink_to(source)
@@ -119,8 +122,8 @@ class RawPass:
 def track_batches(files: list[Path], batch: int, max_seconds: float) -> tuple[list[np.ndarray], float]:
     """Every track decoded and cut into batches exactly as the backfill does (one track's patches per batch, the
     last one partial); and the audio seconds."""
-    from service.decode import SAMPLE_RATE, iter_decoded
     from service.artefacts.manifest import load_manifest
+    from service.decode import SAMPLE_RATE, iter_decoded
     from service.engine.patch import StreamingPatcher
 
     geometry = load_manifest(REPO_ROOT / "models" / f"{MODEL}.json").geometry
@@ -133,7 +136,7 @@ def track_batches(files: list[Path], batch: int, max_seconds: float) -> tuple[li
             for chunk in iter_decoded(f, max_seconds=max_seconds, chunk_samples=30 * SAMPLE_RATE):
                 patches += [patch.copy() for patch in patcher.push(chunk)]
         patches += [patch.copy() for patch in patcher.finish()]
-        batches += [np.stack(patches[i:i + batch]) for i in range(0, len(patches), batch)]
+        batches += [np.stack(patches[i : i + batch]) for i in range(0, len(patches), batch)]
         audio_seconds += patcher.num_samples / SAMPLE_RATE
     return batches, audio_seconds
 
@@ -152,8 +155,7 @@ def raw_pass(batches: list[np.ndarray], audio_seconds: float, workers: int, thre
     wall, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(runner.run, batches))
-    return RawPass(audio_seconds, sum(len(b) for b in batches), time.perf_counter() - wall,
-                   time.process_time() - cpu)
+    return RawPass(audio_seconds, sum(len(b) for b in batches), time.perf_counter() - wall, time.process_time() - cpu)
 
 
 # ---- backfill subprocess with memory sampling ------------------------------------------------------------------------
@@ -206,10 +208,7 @@ def sample_memory(pid: int, memory: Memory, stop: threading.Event) -> None:
             except psutil.Error:
                 continue
             memory.cpu_seconds[process.pid] = times.user + times.system
-            if "resource_tracker" in cmdline:
-                kind = "tracker"
-            else:
-                kind = "parent" if process.pid == pid else "worker"
+            kind = "tracker" if "resource_tracker" in cmdline else "parent" if process.pid == pid else "worker"
             memory.processes.add((process.pid, kind))
             rss_total += info.rss
             pss_total += info.pss
@@ -242,10 +241,33 @@ class BackfillPass:
 
 
 def backfill_pass(catalog: Path, out: Path, args: argparse.Namespace) -> BackfillPass:
-    command = [sys.executable, "-m", "service", "backfill", str(catalog), "--out", str(out), "--model", MODEL,
-               "--models-dir", str(REPO_ROOT / "models"), "--max-seconds", "4000", "--progress", "log",
-               "--progress-seconds", "60", "--batch-patches", str(args.batch_patches), "--workers", str(args.workers),
-               "--inference-workers", str(args.inference_workers), "--intra-op-threads", str(args.intra_op_threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "backfill",
+        str(catalog),
+        "--out",
+        str(out),
+        "--model",
+        MODEL,
+        "--models-dir",
+        str(REPO_ROOT / "models"),
+        "--max-seconds",
+        "4000",
+        "--progress",
+        "log",
+        "--progress-seconds",
+        "60",
+        "--batch-patches",
+        str(args.batch_patches),
+        "--workers",
+        str(args.workers),
+        "--inference-workers",
+        str(args.inference_workers),
+        "--intra-op-threads",
+        str(args.intra_op_threads),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -272,8 +294,9 @@ def mb(value: float) -> str:
     return f"{value / 1e6:.0f} MB"
 
 
-def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default: RawPass, run: BackfillPass,
-           args) -> str:
+def report(
+    argv: list[str], files: list[Path], raws: list[RawPass], ort_default: RawPass, run: BackfillPass, args
+) -> str:
     raw_speed = float(np.mean([r.speed for r in raws]))
     raw_cpu_per_hour = float(np.mean([r.run_cpu_seconds / (r.audio_seconds / 3600) for r in raws]))
     audio_hours = run.summary["audio_hours"]
@@ -294,13 +317,24 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
         markdown_table(
             ["", "audio hours per hour", "CPU s per audio hour"],
             [
-                [f"raw ONNX Runtime, the backfill's policy ({args.inference_workers} batch(es) at once, "
-                 f"{args.intra_op_threads} thread(s) each), same patches and batches (mean of 2 passes: "
-                 + " / ".join(f"{r.speed:.1f}" for r in raws) + ")", f"{raw_speed:.1f}", f"{raw_cpu_per_hour:.0f}"],
-                ["raw ONNX Runtime, one batch at a time on its default threads (one per core), same batches",
-                 f"{ort_default.speed:.1f}", f"{ort_default.run_cpu_seconds / (ort_default.audio_seconds / 3600):.0f}"],
-                ["`taggram backfill`, wall clock from start to exit (decode, inference, Parquet)", f"{run.speed:.1f}",
-                 f"{run.cpu_seconds / audio_hours:.0f}"],
+                [
+                    f"raw ONNX Runtime, the backfill's policy ({args.inference_workers} batch(es) at once, "
+                    f"{args.intra_op_threads} thread(s) each), same patches and batches (mean of 2 passes: "
+                    + " / ".join(f"{r.speed:.1f}" for r in raws)
+                    + ")",
+                    f"{raw_speed:.1f}",
+                    f"{raw_cpu_per_hour:.0f}",
+                ],
+                [
+                    "raw ONNX Runtime, one batch at a time on its default threads (one per core), same batches",
+                    f"{ort_default.speed:.1f}",
+                    f"{ort_default.run_cpu_seconds / (ort_default.audio_seconds / 3600):.0f}",
+                ],
+                [
+                    "`taggram backfill`, wall clock from start to exit (decode, inference, Parquet)",
+                    f"{run.speed:.1f}",
+                    f"{run.cpu_seconds / audio_hours:.0f}",
+                ],
                 ["... of which the parent (model, patching, Parquet)", "", f"{parent_cpu:.0f}"],
                 ["... of which the decode worker(s)", "", f"{m.cpu_of('worker') / audio_hours:.0f}"],
             ],
@@ -309,7 +343,8 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
         f"- **backfill vs raw ONNX Runtime (same policy), wall clock: {run.speed / raw_speed:.0%}** "
         f"(target ≥ {SPEED_TARGET:.0%}); vs the best raw figure ({best_raw:.1f}): {run.speed / best_raw:.0%}",
         f"- per CPU second (raw CPU s per audio hour / backfill CPU s per audio hour): "
-        f"{raw_cpu_per_hour / (run.cpu_seconds / audio_hours):.0%}; the parent alone: {raw_cpu_per_hour / parent_cpu:.0%}",
+        f"{raw_cpu_per_hour / (run.cpu_seconds / audio_hours):.0%}; "
+        f"the parent alone: {raw_cpu_per_hour / parent_cpu:.0%}",
         f"- CPU used by the backfill's processes on average: {run.cpu_seconds / run.wall_seconds:.2f} cores "
         f"(raw passes: {np.mean([r.run_cpu_seconds / r.run_seconds for r in raws]):.2f}); the inference threads "
         f"were inside `Runner.run` {run.summary['inference_busy']:.0%} of the wall-clock time",
@@ -319,10 +354,18 @@ def report(argv: list[str], files: list[Path], raws: list[RawPass], ort_default:
             [
                 ["parent (inference, Parquet)", mb(m.peak_parent_rss), mb(m.peak_parent_pss), ""],
                 [f"decode worker (largest of {workers})", mb(m.peak_worker_rss), mb(m.peak_worker_pss), ""],
-                ["whole process tree (parent + workers + multiprocessing's resource tracker)",
-                 mb(m.peak_tree_rss), mb(m.peak_tree_pss), f"< {RSS_TARGET_MB} MB"],
-                ["kernel high-water mark (VmHWM): parent / largest decode worker",
-                 f"{mb(m.peak_parent_hwm)} / {mb(m.peak_worker_hwm)}", "", ""],
+                [
+                    "whole process tree (parent + workers + multiprocessing's resource tracker)",
+                    mb(m.peak_tree_rss),
+                    mb(m.peak_tree_pss),
+                    f"< {RSS_TARGET_MB} MB",
+                ],
+                [
+                    "kernel high-water mark (VmHWM): parent / largest decode worker",
+                    f"{mb(m.peak_parent_hwm)} / {mb(m.peak_worker_hwm)}",
+                    "",
+                    "",
+                ],
             ],
         ),
         "",
@@ -340,13 +383,16 @@ def main() -> None:
     parser.add_argument("--intra-op-threads", type=int, default=None, help="default: the backfill's default")
     parser.add_argument("--no-write", action="store_true", help="print the report without updating docs/backfill.md")
     args = parser.parse_args()
-    from service.offline.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
     from service.config import Settings
+    from service.offline.backfill import DEFAULT_BATCH_PATCHES, default_batch_policy, default_workers
 
     args.batch_patches = args.batch_patches or DEFAULT_BATCH_PATCHES
     args.workers = args.workers or default_workers()
-    policy = default_batch_policy(Settings().model_copy(
-        update={"inference_workers": args.inference_workers or 0, "intra_op_threads": args.intra_op_threads or 0}))
+    policy = default_batch_policy(
+        Settings().model_copy(
+            update={"inference_workers": args.inference_workers or 0, "intra_op_threads": args.intra_op_threads or 0}
+        )
+    )
     args.inference_workers, args.intra_op_threads = policy.inference_workers, policy.intra_op_threads
     args.long_minutes = 20 if args.quick else 60
     with tempfile.TemporaryDirectory(prefix="taggram-bench-backfill-") as tmp:
@@ -358,8 +404,11 @@ def main() -> None:
         run = backfill_pass(Path(tmp) / "catalog", Path(tmp) / "out", args)
         print(f"backfill: {run.speed:.1f} audio h/h; raw pass 2", file=sys.stderr, flush=True)
         raws.append(raw_pass(batches, audio_seconds, args.inference_workers, args.intra_op_threads))
-        print(f"raw: {raws[1].speed:.1f} audio h/h; raw pass with ONNX Runtime's default threads", file=sys.stderr,
-              flush=True)
+        print(
+            f"raw: {raws[1].speed:.1f} audio h/h; raw pass with ONNX Runtime's default threads",
+            file=sys.stderr,
+            flush=True,
+        )
         ort_default = raw_pass(batches, audio_seconds, 1, 0)
     text = report(["bench.backfill", *sys.argv[1:]], files, raws, ort_default, run, args)
     print(text)

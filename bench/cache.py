@@ -10,6 +10,8 @@ asked), the cache lookup and the JSON answer. To show how much of the hit is jus
 **non-audio bytes** is posted too: the service reads and hashes all of it, misses the cache, and FFmpeg's probe
 refuses it (415). That round trip is an upper bound for "upload + hash" — it includes the probe, which is timed
 in-process on the same bytes and reported next to it. Nothing here is a pure network floor.
+
+Writes docs/benchmarks.md, "Cache hit vs miss".
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def measure_backend(backend: str, files: list[Path], args: argparse.Namespace) -
     elif backend != "memory":
         raise ValueError(f"unknown backend {backend!r}")
     rows = []
-    with common.running_service(args.port, args.model, **settings) as service, \
-            httpx.Client(base_url=service.url, timeout=600.0) as client:
+    with (
+        common.running_service(args.port, args.model, **settings) as service,
+        httpx.Client(base_url=service.url, timeout=600.0) as client,
+    ):
         # Warm-up: one miss, one hit and one refused body, on a clip that is not measured.
         clip = cut_clip(files[0], 0.0, WARM_UP_CLIP_SECONDS)
         checked(post(client, clip, common.content_type(files[0]))[1], False, "warm-up miss")
@@ -117,20 +121,27 @@ def measure_backend(backend: str, files: list[Path], args: argparse.Namespace) -
                     raise RuntimeError(f"non-audio body: expected 415, got {response.status_code}")
                 row.rejects.append(seconds)
             rows.append(row)
-            print(f"{backend} {path.name}: miss {row.miss:.2f} s, hit {1000 * row.hit:.1f} ms, "
-                  f"× {row.ratio:.0f}", file=sys.stderr)
+            print(
+                f"{backend} {path.name}: miss {row.miss:.2f} s, hit {1000 * row.hit:.1f} ms, × {row.ratio:.0f}",
+                file=sys.stderr,
+            )
         after = common.scrape(service.url)
     for row in rows:  # timed after the service stopped, so the two never compete
         row.probe = statistics.median(probe_seconds(non_audio(row.size)) for _ in range(3))
-    counters = {name: common.metric(after, f"taggram_cache_{name}_total", backend=backend)
-                - common.metric(before, f"taggram_cache_{name}_total", backend=backend)
-                for name in ("hits", "misses", "errors")}
+    counters = {
+        name: common.metric(after, f"taggram_cache_{name}_total", backend=backend)
+        - common.metric(before, f"taggram_cache_{name}_total", backend=backend)
+        for name in ("hits", "misses", "errors")
+    }
     return rows, counters
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cache",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--formats", default="ogg,mp3,m4a", help="comma-separated: ogg, mp3, m4a")
     parser.add_argument("--tracks", type=int, default=0, help="use only the first N files (0 = all)")
     parser.add_argument("--hits", type=int, default=5, help="identical requests after the miss (median reported)")
@@ -149,33 +160,59 @@ def main(argv: list[str] | None = None) -> None:
     for backend in args.backends.split(","):
         rows, counters = measure_backend(backend, files, args)
         table = common.markdown_table(
-            ["track", "upload MB", "segments", "miss s", "hit ms (median)", "miss ÷ hit", "same-size non-audio → 415, ms",
-             "of which FFmpeg probe, ms", "response KB"],
-            [[r.track, f"{r.size / 1e6:.2f}", r.segments, f"{r.miss:.2f}", f"{1000 * r.hit:.1f}", f"{r.ratio:.0f}×",
-              f"{1000 * statistics.median(r.rejects):.1f}", f"{1000 * r.probe:.1f}", f"{r.response_bytes / 1e3:.0f}"]
-             for r in rows])
+            [
+                "track",
+                "upload MB",
+                "segments",
+                "miss s",
+                "hit ms (median)",
+                "miss ÷ hit",
+                "same-size non-audio → 415, ms",
+                "of which FFmpeg probe, ms",
+                "response KB",
+            ],
+            [
+                [
+                    r.track,
+                    f"{r.size / 1e6:.2f}",
+                    r.segments,
+                    f"{r.miss:.2f}",
+                    f"{1000 * r.hit:.1f}",
+                    f"{r.ratio:.0f}×",
+                    f"{1000 * statistics.median(r.rejects):.1f}",
+                    f"{1000 * r.probe:.1f}",
+                    f"{r.response_bytes / 1e3:.0f}",
+                ]
+                for r in rows
+            ],
+        )
         ratios = [r.ratio for r in rows]
         median = statistics.median(ratios)
-        summary.append(f"- **{backend}**: median miss ÷ hit = **{median:.0f}×** (min {min(ratios):.0f}×; target ≥ "
-                       f"{TARGET_RATIO:.0f}×: {'met' if min(ratios) >= TARGET_RATIO else 'met by the median' if median >= TARGET_RATIO else 'MISSED'}); "
-                       f"service counters over the run: {counters['hits']:.0f} hits, {counters['misses']:.0f} misses, "
-                       f"{counters['errors']:.0f} cache errors (the misses include the non-audio posts: the cache is asked "
-                       f"before decoding)")
+        verdict = "met" if min(ratios) >= TARGET_RATIO else "met by the median" if median >= TARGET_RATIO else "MISSED"
+        summary.append(
+            f"- **{backend}**: median miss ÷ hit = **{median:.0f}×** (min {min(ratios):.0f}×; target ≥ "
+            f"{TARGET_RATIO:.0f}×: {verdict}); "
+            f"service counters over the run: {counters['hits']:.0f} hits, {counters['misses']:.0f} misses, "
+            f"{counters['errors']:.0f} cache errors (the misses include the non-audio posts: the cache is asked "
+            f"before decoding)"
+        )
         sections += [f"### {backend}", "", table, ""]
-    text = "\n".join([
-        "## Cache hit vs miss (`bench/cache.py`)",
-        "",
-        *common.environment_lines(["bench.cache", *argv]),
-        f"- input: {len(files)} full-length tracks ({args.formats}), raw body `POST /taggram`, default hop; "
-        f"{args.hits} hits per track after the miss; Redis: `{args.redis_url}` (flushed first)",
-        "",
-        *summary,
-        "",
-        *sections,
-        "The 415 column posts the same number of non-audio bytes: the service reads, spools and hashes them all, "
-        "asks the cache (miss), then FFmpeg's probe refuses them. It bounds \"upload + hash\" from above; the probe "
-        "alone (timed in-process on the same bytes, after the service stopped) is the next column.",
-    ])
+    text = "\n".join(
+        [
+            "## Cache hit vs miss (`bench/cache.py`)",
+            "",
+            *common.environment_lines(["bench.cache", *argv]),
+            f"- input: {len(files)} full-length tracks ({args.formats}), raw body `POST /taggram`, default hop; "
+            f"{args.hits} hits per track after the miss; Redis: `{args.redis_url}` (flushed first)",
+            "",
+            *summary,
+            "",
+            *sections,
+            "The 415 column posts the same number of non-audio bytes: the service reads, spools and hashes them all, "
+            'asks the cache (miss), then FFmpeg\'s probe refuses them. It bounds "upload + hash" from above; the probe '
+            "alone (timed in-process on the same bytes, after the service stopped) is the next column.",
+        ]
+    )
     print(text)
     if not args.no_write:
         common.update_report(SECTION, text)

@@ -6,6 +6,8 @@ the figure per CPU second holds on a machine shared with other work, where the w
 
 Usage: .venv/bin/python -m bench.catalog_check [--corpus CSV] [--limit N] [--workers N] [--no-write]
 Writes its section into docs/decode.md.
+
+Writes docs/decode.md, "Catalog check throughput on a real collection".
 """
 
 from __future__ import annotations
@@ -48,9 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         files = write_manifest(args.corpus, args.limit, manifest)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "service", "check-catalog", str(manifest), "--output",
-                                 str(Path(tmp) / "rows.parquet"), "--workers", str(args.workers), "--json"],
-                                cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "check-catalog",
+                str(manifest),
+                "--output",
+                str(Path(tmp) / "rows.parquet"),
+                "--workers",
+                str(args.workers),
+                "--json",
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -36,8 +36,14 @@ DEFAULT_MODEL = "msd-musicnn"
 READY_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 30.0
 PACKAGES = ("onnxruntime", "numpy", "av", "soxr", "librosa", "fastapi", "uvicorn", "httpx", "redis")
-CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".flac": "audio/flac",
-                 ".wav": "audio/wav", ".opus": "audio/ogg"}
+CONTENT_TYPES = {
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".opus": "audio/ogg",
+}
 
 REPORT_HEADER = """# Benchmarks
 
@@ -45,6 +51,8 @@ Measured with the scripts in `bench/` on real music (Debian's `lincity-ng-data` 
 `corpus/music.py` into `.cache/bench-music/`). The machine is small and shared, so absolute figures move from run to
 run: compare the **ratios**, which are measured within one run (variants interleaved where possible). Each section
 below is rewritten by its script; the command line, date, machine and package versions are in the section.
+Recurring benchmarks live in `bench/` (rerun when the code they measure changes); one-off decision studies, kept to
+be rerun when their question comes back, in `bench/studies/` (each names the section holding its conclusion).
 """
 
 
@@ -76,10 +84,8 @@ def cpu_model() -> str:
 def package_versions() -> str:
     versions = []
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return ", ".join(versions)
 
 
@@ -160,10 +166,22 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
     """
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
-    env.update({"TAGGRAM_HOST": "127.0.0.1", "TAGGRAM_PORT": str(port), "TAGGRAM_MODELS_DIR": str(MODELS_DIR),
-                "TAGGRAM_MODELS": model, "TAGGRAM_DEFAULT_MODEL": model, "TAGGRAM_LOG_LEVEL": "warning"})
+    env.update(
+        {
+            "TAGGRAM_HOST": "127.0.0.1",
+            "TAGGRAM_PORT": str(port),
+            "TAGGRAM_MODELS_DIR": str(MODELS_DIR),
+            "TAGGRAM_MODELS": model,
+            "TAGGRAM_DEFAULT_MODEL": model,
+            "TAGGRAM_LOG_LEVEL": "warning",
+            # fp32 unless a benchmark asks (bench/precision.py): under auto, a bf16-capable CPU may choose bf16
+            # on one start and not the next (docs/precision.md), and the figures here are fp32's.
+            "TAGGRAM_PRECISION": "fp32",
+        }
+    )
     env.update({f"TAGGRAM_{key.upper()}": str(value) for key, value in settings.items() if value is not None})
-    log_file = tempfile.NamedTemporaryFile(prefix="taggram-bench-", suffix=".log", delete=False)
+    # The service writes the log until it stops: closed (and removed) in the finally below, not by a with block.
+    log_file = tempfile.NamedTemporaryFile(prefix="taggram-bench-", suffix=".log", delete=False)  # noqa: SIM115 - see above
     process = subprocess.Popen(taggram_command(), cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     service = Service(f"http://127.0.0.1:{port}", process, Path(log_file.name))
     try:
@@ -177,7 +195,9 @@ def running_service(port: int = 0, model: str = DEFAULT_MODEL, **settings: objec
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the service was not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{service.log_tail()}")
+                raise RuntimeError(
+                    f"the service was not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{service.log_tail()}"
+                )
             time.sleep(0.2)
         yield service
     finally:
@@ -223,8 +243,11 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def metric(samples: dict, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
-    return sum(value for (sample_name, sample_labels), value in samples.items()
-               if sample_name == name and wanted <= set(sample_labels))
+    return sum(
+        value
+        for (sample_name, sample_labels), value in samples.items()
+        if sample_name == name and wanted <= set(sample_labels)
+    )
 
 
 def content_type(path: Path) -> str:

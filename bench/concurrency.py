@@ -7,11 +7,13 @@ and the cache (left at its default, in-process) never hits — the cache-hit cou
 before any measurement. A client that gets 503 waits for its Retry-After (unless ``--no-retry-wait``) and
 sends the same clip again, at most ``--max-retries`` times; every 503 is counted.
 
-Reported per level: successful requests/s and patches/s (patches computed, from /metrics, over the level's wall time), latency percentiles of
-successful requests (the attempt that succeeded, from send to full response), non-200 answers by status and
-problem code, and from the service's /metrics (differences over the level): mean inference batch size
+Reported per level: successful requests/s and patches/s (patches computed, from /metrics, over the level's wall time),
+latency percentiles of successful requests (the attempt that succeeded, from send to full response), non-200 answers by
+status and problem code, and from the service's /metrics (differences over the level): mean inference batch size
 (``taggram_batch_size_patches`` sum/count), mean queue wait per patch and mean ONNX Runtime time per batch; plus the
 service process's CPU use (from /proc, in % of all cores).
+
+Writes docs/benchmarks.md, "Concurrent clients".
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ async def run_level(url: str, clients: int, clips: list[Clip], args: argparse.Na
             for attempt in range(args.max_retries + 1):
                 started = time.perf_counter()
                 try:
-                    response = await http.post(args.endpoint, content=clip.data,
-                                               headers={"content-type": clip.content_type})
+                    response = await http.post(
+                        args.endpoint, content=clip.data, headers={"content-type": clip.content_type}
+                    )
                 except httpx.TransportError as error:
                     result.errors[type(error).__name__] += 1
                     result.details[f"{type(error).__name__}: {error!r}"[:160]] += 1
@@ -146,14 +149,27 @@ def level_row(r: LevelResult, model: str) -> list[object]:
         errors += f"; CACHE HITS: {hits:.0f}"
     cpu = r.cpu_seconds / r.wall / os.cpu_count() if r.wall else float("nan")
     ms = [1000 * common.percentile(r.latencies, q) for q in (50, 95, 99)]
-    return [r.clients, f"{ok}/{r.requests}", f"{r.wall:.1f}", f"{ok / r.wall:.2f}", f"{patches / r.wall:.1f}",
-            *(f"{v:.0f}" for v in ms), errors, f"{batch_mean:.1f}", f"{1000 * wait_mean:.0f}",
-            f"{1000 * infer_mean:.0f}", f"{cpu:.0%}"]
+    return [
+        r.clients,
+        f"{ok}/{r.requests}",
+        f"{r.wall:.1f}",
+        f"{ok / r.wall:.2f}",
+        f"{patches / r.wall:.1f}",
+        *(f"{v:.0f}" for v in ms),
+        errors,
+        f"{batch_mean:.1f}",
+        f"{1000 * wait_mean:.0f}",
+        f"{1000 * infer_mean:.0f}",
+        f"{cpu:.0%}",
+    ]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.concurrency",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--levels", default="1,4,16,64", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--requests-per-client", type=int, default=1)
     parser.add_argument("--min-requests", type=int, default=16, help="at least this many requests per level")
@@ -163,8 +179,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-retries", type=int, default=5, help="per request, after a 503")
     parser.add_argument("--no-retry-wait", action="store_true", help="retry a 503 at once instead of after Retry-After")
     parser.add_argument("--timeout", type=float, default=300.0, help="client timeout per request (s)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="service setting for the run, e.g. --set intra_op_threads=1 (→ TAGGRAM_INTRA_OP_THREADS)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="service setting for the run, e.g. --set intra_op_threads=1 (→ TAGGRAM_INTRA_OP_THREADS)",
+    )
     common.add_service_arguments(parser)
     return parser.parse_args(argv)
 
@@ -177,8 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     files = music_files(tuple(args.formats.split(",")))
     started = time.perf_counter()
     clips = make_clips(files, args.clip_seconds, WARM_UP_REQUESTS + sum(counts))
-    print(f"cut {len(clips)} distinct {args.clip_seconds:g} s clips from {len(files)} files in "
-          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(
+        f"cut {len(clips)} distinct {args.clip_seconds:g} s clips from {len(files)} files in "
+        f"{time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     results = []
     overrides = dict(item.split("=", 1) for item in args.set)
     with common.running_service(args.port, args.model, **overrides) as service:
@@ -193,43 +217,67 @@ def main(argv: list[str] | None = None) -> None:
             result.cpu_seconds = common.process_cpu_seconds(service.process.pid) - cpu_before
             result.metrics_before, result.metrics_after = before, common.scrape(service.url)
             results.append(result)
-            print(f"{clients} clients: {len(result.latencies)}/{count} ok in {result.wall:.1f} s, "
-                  f"errors {dict(result.errors)}", file=sys.stderr)
+            print(
+                f"{clients} clients: {len(result.latencies)}/{count} ok in {result.wall:.1f} s, "
+                f"errors {dict(result.errors)}",
+                file=sys.stderr,
+            )
             for detail, n in result.details.most_common(8):
                 print(f"    {n} × {detail}", file=sys.stderr)
         if any(r.details for r in results):
             print(f"service log tail:\n{service.log_tail(40)}", file=sys.stderr)
-    header = ["clients", "ok / sent", "wall s", "req/s", "patches/s", "p50 ms", "p95 ms", "p99 ms", "non-200",
-              "mean batch", "queue wait ms", "infer ms/batch", "service CPU"]
+    header = [
+        "clients",
+        "ok / sent",
+        "wall s",
+        "req/s",
+        "patches/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "non-200",
+        "mean batch",
+        "queue wait ms",
+        "infer ms/batch",
+        "service CPU",
+    ]
     first = results[0]
-    patches_per_clip = (common.metric(first.metrics_after, "taggram_batch_size_patches_sum", model=args.model)
-                        - common.metric(first.metrics_before, "taggram_batch_size_patches_sum", model=args.model)
-                        ) / max(len(first.latencies), 1)
+    patches_per_clip = (
+        common.metric(first.metrics_after, "taggram_batch_size_patches_sum", model=args.model)
+        - common.metric(first.metrics_before, "taggram_batch_size_patches_sum", model=args.model)
+    ) / max(len(first.latencies), 1)
     default = common.service_default
     # The defaults' policy: model_construct reads no TAGGRAM_* variable (as service_default).
     default_workers = batch_policy(Settings.model_construct(), on_cuda=False).inference_workers
-    text = "\n".join([
-        "## Concurrent clients (`bench/concurrency.py`)",
-        "",
-        *common.environment_lines(["bench.concurrency", *argv]),
-        f"- input: distinct {args.clip_seconds:g} s clips (≈{patches_per_clip:.0f} patches each) cut from "
-        f"{len(files)} files ({args.formats}); `POST {args.endpoint}`; service defaults (in-process cache, batch "
-        f"≤ {default('max_batch_patches')} patches, {default_workers} inference workers, "
-        f"{default('max_batch_wait_ms'):g} ms batch wait, {default('max_concurrent_analyses')} concurrent analyses, "
-        f"queue {default('max_queue_patches')} patches)"
-        f"{''.join(f', {k}={v}' for k, v in overrides.items())}; 503 → "
-        f"{'immediate retry' if args.no_retry_wait else 'wait Retry-After, retry'} (≤ {args.max_retries}×)",
-        "",
-        common.markdown_table(header, [level_row(r, args.model) for r in results], "r" * 8 + "l" + "r" * 4),
-        "",
-        *(f"- {r.clients} clients, refusals: " + "; ".join(f"{n} × {d}" for d, n in r.details.most_common(4))
-          for r in results if r.details),
-        "",
-        "Latency: the successful attempt only. `non-200` counts every refused attempt (503s included, also those "
-        "later retried successfully). Batch, queue wait and inference time come from /metrics differences over the "
-        "level; service CPU is the server process's CPU time over the wall time, in % of all cores. A transport error "
-        "(e.g. `ReadError`) means the client got no HTTP answer at all (connection reset), so it cannot retry politely.",
-    ])
+    text = "\n".join(
+        [
+            "## Concurrent clients (`bench/concurrency.py`)",
+            "",
+            *common.environment_lines(["bench.concurrency", *argv]),
+            f"- input: distinct {args.clip_seconds:g} s clips (≈{patches_per_clip:.0f} patches each) cut from "
+            f"{len(files)} files ({args.formats}); `POST {args.endpoint}`; service defaults (in-process cache, batch "
+            f"≤ {default('max_batch_patches')} patches, {default_workers} inference workers, "
+            f"{default('max_batch_wait_ms'):g} ms batch wait, "
+            f"{default('max_concurrent_analyses')} concurrent analyses, "
+            f"queue {default('max_queue_patches')} patches)"
+            f"{''.join(f', {k}={v}' for k, v in overrides.items())}; 503 → "
+            f"{'immediate retry' if args.no_retry_wait else 'wait Retry-After, retry'} (≤ {args.max_retries}×)",
+            "",
+            common.markdown_table(header, [level_row(r, args.model) for r in results], "r" * 8 + "l" + "r" * 4),
+            "",
+            *(
+                f"- {r.clients} clients, refusals: " + "; ".join(f"{n} × {d}" for d, n in r.details.most_common(4))
+                for r in results
+                if r.details
+            ),
+            "",
+            "Latency: the successful attempt only. `non-200` counts every refused attempt (503s included, also those "
+            "later retried successfully). Batch, queue wait and inference time come from /metrics differences over the "
+            "level; service CPU is the server process's CPU time over the wall time, in % of all cores. "
+            "A transport error (e.g. `ReadError`) means the client got no HTTP answer at all (connection reset), "
+            "so it cannot retry politely.",
+        ]
+    )
     print(text)
     if not args.no_write:
         common.update_report(SECTION, text)

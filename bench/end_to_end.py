@@ -19,14 +19,16 @@
    whole graph (which computes the mel again) — is reported too, as "baseline (+ in-graph frontend)"; it is
    computed from the same run (librosa time + path 1's time on the same patches).
 5. **path 2 streamed** — as the service's pipeline does it: a thread decodes with ``service.decode.iter_decoded``
-   while the main thread cuts patches with ``service.engine.patch.StreamingPatcher`` and hands every batch to the runner's
-   workers as soon as it is full (same patches, same batches as path 2, checked): what overlapping decoding with
-   inference buys.
+   while the main thread cuts patches with ``service.engine.patch.StreamingPatcher`` and hands every batch to the
+   runner's workers as soon as it is full (same patches, same batches as path 2, checked): what overlapping decoding
+   with inference buys.
 
 Every path processes the same patches (same count per track), so patches/s compare directly. Paths are
 interleaved track by track (the order rotates), so load from other work on the machine hits all of them alike,
 and each path's time for a track is its best of ``--rounds`` passes (the minimum is the statistic other load moves
 least; the ratio from plain totals is printed too). Warm-up: each path runs once on a 30 s clip first.
+
+Writes docs/benchmarks.md, "End to end, sequential".
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ from onnx.utils import Extractor
 
 from bench import common
 from corpus.music import check_librosa_reads, cut_clip, music_files
+from service.artefacts.manifest import load_manifest
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, iter_decoded
-from service.artefacts.manifest import load_manifest
 from service.engine.patch import PatchGeometry, StreamingPatcher, patch_starts, patch_track
 from service.engine.run import batch_policy, load_runner
 
@@ -90,8 +92,9 @@ class Bench:
         self.url = service_url
         self.service_pid = service_pid
         manifest = load_manifest(common.MODELS_DIR / f"{args.model}.json")
-        self.geometry = PatchGeometry(manifest.sample_rate, manifest.patch_samples, manifest.patch_frames,
-                                      manifest.frame_hop)
+        self.geometry = PatchGeometry(
+            manifest.sample_rate, manifest.patch_samples, manifest.patch_frames, manifest.frame_hop
+        )
         self.hop_frames = self.geometry.hop_frames(None)
         onnx_path = common.MODELS_DIR / manifest.onnx.file
         options = ort.SessionOptions()
@@ -122,7 +125,9 @@ class Bench:
         decoded = decode(io.BytesIO(track.data), max_seconds=MAX_SECONDS)
         decoded_at = time.perf_counter()
         patches = patch_track(decoded.samples, self.geometry, self.hop_frames)
-        batches = (np.stack(patches[start : start + self.args.batch]) for start in range(0, len(patches), self.args.batch))
+        batches = (
+            np.stack(patches[start : start + self.args.batch]) for start in range(0, len(patches), self.args.batch)
+        )
         list(self.pool.map(self.runner.run, batches))
         ended = time.perf_counter()
         if len(patches) != track.patches:
@@ -169,15 +174,18 @@ class Bench:
 
     def run_http(self, track: Track) -> tuple[float, dict[str, float]]:
         started = time.perf_counter()
-        response = self.client.post("/taggram", content=track.data,
-                                    headers={"content-type": common.content_type(track.path)})
+        response = self.client.post(
+            "/taggram", content=track.data, headers={"content-type": common.content_type(track.path)}
+        )
         elapsed = time.perf_counter() - started
         if response.status_code != 200:
             raise RuntimeError(f"{track.path.name}: HTTP {response.status_code}: {response.text[:300]}")
         body = response.json()
         if body["cached"] or len(body["segments"]) != track.patches:
-            raise RuntimeError(f"{track.path.name}: cached={body['cached']}, {len(body['segments'])} segments, "
-                               f"expected {track.patches} uncached")
+            raise RuntimeError(
+                f"{track.path.name}: cached={body['cached']}, {len(body['segments'])} segments, "
+                f"expected {track.patches} uncached"
+            )
         return elapsed, {}
 
     def run_baseline(self, track: Track) -> tuple[float, dict[str, float]]:
@@ -222,7 +230,13 @@ def load_tracks(args: argparse.Namespace, bench: Bench) -> list[Track]:
     tracks = []
     for path in music_files(tuple(args.formats.split(",")), limit=args.tracks):
         if args.max_seconds:
-            clip_path = common.REPO_ROOT / ".cache" / "bench-music" / "clips" / f"{path.stem}.{args.max_seconds:g}s{path.suffix}"
+            clip_path = (
+                common.REPO_ROOT
+                / ".cache"
+                / "bench-music"
+                / "clips"
+                / f"{path.stem}.{args.max_seconds:g}s{path.suffix}"
+            )
             if not clip_path.exists():
                 clip_path.parent.mkdir(parents=True, exist_ok=True)
                 clip_path.write_bytes(cut_clip(path, 0.0, args.max_seconds))
@@ -255,8 +269,10 @@ def summarise(tracks: list[Track]) -> dict[str, dict[str, float]]:
     """Per path: seconds (sum over tracks of the best round), patches, audio seconds."""
     patches = sum(t.patches for t in tracks)
     audio = sum(t.seconds for t in tracks)
-    out = {name: {"seconds": sum(seconds_of(t, name) for t in tracks), "patches": patches, "audio": audio}
-           for name in PATHS}
+    out = {
+        name: {"seconds": sum(seconds_of(t, name) for t in tracks), "patches": patches, "audio": audio}
+        for name in PATHS
+    }
     preprocessing = sum(seconds_of(t, "baseline", "load") + seconds_of(t, "baseline", "mel") for t in tracks)
     out["baseline_full"] = {"seconds": preprocessing + out["raw"]["seconds"], "patches": patches, "audio": audio}
     return out
@@ -279,34 +295,70 @@ def report(args: argparse.Namespace, argv: list[str], tracks: list[Track]) -> st
     for name in ("raw", "raw_service", "service", "http", "baseline", "baseline_full", "overlap"):
         s = summary[name]
         cpu_cells = [f"{cpu_rate[name]:.1f}", f"{cpu_rate[name] / cpu_rate[ceiling]:.2f}"] if name in cpu else ["", ""]
-        rows.append([LABELS[name], s["patches"], f"{s['seconds']:.2f}", f"{rate[name]:.1f}",
-                     f"{s['audio'] / s['seconds']:.0f}×", f"**{rate[name] / rate[ceiling]:.2f}**", *cpu_cells])
+        rows.append(
+            [
+                LABELS[name],
+                s["patches"],
+                f"{s['seconds']:.2f}",
+                f"{rate[name]:.1f}",
+                f"{s['audio'] / s['seconds']:.0f}×",
+                f"**{rate[name] / rate[ceiling]:.2f}**",
+                *cpu_cells,
+            ]
+        )
     e2e_ratio = rate["http"] / rate[ceiling]
-    detail = {f"{name}_{key}": sum(seconds_of(t, name, key) for t in tracks)
-              for name, key in (("service", "decode"), ("service", "infer"), ("baseline", "load"),
-                                ("baseline", "mel"), ("baseline", "net"))}
-    per_track = [[t.path.name, f"{t.seconds:.0f}", t.patches,
-                  *(f"{t.patches / seconds_of(t, n):.1f}" for n in PATHS),
-                  f"{seconds_of(t, 'service', 'decode'):.2f}", f"{seconds_of(t, 'baseline', 'load'):.2f}"]
-                 for t in tracks]
+    detail = {
+        f"{name}_{key}": sum(seconds_of(t, name, key) for t in tracks)
+        for name, key in (
+            ("service", "decode"),
+            ("service", "infer"),
+            ("baseline", "load"),
+            ("baseline", "mel"),
+            ("baseline", "net"),
+        )
+    }
+    per_track = [
+        [
+            t.path.name,
+            f"{t.seconds:.0f}",
+            t.patches,
+            *(f"{t.patches / seconds_of(t, n):.1f}" for n in PATHS),
+            f"{seconds_of(t, 'service', 'decode'):.2f}",
+            f"{seconds_of(t, 'baseline', 'load'):.2f}",
+        ]
+        for t in tracks
+    ]
     lines = [
         "## End to end, sequential (`bench/end_to_end.py`)",
         "",
         *common.environment_lines(argv),
-        f"- input: {len(tracks)} tracks ({args.formats}{f', first {args.max_seconds:g} s of each' if args.max_seconds else ', full length'}), "
+        f"- input: {len(tracks)} tracks ({args.formats}"
+        f"{f', first {args.max_seconds:g} s of each' if args.max_seconds else ', full length'}), "
         f"{sum(t.seconds for t in tracks):.0f} s of audio, {sum(t.patches for t in tracks)} patches "
         f"(hop = one patch); {args.rounds} round(s), each path's time per track is its best round; batch "
         f"{args.batch}; model {args.model}",
         "",
-        common.markdown_table(["path", "patches", "seconds", "patches/s", "× real time", "÷ raw ONNX",
-                               "patches per CPU-s", "÷ raw ONNX (CPU)"], rows),
+        common.markdown_table(
+            [
+                "path",
+                "patches",
+                "seconds",
+                "patches/s",
+                "× real time",
+                "÷ raw ONNX",
+                "patches per CPU-s",
+                "÷ raw ONNX (CPU)",
+            ],
+            rows,
+        ),
         "",
-        f"\"÷ raw ONNX\" divides by the faster raw path, here {LABELS[ceiling].split(' (')[0]!r}. Wall-clock columns "
+        f'"÷ raw ONNX" divides by the faster raw path, here {LABELS[ceiling].split(" (")[0]!r}. Wall-clock columns '
         "use each path's best round per track. CPU columns: all rounds, CPU time of this process plus the server "
         "process (the client's share of path 3 is included; the idle server's is included for every path alike); "
         "they say how much extra work each path does per patch.",
         "",
-        f"- **e2e / raw ONNX = {e2e_ratio:.2f}** (target ≥ {E2E_TARGET}: {'met' if e2e_ratio >= E2E_TARGET else 'MISSED'}); "
+        f"- **e2e / raw ONNX = {e2e_ratio:.2f}** "
+        f"(target ≥ {E2E_TARGET}: {'met' if e2e_ratio >= E2E_TARGET else 'MISSED'}); "
         f"from the totals of all rounds instead of the best: {mean_ratio(tracks, 'http', ceiling):.2f}; "
         f"per CPU-second: {cpu_rate['http'] / cpu_rate[ceiling]:.2f}; against the other raw path: "
         f"{rate['http'] / rate['raw' if ceiling == 'raw_service' else 'raw_service']:.2f}",
@@ -329,14 +381,21 @@ def report(args: argparse.Namespace, argv: list[str], tracks: list[Track]) -> st
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.end_to_end", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.end_to_end",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--formats", default="ogg", help="comma-separated: ogg (originals), mp3, m4a (transcodes)")
     parser.add_argument("--tracks", type=int, default=0, help="use only the first N files (0 = all)")
     parser.add_argument("--max-seconds", type=float, default=0.0, help="cut each track to its first N s (0 = full)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the tracks; the best round counts")
-    parser.add_argument("--batch", type=int, default=common.service_default("max_batch_patches"),
-                        help="patches per inference batch, every path (default: the service's TAGGRAM_MAX_BATCH_PATCHES)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=common.service_default("max_batch_patches"),
+        help="patches per inference batch, every path (default: the service's TAGGRAM_MAX_BATCH_PATCHES)",
+    )
     common.add_service_arguments(parser)
     return parser.parse_args(argv)
 
@@ -359,8 +418,11 @@ def main(argv: list[str] | None = None) -> None:
                     track.cpu.setdefault(name, []).append(cpu)
                     for key, value in breakdown.items():
                         track.detail.setdefault(f"{name}_{key}", []).append(value)
-                print(f"round {round_index + 1} {track.path.name}: "
-                      + ", ".join(f"{n} {track.patches / track.times[n][-1]:.1f}/s" for n in PATHS), file=sys.stderr)
+                print(
+                    f"round {round_index + 1} {track.path.name}: "
+                    + ", ".join(f"{n} {track.patches / track.times[n][-1]:.1f}/s" for n in PATHS),
+                    file=sys.stderr,
+                )
         bench.client.close()
         bench.pool.shutdown()
     text = report(args, ["bench.end_to_end", *argv], tracks)

@@ -3,8 +3,8 @@
 Real music only (``corpus.music``: lincity-ng-data). Each long upload is a ``--long-minutes`` WAV (22.05 kHz stereo
 16-bit, so the service decodes *and* resamples it) made by looping the soundtrack's tracks, upload i starting
 i × ``UPLOAD_OFFSET_SECONDS`` into the loop so no two share bytes (checked: identical uploads would share one
-computation, ``cache.SingleFlight``, and count twice). Clips are 30 s packet copies of the .ogg tracks at distinct offsets.
-The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
+computation, ``cache.SingleFlight``, and count twice). Clips are 30 s packet copies of the .ogg tracks at distinct
+offsets. The cache is off (``TAGGRAM_MEMORY_CACHE_BYTES=0``): every request is computed.
 
 One service process, loopback only, these phases in this order (ratios are within this one run):
 
@@ -24,7 +24,10 @@ uploads' ratio even when no capacity is lost. On a shared machine wall-clock thr
 the service's own CPU time per audio second is reported too: the same figure mixed as alone means the fair
 schedule costs no throughput (a dedicated machine turns CPU time into wall time), and so is the CPU other
 processes took during each phase (from /proc/stat, less the service's and this client's), in cores: a phase whose
-ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips per mixed phase; every request has a client timeout.
+ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips
+per mixed phase; every request has a client timeout.
+
+Writes docs/benchmarks.md, "Fairness: clips while long uploads are in flight".
 """
 
 from __future__ import annotations
@@ -93,8 +96,11 @@ def decode_native(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=stream.rate)
-        pieces = [np.asarray(out.to_ndarray()).reshape(-1, 2)
-                  for frame in container.decode(stream) for out in resampler.resample(frame)]
+        pieces = [
+            np.asarray(out.to_ndarray()).reshape(-1, 2)
+            for frame in container.decode(stream)
+            for out in resampler.resample(frame)
+        ]
         rate = stream.rate
     samples = np.concatenate(pieces)
     return soxr.resample(samples, rate, LONG_RATE_HZ).astype(np.float32)
@@ -162,8 +168,9 @@ async def send_long(client: httpx.AsyncClient, url: str, path: Path, phase: Phas
     phase.long_seconds += body["duration_seconds"]
 
 
-def run_phase(service: common.Service, name: str, longs: list[Path], clips: list[bytes], clip_gap: float,
-              max_clips: int) -> Phase:
+def run_phase(
+    service: common.Service, name: str, longs: list[Path], clips: list[bytes], clip_gap: float, max_clips: int
+) -> Phase:
     phase = Phase(name)
     cpu_before = common.process_cpu_seconds(service.process.pid)
     machine_before, own_before, started = common.machine_busy_cpu_seconds(), time.process_time(), time.perf_counter()
@@ -175,8 +182,9 @@ def run_phase(service: common.Service, name: str, longs: list[Path], clips: list
     return phase
 
 
-async def phase_requests(url: str, phase: Phase, longs: list[Path], clips: list[bytes], clip_gap: float,
-                         max_clips: int) -> None:
+async def phase_requests(
+    url: str, phase: Phase, longs: list[Path], clips: list[bytes], clip_gap: float, max_clips: int
+) -> None:
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_SECONDS) as client:
         if not longs:  # idle: clips one after another
             for clip in clips:
@@ -205,8 +213,16 @@ async def all_answered(client: httpx.AsyncClient, url: str, longs: list[Path], p
 def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
     lat = phase.clip_latencies
     p99 = common.percentile(lat, 99)
-    clips = [len(lat), *(f"{common.percentile(lat, q):.2f}" for q in (50, 95)), f"{p99:.2f}",
-             f"{p99 / idle_p99:.1f}×" if lat else "–"] if lat else [0, "–", "–", "–", "–"]
+    clips = (
+        [
+            len(lat),
+            *(f"{common.percentile(lat, q):.2f}" for q in (50, 95)),
+            f"{p99:.2f}",
+            f"{p99 / idle_p99:.1f}×" if lat else "–",
+        ]
+        if lat
+        else [0, "–", "–", "–", "–"]
+    )
     longs = ["–"] * 7
     if phase.long_wall:
         mixed = alone is not None and alone is not phase
@@ -217,10 +233,18 @@ def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
         share = phase.clip_seconds / (phase.long_seconds + phase.clip_seconds)
         cpu = phase.cpu_seconds / (phase.long_seconds + phase.clip_seconds)
         alone_cpu = alone.cpu_seconds / alone.long_seconds if alone else cpu
-        longs = [f"{phase.long_throughput:.1f}", ratio, per_repeat, f"{share:.0%}", total_ratio, f"{1000 * cpu:.1f}",
-                 f"{alone_cpu / cpu:.2f}×"]
-    cores = [f"{seconds / phase.wall:.2f}" if phase.wall else "–" for seconds in (phase.cpu_seconds,
-                                                                                   phase.other_cpu_seconds)]
+        longs = [
+            f"{phase.long_throughput:.1f}",
+            ratio,
+            per_repeat,
+            f"{share:.0%}",
+            total_ratio,
+            f"{1000 * cpu:.1f}",
+            f"{alone_cpu / cpu:.2f}×",
+        ]
+    cores = [
+        f"{seconds / phase.wall:.2f}" if phase.wall else "–" for seconds in (phase.cpu_seconds, phase.other_cpu_seconds)
+    ]
     return [phase.name, *clips, *longs, *cores, len(phase.errors)]
 
 
@@ -231,8 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alone/mixed pairs per N, alternating, pooled")
     parser.add_argument("--long-minutes", type=float, default=15.5)
     parser.add_argument("--idle-clips", type=int, default=15)
-    parser.add_argument("--clip-gap-ms", type=float, default=3000.0,
-                        help="pause between one clip's answer and the next (the clips' share of the work)")
+    parser.add_argument(
+        "--clip-gap-ms",
+        type=float,
+        default=3000.0,
+        help="pause between one clip's answer and the next (the clips' share of the work)",
+    )
     parser.add_argument("--max-clips", type=int, default=200, help="clips per mixed phase at most")
     parser.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to write")
     args = parser.parse_args(argv)
@@ -242,11 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     if len({hashlib.sha256(path.read_bytes()).digest() for path in longs}) != len(longs):
         raise SystemExit("two long uploads have the same bytes: the service would compute them once")
     clips = make_clips(tracks, args.idle_clips + args.max_clips)
-    idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips:]
+    idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips :]
     gap = args.clip_gap_ms / 1000
     phases: list[tuple[Phase, Phase | None]] = []
-    with common.running_service(args.port, args.model, memory_cache_bytes=0,
-                                request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS) as service:
+    with common.running_service(
+        args.port, args.model, memory_cache_bytes=0, request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS
+    ) as service:
         run_phase(service, "warm-up", [], idle_clips[:2], gap, 0)
         idle = run_phase(service, "idle: clips alone", [], idle_clips, gap, 0)
         phases.append((idle, None))
@@ -258,32 +287,56 @@ def main(argv: list[str] | None = None) -> None:
                 mixed.repeat_ratios.append(mixed_once.long_throughput / alone_once.long_throughput)
                 alone.absorb(alone_once)
                 mixed.absorb(mixed_once)
-                print(f"N={n} repeat {repeat + 1}: alone {alone_once.long_throughput:.1f} audio s/s; mixed "
-                      f"{mixed_once.long_throughput:.1f} ({mixed.repeat_ratios[-1]:.2f}×); clips p99 "
-                      f"{common.percentile(mixed_once.clip_latencies, 99):.2f} s; other work "
-                      f"{alone_once.other_cpu_seconds / alone_once.wall:.2f} / "
-                      f"{mixed_once.other_cpu_seconds / mixed_once.wall:.2f} cores", file=sys.stderr)
+                print(
+                    f"N={n} repeat {repeat + 1}: alone {alone_once.long_throughput:.1f} audio s/s; mixed "
+                    f"{mixed_once.long_throughput:.1f} ({mixed.repeat_ratios[-1]:.2f}×); clips p99 "
+                    f"{common.percentile(mixed_once.clip_latencies, 99):.2f} s; other work "
+                    f"{alone_once.other_cpu_seconds / alone_once.wall:.2f} / "
+                    f"{mixed_once.other_cpu_seconds / mixed_once.wall:.2f} cores",
+                    file=sys.stderr,
+                )
             phases += [(alone, alone), (mixed, alone)]
     idle_p99 = common.percentile(idle.clip_latencies, 99)
-    header = ["phase", "clips", "clip p50 s", "clip p95 s", "clip p99 s", "p99 vs idle",
-              "long uploads: audio s per s", "vs alone", "per repeat", "clips' share of audio", "all audio vs alone",
-              "service CPU ms per audio s", "audio per CPU-s vs alone", "service, cores busy", "other work, cores", "errors"]
+    header = [
+        "phase",
+        "clips",
+        "clip p50 s",
+        "clip p95 s",
+        "clip p99 s",
+        "p99 vs idle",
+        "long uploads: audio s per s",
+        "vs alone",
+        "per repeat",
+        "clips' share of audio",
+        "all audio vs alone",
+        "service CPU ms per audio s",
+        "audio per CPU-s vs alone",
+        "service, cores busy",
+        "other work, cores",
+        "errors",
+    ]
     table = common.markdown_table(header, [row(phase, idle_p99, alone) for phase, alone in phases])
     errors = [e for phase, _ in phases for e in phase.errors]
-    body = "\n".join([
-        "## Fairness: clips while long uploads are in flight", "",
-        *common.environment_lines(["bench.fairness", *(argv if argv is not None else sys.argv[1:])]),
-        f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music looped) to "
-        f"/embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, {args.clip_gap_ms:g} ms apart, one at "
-        f"a time; cache off; one service process; alone and mixed alternate {args.repeats}× per N and are pooled "
-        "(audio over wall time summed; the clips' percentiles over every mixed phase)",
-        "- \"cores busy\": CPU time over the phase's wall time; \"other work\": every other process on the machine "
-        "(/proc/stat, less the service and this client): a service below 2 cores busy while nothing else ran left "
-        "the CPU idle; compare the ratios (same run), not the absolute figures; p99 of a few dozen "
-        "clips is close to their maximum",
-        "", table, "",
-        *(["Errors: " + "; ".join(errors[:5]), ""] if errors else []),
-    ])
+    body = "\n".join(
+        [
+            "## Fairness: clips while long uploads are in flight",
+            "",
+            *common.environment_lines(["bench.fairness", *(argv if argv is not None else sys.argv[1:])]),
+            f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music "
+            f"looped) to /embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, "
+            f"{args.clip_gap_ms:g} ms apart, one at "
+            f"a time; cache off; one service process; alone and mixed alternate {args.repeats}× per N and are pooled "
+            "(audio over wall time summed; the clips' percentiles over every mixed phase)",
+            '- "cores busy": CPU time over the phase\'s wall time; "other work": every other process on the machine '
+            "(/proc/stat, less the service and this client): a service below 2 cores busy while nothing else ran left "
+            "the CPU idle; compare the ratios (same run), not the absolute figures; p99 of a few dozen "
+            "clips is close to their maximum",
+            "",
+            table,
+            "",
+            *(["Errors: " + "; ".join(errors[:5]), ""] if errors else []),
+        ]
+    )
     print(body)
     if not args.no_write:
         common.update_report(args.section, body)

@@ -23,6 +23,8 @@ print only).
    * one calibrated ``mlp-pooled`` fit at ``--mlp-size`` (its cost per track, to bound it at 100k).
 
 Wall and CPU seconds are both given: the machine is shared with other jobs.
+
+Writes docs/benchmarks.md and docs/heads.md (the heads' cost sections).
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ BLAS_POOL_THREADS = 2  # the "2 cores" of the figure
 os.environ.setdefault("OMP_NUM_THREADS", str(BLAS_POOL_THREADS))  # before numpy/scipy load BLAS
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(BLAS_POOL_THREADS))
 
-import numpy as np  # noqa: E402
+# E402: the BLAS thread counts above must be set before numpy (and what imports it) loads BLAS.
+import numpy as np  # noqa: E402 - see above
 
-from bench import common  # noqa: E402
-from head_training.folds import DEFAULT_FOLDS  # noqa: E402
+from bench import common  # noqa: E402 - see above
+from head_training.folds import DEFAULT_FOLDS  # noqa: E402 - see above
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEGMENTS_PER_REQUEST = 60  # a 3-minute track at the default hop (one 2.99-s patch)
@@ -74,8 +77,8 @@ def bench_inference(models_dir: Path, repeats: int) -> dict:
 
     from head_training import candidates as cand
     from head_training.export import write_artefact
-    from service.config import Settings
     from service.artefacts.registry import load_models
+    from service.config import Settings
 
     model = load_models(Settings(models_dir=models_dir, models="msd-musicnn", inference_workers=1))["msd-musicnn"]
     patches = np.random.default_rng(1).uniform(-0.5, 0.5, (SEGMENTS_PER_REQUEST, model.manifest.patch_samples))
@@ -102,8 +105,13 @@ def bench_inference(models_dir: Path, repeats: int) -> dict:
         session.run(None, {"embedding": embeddings.mean(axis=0, keepdims=True)})  # mean_embedding
         pooled.append(time.perf_counter() - started)
     b, s, p = (statistics.median(v) for v in (base, per_segment, pooled))
-    return {"base_ms": b * 1e3, "head_segments_ms": s * 1e3, "head_pooled_ms": p * 1e3,
-            "ratio_segments": s / b, "ratio_pooled": p / b}
+    return {
+        "base_ms": b * 1e3,
+        "head_segments_ms": s * 1e3,
+        "head_pooled_ms": p * 1e3,
+        "ratio_segments": s / b,
+        "ratio_pooled": p / b,
+    }
 
 
 def timed(work):
@@ -125,8 +133,10 @@ def bench_training(sizes: list[int], jobs: int) -> list[dict]:
     for n in sizes:
         _, wall, cpu = fit_pooled(n, jobs)
         rows.append({"tracks": n, "wall_s": wall, "cpu_s": cpu})
-        print(f"  logreg-pooled, {n} tracks x {CLASSES} classes, --jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} CPU-s",
-              flush=True)
+        print(
+            f"  logreg-pooled, {n} tracks x {CLASSES} classes, --jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} CPU-s",
+            flush=True,
+        )
     return rows
 
 
@@ -151,10 +161,21 @@ def bench_previous(sizes: list[int], jobs: int) -> list[dict]:
             before, before_wall, before_cpu = fit_pooled(n, jobs=1)
         now, wall, cpu = fit_pooled(n, jobs)
         difference = float(np.abs(before.scores(x) - now.scores(x)).max())
-        rows.append({"tracks": n, "previous_wall_s": before_wall, "previous_cpu_s": before_cpu, "wall_s": wall,
-                     "cpu_s": cpu, "max_probability_difference": difference})
-        print(f"  {n} tracks: previous {before_wall:.1f} s wall / {before_cpu:.1f} CPU-s, now {wall:.1f} s / "
-              f"{cpu:.1f} CPU-s, max |probability difference| {difference:.1e}", flush=True)
+        rows.append(
+            {
+                "tracks": n,
+                "previous_wall_s": before_wall,
+                "previous_cpu_s": before_cpu,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "max_probability_difference": difference,
+            }
+        )
+        print(
+            f"  {n} tracks: previous {before_wall:.1f} s wall / {before_cpu:.1f} CPU-s, now {wall:.1f} s / "
+            f"{cpu:.1f} CPU-s, max |probability difference| {difference:.1e}",
+            flush=True,
+        )
     return rows
 
 
@@ -166,16 +187,26 @@ def bench_selection(n: int, jobs: int, folds: int) -> dict:
     from head_training.train import select
 
     x, y, g = synthetic(n, seed=n)
-    data = SimpleNamespace(pooled=x, segments=None, targets=y, groups=g.tolist(),
-                           classes=[f"class-{c}" for c in range(CLASSES)])
+    data = SimpleNamespace(
+        pooled=x, segments=None, targets=y, groups=g.tolist(), classes=[f"class-{c}" for c in range(CLASSES)]
+    )
     (chosen, scored, _), cv_wall, cv_cpu = timed(lambda: select(data, ["logreg-pooled"], folds, 0, jobs))
     _, fit_wall, fit_cpu = timed(lambda: cand.fit(chosen, x, y, g, seed=0, jobs=jobs))
     macro = scored[chosen.name]["macro"]
-    print(f"  selection at {n} tracks: {folds}-fold CV {cv_wall:.1f} s wall / {cv_cpu:.1f} CPU-s, final fit "
-          f"{fit_wall:.1f} s / {fit_cpu:.1f} CPU-s; CV macro ROC-AUC {macro['roc_auc']}, PR-AUC {macro['pr_auc']}",
-          flush=True)
-    return {"tracks": n, "folds": folds, "cv_wall_s": cv_wall, "cv_cpu_s": cv_cpu, "fit_wall_s": fit_wall,
-            "fit_cpu_s": fit_cpu, "macro": macro}
+    print(
+        f"  selection at {n} tracks: {folds}-fold CV {cv_wall:.1f} s wall / {cv_cpu:.1f} CPU-s, final fit "
+        f"{fit_wall:.1f} s / {fit_cpu:.1f} CPU-s; CV macro ROC-AUC {macro['roc_auc']}, PR-AUC {macro['pr_auc']}",
+        flush=True,
+    )
+    return {
+        "tracks": n,
+        "folds": folds,
+        "cv_wall_s": cv_wall,
+        "cv_cpu_s": cv_cpu,
+        "fit_wall_s": fit_wall,
+        "fit_cpu_s": fit_cpu,
+        "macro": macro,
+    }
 
 
 def bench_mlp(n: int, jobs: int) -> dict:
@@ -192,10 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sizes", type=parse_sizes, default="12500,25000,50000,100000",
-                        help="tracks for one logreg-pooled fit each")
-    parser.add_argument("--compare-sizes", type=parse_sizes, default="2000,4000,8000",
-                        help="tracks at which the previous configuration is timed next to the current one")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default="12500,25000,50000,100000", help="tracks for one logreg-pooled fit each"
+    )
+    parser.add_argument(
+        "--compare-sizes",
+        type=parse_sizes,
+        default="2000,4000,8000",
+        help="tracks at which the previous configuration is timed next to the current one",
+    )
     parser.add_argument("--selection-size", type=int, default=TARGET_TRACKS, help="0: skip the selection")
     parser.add_argument("--mlp-size", type=int, default=10_000, help="0: skip the mlp-pooled fit")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
@@ -222,47 +258,96 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report_inference(inference: dict, command: list[str]) -> str:
-    return "\n".join([
-        "### Head inference per request (`bench/heads.py`)", "", *command, "",
-        f"A 3-minute track ({SEGMENTS_PER_REQUEST} segments): base model {inference['base_ms']:.0f} ms (msd-musicnn, "
-        f"batches of {SERVICE_BATCH}, one thread); a {CLASSES}-class calibrated logistic head on every segment "
-        f"**{inference['head_segments_ms']:.3f} ms** ({inference['ratio_segments']:.1e} of the base model), on the "
-        f"pooled embedding {inference['head_pooled_ms']:.3f} ms ({inference['ratio_pooled']:.1e}). Medians of "
-        "interleaved repeats.", "",
-    ])
+    return "\n".join(
+        [
+            "### Head inference per request (`bench/heads.py`)",
+            "",
+            *command,
+            "",
+            f"A 3-minute track ({SEGMENTS_PER_REQUEST} segments): base model {inference['base_ms']:.0f} ms "
+            "(msd-musicnn, "
+            f"batches of {SERVICE_BATCH}, one thread); a {CLASSES}-class calibrated logistic head on every segment "
+            f"**{inference['head_segments_ms']:.3f} ms** ({inference['ratio_segments']:.1e} of the base model), on the "
+            f"pooled embedding {inference['head_pooled_ms']:.3f} ms ({inference['ratio_pooled']:.1e}). Medians of "
+            "interleaved repeats.",
+            "",
+        ]
+    )
 
 
-def report_training(scaling: list[dict], previous: list[dict], selection: dict | None, mlp: dict | None, jobs: int,
-                    command: list[str]) -> str:
+def report_training(
+    scaling: list[dict], previous: list[dict], selection: dict | None, mlp: dict | None, jobs: int, command: list[str]
+) -> str:
     per_track = [r["cpu_s"] / r["tracks"] for r in scaling]
-    rows = [[f"{r['tracks']:,}", f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{cost * 1e3:.2f}",
-             f"{cost / per_track[0]:.2f}"] for r, cost in zip(scaling, per_track)]
+    rows = [
+        [
+            f"{r['tracks']:,}",
+            f"{r['wall_s']:.1f}",
+            f"{r['cpu_s']:.1f}",
+            f"{cost * 1e3:.2f}",
+            f"{cost / per_track[0]:.2f}",
+        ]
+        for r, cost in zip(scaling, per_track)
+    ]
     lines = [
-        "### Head training time (`bench/heads.py`)", "", *command,
+        "### Head training time (`bench/heads.py`)",
+        "",
+        *command,
         f"- synthetic embeddings ({DIM}-d, {CLASSES} classes, 1-2 per track, {TRACKS_PER_ARTIST} tracks per artist); "
         f"BLAS pool {BLAS_POOL_THREADS} threads, `--jobs {jobs}` (classes fitted side by side, one BLAS thread each)",
-        "", f"One `logreg-pooled` fit with its inner 3-fold Platt calibration (4 logistic fits per class, "
-        f"{CLASSES} classes), as `train-head` makes it after the selection:", "",
-        common.markdown_table(["tracks", "wall s", "CPU s", "CPU ms per track", "per track vs smallest"], rows), "",
+        "",
+        f"One `logreg-pooled` fit with its inner 3-fold Platt calibration (4 logistic fits per class, "
+        f"{CLASSES} classes), as `train-head` makes it after the selection:",
+        "",
+        common.markdown_table(["tracks", "wall s", "CPU s", "CPU ms per track", "per track vs smallest"], rows),
+        "",
     ]
     if previous:
-        rows = [[f"{r['tracks']:,}", f"{r['previous_wall_s']:.1f}", f"{r['previous_cpu_s']:.1f}", f"{r['wall_s']:.1f}",
-                 f"{r['cpu_s']:.1f}", f"{r['max_probability_difference']:.0e}"] for r in previous]
-        lines += ["The previous configuration (classes one at a time, each fit on the whole BLAS pool of "
-                  f"{BLAS_POOL_THREADS} threads) and the current one, one after the other on the same data:", "",
-                  common.markdown_table(["tracks", "previous wall s", "previous CPU s", "now wall s", "now CPU s",
-                                         "max abs probability difference"], rows), ""]
+        rows = [
+            [
+                f"{r['tracks']:,}",
+                f"{r['previous_wall_s']:.1f}",
+                f"{r['previous_cpu_s']:.1f}",
+                f"{r['wall_s']:.1f}",
+                f"{r['cpu_s']:.1f}",
+                f"{r['max_probability_difference']:.0e}",
+            ]
+            for r in previous
+        ]
+        lines += [
+            "The previous configuration (classes one at a time, each fit on the whole BLAS pool of "
+            f"{BLAS_POOL_THREADS} threads) and the current one, one after the other on the same data:",
+            "",
+            common.markdown_table(
+                [
+                    "tracks",
+                    "previous wall s",
+                    "previous CPU s",
+                    "now wall s",
+                    "now CPU s",
+                    "max abs probability difference",
+                ],
+                rows,
+            ),
+            "",
+        ]
     if selection:
         total = selection["cv_wall_s"] + selection["fit_wall_s"]
-        lines += [f"The whole selection for `logreg-pooled` at {selection['tracks']:,} tracks ({selection['folds']} "
-                  f"grouped folds, then the final fit): CV {selection['cv_wall_s']:.0f} s wall "
-                  f"({selection['cv_cpu_s']:.0f} CPU-s) + final fit {selection['fit_wall_s']:.0f} s "
-                  f"({selection['fit_cpu_s']:.0f} CPU-s) = **{total / 60:.1f} min wall**. Cross-validated on the "
-                  f"synthetic classes: macro ROC-AUC {selection['macro']['roc_auc']}, PR-AUC "
-                  f"{selection['macro']['pr_auc']}, top-1 {selection['macro']['top1']}.", ""]
+        lines += [
+            f"The whole selection for `logreg-pooled` at {selection['tracks']:,} tracks ({selection['folds']} "
+            f"grouped folds, then the final fit): CV {selection['cv_wall_s']:.0f} s wall "
+            f"({selection['cv_cpu_s']:.0f} CPU-s) + final fit {selection['fit_wall_s']:.0f} s "
+            f"({selection['fit_cpu_s']:.0f} CPU-s) = **{total / 60:.1f} min wall**. Cross-validated on the "
+            f"synthetic classes: macro ROC-AUC {selection['macro']['roc_auc']}, PR-AUC "
+            f"{selection['macro']['pr_auc']}, top-1 {selection['macro']['top1']}.",
+            "",
+        ]
     if mlp:
-        lines += [f"One calibrated `mlp-pooled` fit at {mlp['tracks']:,} tracks: {mlp['wall_s']:.0f} s wall "
-                  f"({mlp['cpu_s']:.0f} CPU-s, {mlp['cpu_s'] / mlp['tracks'] * 1e3:.1f} CPU-ms per track).", ""]
+        lines += [
+            f"One calibrated `mlp-pooled` fit at {mlp['tracks']:,} tracks: {mlp['wall_s']:.0f} s wall "
+            f"({mlp['cpu_s']:.0f} CPU-s, {mlp['cpu_s'] / mlp['tracks'] * 1e3:.1f} CPU-ms per track).",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -19,14 +19,16 @@ How:
 4. Capacity: open-loop Poisson arrivals at rising rates (each step at least ``--step-seconds`` and 20 requests);
    capacity is the highest rate with no errors whose p95 latency stays at most 2× the unloaded p95 of the same mix
    (from the unloaded samples, each kind weighted by its share). If the first step fails, lower rates are tried.
-5. Levels 1×, 2×, 4× and 8× capacity (``--levels``), ``--seconds`` each, open loop (arrivals do not wait for answers, as real clients
-   do not), at most rate × seconds requests, client timeout ``--timeout``.
+5. Levels 1×, 2×, 4× and 8× capacity (``--levels``), ``--seconds`` each, open loop (arrivals do not wait for
+   answers, as real clients do not), at most rate × seconds requests, client timeout ``--timeout``.
 6. Recovery: after the last level, wait until nothing is in flight; then unloaded latency again, and RSS.
 
 Everything is bounded: requests per level, seconds per level, the client timeout; only 127.0.0.1 is contacted.
 
 Usage: .venv/bin/python bench/load.py [--seconds 120] [--step-seconds 90] [--capacity RPS] [--json out.json]
 Prints a Markdown report (paste into docs/reliability.md) and writes the raw samples as JSON if asked.
+
+Writes docs/reliability.md, "Load and overload" (by hand, from its printed report).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corpus.music import cut_clip, duration_seconds, music_files  # noqa: E402
+from corpus.music import cut_clip, duration_seconds, music_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIX = (("clip", 0.80), ("full", 0.15), ("repeat", 0.05))
@@ -148,12 +150,18 @@ def free_port() -> int:
 def spawned_server(env_overrides: dict[str, str], log_path: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
-    env |= {"TAGGRAM_HOST": "127.0.0.1", "TAGGRAM_PORT": str(port), "TAGGRAM_MODELS": "msd-musicnn",
-            "TAGGRAM_MODELS_DIR": str(REPO_ROOT / "models"), "TAGGRAM_LOG_LEVEL": "warning"} | env_overrides
+    env |= {
+        "TAGGRAM_HOST": "127.0.0.1",
+        "TAGGRAM_PORT": str(port),
+        "TAGGRAM_MODELS": "msd-musicnn",
+        "TAGGRAM_MODELS_DIR": str(REPO_ROOT / "models"),
+        "TAGGRAM_LOG_LEVEL": "warning",
+    } | env_overrides
     taggram = Path(sys.executable).with_name("taggram")
     with log_path.open("wb") as log:
-        process = subprocess.Popen([str(taggram), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [str(taggram), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -235,17 +243,20 @@ async def wait_idle(client: httpx.AsyncClient, timeout: float) -> float:
 async def send(client: httpx.AsyncClient, kind: str, data: bytes, sent_at: float, timeout: float) -> Sample:
     started = time.monotonic()
     try:
-        response = await client.post(ENDPOINT[kind], content=data, timeout=timeout,
-                                     headers={"content-type": "application/octet-stream"})
+        response = await client.post(
+            ENDPOINT[kind], content=data, timeout=timeout, headers={"content-type": "application/octet-stream"}
+        )
     except httpx.TransportError as error:
         return Sample(kind, sent_at, time.monotonic() - started, type(error).__name__)
     cached = response.json().get("cached") if response.status_code == 200 else None
-    return Sample(kind, sent_at, time.monotonic() - started, response.status_code,
-                  response.headers.get("retry-after"), cached)
+    return Sample(
+        kind, sent_at, time.monotonic() - started, response.status_code, response.headers.get("retry-after"), cached
+    )
 
 
-def plan(workload: Workload, rate: float, seconds: float, rng: random.Random,
-         min_requests: int = 0) -> list[tuple[float, str, bytes | None]]:
+def plan(
+    workload: Workload, rate: float, seconds: float, rng: random.Random, min_requests: int = 0
+) -> list[tuple[float, str, bytes | None]]:
     """(arrival time, kind, bytes) for a Poisson process of ``rate`` over ``seconds`` (longer if that makes fewer than
     ``min_requests`` arrivals); repeats pick their bytes when sent."""
     arrivals, t = [], rng.expovariate(rate)
@@ -257,8 +268,9 @@ def plan(workload: Workload, rate: float, seconds: float, rng: random.Random,
     return arrivals
 
 
-async def run_level(url: str, level: Level, workload: Workload, rss: RssSampler, timeout: float, seed: int,
-                    min_requests: int = 0) -> Level:
+async def run_level(
+    url: str, level: Level, workload: Workload, rss: RssSampler, timeout: float, seed: int, min_requests: int = 0
+) -> Level:
     arrivals = plan(workload, level.rate, level.seconds, random.Random(seed), min_requests)
     answered_clips: list[bytes] = []
     rng = random.Random(seed + 1)
@@ -288,7 +300,9 @@ async def run_level(url: str, level: Level, workload: Workload, rss: RssSampler,
     return level
 
 
-async def unloaded(url: str, workload: Workload, timeout: float, clips: int = 8, fulls: int = 4) -> dict[str, list[float]]:
+async def unloaded(
+    url: str, workload: Workload, timeout: float, clips: int = 8, fulls: int = 4
+) -> dict[str, list[float]]:
     latencies: dict[str, list[float]] = {"clip": [], "full": [], "repeat": []}
     async with httpx.AsyncClient(base_url=url) as client:
         last_clip = b""
@@ -339,12 +353,16 @@ def summary(level: Level) -> dict:
         "offered_rps": level.rate,
         "sent": len(level.samples),
         "throughput_rps": len(ok) / level.wall_seconds if level.wall_seconds else 0.0,
-        "p50": percentile(admitted, 50), "p95": percentile(admitted, 95), "p99": percentile(admitted, 99),
+        "p50": percentile(admitted, 50),
+        "p95": percentile(admitted, 95),
+        "p99": percentile(admitted, 99),
         "max": max(admitted) if admitted else float("nan"),
-        "clip_p95": percentile(per_kind["clip"], 95), "full_p95": percentile(per_kind["full"], 95),
+        "clip_p95": percentile(per_kind["clip"], 95),
+        "full_p95": percentile(per_kind["full"], 95),
         "statuses": statuses,
-        "bad_5xx": sum(1 for s in level.samples if isinstance(s.status, int) and s.status >= 500
-                       and s.status not in (503, 504)),
+        "bad_5xx": sum(
+            1 for s in level.samples if isinstance(s.status, int) and s.status >= 500 and s.status not in (503, 504)
+        ),
         "transport_errors": sum(1 for s in level.samples if isinstance(s.status, str)),
         "503_without_retry_after": sum(1 for s in level.samples if s.status == 503 and not s.retry_after),
         "hits": sum(1 for s in ok if s.cached),
@@ -357,8 +375,16 @@ def fmt(x: float, digits: int = 2) -> str:
     return "–" if x != x else f"{x:.{digits}f}"
 
 
-def report(env: dict, base: dict, unloaded_p95: float, steps: list[dict], capacity: float, levels: list[dict],
-           recovery: dict, rss: RssSampler) -> str:
+def report(
+    env: dict,
+    base: dict,
+    unloaded_p95: float,
+    steps: list[dict],
+    capacity: float,
+    levels: list[dict],
+    recovery: dict,
+    rss: RssSampler,
+) -> str:
     rss_start = recovery["rss_before_mb"]
     lines = [
         f"Run {dt.datetime.now().isoformat(timespec='seconds')} on {platform.node()} "
@@ -377,27 +403,32 @@ def report(env: dict, base: dict, unloaded_p95: float, steps: list[dict], capaci
     ]
     for step in steps:
         errors = step["sent"] - step["statuses"].get("200", 0)
-        lines.append(f"| {fmt(step['offered_rps'], 3)} | {step['sent']} | {errors} | {fmt(step['p50'])} | "
-                     f"{fmt(step['p95'])} | {fmt(step['clip_p95'])} | {fmt(step['full_p95'])} | "
-                     f"{'yes' if step['passes'] else 'no'} |")
+        lines.append(
+            f"| {fmt(step['offered_rps'], 3)} | {step['sent']} | {errors} | {fmt(step['p50'])} | "
+            f"{fmt(step['p95'])} | {fmt(step['clip_p95'])} | {fmt(step['full_p95'])} | "
+            f"{'yes' if step['passes'] else 'no'} |"
+        )
     lines += [
         "",
         f"**Capacity: {fmt(capacity, 3)} requests/s** of the mix.",
         "",
-        "| load | offered req/s | sent | 2xx/s | p50 s | p95 s | p99 s | max s | 503 | 504 | other 5xx | transport errors "
-        "| 503 w/o Retry-After | cache hits | peak RSS MiB |",
+        "| load | offered req/s | sent | 2xx/s | p50 s | p95 s | p99 s | max s | 503 | 504 | other 5xx "
+        "| transport errors | 503 w/o Retry-After | cache hits | peak RSS MiB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in levels:
         lines.append(
-            f"| {s['level']} | {fmt(s['offered_rps'], 3)} | {s['sent']} | {fmt(s['throughput_rps'], 3)} | {fmt(s['p50'])} | "
-            f"{fmt(s['p95'])} | {fmt(s['p99'])} | {fmt(s['max'])} | {s['statuses'].get('503', 0)} | "
-            f"{s['statuses'].get('504', 0)} | {s['bad_5xx']} | {s['transport_errors']} | {s['503_without_retry_after']} | "
-            f"{s['hits']} | {fmt(s['rss_peak_mb'], 0)} |")
+            f"| {s['level']} | {fmt(s['offered_rps'], 3)} | {s['sent']} | {fmt(s['throughput_rps'], 3)} | "
+            f"{fmt(s['p50'])} | {fmt(s['p95'])} | {fmt(s['p99'])} | {fmt(s['max'])} | {s['statuses'].get('503', 0)} | "
+            f"{s['statuses'].get('504', 0)} | {s['bad_5xx']} | {s['transport_errors']} | "
+            f"{s['503_without_retry_after']} | "
+            f"{s['hits']} | {fmt(s['rss_peak_mb'], 0)} |"
+        )
     lines += [
         "",
         f"Recovery after the last level: idle again {fmt(recovery['idle_after_s'], 1)} s after the last answer; then "
-        f"clip median {fmt(recovery['clip_median'])} s (unloaded {fmt(base['clip'])} s); RSS {fmt(recovery['rss_after_mb'], 0)} MiB "
+        f"clip median {fmt(recovery['clip_median'])} s (unloaded {fmt(base['clip'])} s); "
+        f"RSS {fmt(recovery['rss_after_mb'], 0)} MiB "
         f"(idle before the run {fmt(rss_start, 0)} MiB, peak over the whole run "
         f"{fmt(max((mb for _, mb in rss.samples), default=float('nan')), 0)} MiB).",
     ]
@@ -439,8 +470,15 @@ async def main_async(args) -> int:
 
         async def step(rate: float) -> bool:
             print(f"[load] capacity step {rate:.3f} req/s", file=sys.stderr)
-            level = await run_level(url, Level(f"step {len(steps)}", rate, args.step_seconds), workload, rss,
-                                    args.timeout, args.seed + 10 + len(steps), min_requests=MIN_STEP_REQUESTS)
+            level = await run_level(
+                url,
+                Level(f"step {len(steps)}", rate, args.step_seconds),
+                workload,
+                rss,
+                args.timeout,
+                args.seed + 10 + len(steps),
+                min_requests=MIN_STEP_REQUESTS,
+            )
             async with httpx.AsyncClient(base_url=url) as client:
                 await wait_idle(client, args.timeout * 2)
             steps.append(summary(level) | {"passes": sustains(level, unloaded_p95)})
@@ -468,8 +506,14 @@ async def main_async(args) -> int:
         levels = [float(x) for x in args.levels.split(",")]
         for multiple in levels:
             print(f"[load] level {multiple}× = {multiple * capacity:.3f} req/s", file=sys.stderr)
-            level = await run_level(url, Level(f"{multiple:g}×", multiple * capacity, args.seconds), workload, rss,
-                                    args.timeout, args.seed + int(100 * multiple))
+            level = await run_level(
+                url,
+                Level(f"{multiple:g}×", multiple * capacity, args.seconds),
+                workload,
+                rss,
+                args.timeout,
+                args.seed + int(100 * multiple),
+            )
             results.append(summary(level))
             if multiple != levels[-1]:
                 async with httpx.AsyncClient(base_url=url) as client:
@@ -479,15 +523,31 @@ async def main_async(args) -> int:
         async with httpx.AsyncClient(base_url=url) as client:
             idle_after = await wait_idle(client, args.timeout * 2)
         after = await unloaded(url, workload, args.timeout, clips=5, fulls=0)
-        recovery = {"idle_after_s": idle_after, "clip_median": statistics.median(after["clip"]),
-                    "rss_after_mb": rss.now(), "rss_before_mb": rss_before}
+        recovery = {
+            "idle_after_s": idle_after,
+            "clip_median": statistics.median(after["clip"]),
+            "rss_after_mb": rss.now(),
+            "rss_before_mb": rss_before,
+        }
 
         text = report(env, base, unloaded_p95, steps, capacity, results, recovery, rss)
         print(text)
         if args.json:
-            Path(args.json).write_text(json.dumps({"base": base, "unloaded": lat, "steps": steps, "capacity": capacity,
-                                                   "levels": results, "recovery": recovery, "env": env,
-                                                   "rss": rss.samples}, indent=1))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "base": base,
+                        "unloaded": lat,
+                        "steps": steps,
+                        "capacity": capacity,
+                        "levels": results,
+                        "recovery": recovery,
+                        "env": env,
+                        "rss": rss.samples,
+                    },
+                    indent=1,
+                )
+            )
     bad = sum(s["bad_5xx"] + s["503_without_retry_after"] for s in results)
     return 1 if bad else 0
 
@@ -496,7 +556,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="target a running server (loopback only) instead of spawning one")
     parser.add_argument("--pid", type=int, help="with --url: the server's pid, for memory figures")
-    parser.add_argument("--env", action="append", default=[], metavar="TAGGRAM_X=V", help="setting for the spawned server")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="TAGGRAM_X=V", help="setting for the spawned server"
+    )
     parser.add_argument("--seconds", type=float, default=120.0, help="duration of each load level")
     parser.add_argument("--step-seconds", type=float, default=90.0, help="duration of each capacity step")
     parser.add_argument("--capacity", type=float, help="skip the capacity search and use this many requests/s")

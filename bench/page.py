@@ -1,7 +1,7 @@
 """The exploration page in the browser: page weight, and time from picking a 3-minute track to its heatmap.
 
-``taggram serve`` runs as a subprocess; Debian's headless Chromium (tests/support/browser.py: nothing is downloaded) opens
-the page with an empty profile and picks real music (``corpus.music``: 3-minute clips cut without re-encoding from
+``taggram serve`` runs as a subprocess; Debian's headless Chromium (tests/support/browser.py: nothing is downloaded)
+opens the page with an empty profile and picks real music (``corpus.music``: 3-minute clips cut without re-encoding from
 the lincity-ng soundtrack). Measured in the page with the Performance API:
 
 * page weight: bytes transferred for the page and its static files (Resource Timing ``transferSize``: headers +
@@ -15,6 +15,8 @@ the lincity-ng soundtrack). Measured in the page with the Performance API:
 small with pngquant when it is installed.
 
     .venv/bin/python -m bench.page --runs 3 --screenshots
+
+Writes docs/page.md, "Page weight and time to heatmap".
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def clips(runs: int, workdir: Path) -> list[Path]:
     paths = []
     for i in range(runs):
         track = long_tracks[i % len(long_tracks)]
-        offset = OFFSETS_SECONDS[(i // len(long_tracks)) % len(OFFSETS_SECONDS)] + i // (len(long_tracks) * len(OFFSETS_SECONDS))
+        offset = OFFSETS_SECONDS[(i // len(long_tracks)) % len(OFFSETS_SECONDS)] + i // (
+            len(long_tracks) * len(OFFSETS_SECONDS)
+        )
         path = workdir / f"clip{i} - {track.stem}.ogg"
         path.write_bytes(cut_clip(track, offset, CLIP_SECONDS))
         paths.append(path)
@@ -95,7 +99,8 @@ def time_to_heatmap(driver, url: str, clip: Path) -> tuple[float, float]:
     wait(driver, "return performance.getEntriesByName('time-to-heatmap').length > 0")
     to_heatmap, draw = driver.execute_script(
         "return [performance.getEntriesByName('time-to-heatmap')[0].duration,"
-        " performance.getEntriesByName('heatmap-draw')[0].duration]")
+        " performance.getEntriesByName('heatmap-draw')[0].duration]"
+    )
     wait(driver, "return document.body.dataset.analysing === 'false'")  # suggestions too: the next run starts idle
     return to_heatmap / 1000, draw / 1000
 
@@ -124,22 +129,30 @@ def screenshot(driver, url: str, clip: Path, target: Path) -> None:
     driver.execute_script("const a = document.getElementById('audio'); a.currentTime = a.duration / 3;")
     wait(driver, "return document.getElementById('audio').seeking === false")
     canvas = driver.find_element(By.ID, "heatmap")
-    cell = driver.execute_script("const v = window.taggramPage; return v.cellRect(2, Math.floor(v.heatmap.starts.length * 0.55))")
+    cell = driver.execute_script(
+        "const v = window.taggramPage; return v.cellRect(2, Math.floor(v.heatmap.starts.length * 0.55))"
+    )
     ActionChains(driver).move_to_element_with_offset(
-        canvas, int(cell["x"] + cell["width"] / 2 - canvas.size["width"] / 2),
-        int(cell["y"] + cell["height"] / 2 - canvas.size["height"] / 2)).perform()
+        canvas,
+        int(cell["x"] + cell["width"] / 2 - canvas.size["width"] / 2),
+        int(cell["y"] + cell["height"] / 2 - canvas.size["height"] / 2),
+    ).perform()
     wait(driver, "return !document.getElementById('tooltip').hidden")
     driver.find_element(By.TAG_NAME, "body").screenshot(str(target))
     if shutil.which("pngquant"):  # 256-colour palette: the page is flat colours plus a viridis scale
-        subprocess.run(["pngquant", "--force", "--skip-if-larger", "--quality=70-95", "--output", str(target), str(target)],
-                       check=False)
+        subprocess.run(
+            ["pngquant", "--force", "--skip-if-larger", "--quality=70-95", "--output", str(target), str(target)],
+            check=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.page", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="distinct 3-minute clips, each cold then cached")
-    parser.add_argument("--screenshots", action="store_true", help=f"also write {SCREENSHOT.relative_to(common.REPO_ROOT)}")
+    parser.add_argument(
+        "--screenshots", action="store_true", help=f"also write {SCREENSHOT.relative_to(common.REPO_ROOT)}"
+    )
     common.add_service_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -168,33 +181,45 @@ def main(argv: list[str] | None = None) -> None:
                 cold.append(first)
                 warm.append(cached)
                 draws.append(draw)
-                rows.append([clip.name.split(" - ", 1)[1], f"{clip.stat().st_size / 1e6:.1f}", f"{first:.2f}",
-                             f"{api[-1]:.2f}", f"{cached:.3f}", f"{draw * 1000:.1f}"])
+                rows.append(
+                    [
+                        clip.name.split(" - ", 1)[1],
+                        f"{clip.stat().st_size / 1e6:.1f}",
+                        f"{first:.2f}",
+                        f"{api[-1]:.2f}",
+                        f"{cached:.3f}",
+                        f"{draw * 1000:.1f}",
+                    ]
+                )
                 print(rows[-1], flush=True)
             if args.screenshots:
                 screenshot(driver, service.url, paths[0], SCREENSHOT)
 
-    body = "\n".join([
-        "### Measured",
-        "",
-        *common.environment_lines(["bench.page", *argv]),
-        "- browser: Debian Chromium, headless, 1200×1000 window, empty profile",
-        "",
-        f"Page weight (first load, empty cache): **{weight['transferred'] / 1024:.1f} KiB transferred** in "
-        f"{weight['files']} files ({weight['body'] / 1024:.1f} KiB of bodies; {gzipped_bytes() / 1024:.1f} KiB if "
-        "gzip -9'd: the service sends them uncompressed). Requests to other origins: "
-        f"{', '.join(weight['elsewhere']) or 'none'}.",
-        "",
-        f"Time to heatmap for a {CLIP_SECONDS / 60:.0f}-minute track (seconds from picking the file to the heatmap "
-        "drawn; \"API\" is `POST /taggram` of a clip of the same track from Python, interleaved; \"cached\" is the "
-        "same file again after a reload; \"draw\" is the drawing alone):",
-        "",
-        common.markdown_table(["clip (3 min, ogg)", "MB", "page, cold s", "API, cold s", "page, cached s", "draw ms"], rows),
-        "",
-        f"Median: page cold {statistics.median(cold):.2f} s, API cold {statistics.median(api):.2f} s, page cached "
-        f"{statistics.median(warm):.3f} s (upload, JSON and drawing: the page's own share), drawing "
-        f"{statistics.median(draws) * 1000:.1f} ms.",
-    ])
+    body = "\n".join(
+        [
+            "### Measured",
+            "",
+            *common.environment_lines(["bench.page", *argv]),
+            "- browser: Debian Chromium, headless, 1200×1000 window, empty profile",
+            "",
+            f"Page weight (first load, empty cache): **{weight['transferred'] / 1024:.1f} KiB transferred** in "
+            f"{weight['files']} files ({weight['body'] / 1024:.1f} KiB of bodies; {gzipped_bytes() / 1024:.1f} KiB if "
+            "gzip -9'd: the service sends them uncompressed). Requests to other origins: "
+            f"{', '.join(weight['elsewhere']) or 'none'}.",
+            "",
+            f"Time to heatmap for a {CLIP_SECONDS / 60:.0f}-minute track (seconds from picking the file to the heatmap "
+            'drawn; "API" is `POST /taggram` of a clip of the same track from Python, interleaved; "cached" is the '
+            'same file again after a reload; "draw" is the drawing alone):',
+            "",
+            common.markdown_table(
+                ["clip (3 min, ogg)", "MB", "page, cold s", "API, cold s", "page, cached s", "draw ms"], rows
+            ),
+            "",
+            f"Median: page cold {statistics.median(cold):.2f} s, API cold {statistics.median(api):.2f} s, page cached "
+            f"{statistics.median(warm):.3f} s (upload, JSON and drawing: the page's own share), drawing "
+            f"{statistics.median(draws) * 1000:.1f} ms.",
+        ]
+    )
     print(body)
     if not args.no_write:
         common.update_report(SECTION, body, REPORT)

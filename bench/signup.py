@@ -52,15 +52,17 @@ def geometry(model) -> PatchGeometry:
 
 
 def infer(model, patches: np.ndarray) -> np.ndarray:
-    return np.concatenate([model.runner.run(np.ascontiguousarray(patches[i : i + BATCH]))["tags"]
-                           for i in range(0, len(patches), BATCH)])
+    return np.concatenate(
+        [model.runner.run(np.ascontiguousarray(patches[i : i + BATCH]))["tags"] for i in range(0, len(patches), BATCH)]
+    )
 
 
 def load(models: str):
     from service.artefacts.registry import load_models
 
-    loaded = load_models(Settings(models_dir=common.MODELS_DIR, models=models, default_model=models.split(",")[0],
-                                  inference_workers=1))
+    loaded = load_models(
+        Settings(models_dir=common.MODELS_DIR, models=models, default_model=models.split(",")[0], inference_workers=1)
+    )
     return loaded, {name: load_calibration(model, None) for name, model in loaded.items()}
 
 
@@ -102,7 +104,9 @@ def pick_tracks(count: int) -> list[tuple[str, Path]]:
         step = max(len(pool) // per, 1)
         chosen += [(fmt, Path(r["path"])) for r in pool[::step][:per]]
     vorbis = sorted(by_codec["vorbis"], key=lambda r: r["track_id"])
-    chosen += [("m4a", transcode_m4a(Path(r["path"]))) for r in vorbis[1 :: max(len(vorbis) // per, 1)][:count - len(chosen)]]
+    chosen += [
+        ("m4a", transcode_m4a(Path(r["path"]))) for r in vorbis[1 :: max(len(vorbis) // per, 1)][: count - len(chosen)]
+    ]
     return chosen
 
 
@@ -116,8 +120,12 @@ def complete(model, data: bytes) -> tuple[np.ndarray, float]:
 def sampled(model, data: bytes, n: int) -> tuple[np.ndarray, float, bool]:
     started = time.perf_counter()
     g = geometry(model)
-    sample = sample_track(io.BytesIO(data), lambda length: spread_patch_offsets(length, g, n), g.patch_samples,
-                          max_seconds=MAX_SECONDS + 60)
+    sample = sample_track(
+        io.BytesIO(data),
+        lambda length: spread_patch_offsets(length, g, n),
+        g.patch_samples,
+        max_seconds=MAX_SECONDS + 60,
+    )
     tags = infer(model, np.stack(sample.regions))
     return tags, time.perf_counter() - started, sample.seeked
 
@@ -147,8 +155,16 @@ def run_agreement(args) -> str:
             times[n].append((fmt, minutes, seconds))
             for kind, early in ranking(model, calibrated, tags).items():
                 agree[(kind, n)].append((early[0] == full[kind][0], len(set(early) & set(full[kind])) / TOP_K))
-        rows.append([fmt, path.name, f"{minutes:.1f}", f"{full_seconds:.2f}", f"{times[12][-1][2]:.2f}"
-                     if 12 in SAMPLE_SIZES else "", "yes" if seeked else "no"])
+        rows.append(
+            [
+                fmt,
+                path.name,
+                f"{minutes:.1f}",
+                f"{full_seconds:.2f}",
+                f"{times[12][-1][2]:.2f}" if 12 in SAMPLE_SIZES else "",
+                "yes" if seeked else "no",
+            ]
+        )
         print(rows[-1], file=sys.stderr)
     curve = []
     for n in SAMPLE_SIZES:
@@ -163,18 +179,36 @@ def run_agreement(args) -> str:
     for fmt in ("ogg", "opus", "mp3", "m4a"):
         pairs = [(c, s) for (f, _, c), (_, _, s) in zip(times["complete"], times[12]) if f == fmt]
         if pairs:
-            per_format.append([fmt, len(pairs), f"{statistics.median(c for c, _ in pairs):.2f}",
-                               f"{statistics.median(s for _, s in pairs):.2f}"])
-    return "\n\n".join([
-        f"### Agreement and time against N ({args.model}, {len(tracks)} tracks)",
-        "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
-        common.markdown_table(["N patches", "tags top-1 same", "tags top-5 overlap", "calibrated top-1 same",
-                               "calibrated top-5 overlap", "time p50 (s)", "time ÷ complete, p50"], curve),
-        "Complete vs N = 12 by format (seconds, p50):",
-        common.markdown_table(["format", "tracks", "complete", "N = 12"], per_format),
-        "Per track:",
-        common.markdown_table(["format", "file", "minutes", "complete (s)", "N = 12 (s)", "seeked"], rows),
-    ])
+            per_format.append(
+                [
+                    fmt,
+                    len(pairs),
+                    f"{statistics.median(c for c, _ in pairs):.2f}",
+                    f"{statistics.median(s for _, s in pairs):.2f}",
+                ]
+            )
+    return "\n\n".join(
+        [
+            f"### Agreement and time against N ({args.model}, {len(tracks)} tracks)",
+            "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
+            common.markdown_table(
+                [
+                    "N patches",
+                    "tags top-1 same",
+                    "tags top-5 overlap",
+                    "calibrated top-1 same",
+                    "calibrated top-5 overlap",
+                    "time p50 (s)",
+                    "time ÷ complete, p50",
+                ],
+                curve,
+            ),
+            "Complete vs N = 12 by format (seconds, p50):",
+            common.markdown_table(["format", "tracks", "complete", "N = 12"], per_format),
+            "Per track:",
+            common.markdown_table(["format", "file", "minutes", "complete (s)", "N = 12 (s)", "seeked"], rows),
+        ]
+    )
 
 
 def run_mpeg_scan(args) -> str:
@@ -184,15 +218,19 @@ def run_mpeg_scan(args) -> str:
         if check_integrity(io.BytesIO(data)).cut_reason:
             claims.append(row["track_id"])
         if row["codec"].startswith("mp3"):
-            cuts = [check_integrity(io.BytesIO(data[: int(len(data) * f)])).cut_reason is not None
-                    for f in (0.3, 0.5, 0.9, 0.999)]
+            cuts = [
+                check_integrity(io.BytesIO(data[: int(len(data) * f)])).cut_reason is not None
+                for f in (0.3, 0.5, 0.9, 0.999)
+            ]
             mp3.append([row["track_id"], sum(cuts), len(cuts)])
-    return "\n\n".join([
-        "### The mp3 truncation check on the corpus",
-        "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
-        f"Whole files with a cut claimed: {len(claims)} of {len(corpus_rows())} ({', '.join(claims) or 'none'}).",
-        common.markdown_table(["mp3", "cuts warned", "cuts made (30/50/90/99.9 %)"], mp3),
-    ])
+    return "\n\n".join(
+        [
+            "### The mp3 truncation check on the corpus",
+            "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
+            f"Whole files with a cut claimed: {len(claims)} of {len(corpus_rows())} ({', '.join(claims) or 'none'}).",
+            common.markdown_table(["mp3", "cuts warned", "cuts made (30/50/90/99.9 %)"], mp3),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

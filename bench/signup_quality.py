@@ -30,14 +30,28 @@ MODELS = "msd-musicnn,mtt-musicnn,msd-vgg,mtt-vgg"
 PRIMARY, SECOND = "msd-musicnn", "mtt-musicnn"
 CLASSES = ("electronic", "orchestral", "rock_metal", "chiptune_retro", "ambient")
 CLASS_OF = {
-    "Electronic": ("electronic",), "Electro": ("electronic", "chiptune_retro"), "House": ("electronic",),
-    "Dance": ("electronic",), "Techno": ("electronic",),
-    "Classical": ("orchestral",), "Baroque": ("orchestral",), "Opera": ("orchestral",), "Choral": ("orchestral",),
+    "Electronic": ("electronic",),
+    "Electro": ("electronic", "chiptune_retro"),
+    "House": ("electronic",),
+    "Dance": ("electronic",),
+    "Techno": ("electronic",),
+    "Classical": ("orchestral",),
+    "Baroque": ("orchestral",),
+    "Opera": ("orchestral",),
+    "Choral": ("orchestral",),
     "Easy Listening": ("orchestral",),
-    "Rock": ("rock_metal",), "Alternative Rock": ("rock_metal",), "Indie Rock": ("rock_metal",),
-    "Classic Rock": ("rock_metal",), "Hard Rock": ("rock_metal",), "Progressive Rock": ("rock_metal",),
-    "Punk": ("rock_metal",), "Metal": ("rock_metal",), "Heavy Metal": ("rock_metal",),
-    "Ambient": ("ambient",), "Chillout": ("ambient",), "New Age": ("ambient",),
+    "Rock": ("rock_metal",),
+    "Alternative Rock": ("rock_metal",),
+    "Indie Rock": ("rock_metal",),
+    "Classic Rock": ("rock_metal",),
+    "Hard Rock": ("rock_metal",),
+    "Progressive Rock": ("rock_metal",),
+    "Punk": ("rock_metal",),
+    "Metal": ("rock_metal",),
+    "Heavy Metal": ("rock_metal",),
+    "Ambient": ("ambient",),
+    "Chillout": ("ambient",),
+    "New Age": ("ambient",),
 }
 MAX_SECONDS = 1200.0
 
@@ -94,9 +108,12 @@ def run_quality(args) -> str:
     seconds = {"sample": [], **{name: [] for name in models}}
     for row in rows:
         started = time.perf_counter()
-        sample = sample_track(io.BytesIO(Path(row["path"]).read_bytes()),
-                              lambda n: spread_patch_offsets(n, g, args.patches), g.patch_samples,
-                              max_seconds=MAX_SECONDS)
+        sample = sample_track(
+            io.BytesIO(Path(row["path"]).read_bytes()),
+            lambda n: spread_patch_offsets(n, g, args.patches),
+            g.patch_samples,
+            max_seconds=MAX_SECONDS,
+        )
         seconds["sample"].append(time.perf_counter() - started)
         patches = np.stack(sample.regions)
         means = {}
@@ -110,12 +127,15 @@ def run_quality(args) -> str:
     table = [[name, *evaluate(tracks, labels)] for name, tracks in per_candidate.items()]
     cost = [[what, f"{statistics.median(v) * 1e3:.0f}"] for what, v in seconds.items()]
     counts = {c: labels.count(c) for c in CLASSES}
-    return "\n\n".join([
-        f"### Default taxonomy quality ({len(rows)} labelled tracks, {args.patches} spread patches each)",
-        "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
-        f"Classes: {', '.join(f'{c} {n}' for c, n in counts.items())}.",
-        common.markdown_table(["candidate", "macro PR-AUC", "top-1 hit", "top-3 hit", "distinct top-1",
-                               "subgenres"], table),
-        f"Cost per track, p50 (ms): sampling {args.patches} patches, then each model's inference on them:",
-        common.markdown_table(["step", "ms p50"], cost),
-    ])
+    return "\n\n".join(
+        [
+            f"### Default taxonomy quality ({len(rows)} labelled tracks, {args.patches} spread patches each)",
+            "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
+            f"Classes: {', '.join(f'{c} {n}' for c, n in counts.items())}.",
+            common.markdown_table(
+                ["candidate", "macro PR-AUC", "top-1 hit", "top-3 hit", "distinct top-1", "subgenres"], table
+            ),
+            f"Cost per track, p50 (ms): sampling {args.patches} patches, then each model's inference on them:",
+            common.markdown_table(["step", "ms p50"], cost),
+        ]
+    )

@@ -21,6 +21,8 @@ Run (CPU-bound: ≈ 11 000 patches per model for 110 tracks of 60-180 s and 30 q
 
     PYTHONPATH=$PWD python bench/similar_music.py --corpus /work/corpus/corpus.csv --work /tmp/simmusic-full \
         --tracks 110 --queries 30 --query-limit-other 30
+
+Writes docs/similar.md, "Is the embedding fit for it? Real music" and "Duplicate threshold" (by hand).
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ import soxr
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from service.offline.backfill import read_output  # noqa: E402
-from service.artefacts.similar import artefact  # noqa: E402
-from service.offline.index_build import CALIBRATED_DUPLICATE_THRESHOLDS, DEFAULT_DUPLICATE_THRESHOLD  # noqa: E402
-from service.artefacts.similar.search import open_searcher  # noqa: E402
-from tests.support.audio_factory import encode_audio  # noqa: E402  (the project's PyAV encoders)
+# E402: these imports need the repo root on sys.path (set above), as this file also runs as a script.
+from service.artefacts.similar import artefact  # noqa: E402 - see above
+from service.artefacts.similar.search import open_searcher  # noqa: E402 - see above
+from service.offline.backfill import read_output  # noqa: E402 - see above
+from service.offline.index_build import (  # noqa: E402 - see above
+    CALIBRATED_DUPLICATE_THRESHOLDS,
+    DEFAULT_DUPLICATE_THRESHOLD,
+)
+from tests.support.audio_factory import encode_audio  # noqa: E402 - see above (the project's PyAV encoders)
 
 RATE_HZ = 44_100
 # Whole tracks of this length: ≥ 60 s so that the 30-s excerpt is at most half of the track (an excerpt of a track,
@@ -54,9 +60,15 @@ MAX_TRACK_SECONDS = 180.0
 EXCERPT_SECONDS = 30.0  # from the middle of the track: "a 30-s excerpt of the track" (issue #13), e.g. a preview
 RESAMPLE_HZ = 22_050
 # name → (format, bit rate); None = lossless FLAC of a transformed signal
-VARIANTS = {"mp3-128": ("mp3", 128_000), "mp3-320": ("mp3", 320_000), "opus-48": ("opus", 48_000),
-            "opus-96": ("opus", 96_000), "aac-128": ("m4a", 128_000), "resample-22k": ("flac", None),
-            "excerpt-30s": ("flac", None)}
+VARIANTS = {
+    "mp3-128": ("mp3", 128_000),
+    "mp3-320": ("mp3", 320_000),
+    "opus-48": ("opus", 48_000),
+    "opus-96": ("opus", 96_000),
+    "aac-128": ("m4a", 128_000),
+    "resample-22k": ("flac", None),
+    "excerpt-30s": ("flac", None),
+}
 EXTENSIONS = {"mp3": ".mp3", "opus": ".opus", "m4a": ".m4a", "flac": ".flac"}
 MODELS = ("msd-musicnn", "msd-vgg", "mtt-musicnn", "mtt-vgg")
 
@@ -79,14 +91,15 @@ def excerpt(track: np.ndarray) -> np.ndarray:
     """EXCERPT_SECONDS from the middle of the track."""
     length = int(EXCERPT_SECONDS * RATE_HZ)
     start = max(0, (track.shape[1] - length) // 2)
-    return track[:, start:start + length]
+    return track[:, start : start + length]
 
 
 def variant_bytes(name: str, track: np.ndarray) -> bytes:
     fmt, bit_rate = VARIANTS[name]
     if name == "resample-22k":
-        return encode_audio(soxr.resample(track.T, RATE_HZ, RESAMPLE_HZ, quality="HQ").T.astype(np.float32),
-                            RESAMPLE_HZ, "flac")
+        return encode_audio(
+            soxr.resample(track.T, RATE_HZ, RESAMPLE_HZ, quality="HQ").T.astype(np.float32), RESAMPLE_HZ, "flac"
+        )
     if name == "excerpt-30s":
         return encode_audio(excerpt(track), RATE_HZ, "flac")
     return encode_audio(track, RATE_HZ, fmt, bit_rate=bit_rate)
@@ -94,8 +107,11 @@ def variant_bytes(name: str, track: np.ndarray) -> bytes:
 
 def pick_tracks(corpus: Path, seed: int = 13) -> list[dict]:
     """Every track of a fitting length, in a seeded random order (the caller takes as many as decode)."""
-    rows = [r for r in csv.DictReader(corpus.open())
-            if MIN_TRACK_SECONDS <= float(r.get("duration_seconds") or 0) <= MAX_TRACK_SECONDS]
+    rows = [
+        r
+        for r in csv.DictReader(corpus.open())
+        if MIN_TRACK_SECONDS <= float(r.get("duration_seconds") or 0) <= MAX_TRACK_SECONDS
+    ]
     order = np.random.default_rng(seed).permutation(len(rows))
     return [rows[i] for i in order]
 
@@ -121,10 +137,24 @@ def prepare(args) -> None:
                 vpath = variants / f"{safe}.{name}{EXTENSIONS[fmt]}"
                 if not vpath.exists():  # resume: a re-run re-decodes but does not re-encode
                     vpath.write_bytes(variant_bytes(name, track))
-                queries.append({"track_id": f"{row['track_id']}#{name}", "path": str(vpath),
-                                "original": row["track_id"], "variant": name, "query_index": i})
-        catalog.append({"track_id": row["track_id"], "path": row["path"], "artist_id": row["artist"],
-                        "title": row["title"], "query_index": i if i < args.queries else ""})
+                queries.append(
+                    {
+                        "track_id": f"{row['track_id']}#{name}",
+                        "path": str(vpath),
+                        "original": row["track_id"],
+                        "variant": name,
+                        "query_index": i,
+                    }
+                )
+        catalog.append(
+            {
+                "track_id": row["track_id"],
+                "path": row["path"],
+                "artist_id": row["artist"],
+                "title": row["title"],
+                "query_index": i if i < args.queries else "",
+            }
+        )
         print(f"prepared {i + 1}: {row['track_id']}", file=sys.stderr, flush=True)
     write_csv(args.work / "queries.csv", queries)
     write_csv(args.work / "originals.csv", catalog)  # last: marks the step done
@@ -138,8 +168,12 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def taggram(*args) -> None:
-    subprocess.run([sys.executable, "-m", "service", *map(str, args)], cwd=REPO_ROOT, check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    subprocess.run(
+        [sys.executable, "-m", "service", *map(str, args)],
+        cwd=REPO_ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
 
 def limited_queries(args, model: str) -> Path:
@@ -159,8 +193,17 @@ def run_model(args, model: str) -> None:
     taggram("backfill", args.work / "originals.csv", "--out", args.work / model / "originals", *common)
     taggram("backfill", limited_queries(args, model), "--out", args.work / model / "variants", *common)
     if not (args.work / model / "index" / f"{model}.json").exists():
-        taggram("index", "build", args.work / model / "originals", "--output", args.work / model / "index",
-                "--backend", "exact", "--artists", args.work / "originals.csv")
+        taggram(
+            "index",
+            "build",
+            args.work / model / "originals",
+            "--output",
+            args.work / model / "index",
+            "--backend",
+            "exact",
+            "--artists",
+            args.work / "originals.csv",
+        )
 
 
 def evaluate(args, model: str) -> dict:
@@ -182,15 +225,25 @@ def evaluate(args, model: str) -> dict:
         own = row_of[info["original"]]
         order = np.argsort(-scores)
         others = np.delete(scores, own)
-        results.append({"variant": info["variant"], "query_index": int(info["query_index"]),
-                        "rank": int(np.where(order == own)[0][0]) + 1, "own": float(scores[own]),
-                        "best_other": float(others.max())})
+        results.append(
+            {
+                "variant": info["variant"],
+                "query_index": int(info["query_index"]),
+                "rank": int(np.where(order == own)[0][0]) + 1,
+                "own": float(scores[own]),
+                "best_other": float(others.max()),
+            }
+        )
     # distinct recordings: every original's best score against any other original
     gram = catalog @ catalog.T
     np.fill_diagonal(gram, -np.inf)
     originals_best_other = gram.max(axis=1)
-    return {"model": model, "queries": results, "originals_best_other": originals_best_other.tolist(),
-            "catalog": len(ids)}
+    return {
+        "model": model,
+        "queries": results,
+        "originals_best_other": originals_best_other.tolist(),
+        "catalog": len(ids),
+    }
 
 
 def calibrate(positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -199,8 +252,10 @@ def calibrate(positives: np.ndarray, negatives: np.ndarray) -> float:
     if negatives.max() < positives.min():
         return float((negatives.max() + positives.min()) / 2)
     candidates = np.unique(np.concatenate([positives, negatives]))
-    f1 = [(2 * (positives >= t).sum() / ((positives >= t).sum() + (negatives >= t).sum() + len(positives)), t)
-          for t in candidates]
+    f1 = [
+        (2 * (positives >= t).sum() / ((positives >= t).sum() + (negatives >= t).sum() + len(positives)), t)
+        for t in candidates
+    ]
     return float(max(f1)[1])
 
 
@@ -213,7 +268,9 @@ def summarise(result: dict, threshold: float | None = None, limit: int | None = 
     neg_originals = np.asarray(result["originals_best_other"])
 
     def pos_neg(subset):
-        return np.asarray([q["own"] for q in subset]), np.concatenate([[q["best_other"] for q in subset], neg_originals])
+        return np.asarray([q["own"] for q in subset]), np.concatenate(
+            [[q["best_other"] for q in subset], neg_originals]
+        )
 
     calibrated = calibrate(*pos_neg(half["cal"]))
     threshold = calibrated if threshold is None else threshold
@@ -226,47 +283,69 @@ def summarise(result: dict, threshold: float | None = None, limit: int | None = 
         if sub:
             found = sum(q["own"] >= threshold for q in held)
             wrong = sum(q["best_other"] >= threshold for q in held)  # would flag another track as its duplicate
-            per_variant[name] = {"n": len(sub), "recall_at_1": float(np.mean([q["rank"] == 1 for q in sub])),
-                                 "recall_at_10": float(np.mean([q["rank"] <= 10 for q in sub])),
-                                 "margin_min": min(q["own"] - q["best_other"] for q in sub),
-                                 "margin_median": float(np.median([q["own"] - q["best_other"] for q in sub])),
-                                 "own_min": min(q["own"] for q in sub), "held_out": len(held),
-                                 "duplicate_recall": found / len(held) if held else float("nan"),
-                                 "duplicate_precision": found / (found + wrong) if found + wrong else 1.0,
-                                 "false_positives": int(wrong)}
-    return {"model": result["model"], "catalog": result["catalog"], "query_tracks": len({q["query_index"] for q in qs}),
-            "queries": len(qs),
-            "recall_at_1": float(np.mean([q["rank"] == 1 for q in qs])),
-            "recall_at_10": float(np.mean([q["rank"] <= 10 for q in qs])),
-            "margin_min": float(min(q["own"] - q["best_other"] for q in qs)),
-            "margin_median": float(np.median([q["own"] - q["best_other"] for q in qs])),
-            "calibrated": calibrated, "threshold": threshold,
-            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / len(pos) if len(pos) else float("nan"),
-            "eval_positives": len(pos), "eval_negatives": len(neg), "false_positives": fp,
-            "max_distinct": float(neg_originals.max()), "per_variant": per_variant}
+            per_variant[name] = {
+                "n": len(sub),
+                "recall_at_1": float(np.mean([q["rank"] == 1 for q in sub])),
+                "recall_at_10": float(np.mean([q["rank"] <= 10 for q in sub])),
+                "margin_min": min(q["own"] - q["best_other"] for q in sub),
+                "margin_median": float(np.median([q["own"] - q["best_other"] for q in sub])),
+                "own_min": min(q["own"] for q in sub),
+                "held_out": len(held),
+                "duplicate_recall": found / len(held) if held else float("nan"),
+                "duplicate_precision": found / (found + wrong) if found + wrong else 1.0,
+                "false_positives": int(wrong),
+            }
+    return {
+        "model": result["model"],
+        "catalog": result["catalog"],
+        "query_tracks": len({q["query_index"] for q in qs}),
+        "queries": len(qs),
+        "recall_at_1": float(np.mean([q["rank"] == 1 for q in qs])),
+        "recall_at_10": float(np.mean([q["rank"] <= 10 for q in qs])),
+        "margin_min": float(min(q["own"] - q["best_other"] for q in qs)),
+        "margin_median": float(np.median([q["own"] - q["best_other"] for q in qs])),
+        "calibrated": calibrated,
+        "threshold": threshold,
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": tp / len(pos) if len(pos) else float("nan"),
+        "eval_positives": len(pos),
+        "eval_negatives": len(neg),
+        "false_positives": fp,
+        "max_distinct": float(neg_originals.max()),
+        "per_variant": per_variant,
+    }
 
 
 def markdown(summaries: list[dict]) -> str:
     """The tables of docs/similar.md: one row per model, then one row per model and variant."""
-    lines = ["| model | threshold | query tracks | queries | recall@1 | recall@10 | margin min | margin median | "
-             "precision | recall | held-out positives / negatives | max score, distinct tracks |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | threshold | query tracks | queries | recall@1 | recall@10 | margin min | margin median | "
+        "precision | recall | held-out positives / negatives | max score, distinct tracks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
-        lines.append(f"| {s['model']} | {s['label']} {s['threshold']:.4f} | {s['query_tracks']} | {s['queries']} | "
-                     f"{s['recall_at_1']:.3f} | {s['recall_at_10']:.3f} | {s['margin_min']:.3f} | "
-                     f"{s['margin_median']:.3f} | {s['precision']:.3f} ({s['false_positives']} FP) | {s['recall']:.3f} | "
-                     f"{s['eval_positives']} / {s['eval_negatives']} | {s['max_distinct']:.4f} |")
-    lines += ["", "| model | variant | n | recall@1 | recall@10 | lowest score to its original | margin min | "
-              "margin median | duplicate recall (held out) | duplicate precision (held out) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {s['model']} | {s['label']} {s['threshold']:.4f} | {s['query_tracks']} | {s['queries']} | "
+            f"{s['recall_at_1']:.3f} | {s['recall_at_10']:.3f} | {s['margin_min']:.3f} | "
+            f"{s['margin_median']:.3f} | {s['precision']:.3f} ({s['false_positives']} FP) | {s['recall']:.3f} | "
+            f"{s['eval_positives']} / {s['eval_negatives']} | {s['max_distinct']:.4f} |"
+        )
+    lines += [
+        "",
+        "| model | variant | n | recall@1 | recall@10 | lowest score to its original | margin min | "
+        "margin median | duplicate recall (held out) | duplicate precision (held out) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
         if s["label"] != "shipped":
             continue
         for name, v in s["per_variant"].items():
-            lines.append(f"| {s['model']} | {name} | {v['n']} | {v['recall_at_1']:.3f} | {v['recall_at_10']:.3f} | "
-                         f"{v['own_min']:.4f} | {v['margin_min']:.3f} | {v['margin_median']:.3f} | "
-                         f"{v['duplicate_recall']:.3f} of {v['held_out']} | {v['duplicate_precision']:.3f} "
-                         f"({v['false_positives']} FP) |")
+            lines.append(
+                f"| {s['model']} | {name} | {v['n']} | {v['recall_at_1']:.3f} | {v['recall_at_10']:.3f} | "
+                f"{v['own_min']:.4f} | {v['margin_min']:.3f} | {v['margin_median']:.3f} | "
+                f"{v['duplicate_recall']:.3f} of {v['held_out']} | {v['duplicate_precision']:.3f} "
+                f"({v['false_positives']} FP) |"
+            )
     return "\n".join(lines)
 
 
@@ -294,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
             shipped = CALIBRATED_DUPLICATE_THRESHOLDS.get(model, DEFAULT_DUPLICATE_THRESHOLD)
             for label, threshold in (("calibrated", None), ("shipped", shipped)):
                 summaries.append({**summarise(result, threshold, limit), "label": label})
-                print(json.dumps({k: v for k, v in summaries[-1].items() if k != "per_variant"}, default=float),
-                      flush=True)
+                print(
+                    json.dumps({k: v for k, v in summaries[-1].items() if k != "per_variant"}, default=float),
+                    flush=True,
+                )
     if summaries:
         (args.work / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
         print(markdown(summaries))

@@ -39,8 +39,22 @@ MIN_TRACK_SECONDS = 20.0
 # A decode that yields less than this share of the frames libsndfile reads counts as partial.
 PARTIAL_DECODE_RATIO = 0.98
 
-CORPUS_COLUMNS = ["track_id", "path", "package", "package_version", "artist", "album", "title", "licence",
-                  "duration_seconds", "codec", "label", "label_reason", "label_evidence", "cv_group"]
+CORPUS_COLUMNS = [
+    "track_id",
+    "path",
+    "package",
+    "package_version",
+    "artist",
+    "album",
+    "title",
+    "licence",
+    "duration_seconds",
+    "codec",
+    "label",
+    "label_reason",
+    "label_evidence",
+    "cv_group",
+]
 LABEL_COLUMNS = ["track_id", "label", "artist", "album", "label_reason", "evidence", "cv_group"]
 REFUSED_COLUMNS = ["track_id", "path", "ffmpeg_error", "soundfile_frames", "soundfile_samplerate"]
 
@@ -48,11 +62,12 @@ REFUSED_COLUMNS = ["track_id", "path", "ffmpeg_error", "soundfile_frames", "soun
 @dataclass(frozen=True)
 class Source:
     """One Debian package: where its music lies inside the package, under which licence, by whom."""
+
     package: str
-    pattern: str          # regex on the path relative to the unpacked package root
-    licence: str          # SPDX-ish, from /usr/share/doc/<package>/copyright
-    artist: str           # fallback when a file carries no artist tag
-    album: str            # fallback album (the game's soundtrack)
+    pattern: str  # regex on the path relative to the unpacked package root
+    licence: str  # SPDX-ish, from /usr/share/doc/<package>/copyright
+    artist: str  # fallback when a file carries no artist tag
+    album: str  # fallback album (the game's soundtrack)
     # (regex on the file's path in the package, licence) for files the copyright file licenses differently
     licence_overrides: tuple[tuple[str, str], ...] = ()
     # (regex on the file name, artist) from the package's own credits, for files whose tags name no one
@@ -72,85 +87,249 @@ class Source:
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("wesnoth-1.16-music", r"usr/share/games/wesnoth/1\.16/data/core/music/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "The Battle for Wesnoth OST"),
-    Source("fretsonfire-songs-muldjord", r"songs/muldjord/[^/]+/(song|guitar)\.ogg$", "CC-BY-SA-3.0",
-           "El Senator (Muldjord)", "Muldjord Frets on Fire song pack"),
-    Source("fretsonfire-songs-sectoid", r"songs/sectoid/[^/]+/(song|guitar)\.ogg$", "MIT",
-           "Carlos Viola Iborra (Sectoid)", "Sectoid Frets on Fire song pack"),
-    Source("lincity-ng-data", r"usr/share/games/lincity-ng/music/default/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "LinCity-NG soundtrack"),
-    Source("asc-music", r"usr/share/games/asc/music/[^/]+\.mp3$", "GPL-2.0-or-later",
-           "Michael Kievernagel", "Advanced Strategic Command music"),
-    Source("ardentryst", r"usr/share/games/ardentryst/Music/[^/]+\.ogg$", "CC-BY-SA-3.0",
-           "Jordan Trudgett", "Ardentryst soundtrack"),
-    Source("btanks-data", r"usr/share/games/btanks/data/tunes/[^/]+\.ogg$", "LicenseRef-GPL-2.0-Battle-Tanks-exception",
-           "unknown", "Battle Tanks soundtrack"),
-    Source("colobot-common-sounds", r"usr/share/games/colobot/music/[^/]+\.ogg$", "GPL-3.0-or-later",
-           "unknown", "Colobot soundtrack"),
-    Source("drascula-music", r"usr/share/scummvm/drascula/audio/[^/]+\.ogg$", "LicenseRef-Drascula",
-           "Alcachofa Soft", "Drascula: The Vampire Strikes Back soundtrack"),
-    Source("extremetuxracer-data", r"usr/share/games/etr/music/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "Extreme Tux Racer soundtrack",
-           # usr/share/games/etr/music/readme ("Music Authors List")
-           credited_artists=((r"-jt\.ogg$", "Joseph Toscano"), (r"-ks\.ogg$", "K. Schroeder"),
-                             (r"-cp\.ogg$", "Christian Picon"), (r"^freezingpoint", "Grady O'Connell"))),
-    Source("fillets-ng-data", r"usr/share/games/fillets-ng/music/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "Fish Fillets NG soundtrack"),
-    Source("flare-game", r"usr/share/games/flare/mods/fantasycore/music/[^/]+\.ogg$", "CC-BY-SA-3.0-or-later",
-           "unknown", "Flare soundtrack"),
-    Source("freedroidrpg-data", r"usr/share/freedroidrpg/data/sound/music/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "FreedroidRPG soundtrack"),
-    Source("hedgewars-data", r"usr/share/games/hedgewars/Data/Music/[^/]+\.ogg$", "GPL-2.0-only",
-           "unknown", "Hedgewars soundtrack"),
-    Source("lordsawar-data", r"usr/share/games/lordsawar/music/[^/]+\.ogg$", "GPL-3.0-or-later",
-           "unknown", "LordsAWar soundtrack"),
-    Source("marsshooter-data", r"usr/share/games/marsshooter/audio/(music/[^/]+|menu|tutorial)\.ogg$",
-           "CC-BY-SA-3.0", "Obsidian Shell", "M.A.R.S. soundtrack"),
-    Source("scorched3d-data", r"usr/share/games/scorched3d/data/globalmods/none/data/music/[^/]+\.ogg$",
-           "GPL-2.0-or-later", "unknown", "Scorched3D soundtrack"),
-    Source("supertux-data", r"usr/share/games/supertux2/music/.+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "SuperTux Soundtrack"),
-    Source("warmux-data", r"usr/share/games/warmux/music/.+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "WarMUX soundtrack"),
-    Source("warzone2100-music", r"usr/share/games/warzone2100/music/.+\.opus$",
-           "CC-BY-SA-3.0-or-later OR GPL-2.0-or-later", "unknown", "Warzone 2100 soundtrack",
-           # the albums' license.txt: Martin Severn's original tracks (and track3_enhanced, derived) are GPL-2+
-           ((r"original_soundtrack/|track3_enhanced|music/menu\.opus$", "GPL-2.0-or-later"),)),
-    Source("xmoto-data", r"usr/share/games/xmoto/Textures/Musics/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "X-Moto soundtrack"),
-    Source("frozen-bubble-data", r"usr/share/games/frozen-bubble/snd/(introzik|frozen-mainzik-[12]p)\.ogg$",
-           "GPL-2.0-only", "unknown", "Frozen-Bubble soundtrack"),
-    Source("supertuxkart-data",
-           # the *_fast / *_f files are sped-up copies of the same pieces (played on the last lap): left out
-           r"usr/share/games/supertuxkart/data/music/(?![^/]*_(fast|f)\.ogg$)[^/]+\.ogg$", "CC-BY-SA-3.0",
-           "unknown", "SuperTuxKart soundtrack",
-           ((r"/(Boom_boom_boom|alien_signal)\.ogg$", "CC-BY-SA-4.0"), (r"/klabauter_dance\.ogg$", "GPL"))),
-    Source("widelands-data", r"usr/share/games/widelands/data/music/[^/]+\.ogg$", "GPL-2.0-or-later",
-           "unknown", "Widelands soundtrack", ((r"/ingame_2[456]\.ogg$", "CC-BY-SA-3.0"),)),
-    Source("megaglest-data", r"usr/share/games/megaglest/.*/music/[^/]+\.ogg$", "CC-BY-SA-3.0",
-           "unknown", "MegaGlest soundtrack"),
-    Source("tuxtype-data", r"usr/share/tuxtype/sounds/(tuxi|amidst_the_raindrops|chiptune2)\.ogg$",
-           "GPL-2.0-or-later", "unknown", "Tux Typing music",
-           ((r"tuxi\.ogg$", "LicenseRef-public-domain"),)),
-    Source("parsec47-data", r"usr/share/games/parsec47/sounds/ptn\d\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "PARSEC47 soundtrack"),
-    Source("rrootage-data", r"usr/share/games/rrootage/sounds/stg_[a-z]\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "rRootage soundtrack"),
-    Source("noiz2sa-data", r"usr/share/games/noiz2sa/sounds/stg\d+\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "Noiz2sa soundtrack"),
-    Source("tumiki-fighters-data", r"usr/share/games/tumiki-fighters/sounds/[a-z_]+\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "TUMIKI Fighters soundtrack"),
-    Source("torus-trooper-data", r"usr/share/games/torus-trooper/sounds/musics/[^/]+\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "Torus Trooper soundtrack"),
-    Source("gunroar-data", r"usr/share/games/gunroar/sounds/musics/[^/]+\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "Gunroar soundtrack"),
-    Source("titanion-data", r"usr/share/games/titanion/sounds/musics/[^/]+\.ogg$", "BSD-2-Clause",
-           "Kenta Cho", "Titanion soundtrack"),
+    Source(
+        "wesnoth-1.16-music",
+        r"usr/share/games/wesnoth/1\.16/data/core/music/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "The Battle for Wesnoth OST",
+    ),
+    Source(
+        "fretsonfire-songs-muldjord",
+        r"songs/muldjord/[^/]+/(song|guitar)\.ogg$",
+        "CC-BY-SA-3.0",
+        "El Senator (Muldjord)",
+        "Muldjord Frets on Fire song pack",
+    ),
+    Source(
+        "fretsonfire-songs-sectoid",
+        r"songs/sectoid/[^/]+/(song|guitar)\.ogg$",
+        "MIT",
+        "Carlos Viola Iborra (Sectoid)",
+        "Sectoid Frets on Fire song pack",
+    ),
+    Source(
+        "lincity-ng-data",
+        r"usr/share/games/lincity-ng/music/default/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "LinCity-NG soundtrack",
+    ),
+    Source(
+        "asc-music",
+        r"usr/share/games/asc/music/[^/]+\.mp3$",
+        "GPL-2.0-or-later",
+        "Michael Kievernagel",
+        "Advanced Strategic Command music",
+    ),
+    Source(
+        "ardentryst",
+        r"usr/share/games/ardentryst/Music/[^/]+\.ogg$",
+        "CC-BY-SA-3.0",
+        "Jordan Trudgett",
+        "Ardentryst soundtrack",
+    ),
+    Source(
+        "btanks-data",
+        r"usr/share/games/btanks/data/tunes/[^/]+\.ogg$",
+        "LicenseRef-GPL-2.0-Battle-Tanks-exception",
+        "unknown",
+        "Battle Tanks soundtrack",
+    ),
+    Source(
+        "colobot-common-sounds",
+        r"usr/share/games/colobot/music/[^/]+\.ogg$",
+        "GPL-3.0-or-later",
+        "unknown",
+        "Colobot soundtrack",
+    ),
+    Source(
+        "drascula-music",
+        r"usr/share/scummvm/drascula/audio/[^/]+\.ogg$",
+        "LicenseRef-Drascula",
+        "Alcachofa Soft",
+        "Drascula: The Vampire Strikes Back soundtrack",
+    ),
+    Source(
+        "extremetuxracer-data",
+        r"usr/share/games/etr/music/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "Extreme Tux Racer soundtrack",
+        # usr/share/games/etr/music/readme ("Music Authors List")
+        credited_artists=(
+            (r"-jt\.ogg$", "Joseph Toscano"),
+            (r"-ks\.ogg$", "K. Schroeder"),
+            (r"-cp\.ogg$", "Christian Picon"),
+            (r"^freezingpoint", "Grady O'Connell"),
+        ),
+    ),
+    Source(
+        "fillets-ng-data",
+        r"usr/share/games/fillets-ng/music/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "Fish Fillets NG soundtrack",
+    ),
+    Source(
+        "flare-game",
+        r"usr/share/games/flare/mods/fantasycore/music/[^/]+\.ogg$",
+        "CC-BY-SA-3.0-or-later",
+        "unknown",
+        "Flare soundtrack",
+    ),
+    Source(
+        "freedroidrpg-data",
+        r"usr/share/freedroidrpg/data/sound/music/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "FreedroidRPG soundtrack",
+    ),
+    Source(
+        "hedgewars-data",
+        r"usr/share/games/hedgewars/Data/Music/[^/]+\.ogg$",
+        "GPL-2.0-only",
+        "unknown",
+        "Hedgewars soundtrack",
+    ),
+    Source(
+        "lordsawar-data",
+        r"usr/share/games/lordsawar/music/[^/]+\.ogg$",
+        "GPL-3.0-or-later",
+        "unknown",
+        "LordsAWar soundtrack",
+    ),
+    Source(
+        "marsshooter-data",
+        r"usr/share/games/marsshooter/audio/(music/[^/]+|menu|tutorial)\.ogg$",
+        "CC-BY-SA-3.0",
+        "Obsidian Shell",
+        "M.A.R.S. soundtrack",
+    ),
+    Source(
+        "scorched3d-data",
+        r"usr/share/games/scorched3d/data/globalmods/none/data/music/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "Scorched3D soundtrack",
+    ),
+    Source(
+        "supertux-data",
+        r"usr/share/games/supertux2/music/.+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "SuperTux Soundtrack",
+    ),
+    Source("warmux-data", r"usr/share/games/warmux/music/.+\.ogg$", "GPL-2.0-or-later", "unknown", "WarMUX soundtrack"),
+    Source(
+        "warzone2100-music",
+        r"usr/share/games/warzone2100/music/.+\.opus$",
+        "CC-BY-SA-3.0-or-later OR GPL-2.0-or-later",
+        "unknown",
+        "Warzone 2100 soundtrack",
+        # the albums' license.txt: Martin Severn's original tracks (and track3_enhanced, derived) are GPL-2+
+        ((r"original_soundtrack/|track3_enhanced|music/menu\.opus$", "GPL-2.0-or-later"),),
+    ),
+    Source(
+        "xmoto-data",
+        r"usr/share/games/xmoto/Textures/Musics/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "X-Moto soundtrack",
+    ),
+    Source(
+        "frozen-bubble-data",
+        r"usr/share/games/frozen-bubble/snd/(introzik|frozen-mainzik-[12]p)\.ogg$",
+        "GPL-2.0-only",
+        "unknown",
+        "Frozen-Bubble soundtrack",
+    ),
+    Source(
+        "supertuxkart-data",
+        # the *_fast / *_f files are sped-up copies of the same pieces (played on the last lap): left out
+        r"usr/share/games/supertuxkart/data/music/(?![^/]*_(fast|f)\.ogg$)[^/]+\.ogg$",
+        "CC-BY-SA-3.0",
+        "unknown",
+        "SuperTuxKart soundtrack",
+        ((r"/(Boom_boom_boom|alien_signal)\.ogg$", "CC-BY-SA-4.0"), (r"/klabauter_dance\.ogg$", "GPL")),
+    ),
+    Source(
+        "widelands-data",
+        r"usr/share/games/widelands/data/music/[^/]+\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "Widelands soundtrack",
+        ((r"/ingame_2[456]\.ogg$", "CC-BY-SA-3.0"),),
+    ),
+    Source(
+        "megaglest-data",
+        r"usr/share/games/megaglest/.*/music/[^/]+\.ogg$",
+        "CC-BY-SA-3.0",
+        "unknown",
+        "MegaGlest soundtrack",
+    ),
+    Source(
+        "tuxtype-data",
+        r"usr/share/tuxtype/sounds/(tuxi|amidst_the_raindrops|chiptune2)\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "Tux Typing music",
+        ((r"tuxi\.ogg$", "LicenseRef-public-domain"),),
+    ),
+    Source(
+        "parsec47-data",
+        r"usr/share/games/parsec47/sounds/ptn\d\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "PARSEC47 soundtrack",
+    ),
+    Source(
+        "rrootage-data",
+        r"usr/share/games/rrootage/sounds/stg_[a-z]\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "rRootage soundtrack",
+    ),
+    Source(
+        "noiz2sa-data",
+        r"usr/share/games/noiz2sa/sounds/stg\d+\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "Noiz2sa soundtrack",
+    ),
+    Source(
+        "tumiki-fighters-data",
+        r"usr/share/games/tumiki-fighters/sounds/[a-z_]+\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "TUMIKI Fighters soundtrack",
+    ),
+    Source(
+        "torus-trooper-data",
+        r"usr/share/games/torus-trooper/sounds/musics/[^/]+\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "Torus Trooper soundtrack",
+    ),
+    Source(
+        "gunroar-data",
+        r"usr/share/games/gunroar/sounds/musics/[^/]+\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "Gunroar soundtrack",
+    ),
+    Source(
+        "titanion-data",
+        r"usr/share/games/titanion/sounds/musics/[^/]+\.ogg$",
+        "BSD-2-Clause",
+        "Kenta Cho",
+        "Titanion soundtrack",
+    ),
 )
 
 
 # ---------------------------------------------------------------- download and unpack
+
 
 def deb_path(debs: Path, package: str) -> Path | None:
     found = sorted(debs.glob(f"{package}_*.deb"))
@@ -173,8 +352,9 @@ def download(package: str, debs: Path) -> Path:
 
 
 def package_version(deb: Path) -> str:
-    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def unpack(deb: Path, root: Path) -> Path:
@@ -193,11 +373,15 @@ def unpack(deb: Path, root: Path) -> Path:
 
 # ---------------------------------------------------------------- catalogue
 
+
 def music_files(root: Path, pattern: str) -> list[Path]:
     """Audio files under ``root`` whose root-relative path matches ``pattern``."""
     rx = re.compile(pattern)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-                  and rx.search(p.relative_to(root).as_posix()))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and rx.search(p.relative_to(root).as_posix())
+    )
 
 
 def relative_names(paths: list[Path]) -> list[str]:
@@ -242,6 +426,7 @@ def stream_facts(path: Path) -> tuple[float | None, str]:
             return seconds, stream.codec_context.name
     except (av.error.FFmpegError, IndexError):
         import soundfile
+
         info = soundfile.info(str(path))
         return info.frames / info.samplerate, info.subtype.lower()
 
@@ -268,8 +453,7 @@ def album_json_titles(root: Path) -> dict[str, tuple[str, str, str]]:
         album = json.loads(album_file.read_text(encoding="utf-8"))
         for track in album.get("tracks", []):
             key = (album_file.parent / track["filename"]).as_posix()
-            found[key] = (track.get("title", ""), track.get("author", album.get("author", "")),
-                          album.get("title", ""))
+            found[key] = (track.get("title", ""), track.get("author", album.get("author", "")), album.get("title", ""))
     return found
 
 
@@ -321,8 +505,9 @@ def read_labels(path: Path = LABELS_CSV) -> dict[str, dict[str, str]]:
         return {row["track_id"]: row for row in csv.DictReader(f)}
 
 
-def catalogue_package(source: Source, root: Path, version: str, audio_dir: Path,
-                      labels: dict[str, dict[str, str]]) -> list[dict[str, str]]:
+def catalogue_package(
+    source: Source, root: Path, version: str, audio_dir: Path, labels: dict[str, dict[str, str]]
+) -> list[dict[str, str]]:
     """Link the package's music into ``audio_dir/<package>/`` and describe each track (one row per track)."""
     albums = album_json_titles(root) | music_xml_titles(root, source.album)
     rows = []
@@ -336,10 +521,19 @@ def catalogue_package(source: Source, root: Path, version: str, audio_dir: Path,
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target)
         tid = track_id(source.package, name)
-        row = {"track_id": tid, "path": str(target), "package": source.package, "package_version": version,
-               **describe(path, root, source, albums), "licence": source.licence_of(path.relative_to(root).as_posix()),
-               "duration_seconds": f"{seconds:.2f}" if seconds is not None else "", "codec": codec,
-               "label": "", "label_reason": "", "label_evidence": ""}
+        row = {
+            "track_id": tid,
+            "path": str(target),
+            "package": source.package,
+            "package_version": version,
+            **describe(path, root, source, albums),
+            "licence": source.licence_of(path.relative_to(root).as_posix()),
+            "duration_seconds": f"{seconds:.2f}" if seconds is not None else "",
+            "codec": codec,
+            "label": "",
+            "label_reason": "",
+            "label_evidence": "",
+        }
         label = labels.get(tid)
         if label:
             # the labels file is the curated record: its artist/album (read from copyright files and docs) win
@@ -362,6 +556,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> Non
 
 # ---------------------------------------------------------------- decoder scan
 
+
 def ffmpeg_decode(path: Path) -> tuple[int, str]:
     """(samples per channel decoded, error text or '') with PyAV decoding every audio frame."""
     frames = 0
@@ -377,6 +572,7 @@ def ffmpeg_decode(path: Path) -> tuple[int, str]:
 def soundfile_decode(path: Path) -> tuple[int, int, str]:
     """(frames, sample rate, error text or '') with libsndfile reading the whole file."""
     import soundfile
+
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as exc:
@@ -387,6 +583,7 @@ def soundfile_decode(path: Path) -> tuple[int, int, str]:
 def declared_frames(path: Path) -> int:
     """The frame count libsndfile reads from the file's headers (cheap: no decoding); 0 if it cannot open it."""
     import soundfile
+
     try:
         return soundfile.info(str(path)).frames
     except (soundfile.LibsndfileError, RuntimeError):
@@ -409,19 +606,29 @@ def refused_row(tid: str, path: Path) -> dict[str, str] | None:
     if not ff_error and not partial:
         return None
     # say how far FFmpeg got: an error raised after every frame was decoded is a different bug from a refusal
-    error = (f"{ff_error} (after {ff_frames} of {sf_frames} frames)" if ff_error
-             else f"decoded {ff_frames} of {sf_frames} frames without an error")
-    return {"track_id": tid, "path": str(path), "ffmpeg_error": error, "soundfile_frames": str(sf_frames),
-            "soundfile_samplerate": str(sf_rate)}
+    error = (
+        f"{ff_error} (after {ff_frames} of {sf_frames} frames)"
+        if ff_error
+        else f"decoded {ff_frames} of {sf_frames} frames without an error"
+    )
+    return {
+        "track_id": tid,
+        "path": str(path),
+        "ffmpeg_error": error,
+        "soundfile_frames": str(sf_frames),
+        "soundfile_samplerate": str(sf_rate),
+    }
 
 
 # ---------------------------------------------------------------- main
 
+
 def build(dest: Path, packages: list[str] | None = None) -> list[dict[str, str]]:
     unknown = sorted(set(packages or ()) - {s.package for s in SOURCES})
     if unknown:
-        raise SystemExit(f"not in corpus.build.SOURCES: {', '.join(unknown)} "
-                         f"(known: {', '.join(s.package for s in SOURCES)})")
+        raise SystemExit(
+            f"not in corpus.build.SOURCES: {', '.join(unknown)} (known: {', '.join(s.package for s in SOURCES)})"
+        )
     labels = read_labels()
     rows: list[dict[str, str]] = []
     for source in SOURCES:
@@ -465,12 +672,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scan", action="store_true", help="also write ffmpeg_refused.csv (decodes everything)")
     args = parser.parse_args(argv)
     rows = build(args.dest, args.packages)
-    print(f"{len(rows)} tracks, {sum(float(r['duration_seconds'] or 0) for r in rows) / 60:.0f} min "
-          f"→ {args.dest / 'corpus.csv'}", file=sys.stderr)
+    print(
+        f"{len(rows)} tracks, {sum(float(r['duration_seconds'] or 0) for r in rows) / 60:.0f} min "
+        f"→ {args.dest / 'corpus.csv'}",
+        file=sys.stderr,
+    )
     if args.scan:
         refused = scan(args.dest, rows)
-        print(f"{len(refused)} files FFmpeg refuses or cuts short → {args.dest / 'ffmpeg_refused.csv'}",
-              file=sys.stderr)
+        print(
+            f"{len(refused)} files FFmpeg refuses or cuts short → {args.dest / 'ffmpeg_refused.csv'}", file=sys.stderr
+        )
 
 
 if __name__ == "__main__":

@@ -19,15 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 22_050        # Hz
-EXCERPT_SECONDS = 20.0      # from the middle of the track
-HOP = 512                   # samples per STFT/onset frame
+SAMPLE_RATE = 22_050  # Hz
+EXCERPT_SECONDS = 20.0  # from the middle of the track
+HOP = 512  # samples per STFT/onset frame
 BEAT_PERIOD_SECONDS = (0.3, 2.0)  # the periodicities a steady beat has (200 to 30 BPM)
 BASS_LIMIT_HZ = 150.0
 
 FEATURES = ["flatness", "centroid_hz", "beat_strength", "onset_rate", "rms_cv", "bass_share"]
-KENTA_CHO = {"parsec47-data", "rrootage-data", "noiz2sa-data", "tumiki-fighters-data", "torus-trooper-data",
-             "gunroar-data", "titanion-data"}
+KENTA_CHO = {
+    "parsec47-data",
+    "rrootage-data",
+    "noiz2sa-data",
+    "tumiki-fighters-data",
+    "torus-trooper-data",
+    "gunroar-data",
+    "titanion-data",
+}
 
 
 def features(y: np.ndarray, sr: int) -> dict[str, float]:
@@ -35,6 +42,7 @@ def features(y: np.ndarray, sr: int) -> dict[str, float]:
     normalised autocorrelation of the onset envelope at beat-like periods), onsets per second, the coefficient of
     variation of frame RMS (dynamics) and the share of spectral magnitude below 150 Hz."""
     import librosa
+
     spec = np.abs(librosa.stft(y, hop_length=HOP))
     onset_env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP)
     ac = librosa.autocorrelate(onset_env - onset_env.mean())
@@ -63,6 +71,7 @@ def group_of(row: dict[str, str]) -> str:
 
 def track_features(row: dict[str, str]) -> dict[str, float]:
     import librosa
+
     offset = max(0.0, float(row["duration_seconds"] or 0) / 2 - EXCERPT_SECONDS / 2)
     y, sr = librosa.load(row["path"], sr=SAMPLE_RATE, mono=True, offset=offset, duration=EXCERPT_SECONDS)
     return features(y, sr)
@@ -80,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         for row in rows:
             found = track_features(row)
-            writer.writerow({"track_id": row["track_id"], "label": row["label"],
-                             **{k: f"{v:.4f}" for k, v in found.items()}})
+            writer.writerow(
+                {"track_id": row["track_id"], "label": row["label"], **{k: f"{v:.4f}" for k, v in found.items()}}
+            )
             groups[f"{group_of(row)} [{row['label'] or '-'}]"].append(found)
     print(f"{'group [label]':58s} {'n':>3s} " + " ".join(f"{k:>13s}" for k in FEATURES), file=sys.stdout)
     for name, found in sorted(groups.items()):

@@ -45,8 +45,10 @@ def check_librosa_reads(formats: tuple[str, ...]) -> None:
     """Stop with a clear message, before any measurement, where ``librosa.load`` cannot read one of ``formats``:
     it reads m4a only through audioread, whose backend is the ffmpeg command."""
     if "m4a" in formats and not (shutil.which("ffmpeg") or shutil.which("avconv")):
-        raise SystemExit("librosa.load reads m4a through audioread, which needs the ffmpeg command: "
-                         "apt-get install ffmpeg, or leave m4a out (e.g. --formats ogg,mp3)")
+        raise SystemExit(
+            "librosa.load reads m4a through audioread, which needs the ffmpeg command: "
+            "apt-get install ffmpeg, or leave m4a out (e.g. --formats ogg,mp3)"
+        )
 
 
 def ensure_music() -> list[Path]:

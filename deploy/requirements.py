@@ -2,7 +2,7 @@
 
     python deploy/requirements.py                        # [project].dependencies: the runtime set
     python deploy/requirements.py --extra export         # runtime + the `export` extra (model build stage)
-    python deploy/requirements.py --exclude onnxruntime  # runtime without onnxruntime (the GPU image adds onnxruntime-gpu)
+    python deploy/requirements.py --exclude onnxruntime  # runtime without onnxruntime (the GPU image adds it as -gpu)
 
 Standard library only (tomllib, Python 3.11+): it runs in bare base images before anything is installed.
 Versions are not pinned here: the build passes `-c constraints.txt`.
@@ -26,7 +26,9 @@ def distribution_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def requirements(pyproject: Path, extras: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()) -> list[str]:
+def requirements(
+    pyproject: Path, extras: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
     lines = list(project["dependencies"])
     optional = project.get("optional-dependencies", {})

@@ -68,7 +68,8 @@ def _fit_logreg(x: np.ndarray, y: np.ndarray, seed: int, jobs: int = 1) -> list[
 
     with threadpool_limits(limits=BLAS_THREADS_PER_FIT, user_api="blas"):
         fitted = Parallel(n_jobs=jobs, backend="threading")(
-            delayed(_fit_binary_logreg)(x, y[:, c]) for c in range(y.shape[1]))
+            delayed(_fit_binary_logreg)(x, y[:, c]) for c in range(y.shape[1])
+        )
     weights = np.stack([w for w, _ in fitted], axis=1)
     bias = np.array([b for _, b in fitted])
     return [(weights, bias)]
@@ -126,13 +127,15 @@ def _platt(logits: np.ndarray, usable: np.ndarray, y: np.ndarray) -> tuple[np.nd
         z = logits[rows, c : c + 1]
         # Soft targets as two weighted copies of each score: one positive (weight t), one negative (1 - t).
         model = LogisticRegression(C=1e6, max_iter=MAX_ITER).fit(
-            np.concatenate([z, z]), np.r_[np.ones(len(z)), np.zeros(len(z))], sample_weight=np.r_[target, 1 - target])
+            np.concatenate([z, z]), np.r_[np.ones(len(z)), np.zeros(len(z))], sample_weight=np.r_[target, 1 - target]
+        )
         slope[c], offset[c] = model.coef_[0, 0], model.intercept_[0]
     return slope, offset
 
 
-def training_matrix(candidate: Candidate, rows: np.ndarray, pooled: np.ndarray, segments, targets: np.ndarray,
-                    groups: np.ndarray):
+def training_matrix(
+    candidate: Candidate, rows: np.ndarray, pooled: np.ndarray, segments, targets: np.ndarray, groups: np.ndarray
+):
     """The rows a candidate learns from for the given tracks: their pooled embeddings, or their segments."""
     if not candidate.uses_segments:
         return pooled[rows], targets[rows], groups[rows]
@@ -146,8 +149,15 @@ def training_matrix(candidate: Candidate, rows: np.ndarray, pooled: np.ndarray, 
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
-def fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
-        calibrate: bool = True, jobs: int = 1) -> Head:
+def fit(
+    candidate: Candidate,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    calibrate: bool = True,
+    jobs: int = 1,
+) -> Head:
     """Fit on (x, y), calibrate on inner grouped out-of-fold logits, fold it all into a Head. ``jobs``: classes
     fitted side by side by the one-vs-rest candidates (the result does not depend on it)."""
     from sklearn.preprocessing import StandardScaler
@@ -165,8 +175,7 @@ def fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, groups: np.ndarray, 
     return Head(candidate.name, candidate.pooling, [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers])
 
 
-def _inner_oof_logits(candidate: Candidate, xs: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
-                      jobs: int):
+def _inner_oof_logits(candidate: Candidate, xs: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, jobs: int):
     """Out-of-fold logits of an inner grouped split, and per (row, class) whether they are usable: a class with
     no positive (or no negative) in an inner training set gives constant logits that say nothing about ranking,
     and would pull Platt's slope the wrong way."""

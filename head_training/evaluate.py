@@ -29,6 +29,7 @@ from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
 from head_training.train import DEFAULT_JOBS, available, out_of_fold
 from service.offline.arguments import positive_int
+from service.offline.codes import EXIT_OK, EXIT_USAGE
 
 
 def class_tag_indices(data: Dataset, tag_map: dict[str, list[str]]) -> list[list[int]]:
@@ -78,10 +79,17 @@ def run(args) -> dict:
     for name, scores in tag_baselines(data, tag_idx, folds).items():
         results[name] = evaluate(data.targets, scores, data.classes)
     top1 = {name: np.argmax(scores, axis=1) for name, scores in tag_baselines(data, tag_idx, folds).items()}
-    return {"tracks": len(data.track_ids), "classes": data.classes, "grouped_by": data.grouped_by,
-            "groups": len(set(data.groups)), "folds": len(folds), "warnings": data.warnings,
-            "class_counts": dict(zip(data.classes, data.targets.sum(axis=0).tolist())),
-            "distinct_top1": {k: int(len(set(v.tolist()))) for k, v in top1.items()}, "results": results}
+    return {
+        "tracks": len(data.track_ids),
+        "classes": data.classes,
+        "grouped_by": data.grouped_by,
+        "groups": len(set(data.groups)),
+        "folds": len(folds),
+        "warnings": data.warnings,
+        "class_counts": dict(zip(data.classes, data.targets.sum(axis=0).tolist())),
+        "distinct_top1": {k: len(set(v.tolist())) for k, v in top1.items()},
+        "results": results,
+    }
 
 
 def markdown(summary: dict) -> str:
@@ -89,8 +97,11 @@ def markdown(summary: dict) -> str:
     for name, r in summary["results"].items():
         m = r["macro"]
         lines.append(f"| {name} | {m['roc_auc']} | {m['pr_auc']} | {m['top1']} | {m['top3']} | {m['ece']} |")
-    lines += ["", "| class | n | " + " | ".join(f"{n} PR-AUC" for n in summary["results"]) + " |",
-              "|---|---|" + "---|" * len(summary["results"])]
+    lines += [
+        "",
+        "| class | n | " + " | ".join(f"{n} PR-AUC" for n in summary["results"]) + " |",
+        "|---|---|" + "---|" * len(summary["results"]),
+    ]
     for cls in summary["classes"]:
         cells = [str(summary["results"][n]["per_class"][cls]["pr_auc"]) for n in summary["results"]]
         lines.append(f"| {cls} | {summary['class_counts'][cls]} | " + " | ".join(cells) + " |")
@@ -106,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", default=",".join(cand.CANDIDATES))
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
-                   help="classes fitted side by side (default: %(default)s)")
+    p.add_argument(
+        "--jobs", type=positive_int, default=DEFAULT_JOBS, help="classes fitted side by side (default: %(default)s)"
+    )
     p.add_argument("--min-examples", type=int, default=5)
     p.add_argument("--min-artists", type=int, default=2)
     args = p.parse_args(argv)
@@ -115,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args)
     except LabelError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1))
     print(markdown(summary))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -31,10 +31,14 @@ def build_graph(head: Head, name: str):
     nodes, initializers = [], []
     current = INPUT_NAME
     for i, (weights, bias) in enumerate(head.layers):
-        initializers += [numpy_helper.from_array(np.ascontiguousarray(weights, np.float32), f"W{i}"),
-                         numpy_helper.from_array(np.ascontiguousarray(bias, np.float32), f"b{i}")]
-        nodes += [helper.make_node("MatMul", [current, f"W{i}"], [f"z{i}"]),
-                  helper.make_node("Add", [f"z{i}", f"b{i}"], [f"a{i}"])]
+        initializers += [
+            numpy_helper.from_array(np.ascontiguousarray(weights, np.float32), f"W{i}"),
+            numpy_helper.from_array(np.ascontiguousarray(bias, np.float32), f"b{i}"),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [current, f"W{i}"], [f"z{i}"]),
+            helper.make_node("Add", [f"z{i}", f"b{i}"], [f"a{i}"]),
+        ]
         current = f"a{i}"
         if i < len(head.layers) - 1:
             nodes.append(helper.make_node("Relu", [current], [f"h{i}"]))
@@ -66,8 +70,17 @@ def write_artefact(head: Head, name: str, output: Path, manifest: dict) -> tuple
     data = build_graph(head, name).SerializeToString()
     onnx_path, json_path = output / f"{name}.onnx", output / f"{name}.json"
     write_atomically(onnx_path, data)
-    document = {"format": HEAD_FORMAT, "name": name, **manifest,
-                "onnx": {"file": onnx_path.name, "sha256": sha256_bytes(data), "opset": OPSET,
-                         "input": INPUT_NAME, "output": OUTPUT_NAME}}
+    document = {
+        "format": HEAD_FORMAT,
+        "name": name,
+        **manifest,
+        "onnx": {
+            "file": onnx_path.name,
+            "sha256": sha256_bytes(data),
+            "opset": OPSET,
+            "input": INPUT_NAME,
+            "output": OUTPUT_NAME,
+        },
+    }
     write_atomically(json_path, (json.dumps(document, indent=1) + "\n").encode())
     return onnx_path, json_path

@@ -10,8 +10,9 @@ DEFAULT_FOLDS = 5
 INNER_FOLDS = 3  # for the calibration's out-of-fold scores inside each training fold
 
 
-def grouped_folds(groups: list[str], n_splits: int, seed: int,
-                  strata: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_folds(
+    groups: list[str], n_splits: int, seed: int, strata: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Group-disjoint folds; with ``strata`` (a class per track, e.g. its first label), each fold's class mix is
     kept close to the whole's (StratifiedGroupKFold), so a small class is not all in one fold."""
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold

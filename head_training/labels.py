@@ -108,13 +108,18 @@ def read_labels(path: Path, hierarchy_path: Path | None = None) -> Labels:
             continue
         artist = _first(record, ARTIST_KEYS)
         genre = record.get("genre")
-        rows.append(LabelRow(line, track_id, classes, str(artist).strip() if artist else None,
-                             str(genre).strip() if genre else None))
+        rows.append(
+            LabelRow(
+                line, track_id, classes, str(artist).strip() if artist else None, str(genre).strip() if genre else None
+            )
+        )
     duplicates = {k: v for k, v in by_id.items() if len(v) > 1}
     if duplicates:
         named = "; ".join(f"{k!r} on {name_rows(v)}" for k, v in list(duplicates.items())[:MAX_ROWS_NAMED])
-        raise LabelError(f"{path}: {len(duplicates)} duplicate track ids: {named} (give all of a track's classes "
-                         f"on one row, separated by '{SEPARATOR}')")
+        raise LabelError(
+            f"{path}: {len(duplicates)} duplicate track ids: {named} (give all of a track's classes "
+            f"on one row, separated by '{SEPARATOR}')"
+        )
     labels = Labels(path, rows, {})
     if empty:
         labels.warnings.append(f"{path}: {len(empty)} rows without any class are ignored: {name_rows(empty)}")
@@ -144,8 +149,9 @@ def _hierarchy(path: Path, rows: list[LabelRow], hierarchy_path: Path | None) ->
             continue
         for cls in row.classes:
             if parent.setdefault(cls, row.genre) != row.genre:
-                raise LabelError(f"{path}, line {row.line}: {cls!r} is under genre {row.genre!r} here and "
-                                 f"{parent[cls]!r} elsewhere")
+                raise LabelError(
+                    f"{path}, line {row.line}: {cls!r} is under genre {row.genre!r} here and {parent[cls]!r} elsewhere"
+                )
     tree: dict[str, list[str]] = {}
     for child, genre in sorted(parent.items()):
         tree.setdefault(genre, []).append(child)

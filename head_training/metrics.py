@@ -48,6 +48,6 @@ def evaluate(targets: np.ndarray, probabilities: np.ndarray, classes: list[str])
         "top1": round(hit_rate(targets, probabilities, 1), 4),
         "top3": round(hit_rate(targets, probabilities, 3), 4),
         "ece": round(expected_calibration_error(targets, probabilities), 4),
-        "tracks": int(len(targets)),
+        "tracks": len(targets),
     }
     return {"per_class": per_class, "macro": macro}

@@ -33,11 +33,18 @@ def build(backfill_out: Path, reference: str) -> dict:
     scores = scores.reshape(-1, len(labels))
     quantiles = np.quantile(scores, np.linspace(0, 1, QUANTILE_POINTS), axis=0).T  # [labels, points]
     return {
-        "format": CALIBRATION_FORMAT, "model": identity["model"], "onnx_sha256": identity["onnx_sha256"],
-        "labels": labels, "points": QUANTILE_POINTS,
+        "format": CALIBRATION_FORMAT,
+        "model": identity["model"],
+        "onnx_sha256": identity["onnx_sha256"],
+        "labels": labels,
+        "points": QUANTILE_POINTS,
         "quantiles": [[round(float(v), 7) for v in row] for row in quantiles],
-        "reference": {"description": reference, "tracks": int(scores.shape[0]), "hop_samples": identity["hop_samples"],
-                      "digest": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest()},
+        "reference": {
+            "description": reference,
+            "tracks": int(scores.shape[0]),
+            "hop_samples": identity["hop_samples"],
+            "digest": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest(),
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -66,8 +73,7 @@ def top1_counts(backfill_out: Path, calibration: dict, taxonomy_file: Path) -> d
         by_subgenre = np.stack([matrix[:, i].max(axis=1) for i in idx], axis=1)
         return Counter(names[i] for i in np.argmax(by_subgenre, axis=1))
 
-    return {"tracks": int(len(scores)), "raw": dict(top1(scores).most_common()),
-            "calibrated": dict(top1(pct).most_common())}
+    return {"tracks": len(scores), "raw": dict(top1(scores).most_common()), "calibrated": dict(top1(pct).most_common())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,16 +81,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("backfill_out", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--reference", required=True, help="one line saying what the reference collection is")
-    p.add_argument("--taxonomy", type=Path, default=None, help="also print top-1 counts raw vs calibrated for this "
-                   "taxonomy file over the backfill")
+    p.add_argument(
+        "--taxonomy",
+        type=Path,
+        default=None,
+        help="also print top-1 counts raw vs calibrated for this taxonomy file over the backfill",
+    )
     args = p.parse_args(argv)
     document = build(args.backfill_out, args.reference)
     args.out.write_text(json.dumps(document, indent=None, separators=(",", ":")) + "\n")
     print(f"{args.out}: {len(document['labels'])} tags over {document['reference']['tracks']} tracks")
     if args.taxonomy is not None:
         counts = top1_counts(args.backfill_out, document, args.taxonomy)
-        print(json.dumps({"distinct_top1_raw": len(counts["raw"]), "distinct_top1_calibrated": len(counts["calibrated"]),
-                          **counts}))
+        print(
+            json.dumps(
+                {
+                    "distinct_top1_raw": len(counts["raw"]),
+                    "distinct_top1_calibrated": len(counts["calibrated"]),
+                    **counts,
+                }
+            )
+        )
     return 0
 
 

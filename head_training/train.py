@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,19 +23,21 @@ from head_training.export import sha256_bytes, write_artefact
 from head_training.folds import DEFAULT_FOLDS, assert_disjoint, grouped_folds, primary_class
 from head_training.labels import LabelError, read_labels
 from head_training.metrics import evaluate
-from service.offline.arguments import positive_int
+from service.engine.cpus import usable_cpus
 from service.logs import configure_logging
+from service.offline.arguments import positive_int
+from service.offline.codes import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("taggram.train_head")
 
-EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_SEED = 0
-DEFAULT_JOBS = os.cpu_count() or 1  # the fits are CPU-bound, one BLAS thread each (candidates._fit_logreg)
+DEFAULT_JOBS = usable_cpus()  # the fits are CPU-bound, one BLAS thread each (candidates._fit_logreg)
 NAME_PATTERN = "^[a-z0-9][a-z0-9._-]*$"  # as model names: a file stem and a URL query value
 
 
-def out_of_fold(candidate: cand.Candidate, data: Dataset, folds, seed: int, calibrate: bool = True,
-                jobs: int = 1) -> np.ndarray:
+def out_of_fold(
+    candidate: cand.Candidate, data: Dataset, folds, seed: int, calibrate: bool = True, jobs: int = 1
+) -> np.ndarray:
     """Track-level probabilities [tracks, classes], each from a head that never saw that track's group."""
     groups = np.asarray(data.groups)
     oof = np.zeros(data.targets.shape, np.float32)
@@ -84,17 +85,33 @@ def build_manifest(data: Dataset, labels, chosen: cand.Candidate, scored: dict, 
         "kind": "head",
         "classes": data.classes,
         "hierarchy": labels.hierarchy,
-        "base_model": {"name": data.model, "onnx_sha256": data.onnx_sha256, "embedding_output": "embedding",
-                       "embedding_dim": data.embedding_dim},
+        "base_model": {
+            "name": data.model,
+            "onnx_sha256": data.onnx_sha256,
+            "precision": data.precision,
+            "embedding_output": "embedding",
+            "embedding_dim": data.embedding_dim,
+        },
         "pooling": chosen.pooling,
         "head_type": chosen.name,
         "calibration": "platt, per class, fitted on inner grouped out-of-fold scores of the training set",
-        "metrics": {"cv": scored[chosen.name], "folds": len(folds), "grouped_by": data.grouped_by,
-                    "tracks": len(data.track_ids), "candidates": {k: v["macro"] for k, v in scored.items()},
-                    "selection": "best macro PR-AUC on out-of-fold probabilities"},
-        "training": {"labels_file": str(labels.path), "labels_sha256": sha256_bytes(labels.path.read_bytes()),
-                     "embeddings_digest": data.embeddings_digest, "backfill": str(args.backfill_out),
-                     "seed": args.seed, "min_examples": args.min_examples, "min_artists": args.min_artists},
+        "metrics": {
+            "cv": scored[chosen.name],
+            "folds": len(folds),
+            "grouped_by": data.grouped_by,
+            "tracks": len(data.track_ids),
+            "candidates": {k: v["macro"] for k, v in scored.items()},
+            "selection": "best macro PR-AUC on out-of-fold probabilities",
+        },
+        "training": {
+            "labels_file": str(labels.path),
+            "labels_sha256": sha256_bytes(labels.path.read_bytes()),
+            "embeddings_digest": data.embeddings_digest,
+            "backfill": str(args.backfill_out),
+            "seed": args.seed,
+            "min_examples": args.min_examples,
+            "min_artists": args.min_artists,
+        },
         "warnings": data.warnings,
         "versions": _versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -106,22 +123,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     settings = Settings()
     p = argparse.ArgumentParser(prog="taggram train-head", description=__doc__.split("\n\n")[0])
-    p.add_argument("backfill_out", type=Path, help="a `taggram backfill` output directory (--segment-embeddings "
-                   "also compares per-segment training)")
-    p.add_argument("labels", type=Path, help="labels .csv/.jsonl: track_id, subgenres (';'-separated), "
-                   "optional artist_id and genre")
+    p.add_argument(
+        "backfill_out",
+        type=Path,
+        help="a `taggram backfill` output directory (--segment-embeddings also compares per-segment training)",
+    )
+    p.add_argument(
+        "labels",
+        type=Path,
+        help="labels .csv/.jsonl: track_id, subgenres (';'-separated), optional artist_id and genre",
+    )
     p.add_argument("--name", required=True, help="head name (file stem, and the API's ?taxonomy= value)")
     p.add_argument("--output", type=Path, required=True, help="directory for NAME.onnx + NAME.json")
     p.add_argument("--hierarchy", type=Path, default=None, help="JSON {genre: [subgenre, ...]}")
-    p.add_argument("--models-dir", type=Path, default=settings.models_dir,
-                   help="the base model's manifest is checked against the embeddings (default: %(default)s)")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=settings.models_dir,
+        help="the base model's manifest is checked against the embeddings (default: %(default)s)",
+    )
     p.add_argument("--model", default=None, help="expected base model (default: the backfill's)")
-    p.add_argument("--candidates", default=",".join(cand.CANDIDATES),
-                   help="comma-separated candidate heads to compare (default: %(default)s)")
+    p.add_argument(
+        "--candidates",
+        default=",".join(cand.CANDIDATES),
+        help="comma-separated candidate heads to compare (default: %(default)s)",
+    )
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="grouped CV folds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
-                   help="classes fitted side by side, one core each (default: the CPU count, %(default)s)")
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=DEFAULT_JOBS,
+        help="classes fitted side by side, one core each (default: the CPU count, %(default)s)",
+    )
     p.add_argument("--min-examples", type=int, default=DEFAULT_MIN_EXAMPLES)
     p.add_argument("--min-artists", type=int, default=DEFAULT_MIN_ARTISTS)
     return p
@@ -153,19 +187,34 @@ def run(args: argparse.Namespace) -> dict:
     if args.model is not None and args.model != model:
         raise LabelError(f"{args.backfill_out} holds embeddings of model {model!r}, not {args.model!r}")
     labels = read_labels(args.labels, args.hierarchy)
-    data = load(args.backfill_out, labels, expected_model=model, expected_sha256=sha,
-                min_examples=args.min_examples, min_artists=args.min_artists)
+    data = load(
+        args.backfill_out,
+        labels,
+        expected_model=model,
+        expected_sha256=sha,
+        min_examples=args.min_examples,
+        min_artists=args.min_artists,
+    )
     for warning in data.warnings:
         log.warning("%s", warning)
     chosen, scored, folds = select(data, args.candidates.split(","), args.folds, args.seed, args.jobs)
-    x, y, g = cand.training_matrix(chosen, np.arange(len(data.track_ids)), data.pooled, data.segments, data.targets,
-                                   np.asarray(data.groups))
+    x, y, g = cand.training_matrix(
+        chosen, np.arange(len(data.track_ids)), data.pooled, data.segments, data.targets, np.asarray(data.groups)
+    )
     head = cand.fit(chosen, x, y, g, args.seed, jobs=args.jobs)
     manifest = build_manifest(data, labels, chosen, scored, folds, args)
     onnx_path, json_path = write_artefact(head, args.name, args.output, manifest)
-    return {"head": args.name, "chosen": chosen.name, "onnx": str(onnx_path), "manifest": str(json_path),
-            "classes": len(data.classes), "tracks": len(data.track_ids), "grouped_by": data.grouped_by,
-            "candidates": {k: v["macro"] for k, v in scored.items()}, "warnings": len(data.warnings)}
+    return {
+        "head": args.name,
+        "chosen": chosen.name,
+        "onnx": str(onnx_path),
+        "manifest": str(json_path),
+        "classes": len(data.classes),
+        "tracks": len(data.track_ids),
+        "grouped_by": data.grouped_by,
+        "candidates": {k: v["macro"] for k, v in scored.items()},
+        "warnings": len(data.warnings),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

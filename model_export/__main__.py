@@ -11,7 +11,9 @@ from model_export.tagger import MODELS
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to build (default: all of {', '.join(MODELS)})")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"models to build (default: all of {', '.join(MODELS)})"
+    )
     parser.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models)")
     parser.add_argument("--cache", type=Path, default=Path(".cache/musicnn"), help="download cache")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")

@@ -61,9 +61,7 @@ class MusiCNN(nn.Module):
         super().__init__()
         self.input_bn = nn.BatchNorm2d(1, eps=TF_BATCH_NORM_EPSILON)
         self.timbral = nn.ModuleList(ConvReluBatchNorm(1, TIMBRAL_FILTERS, k) for k in TIMBRAL_KERNELS)
-        self.temporal = nn.ModuleList(
-            ConvReluBatchNorm(1, TEMPORAL_FILTERS, (k, 1)) for k in TEMPORAL_KERNEL_FRAMES
-        )
+        self.temporal = nn.ModuleList(ConvReluBatchNorm(1, TEMPORAL_FILTERS, (k, 1)) for k in TEMPORAL_KERNEL_FRAMES)
         self.midend = nn.ModuleList(
             ConvReluBatchNorm(1, MIDEND_FILTERS, (MIDEND_KERNEL_FRAMES, width))
             for width in (FRONTEND_FEATURES, MIDEND_FILTERS, MIDEND_FILTERS)
@@ -77,7 +75,9 @@ class MusiCNN(nn.Module):
         """[B, 1, T, 96] → [B, T, 561]: each branch max-pooled over the whole frequency axis."""
         timbral_input = pad_time(x, 3)  # 'same' along time only; frequency stays 'valid'
         branches = [block(timbral_input) for block in self.timbral]
-        branches += [block(F.pad(x, tf_same_time_padding(k))) for block, k in zip(self.temporal, TEMPORAL_KERNEL_FRAMES)]
+        branches += [
+            block(F.pad(x, tf_same_time_padding(k))) for block, k in zip(self.temporal, TEMPORAL_KERNEL_FRAMES)
+        ]
         return torch.cat([b.amax(dim=3).transpose(1, 2) for b in branches], dim=2)
 
     def midend_layer(self, index: int, features: torch.Tensor) -> torch.Tensor:

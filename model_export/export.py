@@ -1,4 +1,5 @@
-"""Build models/<name>.onnx and models/<name>.json (the manifest: the only thing the service reads besides the graph)."""
+"""Build models/<name>.onnx and models/<name>.json (the manifest: the only thing the service reads besides the
+graph)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from model_export import frontend, parity, source
 from model_export.checkpoint import read_checkpoint
 from model_export.quiet import export_noise_filtered
 from model_export.tagger import MODELS, ModelSpec, build_tagger
+from service.artefacts.parity_patches import encode_parity_patches, parity_patches_path
 
 MANIFEST_FORMAT = 1
 EXPORT_REVISION = 2  # bump when the export changes in a way the source digest below would not show
@@ -45,8 +47,11 @@ def build_key(spec: ModelSpec) -> str:
 
     tools = [version(name) for name in ("torch", "onnx", "onnxscript", "onnxruntime", "librosa", "numpy")]
     digest = hashlib.sha256()
-    digest.update(json.dumps([MANIFEST_FORMAT, EXPORT_REVISION, OPSET, spec.name, tools,
-                              source.CHECKPOINT_SHA256[spec.folder]]).encode())
+    digest.update(
+        json.dumps(
+            [MANIFEST_FORMAT, EXPORT_REVISION, OPSET, spec.name, tools, source.CHECKPOINT_SHA256[spec.folder]]
+        ).encode()
+    )
     for path in sorted(PACKAGE_DIR.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     for path in sorted(FIXTURES_DIR.glob("*.npz")):  # parity figures in the manifest are measured on these
@@ -55,7 +60,7 @@ def build_key(spec: ModelSpec) -> str:
 
 
 def is_up_to_date(onnx_path: Path, manifest_path: Path, key: str) -> bool:
-    if not (onnx_path.exists() and manifest_path.exists()):
+    if not (onnx_path.exists() and manifest_path.exists() and parity_patches_path(onnx_path).exists()):
         return False
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -84,9 +89,15 @@ def export_onnx(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
     example = torch.zeros(2, frontend.PATCH_SAMPLES)
     with export_noise_filtered():  # torch's torchvision notices and a LeafSpec FutureWarning: see quiet.py
         program = torch.onnx.export(
-            tagger, (example,), input_names=["waveform"], output_names=list(spec.outputs),
-            dynamic_shapes={"waveform": {0: torch.export.Dim("batch")}}, opset_version=OPSET, dynamo=True,
-            optimize=True, verbose=False,
+            tagger,
+            (example,),
+            input_names=["waveform"],
+            output_names=list(spec.outputs),
+            dynamic_shapes={"waveform": {0: torch.export.Dim("batch")}},
+            opset_version=OPSET,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
         )
     model = strip_debug_metadata(program.model_proto)
     model.doc_string = f"{spec.name}: musicnn {spec.folder} with its log-mel frontend in the graph"
@@ -98,8 +109,9 @@ def export_onnx(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def manifest_for(spec: ModelSpec, checkpoint: source.Checkpoint, onnx_bytes: bytes, onnx_file: str,
-                 key: str, figures: dict) -> dict:
+def manifest_for(
+    spec: ModelSpec, checkpoint: source.Checkpoint, onnx_bytes: bytes, onnx_file: str, key: str, figures: dict
+) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "name": spec.name,
@@ -123,21 +135,36 @@ def manifest_for(spec: ModelSpec, checkpoint: source.Checkpoint, onnx_bytes: byt
         "patch_frames": frontend.PATCH_FRAMES,
         "frame_hop": frontend.HOP_LENGTH,
         "default_patch_hop_frames": frontend.PATCH_FRAMES,
-        "input": {"name": "waveform", "dtype": "float32", "shape": ["batch", frontend.PATCH_SAMPLES],
-                  "meaning": "mono 16 kHz samples of one patch: 256 samples of context before its first frame's "
-                             "centre and after its last; patch i of a track starts at sample 187·256·i of the "
-                             "track left-padded with 256 zeros"},
+        "input": {
+            "name": "waveform",
+            "dtype": "float32",
+            "shape": ["batch", frontend.PATCH_SAMPLES],
+            "meaning": "mono 16 kHz samples of one patch: 256 samples of context before its first frame's "
+            "centre and after its last; patch i of a track starts at sample 187·256·i of the "
+            "track left-padded with 256 zeros",
+        },
         "outputs": {
-            name: {"dim": out.dim, "dtype": "float32",
-                   "shape": ["batch", frontend.PATCH_FRAMES, out.dim] if name == "logmel" else ["batch", out.dim],
-                   "meaning": out.meaning}
+            name: {
+                "dim": out.dim,
+                "dtype": "float32",
+                "shape": ["batch", frontend.PATCH_FRAMES, out.dim] if name == "logmel" else ["batch", out.dim],
+                "meaning": out.meaning,
+            }
             for name, out in spec.outputs.items()
         },
         "frontend": {
-            "n_fft": frontend.N_FFT, "hop_length": frontend.HOP_LENGTH, "window": "hann (periodic)",
-            "power": 2.0, "n_mels": frontend.N_MELS, "fmin": frontend.F_MIN, "fmax": frontend.F_MAX,
-            "mel_scale": "slaney", "mel_norm": "slaney", "compression": "log10(1 + 10000·mel), float32",
-            "center_padding_samples": frontend.N_FFT // 2, "center_pad_mode": "constant (zeros)",
+            "n_fft": frontend.N_FFT,
+            "hop_length": frontend.HOP_LENGTH,
+            "window": "hann (periodic)",
+            "power": 2.0,
+            "n_mels": frontend.N_MELS,
+            "fmin": frontend.F_MIN,
+            "fmax": frontend.F_MAX,
+            "mel_scale": "slaney",
+            "mel_norm": "slaney",
+            "compression": "log10(1 + 10000·mel), float32",
+            "center_padding_samples": frontend.N_FFT // 2,
+            "center_pad_mode": "constant (zeros)",
         },
         "short_audio": {"training_padding": "repeat-pad"},
         "parity": figures,
@@ -165,6 +192,7 @@ def build_model(spec: ModelSpec, wheel: Path, out_dir: Path, cache_dir: Path, fo
     manifest = manifest_for(spec, checkpoint, onnx_bytes, onnx_path.name, key, figures)
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(onnx_path, onnx_bytes)
+    _atomic_write(parity_patches_path(onnx_path), encode_parity_patches(parity.reference_windows(spec, FIXTURES_DIR)))
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
     log(f"{spec.name}: wrote {onnx_path} ({len(onnx_bytes) / 1e6:.1f} MB) and {manifest_path.name}")
     return True

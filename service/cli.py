@@ -15,10 +15,13 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.errors import ModelFileError, PrecisionError
 from service.logs import configure_logging
-from service.errors import ModelFileError
+from service.offline.codes import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("taggram")
+# Exit codes: the offline commands' (bad settings, a bad model: EXIT_USAGE), and this one of `serve` alone.
+EXIT_NOT_STARTED = 3  # uvicorn could not start (port taken, application startup failed)
 
 
 class DrainingServer(uvicorn.Server):
@@ -60,9 +63,9 @@ def serve(settings: Settings) -> int:
 
     try:
         app = create_app(settings)
-    except ModelFileError as error:
+    except (ModelFileError, PrecisionError) as error:
         log.error("cannot start: %s", error)
-        return 2
+        return EXIT_USAGE
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -80,18 +83,22 @@ def serve(settings: Settings) -> int:
     server = DrainingServer(config, on_stop=on_stop, drain_seconds=settings.shutdown_drain_seconds)
     server.run()
     if not server.started:  # uvicorn could not start (port taken, application startup failed); it logged why
-        return 3
-    return 0
+        return EXIT_NOT_STARTED
+    return EXIT_OK
 
 
 # Commands that parse their own arguments (everything after the word goes to them, -h included): the module whose
 # ``main(argv)`` runs each, imported only when asked for. train-head lives outside service/ (optional extra `train`).
 SUBCOMMANDS = {
     "backfill": ("service.offline.backfill", "tag a catalog offline into Parquet (taggram backfill -h)"),
-    "check-catalog": ("service.offline.catalog_check",
-                      "decode a catalog without the model: what would be analysed or refused, and why"),
-    "train-head": ("head_training.train",
-                   "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)"),
+    "check-catalog": (
+        "service.offline.catalog_check",
+        "decode a catalog without the model: what would be analysed or refused, and why",
+    ),
+    "train-head": (
+        "head_training.train",
+        "train a classification head on backfill embeddings (needs the `train` extra; taggram train-head -h)",
+    ),
     "index": ("service.offline.index_build", "build a similar-tracks index (taggram index build -h)"),
 }
 
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging("info")
         problems = "; ".join(f"TAGGRAM_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
         log.error("cannot start: invalid settings: %s", problems)
-        return 2
+        return EXIT_USAGE
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)

@@ -30,8 +30,9 @@ decoders, the artefact loaders and the offline commands raise them too.
     ├── Overloaded                    overloaded               503   (Retry-After)
     ├── DeadlineExceeded              deadline_exceeded        504
     ├── InternalError                 internal_error           500
-    └── ModelFileError                model_file_invalid       start-up only: stops the start (exit 2)
-        └── IndexFileError            index_file_invalid       start-up only (and a refused index reload)
+    ├── ModelFileError                model_file_invalid       start-up only: stops the start (exit 2)
+    │   └── IndexFileError            index_file_invalid       start-up only (and a refused index reload)
+    └── PrecisionError                precision_unavailable    start-up only: TAGGRAM_PRECISION=bf16 cannot run
 
 ``PROBLEM_CODES`` (at the end of this module) is the table: code → status, class, meaning. A code's status is
 written there once; ``DecodeError``'s constructors are checked against it. docs/api.md's error table is checked
@@ -251,6 +252,14 @@ class IndexFileError(ModelFileError):
     code = "index_file_invalid"
 
 
+class PrecisionError(TaggramError, RuntimeError):
+    """``TAGGRAM_PRECISION=bf16`` (or the backfill's ``--precision bf16``) cannot be honoured for a model here (no
+    native bf16, no openvino, no parity patches, or the parity guard refused it): the start stops with this one
+    line (exit 2). Never an HTTP answer (docs/precision.md)."""
+
+    code = "precision_unavailable"
+
+
 # ---- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -293,4 +302,7 @@ PROBLEM_CODES: dict[str, ProblemCode] = {
     "internal_error": ProblemCode(500, InternalError, "a server fault"),
     "model_file_invalid": ProblemCode(500, ModelFileError, "a served artefact is invalid: the start stops", False),
     "index_file_invalid": ProblemCode(500, IndexFileError, "a similarity index is invalid: the start stops", False),
+    "precision_unavailable": ProblemCode(
+        500, PrecisionError, "TAGGRAM_PRECISION=bf16 cannot be honoured here: the start stops", False
+    ),
 }

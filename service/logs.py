@@ -1,5 +1,5 @@
-"""The one log set-up of every command: ``taggram`` and each subcommand run alone (``python -m service.offline.backfill``,
-``taggram train-head``) log the same lines to stderr."""
+"""The one log set-up of every command: ``taggram`` and each subcommand run alone
+(``python -m service.offline.backfill``, ``taggram train-head``) log the same lines to stderr."""
 
 from __future__ import annotations
 

@@ -16,20 +16,33 @@ DECODE_SECONDS = Histogram(
     f"{PREFIX}_decode_duration_seconds", "Time to decode and resample one upload", buckets=LATENCY_BUCKETS_SECONDS
 )
 QUEUE_WAIT_SECONDS = Histogram(
-    f"{PREFIX}_queue_wait_seconds", "Time a patch waits in the batcher queue", ["model"], buckets=LATENCY_BUCKETS_SECONDS
+    f"{PREFIX}_queue_wait_seconds",
+    "Time a patch waits in the batcher queue",
+    ["model"],
+    buckets=LATENCY_BUCKETS_SECONDS,
 )
-BATCH_SIZE = Histogram(f"{PREFIX}_batch_size_patches", "Patches per inference batch", ["model"], buckets=BATCH_SIZE_BUCKETS)
+BATCH_SIZE = Histogram(
+    f"{PREFIX}_batch_size_patches", "Patches per inference batch", ["model"], buckets=BATCH_SIZE_BUCKETS
+)
 INFERENCE_SECONDS = Histogram(
     f"{PREFIX}_inference_duration_seconds", "ONNX Runtime time per batch", ["model"], buckets=LATENCY_BUCKETS_SECONDS
 )
-DECODES = Counter(f"{PREFIX}_decodes_total", "Uploads decoded, by the decoder that read them (ffmpeg, libsndfile)",
-                  ["decoder"])
-DECODE_WARNINGS = Counter(f"{PREFIX}_decode_warnings_total",
-                          "Decoded uploads with a warning, by code (audio_damaged, audio_truncated)", ["code"])
-AUDIO_SECONDS = Counter(f"{PREFIX}_audio_processed_seconds_total", "Seconds of audio analysed (cache misses)", ["model"])
+DECODES = Counter(
+    f"{PREFIX}_decodes_total", "Uploads decoded, by the decoder that read them (ffmpeg, libsndfile)", ["decoder"]
+)
+DECODE_WARNINGS = Counter(
+    f"{PREFIX}_decode_warnings_total",
+    "Decoded uploads with a warning, by code (audio_damaged, audio_truncated)",
+    ["code"],
+)
+AUDIO_SECONDS = Counter(
+    f"{PREFIX}_audio_processed_seconds_total", "Seconds of audio analysed (cache misses)", ["model"]
+)
 CACHE_HITS = Counter(f"{PREFIX}_cache_hits_total", "Analysis cache hits", ["backend"])
 CACHE_MISSES = Counter(f"{PREFIX}_cache_misses_total", "Analysis cache misses", ["backend"])
-CACHE_ERRORS = Counter(f"{PREFIX}_cache_errors_total", "Cache backend errors (request served anyway)", ["backend", "op"])
+CACHE_ERRORS = Counter(
+    f"{PREFIX}_cache_errors_total", "Cache backend errors (request served anyway)", ["backend", "op"]
+)
 REJECTIONS = Counter(f"{PREFIX}_rejections_total", "Requests refused, by reason (problem code)", ["reason"])
 QUEUE_DEPTH = Gauge(f"{PREFIX}_queue_depth_patches", "Patches waiting in the batcher", ["model"])
 IN_FLIGHT = Gauge(f"{PREFIX}_requests_in_flight", "Requests being processed")
@@ -40,12 +53,20 @@ INDEX_RELOADS = Counter(f"{PREFIX}_index_reloads_total", "Index reloads by resul
 MODEL_INFO = Gauge(
     f"{PREFIX}_model_info", "Loaded models (value is always 1)", ["model", "version", "onnx_sha256", "provider"]
 )
+MODEL_RUNTIME_INFO = Gauge(
+    f"{PREFIX}_model_runtime_info",
+    "Runtime and precision each loaded model serves with (value is always 1; docs/precision.md)",
+    ["model", "runtime", "precision"],
+)
 HEADS_LOADED = Gauge(f"{PREFIX}_heads_loaded", "Classification heads loaded per base model", ["model"])
 # The early answer (issue #22, service/engine/early.py)
 EARLY_ANSWERS = Counter(f"{PREFIX}_early_answers_total", "/suggest-subgenres answered from a sample of the track")
-EARLY_SAMPLE_PATCHES = Histogram(f"{PREFIX}_early_sample_patches", "Patches analysed for an early answer",
-                                 buckets=BATCH_SIZE_BUCKETS)
-BACKGROUND_ANALYSES = Counter(f"{PREFIX}_background_analyses_total",
-                              "Complete analyses run after an early answer, by outcome (completed, dropped, failed)",
-                              ["outcome"])
+EARLY_SAMPLE_PATCHES = Histogram(
+    f"{PREFIX}_early_sample_patches", "Patches analysed for an early answer", buckets=BATCH_SIZE_BUCKETS
+)
+BACKGROUND_ANALYSES = Counter(
+    f"{PREFIX}_background_analyses_total",
+    "Complete analyses run after an early answer, by outcome (completed, dropped, failed)",
+    ["outcome"],
+)
 BACKGROUND_PENDING = Gauge(f"{PREFIX}_background_analyses_pending", "Complete analyses running after an early answer")

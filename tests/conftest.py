@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from tests.support.serve_process import TEST_PRECISION
+
+# In-process Settings() read it too: the suite's expected numbers are fp32's (see TEST_PRECISION).
+os.environ.update(TEST_PRECISION)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "system")  # tests/<tier>/: the folder is the tier, its marker is applied here
@@ -18,8 +24,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
         if tier == "unit" and "models_dir" in getattr(item, "fixturenames", ()):
-            raise pytest.UsageError(f"{item.nodeid}: a unit test may not need the exported models (move it to "
-                                    "tests/integration)")
+            raise pytest.UsageError(
+                f"{item.nodeid}: a unit test may not need the exported models (move it to tests/integration)"
+            )
 
 
 @pytest.fixture(scope="session")

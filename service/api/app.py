@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     selection = load_selection(settings.heads_dir, settings.default_taxonomies, models_loaded, settings.taxonomy_dir)
     indexes = Indexes(settings.index_dir, models_loaded)
     indexes.load_all()  # an index for another model or onnx file stops the start here (IndexFileError)
-    interactive = frozenset(path.strip() for path in settings.interactive_endpoints.split(",") if path.strip())
+    interactive = settings.interactive_endpoints
     state = State(
         settings=settings,
         models=models_loaded,

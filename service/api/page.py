@@ -23,18 +23,20 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static"
 PAGE_PATH = "/"
 
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'none'",  # anything not listed below is refused (fonts, frames, workers, manifests)
-    "script-src 'self'",  # no inline script, no eval
-    "style-src 'self'",  # no <style> blocks or style="" attributes (CSSOM property writes stay allowed)
-    "img-src 'self' data:",  # data: for the empty favicon that stops a /favicon.ico request
-    "media-src 'self' blob:",  # the picked file plays from an object URL
-    "connect-src 'self'",  # fetch() only to this service: the API key cannot be sent elsewhere
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'none'",  # the page submits no form, so a key field can never end up in a URL
-    "frame-ancestors 'none'",
-))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",  # anything not listed below is refused (fonts, frames, workers, manifests)
+        "script-src 'self'",  # no inline script, no eval
+        "style-src 'self'",  # no <style> blocks or style="" attributes (CSSOM property writes stay allowed)
+        "img-src 'self' data:",  # data: for the empty favicon that stops a /favicon.ico request
+        "media-src 'self' blob:",  # the picked file plays from an object URL
+        "connect-src 'self'",  # fetch() only to this service: the API key cannot be sent elsewhere
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",  # the page submits no form, so a key field can never end up in a URL
+        "frame-ancestors 'none'",
+    )
+)
 SECURITY_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
@@ -75,7 +77,6 @@ class PageHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
 
 
 def install_page(app: FastAPI) -> None:

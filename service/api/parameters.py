@@ -11,8 +11,15 @@ from fastapi import Query
 
 from service.config import HopSeconds, ResultCount
 
-ModelQuery = Annotated[str | None, Query(description="Model name (GET /models lists them); default: TAGGRAM_DEFAULT_MODEL")]
-HopQuery = Annotated[HopSeconds | None, Query(description="Seconds between segment starts, rounded to whole STFT frames "
-                                                          "(16 ms); default: one patch (≈2.99 s, no overlap)")]
+ModelQuery = Annotated[
+    str | None, Query(description="Model name (GET /models lists them); default: TAGGRAM_DEFAULT_MODEL")
+]
+HopQuery = Annotated[
+    HopSeconds | None,
+    Query(
+        description="Seconds between segment starts, rounded to whole STFT frames "
+        "(16 ms); default: one patch (≈2.99 s, no overlap)"
+    ),
+]
 SubgenreCountQuery = Annotated[ResultCount, Query(description="How many subgenres")]
 NeighbourCountQuery = Annotated[ResultCount, Query(description="How many neighbours")]

@@ -12,8 +12,10 @@ from service.engine.analysis import Analysis, mean_over_segments
 
 
 class DecodeWarningOut(BaseModel):
-    code: str = Field(description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
-                                  "(much shorter than declared, or the container shows the file was cut)")
+    code: str = Field(
+        description="Stable code: audio_damaged (the decoder met errors) or audio_truncated "
+        "(much shorter than declared, or the container shows the file was cut)"
+    )
     detail: str
 
 
@@ -34,8 +36,12 @@ class DecodeReport(BaseModel):
 def decode_report(facts: DecodeFacts) -> dict:
     return {
         "warnings": [DecodeWarningOut(code=w.code, detail=w.detail) for w in facts.warnings],
-        "decode": DecodeInfo(decoder=facts.decoder, codec=facts.codec, duration_seconds=facts.duration_seconds,
-                             declared_duration_seconds=facts.declared_duration_seconds),
+        "decode": DecodeInfo(
+            decoder=facts.decoder,
+            codec=facts.codec,
+            duration_seconds=facts.duration_seconds,
+            declared_duration_seconds=facts.declared_duration_seconds,
+        ),
     }
 
 
@@ -81,8 +87,10 @@ class EmbedResponse(DecodeReport):
 
 class Suggestion(BaseModel):
     subgenre: str
-    score: float = Field(description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
-                                     "track-level mean probability among the subgenre's tags")
+    score: float = Field(
+        description="kind 'head': the head's calibrated probability; kind 'tags': the highest "
+        "track-level mean probability among the subgenre's tags"
+    )
 
 
 class SuggestResponse(DecodeReport):
@@ -92,13 +100,18 @@ class SuggestResponse(DecodeReport):
     suggestions: list[Suggestion]
     duration_seconds: float
     cached: bool
-    complete: bool = Field(True, description="false: an early answer, from `coverage` of the track (issue #22); "
-                                             "?complete=true waits for the whole track")
+    complete: bool = Field(
+        True,
+        description="false: an early answer, from `coverage` of the track (issue #22); "
+        "?complete=true waits for the whole track",
+    )
     coverage: float = Field(1.0, description="Seconds of audio analysed ÷ the track's duration")
     unsampled_integrity: str | None = Field(
-        None, description="'unknown' on an early answer: the decode warnings cover the sampled parts and what the "
-                          "container shows; the complete analysis's warnings come with the next request for the same "
-                          "file (cached)")
+        None,
+        description="'unknown' on an early answer: the decode warnings cover the sampled parts and what the "
+        "container shows; the complete analysis's warnings come with the next request for the same "
+        "file (cached)",
+    )
     sampling: str | None = Field(None, description="Why the sample was decoded in order instead of by seeking")
 
 
@@ -107,6 +120,10 @@ class ModelInfo(BaseModel):
     manifest: dict
     taxonomy: dict
     provider: str
+    runtime: str = Field(
+        description="Inference runtime this model serves with: onnxruntime or openvino (docs/precision.md)"
+    )
+    precision: str = Field(description="Inference precision this model serves with: fp32 or bf16 (docs/precision.md)")
     heads: list[dict] = Field([], description="Classification heads on this model: name, classes, CV metrics, default")
     taxonomies: list[str] = Field([], description="Tag taxonomies of this model (?taxonomy= also accepts head names)")
     default_taxonomy: str | None = None
@@ -172,5 +189,9 @@ def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, 
 def head_scores(head: LoadedHead, analysis: Analysis) -> HeadScores:
     """?head=NAME on /taggram: the head's probabilities per segment and pooled."""
     segments = head.segment_scores(analysis.embedding)
-    return HeadScores(name=head.name, classes=head.manifest.classes, segments=segments.tolist(),
-                      mean=head.track_scores(analysis.embedding, segments).tolist())
+    return HeadScores(
+        name=head.name,
+        classes=head.manifest.classes,
+        segments=segments.tolist(),
+        mean=head.track_scores(analysis.embedding, segments).tolist(),
+    )

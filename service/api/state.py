@@ -11,8 +11,7 @@ from service.artefacts.similar.serving import Indexes
 from service.config import Settings
 from service.engine.analysis_service import AnalysisService
 from service.engine.batch import Batcher
-from service.engine.cache import Cache
-from service.engine.single_flight import SingleFlight
+from service.engine.cache import Cache, SingleFlight
 
 
 @dataclass

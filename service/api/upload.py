@@ -15,8 +15,15 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.engine.analysis_service import Upload
-from service.errors import (BodyTooLarge, ClientDisconnected, EmptyBody, InvalidMultipart, MissingFile, MultipleFiles,
-                            UnsupportedMediaType)
+from service.errors import (
+    BodyTooLarge,
+    ClientDisconnected,
+    EmptyBody,
+    InvalidMultipart,
+    MissingFile,
+    MultipleFiles,
+    UnsupportedMediaType,
+)
 
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and small extra fields around the file
@@ -31,7 +38,7 @@ class _HashingSink:
         self.limit = limit
         self.size = 0
         self.digest = hashlib.sha256()
-        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - closed by close()
 
     def write(self, data: bytes) -> None:
         self.size += len(data)

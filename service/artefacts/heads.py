@@ -96,10 +96,20 @@ class LoadedHead:
     def info(self, default: bool) -> dict:
         m = self.manifest
         cv = m.metrics.get("cv", {})
-        return {"name": m.name, "classes": m.classes, "hierarchy": m.hierarchy, "pooling": m.pooling,
-                "metrics": {"macro": cv.get("macro"), "per_class": cv.get("per_class"),
-                            "grouped_by": m.metrics.get("grouped_by"), "folds": m.metrics.get("folds")},
-                "default": default, "onnx_sha256": m.onnx.sha256}
+        return {
+            "name": m.name,
+            "classes": m.classes,
+            "hierarchy": m.hierarchy,
+            "pooling": m.pooling,
+            "metrics": {
+                "macro": cv.get("macro"),
+                "per_class": cv.get("per_class"),
+                "grouped_by": m.metrics.get("grouped_by"),
+                "folds": m.metrics.get("folds"),
+            },
+            "default": default,
+            "onnx_sha256": m.onnx.sha256,
+        }
 
 
 def _fail(path: Path, reason: str) -> ModelFileError:
@@ -126,18 +136,26 @@ def load_head(path: Path, models: dict) -> LoadedHead:
     if model is None:
         raise _fail(path, f"base model {base.name!r} is not loaded (loaded: {sorted(models)})")
     if model.manifest.onnx.sha256 != base.onnx_sha256:
-        raise _fail(path, f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
-                          f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings")
+        raise _fail(
+            path,
+            f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
+            f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings",
+        )
     if base.embedding_output != "embedding" or base.embedding_dim != model.manifest.embedding_dim:
-        raise _fail(path, f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
-                          f"embedding[{model.manifest.embedding_dim}]")
+        raise _fail(
+            path,
+            f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
+            f"embedding[{model.manifest.embedding_dim}]",
+        )
     onnx_file = path.parent / manifest.onnx.file
     try:
         actual = sha256_file(onnx_file)
     except OSError as error:
         raise _fail(path, f"graph {onnx_file} cannot be read: {error.strerror or error}") from None
     if actual != manifest.onnx.sha256:
-        raise _fail(path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…")
+        raise _fail(
+            path, f"graph {onnx_file} is corrupt or replaced: sha256 {actual[:12]}… != {manifest.onnx.sha256[:12]}…"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = HEAD_THREADS
     options.inter_op_num_threads = HEAD_THREADS
@@ -150,19 +168,6 @@ def load_head(path: Path, models: dict) -> LoadedHead:
     if probe.shape != (1, len(manifest.classes)):
         raise _fail(path, f"graph gives {probe.shape[1:]} scores for {len(manifest.classes)} classes")
     return head
-
-
-def parse_defaults(text: str) -> dict[str, str]:
-    """"msd-musicnn=my-head,mtt-musicnn=platform-genres-mtt" → {model: taxonomy name}."""
-    defaults: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        model, sep, name = part.partition("=")
-        if not sep or not model.strip() or not name.strip():
-            raise ModelFileError(f"TAGGRAM_DEFAULT_TAXONOMIES: {part!r} is not model=name")
-        defaults[model.strip()] = name.strip()
-    return defaults
 
 
 def load_heads(heads_dir: Path | None, models: dict) -> dict[str, dict[str, LoadedHead]]:
@@ -178,6 +183,11 @@ def load_heads(heads_dir: Path | None, models: dict) -> dict[str, dict[str, Load
         if head.name in (model.taxonomy.name, model.taxonomy.name + CALIBRATED_SUFFIX):
             raise _fail(path, f"has the name of {model.name}'s tag taxonomy; rename the head")
         by_model[model.name][head.name] = head
-        log.info("loaded head %s on %s (%d classes, pooling %s)", head.name, model.name,
-                 len(head.manifest.classes), head.manifest.pooling)
+        log.info(
+            "loaded head %s on %s (%d classes, pooling %s)",
+            head.name,
+            model.name,
+            len(head.manifest.classes),
+            head.manifest.pooling,
+        )
     return by_model

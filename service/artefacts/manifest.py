@@ -99,7 +99,9 @@ def verify_onnx(manifest_path: Path, manifest: Manifest) -> Path:
     except OSError as error:
         raise ModelFileError(f"model file {path} cannot be read: {error.strerror or error}") from None
     if actual != manifest.onnx.sha256:
-        raise ModelFileError(f"model file {path} is corrupt or replaced: sha256 {actual[:12]}… != manifest {manifest.onnx.sha256[:12]}…")
+        raise ModelFileError(
+            f"model file {path} is corrupt or replaced: sha256 {actual[:12]}… != manifest {manifest.onnx.sha256[:12]}…"
+        )
     return path
 
 

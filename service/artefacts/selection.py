@@ -10,12 +10,13 @@ request, is ``UnknownTaxonomy``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from service import metrics
-from service.artefacts.heads import LoadedHead, load_heads, parse_defaults
+from service.artefacts.heads import LoadedHead, load_heads
 from service.artefacts.registry import LoadedModel
 from service.artefacts.tag_calibration import load_calibration
 from service.engine.analysis import Analysis
@@ -81,12 +82,15 @@ class Selection:
 
 
 def load_selection(
-    heads_dir: Path | None, default_taxonomies: str, models: dict[str, LoadedModel], taxonomy_dir: Path | None = None
+    heads_dir: Path | None,
+    default_taxonomies: Mapping[str, str],
+    models: dict[str, LoadedModel],
+    taxonomy_dir: Path | None = None,
 ) -> Selection:
     """Every model's heads, calibrated taxonomy and default, checked: a bad file or default stops the start."""
     heads = load_heads(heads_dir, models)
     calibrated = {name: load_calibration(model, taxonomy_dir) for name, model in models.items()}
-    defaults = parse_defaults(default_taxonomies)
+    defaults = dict(default_taxonomies)
     by_model = {}
     for name, model in models.items():
         taxonomies = (model.taxonomy, *([calibrated[name]] if calibrated[name] is not None else []))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from service.artefacts.taxonomy import SHIPPED_DIR, Taxonomy, suggest
 from service.engine.analysis import Analysis, mean_over_segments
 from service.errors import ModelFileError
-from service.artefacts.taxonomy import SHIPPED_DIR, Taxonomy, suggest
 
 SUPPORTED_FORMAT = 1
 SUFFIX = "-calibrated"
@@ -68,8 +68,10 @@ def load_calibration(model, override_dir: Path | None) -> CalibratedTaxonomy | N
     if fmt != SUPPORTED_FORMAT:
         raise ModelFileError(f"tag calibration {path}: format {fmt} is not supported")
     if labels != model.manifest.labels or sha != model.manifest.onnx.sha256:
-        raise ModelFileError(f"tag calibration {path} was made with another {model.name} graph or label set: "
-                             "rebuild it from a backfill of this model")
+        raise ModelFileError(
+            f"tag calibration {path} was made with another {model.name} graph or label set: "
+            "rebuild it from a backfill of this model"
+        )
     if quantiles.shape != (len(labels), quantiles.shape[1]) or quantiles.shape[1] < 2 or (np.diff(quantiles) < 0).any():
         raise ModelFileError(f"tag calibration {path}: quantiles must be [labels, points] and non-decreasing")
     return CalibratedTaxonomy(model.taxonomy, quantiles, path, document.get("reference", {}))

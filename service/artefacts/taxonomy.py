@@ -32,7 +32,10 @@ class Taxonomy:
         return suggest(self, mean_over_segments(analysis.tags), k)
 
     def as_dict(self, labels: list[str]) -> dict:
-        return {"name": self.name, "subgenres": {s: [labels[i] for i in idx] for s, idx in zip(self.subgenres, self.tag_indices)}}
+        return {
+            "name": self.name,
+            "subgenres": {s: [labels[i] for i in idx] for s, idx in zip(self.subgenres, self.tag_indices)},
+        }
 
 
 def taxonomy_path(model: str, override_dir: Path | None) -> Path:
@@ -52,7 +55,9 @@ def parse_taxonomy(document: object, labels: list[str], path: Path) -> Taxonomy:
             raise ModelFileError(f"taxonomy {path}: subgenre {subgenre!r} needs a non-empty list of tags")
         unknown = [t for t in tags if t not in index]
         if unknown:
-            raise ModelFileError(f"taxonomy {path}: subgenre {subgenre!r} maps to tags the model does not have: {unknown}")
+            raise ModelFileError(
+                f"taxonomy {path}: subgenre {subgenre!r} maps to tags the model does not have: {unknown}"
+            )
         names.append(subgenre)
         indices.append(tuple(index[t] for t in tags))
     return Taxonomy(str(document.get("name", path.stem)), path, tuple(names), tuple(indices))

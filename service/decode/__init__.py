@@ -127,7 +127,9 @@ class DecodeStream(Iterator[np.ndarray]):
         self._chunks.close()
 
 
-def _decode_chunks(source: GuardedSource, max_seconds: float, chunk_samples: int, facts: DecodeFacts) -> Iterator[np.ndarray]:
+def _decode_chunks(
+    source: GuardedSource, max_seconds: float, chunk_samples: int, facts: DecodeFacts
+) -> Iterator[np.ndarray]:
     try:
         integrity = check_integrity(source)
         samples_out = 0
@@ -172,13 +174,12 @@ SECOND_OPINION_MAX_GAP_SECONDS = 0.01
 def _read_cleanly_elsewhere(source: BinaryIO, decoded_seconds: float) -> bool:
     """Whether libsndfile reads the whole file without error to the length FFmpeg decoded.
 
-    FFmpeg rejects packets of some valid files (measured: the empty last packet of a libVorbis 1.3 Ogg file in
-    Debian's supertux-data, where FFmpeg and libsndfile still decode the same number of samples, 3e-7 apart). Such a
-    file is not damaged: nothing is missing from the analysis. A file libsndfile cannot read cleanly, or reads to
-    another length, keeps its warning: libsndfile's MP3 decoder (mpg123) ends or resyncs at corrupt frames without
-    an error (measured: 1.99 s of a 4 s mp3 with 500 corrupt bytes, where FFmpeg skipped the bad frames and decoded
-    3.76 s), so only an equal length vouches for the file, and the tolerance is below one frame. Costs a second read
-    of the file, only for files FFmpeg met errors in."""
+    FFmpeg rejects packets of some valid files (the empty last packet of some libVorbis 1.3 Ogg files, where both
+    decoders still give the same samples). Such a file is not damaged: nothing is missing from the analysis. A file
+    libsndfile cannot read cleanly, or reads to another length, keeps its warning: libsndfile's MP3 decoder (mpg123)
+    ends or resyncs at corrupt frames without an error, so only an equal length vouches for the file, and the
+    tolerance is below one frame (the cases measured: docs/decode.md, "Two decoders: FFmpeg first, libsndfile when
+    FFmpeg refuses"). Costs a second read of the file, only for files FFmpeg met errors in."""
     seconds = sndfile.clean_read_seconds(source)
     return seconds is not None and abs(seconds - decoded_seconds) < SECOND_OPINION_MAX_GAP_SECONDS
 

@@ -9,8 +9,8 @@ content and never cached.
 
 from __future__ import annotations
 
-from service.errors import DecodeError
 from service.decode.limits import MAX_CHANNELS, MAX_SAMPLE_MAGNITUDE, MAX_SOURCE_RATE_HZ, MIN_SOURCE_RATE_HZ
+from service.errors import DecodeError
 
 
 class SourceReadError(OSError):

@@ -16,8 +16,8 @@ WARNING_CODES = (AUDIO_DAMAGED, AUDIO_TRUNCATED)
 FFMPEG = "ffmpeg"
 LIBSNDFILE = "libsndfile"
 
-# Decoded shorter than declared by more than this is truncation, not codec priming/padding (at most ~0.1 s for
-# the lossy codecs here) or an estimated ADTS duration (0.19 s off on a 20 s file, measured).
+# Decoded shorter than declared by more than this is truncation, not codec priming/padding or an estimated ADTS
+# duration, both far below it (docs/decode.md, "Damage and truncation").
 TRUNCATION_MIN_GAP_SECONDS = 0.5
 TRUNCATION_MIN_GAP_FRACTION = 0.01  # of the declared duration: long-file estimates drift proportionally
 
@@ -56,16 +56,30 @@ def warnings_for(facts: DecodeFacts) -> list[DecodeWarning]:
     """The warnings the facts call for, in a stable order (damage first)."""
     found = []
     if facts.damaged:
-        found.append(DecodeWarning(AUDIO_DAMAGED, "The decoder met errors in the audio stream and skipped or "
-                                                  "stopped at them: parts of the audio are missing from the analysis."))
+        found.append(
+            DecodeWarning(
+                AUDIO_DAMAGED,
+                "The decoder met errors in the audio stream and skipped or "
+                "stopped at them: parts of the audio are missing from the analysis.",
+            )
+        )
     gap = truncation_gap(facts.declared_duration_seconds, facts.duration_seconds)
     if gap is not None:
-        found.append(DecodeWarning(AUDIO_TRUNCATED, f"The file declares {facts.declared_duration_seconds:.1f} s of "
-                                                    f"audio but only {facts.duration_seconds:.1f} s decoded: the "
-                                                    "analysis covers the part that is there."))
+        found.append(
+            DecodeWarning(
+                AUDIO_TRUNCATED,
+                f"The file declares {facts.declared_duration_seconds:.1f} s of "
+                f"audio but only {facts.duration_seconds:.1f} s decoded: the "
+                "analysis covers the part that is there.",
+            )
+        )
     elif facts.cut_reason is not None:
-        found.append(DecodeWarning(AUDIO_TRUNCATED, f"The file looks cut short ({facts.cut_reason}): the analysis "
-                                                    "covers the part that is there."))
+        found.append(
+            DecodeWarning(
+                AUDIO_TRUNCATED,
+                f"The file looks cut short ({facts.cut_reason}): the analysis covers the part that is there.",
+            )
+        )
     return found
 
 

@@ -16,6 +16,7 @@ Each decode uses one FFmpeg thread: the service bounds decode concurrency itself
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -59,7 +60,14 @@ MAX_CONSECUTIVE_BAD_PACKETS = 32
 _CONTENT_ERRORS = (av.error.FFmpegError, ValueError, IndexError, EOFError, OverflowError)
 
 # numpy type of one sample, per FFmpeg sample format (planar formats drop their trailing "p").
-_SAMPLE_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32, "dbl": np.float64}
+_SAMPLE_DTYPES = {
+    "u8": np.uint8,
+    "s16": np.int16,
+    "s32": np.int32,
+    "s64": np.int64,
+    "flt": np.float32,
+    "dbl": np.float64,
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Frames as arrays (zero-copy views of FFmpeg's buffers)
@@ -166,10 +174,8 @@ def _decoded_frames(
         consecutive_bad = 0
         yield from frames
     # Stopped on an error: drain what the decoder still buffers, if it can.
-    try:
+    with contextlib.suppress(*_CONTENT_ERRORS):
         yield from stream.codec_context.decode(None)
-    except _CONTENT_ERRORS:
-        pass
 
 
 def _mono_pieces(frames: Iterator[av.AudioFrame], facts: DecodeFacts, max_seconds: float) -> Iterator[np.ndarray]:

@@ -111,15 +111,17 @@ def riff_wave_declared(source: BinaryIO, file_size: int) -> Integrity:
             declared = size / block_align / rate
             if body + size > file_size:
                 present = max(file_size - body, 0) / block_align / rate
-                return Integrity(f"the WAV data chunk declares {declared:.2f} s but the file holds {present:.2f} s",
-                                 declared)
+                return Integrity(
+                    f"the WAV data chunk declares {declared:.2f} s but the file holds {present:.2f} s", declared
+                )
             return Integrity(None, declared)
         offset = body + size + (size & 1)  # chunks are padded to an even size
     return Integrity()
 
 
 def check_integrity(source: BinaryIO) -> Integrity:
-    """Apply the check the file's type calls for (Ogg, RIFF/WAVE, MPEG audio; others: none), restoring ``source``'s position."""
+    """Apply the check the file's type calls for (Ogg, RIFF/WAVE, MPEG audio; others: none), restoring
+    ``source``'s position."""
     position = source.tell()
     try:
         size = source.seek(0, 2)

@@ -117,8 +117,10 @@ def audio_end(tail: bytes, tail_offset: int) -> int:
 
 
 def _trailing_tag_size(data: bytes) -> int:
-    if data[-ID3V1_BYTES:-ID3V1_BYTES + 3] == b"TAG":
-        return ID3V1_BYTES + (ID3V1_EXTENDED_BYTES if data[-ID3V1_BYTES - ID3V1_EXTENDED_BYTES:].startswith(b"TAG+") else 0)
+    if data[-ID3V1_BYTES : -ID3V1_BYTES + 3] == b"TAG":
+        return ID3V1_BYTES + (
+            ID3V1_EXTENDED_BYTES if data[-ID3V1_BYTES - ID3V1_EXTENDED_BYTES :].startswith(b"TAG+") else 0
+        )
     footer = data[-APE_FOOTER_BYTES:]
     if footer.startswith(b"APETAGEX") and len(footer) == APE_FOOTER_BYTES:
         size, _items, flags = struct.unpack_from("<III", footer, 12)
@@ -126,7 +128,7 @@ def _trailing_tag_size(data: bytes) -> int:
     if data.endswith(LYRICS3V2_END):
         digits = data[-len(LYRICS3V2_END) - LYRICS3V2_SIZE_DIGITS : -len(LYRICS3V2_END)]
         return int(digits) + len(digits) + len(LYRICS3V2_END) if digits.isdigit() else 0
-    if data[-ID3V2_HEADER_BYTES:-ID3V2_HEADER_BYTES + 3] == b"3DI":
+    if data[-ID3V2_HEADER_BYTES : -ID3V2_HEADER_BYTES + 3] == b"3DI":
         return 2 * ID3V2_HEADER_BYTES + _syncsafe(data[-4:])
     return 0
 
@@ -144,8 +146,10 @@ def tail_cut_reason(tail: bytes, audio_end_at: int) -> str | None:
         if frame is None or not frame.same_stream(first):
             break
         if position + frame.length > len(tail):
-            return (f"the last MPEG frame has {len(tail) - position} of the {frame.length} bytes its header states: "
-                    "the file ends inside it")
+            return (
+                f"the last MPEG frame has {len(tail) - position} of the {frame.length} bytes its header states: "
+                "the file ends inside it"
+            )
         position += frame.length
     rest = tail[position:audio_end_at]
     if position == audio_end_at or not rest:

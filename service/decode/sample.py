@@ -17,9 +17,10 @@ error measured in docs/signup.md:
   the full decode's, and the filter's start-up transient is cut away with the margin.
 
 Where the container cannot seek exactly (a raw ADTS stream has no index; a VBR mp3 without Xing/Info; a seek that
-fails or lands without timestamps; a rate or layout change), the track is decoded in order instead and the regions are cut from it; ``Sample.seeked``
-is False and ``fallback_reason`` says why. The limits are today's: rate and channel count per frame, finite samples,
-and ``max_seconds`` against the duration the container states (the full decode enforces it exactly).
+fails or lands without timestamps; a rate or layout change), the track is decoded in order instead and the regions
+are cut from it; ``Sample.seeked`` is False and ``fallback_reason`` says why. The limits are today's: rate and
+channel count per frame, finite samples, and ``max_seconds`` against the duration the container states (the full
+decode enforces it exactly).
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from service.decode import errors, ffmpeg, iter_decoded, mpeg
 from service.decode.facts import FFMPEG, DecodeFacts
 from service.decode.integrity import check_integrity
 from service.decode.limits import SAMPLE_RATE
-from service.decode.samples import Resampler, check_channels, check_range, check_sample_rate, mix_to_mono, to_float_planar
+from service.decode.samples import (
+    Resampler,
+    check_channels,
+    check_range,
+    check_sample_rate,
+    mix_to_mono,
+    to_float_planar,
+)
 from service.decode.source import GuardedSource
 
 PREROLL_SECONDS = 0.2  # decoded before a region and discarded: covers mp3's reservoir, Opus's 80 ms pre-roll
@@ -97,8 +105,10 @@ def _seeked(source: GuardedSource, starts_for: StartsFor, length: int, max_secon
         if demuxer not in SEEKABLE_DEMUXERS:
             raise _CannotSeek(NOT_SEEKABLE.format(demuxer))
         if demuxer == "mp3" and not _mp3_seeks_exactly(source):
-            raise _CannotSeek("a variable-bit-rate mp3 without a Xing/Info header: a seek would land by estimate, "
-                              "so it is decoded in order")
+            raise _CannotSeek(
+                "a variable-bit-rate mp3 without a Xing/Info header: a seek would land by estimate, "
+                "so it is decoded in order"
+            )
         stream = ffmpeg._pick_audio_stream(container)
         facts.codec = stream.codec_context.codec.canonical_name
         declared = stated = ffmpeg.declared_seconds(container, stream)

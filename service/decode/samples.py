@@ -114,8 +114,10 @@ class Resampler:
         return out
 
     def finish(self) -> np.ndarray:
-        tail = np.zeros(0, np.float32) if self._stream is None else self._stream.resample_chunk(
-            np.zeros(0, np.float32), last=True
+        tail = (
+            np.zeros(0, np.float32)
+            if self._stream is None
+            else self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
         )
         # soxr emits round(n * ratio) samples; librosa pads to ceil(n * ratio) (fix_length). Match it.
         missing = resampled_length(self._n_in, self.rate) - (self._n_out + tail.size)

@@ -2,8 +2,8 @@
 files FFmpeg refuses.
 
 Why a second decoder: FFmpeg's Ogg demuxer rejects some valid Ogg Vorbis files written by libVorbis 1.3.x at
-header parsing ("[ogg] Header processing failed: Invalid data found"), which libsndfile and ``librosa.load`` read.
-Measured: 3 of 108 music files in one Debian game-music package set (docs/decode.md, "Fallback decoder").
+header parsing ("[ogg] Header processing failed: Invalid data found"), which libsndfile and ``librosa.load`` read
+(how often: docs/decode.md, "Two decoders: FFmpeg first, libsndfile when FFmpeg refuses").
 
 Same contract as the FFmpeg path: it reads the same file object (never a path or URL), hands mono blocks to the
 shared :class:`~service.decode.samples.ModelRateStream` (mean of channels, soxr HQ, duration cap enforced while
@@ -45,7 +45,9 @@ def _open(source: BinaryIO) -> soundfile.SoundFile:
         raise errors.undecodable(f"libsndfile cannot read the file either ({type(exc).__name__}).") from exc
     if audio.format not in FALLBACK_FORMATS:
         audio.close()
-        raise errors.undecodable(f"libsndfile reads the file as {audio.format}, which is not a music format accepted here.")
+        raise errors.undecodable(
+            f"libsndfile reads the file as {audio.format}, which is not a music format accepted here."
+        )
     return audio
 
 

@@ -2,10 +2,9 @@
 
 FFmpeg (through PyAV) and libsndfile both read through Python callbacks. When the file object fails (closed under
 the decoder by whoever owned it, a disk error), PyAV turns its ``ValueError`` into the end of the stream or into
-what looks like damaged content, and decoding "succeeds" with a prefix of the track. Measured before this guard:
-closing the spooled upload mid-decode ended the decode without an error after 196,608 of 960,000 samples. The guard
-lets the decoder tell such a failure (a server fault, :class:`~service.decode.errors.SourceReadError`) from damage
-in the audio.
+what looks like damaged content, and decoding "succeeds" with a prefix of the track (what happened before this
+guard: docs/decode.md, "The analysis owns its input"). The guard lets the decoder tell such a failure (a server
+fault, :class:`~service.decode.errors.SourceReadError`) from damage in the audio.
 """
 
 from __future__ import annotations

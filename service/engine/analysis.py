@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.decode import DecodeFacts
-from service.errors import AudioTooShort
 from service.engine.patch import PatchGeometry, StreamingPatcher
+from service.errors import AudioTooShort
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def mean_over_segments(values: np.ndarray) -> np.ndarray:
 
 
 def check_min_duration(num_samples: int, sample_rate: int, min_seconds: float) -> None:
-    """Raise AudioTooShort below ``min_seconds``: the one floor the service, the backfill and the catalog check share."""
+    """Raise AudioTooShort below ``min_seconds``: the one floor of the service, the backfill and the catalog check."""
     if num_samples < min_seconds * sample_rate:
         raise AudioTooShort(num_samples, sample_rate, min_seconds)
 

@@ -22,16 +22,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from service.config import Settings
+from service import metrics
+from service.config import DamagedAudio, Settings
 from service.decode import refuse_damaged
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
-from service.engine.cache import Cache, cache_key, make_cache
-from service import metrics
+from service.engine.cache import Cache, SingleFlight, cache_key, get_or_compute, make_cache
 from service.engine.decode_scheduler import BULK, DecodeScheduler
 from service.engine.early import BackgroundAnalyses, TrackIsShort, sample_analysis
 from service.engine.pipeline import analyse
-from service.engine.single_flight import SingleFlight, get_or_compute
 from service.errors import Overloaded
 
 if TYPE_CHECKING:
@@ -151,7 +150,9 @@ class AnalysisService:
     def _key(self, admission: Admission, upload: Upload) -> str:
         model, analyser = admission.model, admission.analyser
         hop_samples = analyser.hop_frames * analyser.geometry.frame_hop
-        return cache_key(upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples)
+        return cache_key(
+            upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples, precision=model.runner.precision
+        )
 
     async def early(self, admission: Admission, upload: Upload) -> EarlyAnswer:
         """The cached analysis, or one of ``early_answer_patches`` spread patches with the complete analysis left to
@@ -169,9 +170,16 @@ class AnalysisService:
             return self._whole(cached, True)
         try:
             analysis, sample = await sample_analysis(
-                upload.file, analyser=analyser, batcher=admission.batcher, decoder=self._decoder, patches=patches,
-                max_seconds=self.settings.max_audio_seconds, deadline=admission.deadline, priority=admission.priority)
-            if self.settings.damaged_audio == "refuse":
+                upload.file,
+                analyser=analyser,
+                batcher=admission.batcher,
+                decoder=self._decoder,
+                patches=patches,
+                max_seconds=self.settings.max_audio_seconds,
+                deadline=admission.deadline,
+                priority=admission.priority,
+            )
+            if self.settings.damaged_audio is DamagedAudio.REFUSE:
                 refuse_damaged(analysis.decode)  # what the sample already shows (a cut container, damaged regions)
         except TrackIsShort:
             return self._whole(*await self.analyse(admission, upload))
@@ -187,8 +195,13 @@ class AnalysisService:
         return EarlyAnswer(analysis, cached, True, 1.0)
 
     async def _complete_in_background(self, admission: Admission, upload: Upload, key: str) -> None:
-        background = Admission(admission.model, admission.analyser, admission.batcher,
-                               time.monotonic() + self.settings.request_timeout_seconds, BULK)
+        background = Admission(
+            admission.model,
+            admission.analyser,
+            admission.batcher,
+            time.monotonic() + self.settings.request_timeout_seconds,
+            BULK,
+        )
         await self._analyse_keyed(background, upload, key)
 
     async def analyse(self, admission: Admission, upload: Upload) -> tuple[Analysis, bool]:
@@ -196,7 +209,7 @@ class AnalysisService:
 
     async def _analyse_keyed(self, admission: Admission, upload: Upload, key: str) -> tuple[Analysis, bool]:
         """``(analysis, cached)`` for the upload; takes ownership of it (closed however the call ends)."""
-        model, analyser = admission.model, admission.analyser
+        analyser = admission.analyser
         # The upload's file belongs to this call until a computation takes it (the pipeline closes what it was
         # given): calls sharing that computation may then come and go without pulling the file from under the decoder.
         handed_over = False

@@ -69,8 +69,16 @@ class BatchRecord:
 
 
 class Batcher:
-    def __init__(self, runner: Runner, *, model: str, policy: BatchPolicy, max_queue_patches: int,
-                 retry_after_seconds: int | None = None, history: int = 256) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        model: str,
+        policy: BatchPolicy,
+        max_queue_patches: int,
+        retry_after_seconds: int | None = None,
+        history: int = 256,
+    ) -> None:
         self.runner = runner
         self.retry_after_seconds = retry_after_seconds  # what an Overloaded refusal tells the caller
         self.model = model
@@ -99,8 +107,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         for size in self.runner.fixed_batch_sizes or (self.max_batch,):
             batch = np.zeros((size, patch_samples), np.float32)
-            await asyncio.gather(*(loop.run_in_executor(self._executor, self.runner.run, batch)
-                                   for _ in range(self.workers)))
+            await asyncio.gather(
+                *(loop.run_in_executor(self._executor, self.runner.run, batch) for _ in range(self.workers))
+            )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model}")
@@ -188,8 +197,15 @@ class Batcher:
 
     def _oldest_ready_at(self) -> float:
         """When the longest-waiting queued patch was added (now, with none queued)."""
-        return min((job.ready_at[job.next_patch] for jobs in self._rotations.values() for job in jobs
-                    if not job.abandoned and job.unscheduled > 0), default=time.monotonic())
+        return min(
+            (
+                job.ready_at[job.next_patch]
+                for jobs in self._rotations.values()
+                for job in jobs
+                if not job.abandoned and job.unscheduled > 0
+            ),
+            default=time.monotonic(),
+        )
 
     async def _wait_to_fill(self) -> None:
         """Until a full batch is queued, give concurrent requests what remains of the oldest queued patch's
@@ -245,7 +261,7 @@ class Batcher:
             try:
                 loop = asyncio.get_running_loop()
                 outputs, seconds = await loop.run_in_executor(self._executor, self._compute, picks)
-            except Exception as error:  # an inference failure fails the requests in this batch, not the batcher
+            except Exception as error:  # noqa: BLE001 - an inference failure fails this batch's requests, not the batcher
                 for job, _ in picks:
                     if not job.future.done():
                         job.future.set_exception(error)

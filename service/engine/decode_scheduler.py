@@ -6,9 +6,10 @@ step to run. So a decoder never holds a thread while it waits, and a new request
 of arriving, however many long uploads are in flight.
 
 Credits bound memory: a task may run a step only while it has credits (patches it may still hand to inference
-before the earlier ones are computed: ``service.engine.pipeline.PATCHES_AHEAD``). A task without credits is *parked* — it holds no thread —
-and becomes runnable again as soon as inference hands a credit back. A step that starts with credits emits all the
-patches of its chunk, so a task is at most ``ahead_patches`` + one chunk's patches ahead of inference.
+before the earlier ones are computed: ``service.engine.pipeline.PATCHES_AHEAD``). A task without credits is *parked* —
+it holds no thread — and becomes runnable again as soon as inference hands a credit back. A step that starts with
+credits emits all the patches of its chunk, so a task is at most ``ahead_patches`` + one chunk's patches ahead of
+inference.
 
 Policy (which runnable task's step runs next): lowest ``(priority class, audio decoded so far)``, i.e. interactive
 requests first, and within a class *least decoded first* ("least attained service"). That needs no knowledge of a
@@ -147,7 +148,7 @@ class DecodeScheduler:
                 continue
             try:
                 more = task.step()
-            except BaseException as error:  # the task's failure (bad audio, too short, ...) goes to its request
+            except BaseException as error:  # noqa: BLE001 - the task's failure (bad audio, ...) goes to its request
                 self._finish(task, error)
                 continue
             if not more:
@@ -172,4 +173,3 @@ class DecodeScheduler:
             task.future.set_result(task.result())
         else:
             task.future.set_exception(error)
-

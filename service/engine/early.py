@@ -22,8 +22,8 @@ from typing import BinaryIO
 import numpy as np
 
 from service import metrics
-from service.decode.sample import Sample, sample_track
 from service.decode.facts import warnings_for
+from service.decode.sample import Sample, sample_track
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
 from service.engine.decode_scheduler import DecodeScheduler, DecodeTask
@@ -53,8 +53,9 @@ class SampleDecoding(DecodeTask):
         return spread_patch_offsets(num_samples, geometry, self.patches)
 
     def step(self) -> bool:
-        self.sample = sample_track(self.source, self.starts_for, self.analyser.geometry.patch_samples,
-                                   max_seconds=self.max_seconds)
+        self.sample = sample_track(
+            self.source, self.starts_for, self.analyser.geometry.patch_samples, max_seconds=self.max_seconds
+        )
         return False
 
     def result(self) -> Sample:
@@ -64,8 +65,17 @@ class SampleDecoding(DecodeTask):
         pass
 
 
-async def sample_analysis(source: BinaryIO, *, analyser: TrackAnalyser, batcher: Batcher, decoder: DecodeScheduler,
-                          patches: int, max_seconds: float, deadline: float, priority: int) -> tuple[Analysis, Sample]:
+async def sample_analysis(
+    source: BinaryIO,
+    *,
+    analyser: TrackAnalyser,
+    batcher: Batcher,
+    decoder: DecodeScheduler,
+    patches: int,
+    max_seconds: float,
+    deadline: float,
+    priority: int,
+) -> tuple[Analysis, Sample]:
     """The analysis of the sampled patches; raises ``TrackIsShort`` (analyse it whole) and the decoder's errors."""
     task = SampleDecoding(source, analyser, patches, max_seconds, priority)
     decoding = asyncio.wrap_future(decoder.submit(task))

@@ -65,7 +65,11 @@ def spread_patch_offsets(num_samples: int, geometry: PatchGeometry, count: int) 
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count!r}")
     starts = patch_starts(max(num_samples, geometry.covered_samples), geometry, geometry.patch_frames)
-    picks = range(len(starts)) if count >= len(starts) else sorted({round(float(i)) for i in np.linspace(0, len(starts) - 1, count)})
+    picks = (
+        range(len(starts))
+        if count >= len(starts)
+        else sorted({round(float(i)) for i in np.linspace(0, len(starts) - 1, count)})
+    )
     return [starts[i] * geometry.frame_hop - geometry.context_samples for i in picks]
 
 

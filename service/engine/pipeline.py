@@ -10,7 +10,7 @@ request is abandoned.
 The analysis owns its input: the decoding task closes the source when it ends (the scheduler closes every task it
 finishes, on a decode thread), so whoever started the analysis (one request among several sharing it, see
 cache.SingleFlight) may go away without pulling the file from under the decoder. The analysis carries the decode
-facts; with ``damaged_audio="refuse"`` a file whose decode raised warnings fails with ``damaged_audio`` instead.
+facts; with ``DamagedAudio.REFUSE`` a file whose decode raised warnings fails with ``damaged_audio`` instead.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import BinaryIO
 import numpy as np
 
 from service import metrics
+from service.config import DamagedAudio
+from service.decode import DecodeFacts, iter_decoded, refuse_damaged
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher, Job
-from service.decode import DecodeFacts, iter_decoded, refuse_damaged
 from service.engine.decode_scheduler import DecodeScheduler, DecodeTask
 from service.errors import DeadlineExceeded
 
@@ -35,8 +36,18 @@ PATCHES_AHEAD = 64  # ≈3 min of audio, 12 MB: how far decoding may run ahead o
 class TrackDecoding(DecodeTask):
     """One upload's decoding as scheduler steps: a decoded chunk → patches → the batcher (through the event loop)."""
 
-    def __init__(self, source: BinaryIO, analyser: TrackAnalyser, max_seconds: float, *, priority: int,
-                 loop: asyncio.AbstractEventLoop, batcher: Batcher, job: Job, damaged_audio: str = "warn") -> None:
+    def __init__(
+        self,
+        source: BinaryIO,
+        analyser: TrackAnalyser,
+        max_seconds: float,
+        *,
+        priority: int,
+        loop: asyncio.AbstractEventLoop,
+        batcher: Batcher,
+        job: Job,
+        damaged_audio: DamagedAudio = DamagedAudio.WARN,
+    ) -> None:
         super().__init__(priority, credits=PATCHES_AHEAD)
         self.analyser, self.loop, self.batcher, self.job = analyser, loop, batcher, job
         self.source, self.damaged_audio = source, damaged_audio
@@ -73,7 +84,7 @@ class TrackDecoding(DecodeTask):
 
     def _decode_ended(self, facts: DecodeFacts) -> None:
         count_decode(facts)
-        if self.damaged_audio == "refuse":
+        if self.damaged_audio is DamagedAudio.REFUSE:
             refuse_damaged(facts)
 
     def result(self) -> int:
@@ -98,15 +109,32 @@ def count_decode(facts: DecodeFacts) -> None:
         metrics.DECODE_WARNINGS.labels(warning.code).inc()
 
 
-async def analyse(source: BinaryIO, *, analyser: TrackAnalyser, batcher: Batcher, decoder: DecodeScheduler,
-                  max_seconds: float, deadline: float, priority: int, damaged_audio: str = "warn") -> Analysis:
+async def analyse(
+    source: BinaryIO,
+    *,
+    analyser: TrackAnalyser,
+    batcher: Batcher,
+    decoder: DecodeScheduler,
+    max_seconds: float,
+    deadline: float,
+    priority: int,
+    damaged_audio: DamagedAudio = DamagedAudio.WARN,
+) -> Analysis:
     """deadline: time.monotonic() by which the analysis must be done (else 504); priority: a decode_scheduler
     class (INTERACTIVE requests decode and infer first). Takes ownership of ``source``: it is closed once decoding
     ends, however the analysis ends."""
     loop = asyncio.get_running_loop()
     job = batcher.open_job(priority)
-    task = TrackDecoding(source, analyser, max_seconds, priority=priority, loop=loop, batcher=batcher, job=job,
-                         damaged_audio=damaged_audio)
+    task = TrackDecoding(
+        source,
+        analyser,
+        max_seconds,
+        priority=priority,
+        loop=loop,
+        batcher=batcher,
+        job=job,
+        damaged_audio=damaged_audio,
+    )
     job.on_patch_done = lambda: decoder.credit(task)
     decoding = asyncio.wrap_future(decoder.submit(task))
     try:

@@ -4,16 +4,13 @@ On CPU a model runs ``inference_workers`` batches at once, each on its own singl
 session, shared: ``run`` is thread-safe); ``batch_policy`` decides those numbers, for the service and the backfill.
 One multi-threaded run per batch is what ONNX Runtime does by default, but its threads meet at a barrier after
 every operator: when decoding takes a core from one of them, the other waits, and the whole batch slows.
-Independent single-threaded runs lose nothing to that, and batching gains nothing per patch on CPU (about 35 ms per
-patch on one thread, at batch 1 as at batch 16). Measured in docs/benchmarks.md
-("Inference parallelism").
+Independent single-threaded runs lose nothing to that, and batching gains nothing per patch on CPU (the same cost
+per patch at batch 1 as at batch 16). Measured in docs/benchmarks.md ("Inference parallelism").
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.config import Settings
+from service.config import Device, Settings
+from service.engine.cpus import usable_cpus
 from service.errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -29,59 +27,17 @@ log = logging.getLogger(__name__)
 SERVED_OUTPUTS = ("tags", "embedding")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-# A container's CPU limit (CFS quota): cgroup v2 "cpu.max" holds "<quota µs> <period µs>" or "max <period>";
-# cgroup v1 has cpu.cfs_quota_us (-1 = no limit) and cpu.cfs_period_us.
-CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-CGROUP_V1_CPU_DIR = Path("/sys/fs/cgroup/cpu")
 
 
-def choose_providers(device: str) -> list[str]:
+def choose_providers(device: Device) -> list[str]:
     available = ort.get_available_providers()
-    if device == "cuda" and CUDA_PROVIDER not in available:
+    if device == Device.CUDA and CUDA_PROVIDER not in available:
         raise RuntimeError("TAGGRAM_DEVICE=cuda but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
-    if device in ("cuda", "auto") and CUDA_PROVIDER in available:
+    if device in (Device.CUDA, Device.AUTO) and CUDA_PROVIDER in available:
         # HEURISTIC: EXHAUSTIVE re-searches conv algorithms per new shape (hundreds of ms); fixed batch sizes
         # plus warm-up make that a start-up cost only.
         return [(CUDA_PROVIDER, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU_PROVIDER]  # type: ignore[list-item]
     return [CPU_PROVIDER]
-
-
-def quota_cores(quota_us: int, period_us: int) -> int | None:
-    """Whole cores a CFS quota allows (rounded up: 1.5 CPUs keep two workers busy part-time); None = no limit."""
-    if quota_us <= 0 or period_us <= 0:
-        return None
-    return max(1, math.ceil(quota_us / period_us))
-
-
-def parse_cpu_max(text: str) -> int | None:
-    """cgroup v2 ``cpu.max`` ("200000 100000", "max 100000") → cores, or None without a limit."""
-    quota, period = text.split()
-    return None if quota == "max" else quota_cores(int(quota), int(period))
-
-
-def cgroup_cpu_limit() -> int | None:
-    """The CPU limit of this process's container, in whole cores; None where there is none (or no cgroup fs)."""
-    try:
-        return parse_cpu_max(CGROUP_V2_CPU_MAX.read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((CGROUP_V1_CPU_DIR / "cpu.cfs_quota_us").read_text())
-        period = int((CGROUP_V1_CPU_DIR / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        return None
-    return quota_cores(quota, period)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, capped by its container's CPU limit (which the mask does
-    not show: a container limited to 2 CPUs still sees every core of the node)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 2
-    limit = cgroup_cpu_limit()
-    return min(cpus, limit) if limit else cpus
 
 
 @dataclass(frozen=True)
@@ -107,17 +63,14 @@ def batch_policy(settings: Settings, on_cuda: bool) -> BatchPolicy:
     """
     max_wait_seconds = settings.max_batch_wait_ms / 1000
     if on_cuda:
-        return BatchPolicy(max(parse_sizes(settings.cuda_batch_sizes)), max_wait_seconds,
-                           settings.inference_workers or 1, settings.intra_op_threads)
+        return BatchPolicy(
+            max(settings.cuda_batch_sizes), max_wait_seconds, settings.inference_workers or 1, settings.intra_op_threads
+        )
     cpus = usable_cpus()
     workers = settings.inference_workers or cpus
-    return BatchPolicy(settings.max_batch_patches, max_wait_seconds, workers,
-                       settings.intra_op_threads or max(1, cpus // workers))
-
-
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """``cuda_batch_sizes`` ("1,4,16") → (1, 4, 16), sorted, without repeats."""
-    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    return BatchPolicy(
+        settings.max_batch_patches, max_wait_seconds, workers, settings.intra_op_threads or max(1, cpus // workers)
+    )
 
 
 class CpuSlots:
@@ -149,6 +102,8 @@ class Runner:
     fixed_batch_sizes: tuple[int, ...]  # empty on CPU: any batch size runs as is
     # On CPU with single-threaded runs: the process-wide CpuSlots; None on CUDA or with multi-threaded runs.
     slots: threading.BoundedSemaphore | None = None
+    runtime: str = "onnxruntime"  # with ``precision``: what /models, /metrics and every cache key record
+    precision: str = "fp32"  # service.engine.precision.Precision.FP32: today's path
 
     def padded_size(self, batch: int) -> int:
         fitting = [size for size in self.fixed_batch_sizes if size >= batch]
@@ -168,9 +123,9 @@ class Runner:
         return {name: value[:n] for name, value in zip(SERVED_OUTPUTS, outputs)}
 
 
-# One CPU arena for every session of the process instead of one per session: the four models' arenas each grew to
-# their own peak (979 MiB RSS for the four) where one shared arena holds the largest at any moment (338 MiB), at the
-# same speed (FIELD-NOTES; docs/benchmarks.md "Memory"). Sessions opt in with this session config entry.
+# One CPU arena for every session of the process instead of one per session: the four models' arenas each grow to
+# their own peak, where one shared arena holds the largest at any moment, at the same speed (docs/benchmarks.md,
+# "Memory: four models, per-session vs shared ONNX Runtime arena"). Sessions opt in with this session config entry.
 USE_ENV_ALLOCATORS = "session.use_env_allocators"
 _shared_arena_lock = threading.Lock()
 _shared_arena_registered = False
@@ -188,8 +143,9 @@ def share_cpu_arena() -> None:
         _shared_arena_registered = True
 
 
-def load_runner(path: Path, device: str, intra_op_threads: int, cuda_batch_sizes: tuple[int, ...] = (),
-                shared_arena: bool = True) -> Runner:
+def load_runner(
+    path: Path, device: Device, intra_op_threads: int, cuda_batch_sizes: tuple[int, ...] = (), shared_arena: bool = True
+) -> Runner:
     """A Runner for ``path`` with ``intra_op_threads`` ONNX Runtime threads per run (0 = the runtime's default; the
     service's and the backfill's come from ``batch_policy``); ``shared_arena``: CPU memory from the process-wide
     arena (False: the session's own, for comparison)."""
@@ -200,12 +156,12 @@ def load_runner(path: Path, device: str, intra_op_threads: int, cuda_batch_sizes
         options.add_session_config_entry(USE_ENV_ALLOCATORS, "1")
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The memory-pattern planner keeps an arena per input shape; off, the same batches use ~40% less memory
-    # (batch 16: 916 → 571 MB) at the same speed (measured with bench/backfill.py).
+    # The memory-pattern planner keeps an arena per input shape; off, the same batches use much less memory at the
+    # same speed (docs/backfill.md, "Design").
     options.enable_mem_pattern = False
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for unreadable graphs
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from service.config import DAMAGED_AUDIO_POLICIES, Settings, parse_parameter
+from service.config import DamagedAudio, Settings, parse_parameter
 
 
 def positive_int(text: str) -> int:
@@ -46,12 +46,29 @@ def as_the_api(kind: Any) -> Callable[[str], Any]:
 def add_audio_limit_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """``--max-seconds``, ``--min-seconds``, ``--max-bytes``, ``--damaged-audio``: what the service would refuse,
     by default its own settings."""
-    parser.add_argument("--max-seconds", type=positive_float, default=settings.max_audio_seconds,
-                        help="longest track, as TAGGRAM_MAX_AUDIO_SECONDS (default: %(default)s)")
-    parser.add_argument("--min-seconds", type=non_negative_float, default=settings.min_audio_seconds,
-                        help="shortest track, as TAGGRAM_MIN_AUDIO_SECONDS (default: %(default)s)")
-    parser.add_argument("--max-bytes", type=positive_int, default=settings.max_upload_bytes,
-                        help="largest file, as TAGGRAM_MAX_UPLOAD_BYTES (default: %(default)s)")
-    parser.add_argument("--damaged-audio", choices=DAMAGED_AUDIO_POLICIES, default=settings.damaged_audio,
-                        help="damaged or truncated audio: analysed with its warnings, or refused (damaged_audio); "
-                             "as TAGGRAM_DAMAGED_AUDIO (default: %(default)s)")
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=settings.max_audio_seconds,
+        help="longest track, as TAGGRAM_MAX_AUDIO_SECONDS (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=non_negative_float,
+        default=settings.min_audio_seconds,
+        help="shortest track, as TAGGRAM_MIN_AUDIO_SECONDS (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=positive_int,
+        default=settings.max_upload_bytes,
+        help="largest file, as TAGGRAM_MAX_UPLOAD_BYTES (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--damaged-audio",
+        type=DamagedAudio,
+        choices=tuple(DamagedAudio),
+        default=settings.damaged_audio,
+        help="damaged or truncated audio: analysed with its warnings, or refused (damaged_audio); "
+        "as TAGGRAM_DAMAGED_AUDIO (default: %(default)s)",
+    )

@@ -30,12 +30,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from service.engine.analysis import check_min_duration
-from service.offline.backfill.catalog import Track, catalog, refusal
-from service.offline.backfill.codes import DECODER_CRASHED, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
-from service.offline.arguments import add_audio_limit_arguments, positive_int
-from service.config import Settings
+from service.config import DamagedAudio, Settings
 from service.decode import SAMPLE_RATE, DecodeError, iter_decoded, refuse_damaged
+from service.engine.analysis import check_min_duration
+from service.engine.cpus import usable_cpus
+from service.offline.arguments import add_audio_limit_arguments, positive_int
+from service.offline.backfill.catalog import Track, catalog, refusal
+from service.offline.codes import DECODER_CRASHED, EXIT_OK, INTERNAL_ERROR, UNREADABLE_FILE, UsageError
 
 EXAMPLES_PER_CODE = 3  # example paths the terminal summary shows for each warning and refusal code
 TASKS_PER_WORKER = 4  # files submitted ahead per worker: keeps workers busy, bounds memory for huge catalogs
@@ -48,7 +49,7 @@ class Limits:
     max_bytes: int
     max_seconds: float
     min_seconds: float
-    damaged_audio: str
+    damaged_audio: DamagedAudio
 
 
 @dataclass
@@ -84,9 +85,12 @@ def check_file(track: Track, limits: Limits) -> FileReport:
             samples = sum(chunk.size for chunk in chunks)
         facts = chunks.facts
         report.decoder, report.codec = facts.decoder, facts.codec
-        report.duration_seconds, report.declared_duration_seconds = facts.duration_seconds, facts.declared_duration_seconds
+        report.duration_seconds, report.declared_duration_seconds = (
+            facts.duration_seconds,
+            facts.declared_duration_seconds,
+        )
         report.warnings = [w.code for w in facts.warnings]
-        if limits.damaged_audio == "refuse":
+        if limits.damaged_audio is DamagedAudio.REFUSE:
             refuse_damaged(facts)
         check_min_duration(samples, SAMPLE_RATE, limits.min_seconds)
         report.status = "ok"
@@ -109,8 +113,13 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _crashed(track: Track) -> FileReport:
-    return FileReport(track.track_id, track.path, "refused", DECODER_CRASHED,
-                      "the decoder process died on this file (a crash inside the decoder)")
+    return FileReport(
+        track.track_id,
+        track.path,
+        "refused",
+        DECODER_CRASHED,
+        "the decoder process died on this file (a crash inside the decoder)",
+    )
 
 
 def _isolate(tracks: list[Track], limits: Limits) -> Iterator[FileReport]:
@@ -197,18 +206,28 @@ class Summary:
         return self.files / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def as_json(self) -> dict:
-        return {"files": self.files, "ok": self.ok, "refused": self.refused,
-                "audio_hours": round(self.audio_seconds / 3600, 3), "wall_seconds": round(self.wall_seconds, 2),
-                "files_per_second": round(self.files_per_second, 2), "decoders": dict(self.by_decoder),
-                "warnings": dict(self.warnings), "refusals": dict(self.refusals), "examples": dict(self.examples)}
+        return {
+            "files": self.files,
+            "ok": self.ok,
+            "refused": self.refused,
+            "audio_hours": round(self.audio_seconds / 3600, 3),
+            "wall_seconds": round(self.wall_seconds, 2),
+            "files_per_second": round(self.files_per_second, 2),
+            "decoders": dict(self.by_decoder),
+            "warnings": dict(self.warnings),
+            "refusals": dict(self.refusals),
+            "examples": dict(self.examples),
+        }
 
 
 def format_summary(summary: Summary, output: Path) -> str:
     s = summary
-    lines = [f"{s.files} files checked in {s.wall_seconds:.1f} s ({s.files_per_second:.1f} files/s), "
-             f"{s.audio_seconds / 3600:.2f} h of audio",
-             f"  would be analysed: {s.ok}" + "".join(f"\n    by {d}: {n}" for d, n in s.by_decoder.most_common()),
-             f"  would be refused:  {s.refused}"]
+    lines = [
+        f"{s.files} files checked in {s.wall_seconds:.1f} s ({s.files_per_second:.1f} files/s), "
+        f"{s.audio_seconds / 3600:.2f} h of audio",
+        f"  would be analysed: {s.ok}" + "".join(f"\n    by {d}: {n}" for d, n in s.by_decoder.most_common()),
+        f"  would be refused:  {s.refused}",
+    ]
     for title, counts in (("refusals", s.refusals), ("warnings (analysed, but flagged)", s.warnings)):
         if counts:
             lines.append(f"  {title}:")
@@ -275,14 +294,19 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="taggram check-catalog",
         description="Decode every file of a catalog (no model) and report which would be analysed, by which decoder, "
-                    "with which warnings, and which the service would refuse and why. Limits default to the "
-                    "TAGGRAM_* settings the service reads.",
+        "with which warnings, and which the service would refuse and why. Limits default to the "
+        "TAGGRAM_* settings the service reads.",
         epilog="Exit status: 0 when the check ran (whatever it found), 2 for bad arguments.",
     )
-    p.add_argument("source", type=Path, help="a directory tree of audio files, or a .csv/.jsonl manifest "
-                   "(track_id, path), as for taggram backfill")
+    p.add_argument(
+        "source",
+        type=Path,
+        help="a directory tree of audio files, or a .csv/.jsonl manifest (track_id, path), as for taggram backfill",
+    )
     p.add_argument("--output", type=Path, required=True, help="one row per file: a .jsonl or .parquet path")
-    p.add_argument("--workers", type=positive_int, default=max(os.cpu_count() or 1, 1), help="decode processes")
+    p.add_argument(
+        "--workers", type=positive_int, default=usable_cpus(), help="decode processes (default: usable CPUs)"
+    )
     add_audio_limit_arguments(p, settings)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of a table")
     return p
@@ -307,4 +331,4 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
     summary.wall_seconds = time.monotonic() - started
     print(json.dumps(summary.as_json()) if args.json else format_summary(summary, args.output), file=sys.stdout)
-    return 0
+    return EXIT_OK

@@ -1,10 +1,10 @@
 """`taggram index build BACKFILL_OUT --output DIR`: the backfill's mean embeddings → a searchable index generation.
 
-Reads every committed results part (``service.offline.backfill.read_output``), centres the embeddings on the catalog mean
-and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table and, last,
-the manifest (artefact.py). Artists come from an ``artist_id`` column of the backfill output when it has one, else
-from ``--artists CSV`` (columns track_id and artist_id or artist, optional title: the corpus CSV works as is).
-Exit codes: 0 built, 2 bad input (no output, several models, unreadable CSV).
+Reads every committed results part (``service.offline.backfill.read_output``), centres the embeddings on the catalog
+mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table and, last,
+the manifest (artefact.py). Artists come from an ``artist_id`` column of the backfill output when it has one, else from
+``--artists CSV`` (columns track_id and artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0
+built, 2 bad input (no output, several models, unreadable CSV).
 """
 
 from __future__ import annotations
@@ -24,30 +24,27 @@ import numpy as np
 from service.artefacts.durable import atomic_write
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
-from service.artefacts.similar.search import EXACT_MAX_VECTORS, HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH, SEARCHERS
+from service.artefacts.similar.search import (
+    EXACT_MAX_VECTORS,
+    HNSW_CONNECTIVITY,
+    HNSW_EXPANSION_ADD,
+    HNSW_EXPANSION_SEARCH,
+    SEARCHERS,
+)
+from service.offline.codes import EXIT_OK, EXIT_USAGE, UsageError
 
 log = logging.getLogger("taggram.index")
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-# Calibrated per model on real music by bench/similar_music.py (docs/similar.md, "Duplicate threshold"): 110 whole
-# tracks, 30 query tracks × 7 variants for every model; midway between the highest score of two distinct tracks and
-# the lowest of a track and its re-encodings, resampling and 30-s excerpt on the even-numbered query tracks when they
-# separate, else the F1-maximising score; shipped rounded down to 3 decimals. On the odd-numbered (held-out) query
-# tracks: msd-musicnn 0.9267 → precision 0.981, recall 0.971; msd-vgg 0.9312 → 0.942, 0.924; mtt-musicnn 0.9645 →
-# 1.000, 0.924; mtt-vgg 0.9542 → 1.000, 0.933.
+# Calibrated per model on real music by bench/similar_music.py: midway between the highest score of two distinct
+# tracks and the lowest of a track and its re-encodings, resampling and excerpt on half the query tracks, shipped
+# rounded down to 3 decimals; precision and recall on the held-out half: docs/similar.md, "Duplicate threshold".
 CALIBRATED_DUPLICATE_THRESHOLDS = {"msd-musicnn": 0.926, "mtt-musicnn": 0.964, "msd-vgg": 0.931, "mtt-vgg": 0.954}
 DEFAULT_DUPLICATE_THRESHOLD = CALIBRATED_DUPLICATE_THRESHOLDS["msd-musicnn"]  # a model calibrated nowhere else
 DUPLICATE_CALIBRATION = "docs/similar.md#duplicate-threshold"
-# usearch's i8 is not offered: it rounds each component of a unit vector to a multiple of 1/127, and the components of
-# 200-d unit vectors are ~0.04, so recall@10 fell to 0.71 on real-derived vectors at 10⁵ (0.94 at 2·10⁴), exactly what
-# exact search over the rounded vectors gives (docs/similar.md, "Real embeddings").
+# usearch's i8 is not offered: it rounds each component of a unit vector to a multiple of 1/127, coarse next to the
+# components of 200-d unit vectors, and recall@10 collapses with it (docs/similar.md, "Real embeddings").
 HNSW_STORAGES = ("f32", "f16")
 DIGEST_CHARS = 12  # of the vectors' sha256 in generated file names: unique per content, short to read
-
-
-class UsageError(Exception):
-    pass
 
 
 def source_digest(backfill_out: Path) -> str:
@@ -70,6 +67,18 @@ def read_catalog(backfill_out: Path):
     if len(models) != 1 or len(shas) != 1:
         raise UsageError(f"{backfill_out} mixes models {sorted(models)} / onnx files: one index per model")
     return table, models.pop(), shas.pop()
+
+
+def backfill_precision(backfill_out: Path) -> str:
+    """The precision the backfill's embeddings were computed in: the index records it, and the service serves the
+    index only from a model running in the same precision (docs/precision.md)."""
+    from service.offline.backfill import identity_precision
+    from service.offline.backfill.output import RUN_FILE
+
+    try:
+        return identity_precision(json.loads((backfill_out / RUN_FILE).read_text()))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{backfill_out} is not a backfill output directory ({error})") from None
 
 
 def embeddings(table) -> np.ndarray:
@@ -104,8 +113,13 @@ def track_table(track_ids: list[str], table, artists: dict | None):
         title = [artists.get(t, (None, None))[1] for t in track_ids]
     else:
         artist = title = [None] * len(track_ids)
-    return pa.table({"track_id": pa.array(track_ids, pa.string()), "artist_id": pa.array(artist, pa.string()),
-                     "title": pa.array(title, pa.string())})
+    return pa.table(
+        {
+            "track_id": pa.array(track_ids, pa.string()),
+            "artist_id": pa.array(artist, pa.string()),
+            "title": pa.array(title, pa.string()),
+        }
+    )
 
 
 def choose_library(backend: str, count: int) -> str:
@@ -114,12 +128,20 @@ def choose_library(backend: str, count: int) -> str:
     return {"exact": "numpy", "usearch": "usearch"}[backend]
 
 
-def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, backend: str = "auto",
-          storage: str = "f16", duplicate_threshold: float | None = None) -> artefact.IndexManifest:
+def build(
+    backfill_out: Path,
+    output: Path,
+    *,
+    artists_csv: Path | None = None,
+    backend: str = "auto",
+    storage: str = "f16",
+    duplicate_threshold: float | None = None,
+) -> artefact.IndexManifest:
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
     table, model, onnx_sha256 = read_catalog(backfill_out)
+    precision = backfill_precision(backfill_out)
     track_ids = table.column("track_id").to_pylist()
     if len(set(track_ids)) != len(track_ids):
         raise UsageError(f"{backfill_out}: a track id appears in more than one results row")
@@ -144,19 +166,41 @@ def build(backfill_out: Path, output: Path, *, artists_csv: Path | None = None, 
     manifest_file = artefact.manifest_path(output, model)
     previous = _previous_files(manifest_file)
     manifest = artefact.IndexManifest(
-        format=artefact.INDEX_FORMAT, model=model, onnx_sha256=onnx_sha256, count=len(vectors), dim=vectors.shape[1],
-        metric=artefact.METRIC, normalisation={"method": artefact.NORMALISATION, "mean": mean.tolist()},
-        library=library, library_version=_version(library), storage=storage,
-        hnsw=None if library == "numpy" else {"connectivity": HNSW_CONNECTIVITY, "expansion_add": HNSW_EXPANSION_ADD,
-                                              "expansion_search": HNSW_EXPANSION_SEARCH},
-        duplicate_threshold=duplicate_threshold, duplicate_calibration=DUPLICATE_CALIBRATION,
+        format=artefact.INDEX_FORMAT,
+        model=model,
+        onnx_sha256=onnx_sha256,
+        precision=precision,
+        count=len(vectors),
+        dim=vectors.shape[1],
+        metric=artefact.METRIC,
+        normalisation={"method": artefact.NORMALISATION, "mean": mean.tolist()},
+        library=library,
+        library_version=_version(library),
+        storage=storage,
+        hnsw=None
+        if library == "numpy"
+        else {
+            "connectivity": HNSW_CONNECTIVITY,
+            "expansion_add": HNSW_EXPANSION_ADD,
+            "expansion_search": HNSW_EXPANSION_SEARCH,
+        },
+        duplicate_threshold=duplicate_threshold,
+        duplicate_calibration=DUPLICATE_CALIBRATION,
         has_artists=any(a is not None for a in tracks.column("artist_id").to_pylist()),
-        files=artefact.IndexFiles(vectors=vectors_file, vectors_sha256=vectors_sha, tracks=tracks_file,
-                                  tracks_sha256=sha256_file(output / tracks_file)),
-        source={"backfill": str(backfill_out), "digest": source_digest(backfill_out),
-                "artists": str(artists_csv) if artists_csv else None,
-                "artists_sha256": sha256_file(artists_csv) if artists_csv else None},
-        built_at=time.time(), build_seconds=time.perf_counter() - started,
+        files=artefact.IndexFiles(
+            vectors=vectors_file,
+            vectors_sha256=vectors_sha,
+            tracks=tracks_file,
+            tracks_sha256=sha256_file(output / tracks_file),
+        ),
+        source={
+            "backfill": str(backfill_out),
+            "digest": source_digest(backfill_out),
+            "artists": str(artists_csv) if artists_csv else None,
+            "artists_sha256": sha256_file(artists_csv) if artists_csv else None,
+        },
+        built_at=time.time(),
+        build_seconds=time.perf_counter() - started,
     )
     artefact.write_manifest(manifest_file, manifest)  # the commit point
     _remove_stale(output, model, keep={vectors_file, tracks_file, *previous})
@@ -187,28 +231,52 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     b = commands.add_parser("build", help="backfill output → index generation in an index directory")
     b.add_argument("backfill_out", type=Path, help="a `taggram backfill --out` directory (one model)")
-    b.add_argument("--output", type=Path, required=True,
-                   help="index directory (TAGGRAM_INDEX_DIR): <model>.json + the files it names")
+    b.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="index directory (TAGGRAM_INDEX_DIR): <model>.json + the files it names",
+    )
     b.add_argument("--artists", type=Path, help="CSV: track_id, artist_id (or artist) [, title]")
-    b.add_argument("--backend", choices=("auto", "exact", "usearch"), default="auto",
-                   help=f"auto: exact up to {EXACT_MAX_VECTORS} tracks, usearch HNSW above")
+    b.add_argument(
+        "--backend",
+        choices=("auto", "exact", "usearch"),
+        default="auto",
+        help=f"auto: exact up to {EXACT_MAX_VECTORS} tracks, usearch HNSW above",
+    )
     b.add_argument("--storage", choices=HNSW_STORAGES, default="f16", help="HNSW vector storage")
-    b.add_argument("--duplicate-threshold", type=float, default=None,
-                   help="score at and above which a neighbour is flagged a duplicate (default: calibrated per model, "
-                        f"{CALIBRATED_DUPLICATE_THRESHOLDS})")
+    b.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=None,
+        help="score at and above which a neighbour is flagged a duplicate (default: calibrated per model, "
+        f"{CALIBRATED_DUPLICATE_THRESHOLDS})",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        manifest = build(args.backfill_out, args.output, artists_csv=args.artists, backend=args.backend,
-                         storage=args.storage, duplicate_threshold=args.duplicate_threshold)
+        manifest = build(
+            args.backfill_out,
+            args.output,
+            artists_csv=args.artists,
+            backend=args.backend,
+            storage=args.storage,
+            duplicate_threshold=args.duplicate_threshold,
+        )
     except UsageError as error:
         log.error("index build: %s", error)
         return EXIT_USAGE
-    log.info("index %s: %d tracks, %s %s, built in %.1f s", artefact.manifest_path(args.output, manifest.model),
-             manifest.count, manifest.library, manifest.storage, manifest.build_seconds)
+    log.info(
+        "index %s: %d tracks, %s %s, built in %.1f s",
+        artefact.manifest_path(args.output, manifest.model),
+        manifest.count,
+        manifest.library,
+        manifest.storage,
+        manifest.build_seconds,
+    )
     return EXIT_OK
 
 

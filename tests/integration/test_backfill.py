@@ -23,14 +23,14 @@ import pytest
 import redis
 import yaml
 
+from service.config import Settings
+from service.engine.cache import cache_key
 from service.offline import backfill
 from service.offline.backfill import read_output, shard_of
 from service.offline.backfill.cli import build_parser
-from service.engine.cache import cache_key
-from service.config import Settings
 from tests.support.audio_factory import chord, encode_audio, noise, sine, sweep
-from tests.support.ogg_pages import with_padded_vorbis_setup
 from tests.support.live_server import live_server, server_settings
+from tests.support.ogg_pages import with_padded_vorbis_setup
 from tests.support.redis_support import redis_url  # noqa: F401 (fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -235,14 +235,20 @@ def test_results_equal_what_the_service_answers_for_the_same_bytes(clean_run, ca
             assert taggram["cached"] is False and embed["cached"] is True  # computed by the service itself
             assert taggram["duration_seconds"] == row["duration_seconds"], name
             assert len(taggram["segments"]) == row["segments"], name
-            np.testing.assert_allclose([s["scores"] for s in taggram["segments"]], row["taggram"], **close, err_msg=name)
+            np.testing.assert_allclose(
+                [s["scores"] for s in taggram["segments"]], row["taggram"], **close, err_msg=name
+            )
             np.testing.assert_allclose(taggram["mean"], row["tag_scores"], **close, err_msg=name)
             np.testing.assert_allclose(embed["embedding"], row["embedding"], **close, err_msg=name)
             assert [s["subgenre"] for s in suggest["suggestions"]] == [s["subgenre"] for s in row["top_subgenres"]]
             assert [w["code"] for w in taggram["warnings"]] == row["warnings"], name
             assert taggram["decode"]["decoder"] == row["decoder"], name
-            np.testing.assert_allclose([s["score"] for s in suggest["suggestions"]],
-                                       [s["score"] for s in row["top_subgenres"]], **close, err_msg=name)
+            np.testing.assert_allclose(
+                [s["score"] for s in suggest["suggestions"]],
+                [s["score"] for s in row["top_subgenres"]],
+                **close,
+                err_msg=name,
+            )
         for name, (_, code) in BROKEN.items():
             response = http.post("/embed", content=(catalog / name).read_bytes())
             assert response.status_code in (413, 415, 422), name
@@ -251,8 +257,12 @@ def test_results_equal_what_the_service_answers_for_the_same_bytes(clean_run, ca
 
 def test_refusing_damaged_audio_makes_truncated_files_error_rows(catalog, models_dir, tmp_path):
     out = tmp_path / "out"
-    assert run_inprocess([catalog, "--out", out, "--models-dir", models_dir, "--workers", 1, *COMMON,
-                          "--damaged-audio", "refuse"]) == 0
+    assert (
+        run_inprocess(
+            [catalog, "--out", out, "--models-dir", models_dir, "--workers", 1, *COMMON, "--damaged-audio", "refuse"]
+        )
+        == 0
+    )
     errors = {e["track_id"]: e for e in sorted_rows(out, "errors")}
     assert errors["truncated.wav"]["code"] == "damaged_audio"
     assert "11.0 s" in errors["truncated.wav"]["message"]  # says what the file declares
@@ -324,8 +334,25 @@ def test_the_numbers_do_not_depend_on_how_many_batches_run_at_once(catalog, mode
     outputs = {}
     for workers in (1, 3):
         outputs[workers] = tmp_path / f"out-{workers}"
-        assert run_inprocess([catalog, "--out", outputs[workers], "--models-dir", models_dir, "--workers", 2,
-                              "--inference-workers", workers, "--intra-op-threads", 1, *COMMON]) == 0
+        assert (
+            run_inprocess(
+                [
+                    catalog,
+                    "--out",
+                    outputs[workers],
+                    "--models-dir",
+                    models_dir,
+                    "--workers",
+                    2,
+                    "--inference-workers",
+                    workers,
+                    "--intra-op-threads",
+                    1,
+                    *COMMON,
+                ]
+            )
+            == 0
+        )
     assert sorted_rows(outputs[3], "results") == sorted_rows(outputs[1], "results")
 
 
@@ -350,8 +377,25 @@ def test_sigterm_commits_the_finished_tracks_and_exits_143(models_dir, tmp_path)
     catalog = long_and_short_catalog(tmp_path / "catalog", long_first=False)
     out = tmp_path / "out"
     # Nothing would be committed before the end with these part settings: only the stop commits.
-    process = cli(catalog, "--out", out, "--models-dir", models_dir, "--workers", 1, "--tracks-per-part", 1000,
-                  "--part-seconds", 1000, "--chunk-seconds", 5, "--progress", "log", "--progress-seconds", 0.01)
+    process = cli(
+        catalog,
+        "--out",
+        out,
+        "--models-dir",
+        models_dir,
+        "--workers",
+        1,
+        "--tracks-per-part",
+        1000,
+        "--part-seconds",
+        1000,
+        "--chunk-seconds",
+        5,
+        "--progress",
+        "log",
+        "--progress-seconds",
+        0.01,
+    )
     try:
         for line in process.stderr:  # progress lines: "backfill:  75%|...| 3/4 [..."
             if " 3/4 [" in line:
@@ -383,7 +427,7 @@ def test_a_dying_decoder_costs_its_track_only(models_dir, tmp_path):
         (worker,) = worker_pids(process.pid)
         time.sleep(1.0)
         os.kill(worker, signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+        _stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()
@@ -399,7 +443,7 @@ def test_a_dying_decoder_costs_its_track_only(models_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_warm_cache_makes_the_same_bytes_a_hit_in_the_service(catalog, models_dir, redis_url, tmp_path):  # noqa: F811
+def test_warm_cache_makes_the_same_bytes_a_hit_in_the_service(catalog, models_dir, redis_url, tmp_path):
     # A JSONL manifest this time: ids are free text, relative paths are relative to the manifest.
     picked = {"track-sine": "a/sine.wav", "track-short": "short.m4a", "track-random": "random.mp3"}
     manifest = catalog / "manifest.jsonl"
@@ -416,7 +460,7 @@ def test_warm_cache_makes_the_same_bytes_a_hit_in_the_service(catalog, models_di
     client = redis.Redis.from_url(redis_url)
     try:
         for row in rows.values():
-            key = cache_key(row["audio_sha256"], MODEL, manifest_json["onnx"]["sha256"], 187 * 256)
+            key = cache_key(row["audio_sha256"], MODEL, manifest_json["onnx"]["sha256"], 187 * 256, precision="fp32")
             assert client.exists(key), key
     finally:
         client.close()
@@ -463,10 +507,13 @@ def test_failures_of_the_run_itself_exit_2(catalog, models_dir, clean_run, tmp_p
         assert exit_info.value.code == 2, bad
 
 
-@pytest.mark.parametrize("argument, accepted, refused", [
-    ("--hop", ["0.5", "30"], ["0.49", "30.01", "nan", "abc"]),
-    ("--top-k", ["1", "50"], ["0", "51", "2.5"]),
-])
+@pytest.mark.parametrize(
+    "argument, accepted, refused",
+    [
+        ("--hop", ["0.5", "30"], ["0.49", "30.01", "nan", "abc"]),
+        ("--top-k", ["1", "50"], ["0", "51", "2.5"]),
+    ],
+)
 def test_hop_and_top_k_take_exactly_the_apis_ranges(argument, accepted, refused, capsys):
     from service.offline.backfill.cli import parse_options
 
@@ -514,16 +561,23 @@ def test_a_decode_worker_imports_no_inference_output_or_web_stack():
     """Spawned decode workers import service.offline.backfill.workers: by structure, it loads no pyarrow, ONNX Runtime,
     FastAPI, Redis or tqdm (each worker would pay their import time and memory)."""
     heavy = ("pyarrow", "onnxruntime", "fastapi", "redis", "tqdm", "starlette")
-    code = ("import sys, service.offline.backfill.workers; "
-            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    code = (
+        "import sys, service.offline.backfill.workers; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
     assert result.stdout.strip() == "[]", result.stdout
 
 
 def test_the_walked_extensions_are_those_of_the_decoders_demuxers():
-    from service.offline.backfill.catalog import AUDIO_EXTENSIONS, EXTENSIONS_BY_DEMUXER
     from service.decode import ALLOWED_DEMUXERS
+    from service.offline.backfill.catalog import AUDIO_EXTENSIONS, EXTENSIONS_BY_DEMUXER
 
     assert set(EXTENSIONS_BY_DEMUXER) == set(ALLOWED_DEMUXERS)
     assert AUDIO_EXTENSIONS and all(ext.startswith(".") and ext == ext.lower() for ext in AUDIO_EXTENSIONS)

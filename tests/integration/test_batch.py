@@ -1,5 +1,5 @@
-"""The batcher's inference workers (service/engine/batch.py, service/engine/run.py): how queued patches become batches, and
-that batches run side by side on a multi-worker runner. Cross-request sharing, fairness, the queue bound and
+"""The batcher's inference workers (service/engine/batch.py, service/engine/run.py): how queued patches become batches,
+and that batches run side by side on a multi-worker runner. Cross-request sharing, fairness, the queue bound and
 deadlines are specified over real HTTP in tests/system/test_api.py and tests/system/test_reliability.py."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from service.engine.batch import Batcher, BatchRecord
 from service.config import Settings
+from service.engine.batch import Batcher, BatchRecord
 from service.engine.run import BatchPolicy, Runner, batch_policy, load_runner
 
 PATCH_SAMPLES = 48_128
@@ -38,8 +38,9 @@ def patches(n: int, seed: int = 0) -> np.ndarray:
     return (0.3 * np.random.default_rng(seed).standard_normal((n, PATCH_SAMPLES))).astype(np.float32)
 
 
-def run_one_job(runner: Runner, rows: np.ndarray, workers: int,
-                max_batch: int) -> tuple[dict[str, np.ndarray], list[BatchRecord]]:
+def run_one_job(
+    runner: Runner, rows: np.ndarray, workers: int, max_batch: int
+) -> tuple[dict[str, np.ndarray], list[BatchRecord]]:
     """Queue every row of one job before the batcher starts, so the batches it forms depend on the policy alone."""
 
     async def scenario():
@@ -96,13 +97,13 @@ def test_a_single_worker_takes_full_batches_one_after_another(one_worker_runner)
     assert not overlap(*records), records
 
 
-
 def test_warm_up_runs_a_full_batch_on_every_inference_thread_before_serving(two_worker_runner):
     """So each serving thread's first batch (its buffers, ONNX Runtime's arena at full size) is paid before ready."""
 
     async def scenario():
-        batcher = Batcher(two_worker_runner, model="warm-up-check", policy=policy(workers=2, max_batch=4),
-                          max_queue_patches=16)
+        batcher = Batcher(
+            two_worker_runner, model="warm-up-check", policy=policy(workers=2, max_batch=4), max_queue_patches=16
+        )
         try:
             await batcher.warm_up(PATCH_SAMPLES)
             return sorted(t.name for t in threading.enumerate() if t.name.startswith("infer-warm-up-check"))

@@ -1,10 +1,10 @@
-"""Specification of service/engine/cache.py: key scheme, value format, backends, failure behaviour, single-flight."""
+"""Specification of service/engine/cache/: key scheme, value format, backends, failure behaviour, single-flight."""
 
 from __future__ import annotations
 
-import json
 import asyncio
 import hashlib
+import json
 import struct
 import time
 import zlib
@@ -17,15 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from prometheus_client import REGISTRY
 from redis.asyncio.connection import SSLConnection
-from tests.support.redis_support import (  # noqa: F401 - fixtures are used by name
-    RedisServer,
-    free_port,
-    private_redis,
-    private_redis_factory,
-    redis_url,
-)
 
-from service.engine import cache as cache_module
+from service.config import Settings
+from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
+from service.engine.analysis import Analysis
 from service.engine.cache import (
     HEADER_BYTES,
     SCHEMA_VERSION,
@@ -33,15 +28,22 @@ from service.engine.cache import (
     CorruptEntry,
     MemoryCache,
     RedisCache,
+    SharedComputationCancelled,
+    SingleFlight,
     cache_key,
     decode_analysis,
     encode_analysis,
+    get_or_compute,
     make_cache,
 )
-from service.engine.single_flight import SharedComputationCancelled, SingleFlight, get_or_compute
-from service.config import Settings
-from service.engine.analysis import Analysis
-from service.decode.facts import WARNING_CODES, DecodeFacts, DecodeWarning, facts_to_json
+from service.engine.cache import key as cache_module  # the module whose SCHEMA_VERSION the key reads
+from tests.support.redis_support import (  # noqa: F401 - fixtures are used by name
+    RedisServer,
+    free_port,
+    private_redis,
+    private_redis_factory,
+    redis_url,
+)
 
 AUDIO = hashlib.sha256(b"some song").hexdigest()
 ONNX = hashlib.sha256(b"msd-musicnn.onnx").hexdigest()
@@ -66,7 +68,7 @@ def analysis(segments: int = 3, labels: int = 5, dim: int = 4, seed: int = 0, ho
 
 
 def key(n: int = 0) -> str:
-    return cache_key(hashlib.sha256(str(n).encode()).hexdigest(), "msd-musicnn", ONNX, 48000)
+    return cache_key(hashlib.sha256(str(n).encode()).hexdigest(), "msd-musicnn", ONNX, 48000, precision="fp32")
 
 
 def bits(values: np.ndarray) -> np.ndarray:
@@ -240,27 +242,30 @@ def test_encode_refuses_what_it_cannot_round_trip(bad: Analysis) -> None:
 
 
 def test_key_layout() -> None:
-    assert cache_key(AUDIO, "msd-musicnn", ONNX, 47872) == (
-        f"taggram:v{SCHEMA_VERSION}:msd-musicnn:{ONNX[:16]}:47872:{AUDIO}"
+    assert cache_key(AUDIO, "msd-musicnn", ONNX, 47872, precision="fp32") == (
+        f"taggram:v{SCHEMA_VERSION}:msd-musicnn:{ONNX[:16]}:fp32:47872:{AUDIO}"
     )
 
 
 def test_key_changes_with_every_component(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = cache_key(AUDIO, "msd-musicnn", ONNX, 47872)
+    base = cache_key(AUDIO, "msd-musicnn", ONNX, 47872, precision="fp32")
     variants = {
-        "audio": cache_key(hashlib.sha256(b"other song").hexdigest(), "msd-musicnn", ONNX, 47872),
-        "model": cache_key(AUDIO, "mtt-musicnn", ONNX, 47872),
-        "onnx": cache_key(AUDIO, "msd-musicnn", hashlib.sha256(b"re-exported").hexdigest(), 47872),
-        "hop": cache_key(AUDIO, "msd-musicnn", ONNX, 23936),
+        "audio": cache_key(hashlib.sha256(b"other song").hexdigest(), "msd-musicnn", ONNX, 47872, precision="fp32"),
+        "model": cache_key(AUDIO, "mtt-musicnn", ONNX, 47872, precision="fp32"),
+        "onnx": cache_key(AUDIO, "msd-musicnn", hashlib.sha256(b"re-exported").hexdigest(), 47872, precision="fp32"),
+        "hop": cache_key(AUDIO, "msd-musicnn", ONNX, 23936, precision="fp32"),
+        "precision": cache_key(AUDIO, "msd-musicnn", ONNX, 47872, precision="bf16"),
     }
     monkeypatch.setattr(cache_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    variants["schema"] = cache_key(AUDIO, "msd-musicnn", ONNX, 47872)
+    variants["schema"] = cache_key(AUDIO, "msd-musicnn", ONNX, 47872, precision="fp32")
     assert base not in variants.values()
     assert len(set(variants.values())) == len(variants)
 
 
 def test_key_is_canonical_in_hash_case() -> None:
-    assert cache_key(AUDIO.upper(), "msd-musicnn", ONNX.upper(), 47872) == cache_key(AUDIO, "msd-musicnn", ONNX, 47872)
+    assert cache_key(AUDIO.upper(), "msd-musicnn", ONNX.upper(), 47872, precision="fp32") == cache_key(
+        AUDIO, "msd-musicnn", ONNX, 47872, precision="fp32"
+    )
 
 
 @pytest.mark.parametrize(
@@ -277,7 +282,7 @@ def test_key_is_canonical_in_hash_case() -> None:
 )
 def test_key_rejects_malformed_components(audio: str, model: str, onnx: str, hop: int) -> None:
     with pytest.raises(ValueError):
-        cache_key(audio, model, onnx, hop)
+        cache_key(audio, model, onnx, hop, precision="fp32")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Real-world audio: damaged and truncated files say so, files FFmpeg refuses are read by libsndfile, and an
 analysis shared by several requests owns its input.
 
-Every file here is made by a real encoder (tests/support/audio_factory.py) and then cut or re-paged the way real files get
-damaged: a download that stopped, a copy that ran out of disk. Nothing partial may be served in silence or cached
+Every file here is made by a real encoder (tests/support/audio_factory.py) and then cut or re-paged the way real files
+get damaged: a download that stopped, a copy that ran out of disk. Nothing partial may be served in silence or cached
 under the full file's hash.
 """
 
@@ -17,11 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.audio_factory import encode_audio, sine
-from tests.support.live_server import live_server, server_settings
-from tests.support.ogg_pages import ending_on_an_empty_page, split_pages, with_flags, with_padded_vorbis_setup
 from service.api.app import create_app
-from service.engine.cache import cache_key
 from service.decode import (
     AUDIO_DAMAGED,
     AUDIO_TRUNCATED,
@@ -33,6 +29,10 @@ from service.decode import (
     sndfile,
 )
 from service.decode.facts import DecodeFacts
+from service.engine.cache import cache_key
+from tests.support.audio_factory import encode_audio, sine
+from tests.support.live_server import live_server, server_settings
+from tests.support.ogg_pages import ending_on_an_empty_page, split_pages, with_flags, with_padded_vorbis_setup
 
 RATE = 44_100
 SECONDS = 12.0
@@ -275,8 +275,13 @@ def test_refusing_damaged_audio_answers_422_and_caches_nothing(models_dir):
         refused = http.post("/suggest-subgenres", content=data)
         clean = http.post("/suggest-subgenres", content=tone("flac", 4.0))
         model = live.state.models["msd-musicnn"]
-        key = cache_key(hashlib.sha256(data).hexdigest(), model.name, model.manifest.onnx.sha256,
-                        model.manifest.geometry.hop_frames(None) * model.manifest.geometry.frame_hop)
+        key = cache_key(
+            hashlib.sha256(data).hexdigest(),
+            model.name,
+            model.manifest.onnx.sha256,
+            model.manifest.geometry.hop_frames(None) * model.manifest.geometry.frame_hop,
+            precision=model.runner.precision,
+        )
         assert key not in live.state.cache
     assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["code"] == "damaged_audio" and "9.0 s" in refused.json()["detail"]
@@ -299,6 +304,7 @@ def test_cancelling_the_first_of_identical_requests_mid_decode_leaves_the_others
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://taggram", timeout=300) as http:
+
                 def post():
                     return asyncio.create_task(http.post("/embed", content=data, headers={"content-type": "audio/wav"}))
 
@@ -314,8 +320,13 @@ def test_cancelling_the_first_of_identical_requests_mid_decode_leaves_the_others
                     await first
                 model = state.models["msd-musicnn"]
                 geometry = model.manifest.geometry
-                key = cache_key(hashlib.sha256(data).hexdigest(), model.name,
-                                model.manifest.onnx.sha256, geometry.hop_frames(None) * geometry.frame_hop)
+                key = cache_key(
+                    hashlib.sha256(data).hexdigest(),
+                    model.name,
+                    model.manifest.onnx.sha256,
+                    geometry.hop_frames(None) * geometry.frame_hop,
+                    precision=model.runner.precision,
+                )
                 cached = await state.cache.get(key)
                 return responses, cached
 
@@ -327,5 +338,7 @@ def test_cancelling_the_first_of_identical_requests_mid_decode_leaves_the_others
         assert body["warnings"] == []
     assert bodies[0]["embedding"] == bodies[1]["embedding"]
     assert cached is not None and cached.duration_seconds == pytest.approx(seconds)
-    np.testing.assert_array_equal(np.mean(cached.embedding.astype(np.float64), axis=0).astype(np.float32),
-                                  np.asarray(bodies[0]["embedding"], np.float32))
+    np.testing.assert_array_equal(
+        np.mean(cached.embedding.astype(np.float64), axis=0).astype(np.float32),
+        np.asarray(bodies[0]["embedding"], np.float32),
+    )

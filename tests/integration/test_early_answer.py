@@ -46,7 +46,9 @@ def suggest(http, data: bytes, **params) -> dict:
     return response.json()
 
 
-def test_an_early_answer_says_what_it_covers_and_the_complete_analysis_then_serves_every_endpoint(models_dir, long_track):
+def test_an_early_answer_says_what_it_covers_and_the_complete_analysis_then_serves_every_endpoint(
+    models_dir, long_track
+):
     with live_server(server_settings(models_dir, early_answer_patches=PATCHES)) as live, live.client() as http:
         early = suggest(http, long_track)
         assert early["complete"] is False and early["cached"] is False

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from service.offline import backfill
-from service.offline.backfill.codes import EXIT_USAGE
 from service.offline.backfill import read_output
+from service.offline.codes import EXIT_USAGE
 from tests.support.audio_factory import chord, encode_audio, sine
 from tests.support.live_server import live_server, server_settings
 
@@ -27,8 +27,22 @@ FILES = {
 
 
 def run(source: Path, out: Path, models_dir: Path, *extra: str) -> int:
-    return backfill.main([str(source), "--out", str(out), "--models-dir", str(models_dir), "--model", MODEL,
-                          "--workers", "1", "--progress", "log", *extra])
+    return backfill.main(
+        [
+            str(source),
+            "--out",
+            str(out),
+            "--models-dir",
+            str(models_dir),
+            "--model",
+            MODEL,
+            "--workers",
+            "1",
+            "--progress",
+            "log",
+            *extra,
+        ]
+    )
 
 
 def test_segment_embeddings_column_matches_the_pooled_embedding_and_the_service(models_dir, tmp_path):

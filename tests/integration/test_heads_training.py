@@ -40,8 +40,13 @@ def catalog(models_dir, tmp_path_factory) -> dict[str, Path]:
 
 
 def train_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service", "train-head", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=TRAIN_TIMEOUT_SECONDS)
+    return subprocess.run(
+        [sys.executable, "-m", "service", "train-head", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TRAIN_TIMEOUT_SECONDS,
+    )
 
 
 def rewrite_labels(source: Path, target: Path, change) -> Path:
@@ -57,8 +62,18 @@ def rewrite_labels(source: Path, target: Path, change) -> Path:
 
 def test_cli_trains_selects_by_grouped_cv_and_writes_a_working_artefact(catalog, models_dir, tmp_path):
     heads = tmp_path / "heads"
-    done = train_cli(catalog["backfill"], catalog["labels"], "--name", "synth", "--output", heads,
-                     "--models-dir", models_dir, "--candidates", "logreg-pooled,logreg-segments")
+    done = train_cli(
+        catalog["backfill"],
+        catalog["labels"],
+        "--name",
+        "synth",
+        "--output",
+        heads,
+        "--models-dir",
+        models_dir,
+        "--candidates",
+        "logreg-pooled,logreg-segments",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     manifest = json.loads((heads / "synth.json").read_text())
@@ -66,12 +81,19 @@ def test_cli_trains_selects_by_grouped_cv_and_writes_a_working_artefact(catalog,
 
     assert manifest["classes"] == sorted(CLASSES)
     assert manifest["hierarchy"] == {"synthetic": sorted(CLASSES)}
-    assert manifest["base_model"] == {"name": "msd-musicnn", "onnx_sha256": base["onnx"]["sha256"],
-                                      "embedding_output": "embedding", "embedding_dim": 200}
+    assert manifest["base_model"] == {
+        "name": "msd-musicnn",
+        "onnx_sha256": base["onnx"]["sha256"],
+        "precision": "fp32",
+        "embedding_output": "embedding",
+        "embedding_dim": 200,
+    }
     assert manifest["metrics"]["grouped_by"] == "artist"
     assert set(manifest["metrics"]["candidates"]) == {"logreg-pooled", "logreg-segments"}
     assert manifest["head_type"] == summary["chosen"]
-    assert manifest["pooling"] == {"logreg-pooled": "mean_embedding", "logreg-segments": "mean_scores"}[summary["chosen"]]
+    assert (
+        manifest["pooling"] == {"logreg-pooled": "mean_embedding", "logreg-segments": "mean_scores"}[summary["chosen"]]
+    )
     macro = manifest["metrics"]["cv"]["macro"]
     # Timbres this distinct are separable on unseen artists; a leak-free CV that still fails this is a bug.
     assert macro["roc_auc"] >= 0.95 and macro["top1"] >= 0.9, macro
@@ -122,8 +144,9 @@ def test_exported_head_equals_the_trained_head(catalog, tmp_path, name):
     onnx_path, _ = write_artefact(head, "round-trip", tmp_path, {"classes": data.classes})
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs = np.concatenate([data.pooled, *data.segments]).astype(np.float32)
-    np.testing.assert_allclose(session.run(None, {"embedding": inputs})[0], head.scores(inputs),
-                               atol=EXPORT_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        session.run(None, {"embedding": inputs})[0], head.scores(inputs), atol=EXPORT_TOLERANCE, rtol=0
+    )
 
 
 def test_folded_logistic_head_equals_scikit_learn_pipeline(catalog):
@@ -206,7 +229,7 @@ def test_metrics_on_known_values():
 
 
 def test_duplicate_ids_are_an_error_naming_the_lines(catalog, tmp_path):
-    labels = rewrite_labels(catalog["labels"], tmp_path / "dup.csv", lambda rows: rows + [dict(rows[0])])
+    labels = rewrite_labels(catalog["labels"], tmp_path / "dup.csv", lambda rows: [*rows, dict(rows[0])])
     with pytest.raises(LabelError, match=r"duplicate track ids: 'drone-a0-t0.wav' on lines 2, 29"):
         read_labels(labels)
 
@@ -219,8 +242,9 @@ def test_a_one_artist_class_is_refused_as_leakage(catalog, tmp_path):
         return rows
 
     labels = rewrite_labels(catalog["labels"], tmp_path / "leak.csv", one_artist)
-    done = train_cli(catalog["backfill"], labels, "--name", "x", "--output", tmp_path / "out",
-                     "--models-dir", REPO_ROOT / "models")
+    done = train_cli(
+        catalog["backfill"], labels, "--name", "x", "--output", tmp_path / "out", "--models-dir", REPO_ROOT / "models"
+    )
     assert done.returncode == 2
     assert "'pulses' (all 9 from artist 'the-only-one'" in done.stderr
     assert not (tmp_path / "out").exists()
@@ -258,11 +282,22 @@ def test_embeddings_of_another_model_are_refused(catalog, tmp_path, models_dir):
     manifest = json.loads((models_dir / "msd-musicnn.json").read_text())
     manifest["onnx"]["sha256"] = "0" * 64  # a re-exported graph: same name, other weights
     (other / "msd-musicnn.json").write_text(json.dumps(manifest))
-    done = train_cli(catalog["backfill"], catalog["labels"], "--name", "x", "--output", tmp_path / "out",
-                     "--models-dir", other)
+    done = train_cli(
+        catalog["backfill"], catalog["labels"], "--name", "x", "--output", tmp_path / "out", "--models-dir", other
+    )
     assert done.returncode == 2 and "embeddings of another msd-musicnn graph" in done.stderr
-    done = train_cli(catalog["backfill"], catalog["labels"], "--name", "x", "--output", tmp_path / "out",
-                     "--models-dir", models_dir, "--model", "mtt-musicnn")
+    done = train_cli(
+        catalog["backfill"],
+        catalog["labels"],
+        "--name",
+        "x",
+        "--output",
+        tmp_path / "out",
+        "--models-dir",
+        models_dir,
+        "--model",
+        "mtt-musicnn",
+    )
     assert done.returncode == 2 and "not 'mtt-musicnn'" in done.stderr
 
 
@@ -271,14 +306,31 @@ def test_evaluation_scores_heads_and_tag_baselines_on_the_same_folds(catalog, tm
     from head_training.evaluate import percentiles
 
     reference = np.array([[0.1], [0.2], [0.3], [0.4]])
-    np.testing.assert_allclose(percentiles(reference, np.array([[0.05], [0.2], [0.35], [0.9]]))[:, 0],
-                               [0.0, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(
+        percentiles(reference, np.array([[0.05], [0.2], [0.35], [0.9]]))[:, 0], [0.0, 0.5, 0.75, 1.0]
+    )
     tag_map = tmp_path / "map.json"
-    tag_map.write_text(json.dumps({"drone": ["ambient"], "pulses": ["electronic", "electro"],
-                                   "noise-beats": ["experimental", "heavy metal"]}))
+    tag_map.write_text(
+        json.dumps(
+            {"drone": ["ambient"], "pulses": ["electronic", "electro"], "noise-beats": ["experimental", "heavy metal"]}
+        )
+    )
     out = tmp_path / "eval.json"
-    assert evaluate_main([str(catalog["backfill"]), str(catalog["labels"]), "--tag-map", str(tag_map),
-                          "--out", str(out), "--candidates", "logreg-pooled"]) == 0
+    assert (
+        evaluate_main(
+            [
+                str(catalog["backfill"]),
+                str(catalog["labels"]),
+                "--tag-map",
+                str(tag_map),
+                "--out",
+                str(out),
+                "--candidates",
+                "logreg-pooled",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(out.read_text())
     assert set(summary["results"]) == {"logreg-pooled", "tags-raw", "tags-percentile", "tags-platt"}
     assert summary["grouped_by"] == "artist" and summary["tracks"] == 27

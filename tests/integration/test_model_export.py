@@ -406,10 +406,22 @@ def test_a_second_build_all_builds_nothing_and_leaves_every_file_untouched(model
     assert snapshot(models_dir) == before
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_the_parity_patches_shipped_next_to_the_graph_are_the_fixtures_patches_exactly(models_dir, name):
+    """What the service's bf16 parity guard runs (docs/precision.md): the patches the export's parity is measured on."""
+    from model_export.parity import reference_windows
+    from service.artefacts.parity_patches import load_parity_patches, parity_patches_path
+
+    shipped = load_parity_patches(parity_patches_path(models_dir / f"{name}.onnx"))
+    expected = reference_windows(MODELS[name], export.FIXTURES_DIR)
+    assert shipped.dtype == np.float32 and shipped.shape == (15, 48128)
+    assert np.array_equal(shipped, expected)
+
+
 def test_built_files_are_readable_by_other_users(models_dir):
     """The Docker image exports as root and serves as an unprivileged user (`COPY --from` keeps file modes)."""
     for name in MODEL_NAMES:
-        for path in (models_dir / f"{name}.onnx", models_dir / f"{name}.json"):
+        for path in (models_dir / f"{name}.onnx", models_dir / f"{name}.json", models_dir / f"{name}.parity.npz"):
             mode = path.stat().st_mode & 0o777
             assert mode & 0o044 == 0o044, f"{path.name} is {oct(mode)}: group/others cannot read it"
 
@@ -420,6 +432,8 @@ def test_a_modified_graph_or_a_manifest_from_another_build_is_not_up_to_date(mod
     shutil.copyfile(models_dir / onnx_path.name, onnx_path)
     shutil.copyfile(models_dir / manifest_path.name, manifest_path)
     key = export.build_key(spec)
+    assert not export.is_up_to_date(onnx_path, manifest_path, key)  # without its parity patches (docs/precision.md)
+    shutil.copyfile(models_dir / f"{spec.name}.parity.npz", tmp_path / f"{spec.name}.parity.npz")
     assert export.is_up_to_date(onnx_path, manifest_path, key)
 
     flip_byte(onnx_path, onnx_path.stat().st_size // 2)

@@ -45,8 +45,13 @@ def mp3s(real_music) -> dict:
     for variant in VARIANTS:
         bitrate, xing, id3v1 = variant
         options = {"write_xing": str(int(xing)), "write_id3v1": str(int(id3v1))}
-        made[variant] = encode_audio(samples, rate, "mp3", muxer_options=options,
-                                     **({"bit_rate": CBR_BIT_RATE} if bitrate == "cbr" else {"quality": VBR_QUALITY}))
+        made[variant] = encode_audio(
+            samples,
+            rate,
+            "mp3",
+            muxer_options=options,
+            **({"bit_rate": CBR_BIT_RATE} if bitrate == "cbr" else {"quality": VBR_QUALITY}),
+        )
     return made
 
 

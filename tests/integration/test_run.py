@@ -1,18 +1,17 @@
-"""Running a graph (service/engine/run.py): outputs per patch, the fixed-size padding used on CUDA, and the batch policy:
-how large batches are and how many run at once on how many threads."""
+"""Running a graph (service/engine/run.py): outputs per patch, the fixed-size padding used on CUDA, and the batch
+policy: how large batches are and how many run at once on how many threads."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from service.config import Settings
-from service.engine.run import (BatchPolicy, Runner, batch_policy, cgroup_cpu_limit, choose_providers, load_runner,
-                         parse_cpu_max, quota_cores, usable_cpus)
+from service.engine.cpus import usable_cpus
+from service.engine.run import BatchPolicy, Runner, batch_policy, choose_providers, load_runner
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +81,10 @@ def test_the_backfill_runs_under_the_services_policy_with_its_own_batch_size():
     service = batch_policy(Settings(), on_cuda=False)
     backfill = default_batch_policy(Settings())
     assert backfill.max_batch_patches == DEFAULT_BATCH_PATCHES
-    assert (backfill.inference_workers, backfill.intra_op_threads) == (service.inference_workers,
-                                                                       service.intra_op_threads)
+    assert (backfill.inference_workers, backfill.intra_op_threads) == (
+        service.inference_workers,
+        service.intra_op_threads,
+    )
     told = backfill_settings(Settings(inference_workers=1, intra_op_threads=2), batch_patches=3)
     assert batch_policy(told, on_cuda=False) == BatchPolicy(3, told.max_batch_wait_ms / 1000, 1, 2)
 
@@ -106,15 +107,3 @@ def test_the_runners_session_uses_the_policys_thread_count(models_dir):
     assert policy.inference_workers == 2
     runner = load_runner(models_dir / "msd-musicnn.onnx", "cpu", policy.intra_op_threads)
     assert runner.session.get_session_options().intra_op_num_threads == max(1, usable_cpus() // 2)
-
-
-def test_a_containers_cpu_quota_caps_the_usable_cpus_rounded_up_to_whole_cores():
-    assert parse_cpu_max("200000 100000\n") == 2
-    assert parse_cpu_max("150000 100000") == 2  # 1.5 CPUs: two workers, each busy part of the time
-    assert parse_cpu_max("50000 100000") == 1
-    assert parse_cpu_max("max 100000") is None
-    assert quota_cores(-1, 100_000) is None  # cgroup v1: no quota
-    assert quota_cores(400_000, 100_000) == 4
-    limit = cgroup_cpu_limit()
-    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
-    assert limit is None or usable_cpus() <= limit

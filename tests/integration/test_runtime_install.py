@@ -15,9 +15,16 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_PARTS = ("pyproject.toml", "README.md", "service", "model_export", "head_training")  # what `pip install .` reads
+PACKAGE_PARTS = (
+    "pyproject.toml",
+    "README.md",
+    "service",
+    "model_export",
+    "head_training",
+)  # what `pip install .` reads
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_the_runtime_set_alone_installs_imports_and_starts(tmp_path, models_dir):
     """``pip install .`` (no extras) into a fresh venv, then what the image runs: serve to ready and the offline
@@ -26,14 +33,29 @@ def test_the_runtime_set_alone_installs_imports_and_starts(tmp_path, models_dir)
     source.mkdir()
     for part in PACKAGE_PARTS:
         copy = shutil.copytree if (REPO_ROOT / part).is_dir() else shutil.copy2
-        copy(REPO_ROOT / part, source / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+        copy(
+            REPO_ROOT / part,
+            source / part,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}),
+        )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(REPO_ROOT / "constraints.txt"), str(source)],
-        capture_output=True, text=True, timeout=900,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(REPO_ROOT / "constraints.txt"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert install.returncode == 0, install.stdout + install.stderr
     taggram = venv / "bin" / "taggram"
@@ -43,8 +65,9 @@ def test_the_runtime_set_alone_installs_imports_and_starts(tmp_path, models_dir)
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAGGRAM_")}
     port = free_port()
     env.update(TAGGRAM_MODELS_DIR=str(models_dir), TAGGRAM_MODELS="msd-musicnn", TAGGRAM_PORT=str(port))
-    server = subprocess.Popen([str(taggram), "serve"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [str(taggram), "serve"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert wait_ready(f"http://127.0.0.1:{port}/readyz", server, READY_TIMEOUT_SECONDS), "never ready"
     finally:

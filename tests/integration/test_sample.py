@@ -58,8 +58,10 @@ def real_music():
 @pytest.fixture(scope="module")
 def encoded(real_music) -> dict[str, bytes]:
     samples, rate = real_music
-    return {name: encode_audio(samples, rate, fmt, **options)
-            for name, (fmt, options, _) in (SEEKABLE | NOT_SEEKABLE).items()}
+    return {
+        name: encode_audio(samples, rate, fmt, **options)
+        for name, (fmt, options, _) in (SEEKABLE | NOT_SEEKABLE).items()
+    }
 
 
 def spread(num_samples: int) -> list[int]:
@@ -122,4 +124,5 @@ def test_a_track_longer_than_the_limit_is_refused_before_any_region_is_decoded(e
 def test_a_short_track_is_sampled_whole():
     """Fewer patches than asked for: every patch, so the early answer is the complete one."""
     assert spread_patch_offsets(3 * MUSICNN.covered_samples, MUSICNN, PATCHES) == [
-        i * MUSICNN.covered_samples - MUSICNN.context_samples for i in range(3)]
+        i * MUSICNN.covered_samples - MUSICNN.context_samples for i in range(3)
+    ]

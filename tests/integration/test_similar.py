@@ -28,9 +28,10 @@ from corpus.music import cut_clip, ensure_music
 from service.artefacts.durable import atomic_write
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
-from service.offline import index_build as build
 from service.artefacts.similar.search import ExactSearcher, UsearchSearcher
 from service.artefacts.similar.serving import load_index
+from service.offline import index_build as build
+from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
 from tests.support.audio_factory import encode_audio
 from tests.support.serve_process import ServeProcess
 
@@ -64,16 +65,41 @@ def music_catalog(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def backfill_out(music_catalog, models_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("backfill") / "out"
-    done = subprocess.run([sys.executable, "-m", "service", "backfill", str(music_catalog[0]), "--out", str(out),
-                           "--model", MODEL, "--models-dir", str(models_dir), "--workers", "1", "--progress", "log"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "backfill",
+            str(music_catalog[0]),
+            "--out",
+            str(out),
+            "--model",
+            MODEL,
+            "--models-dir",
+            str(models_dir),
+            "--workers",
+            "1",
+            "--progress",
+            "log",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
 
 def index_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service", "index", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+    return subprocess.run(
+        [sys.executable, "-m", "service", "index", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +111,22 @@ def index_dir(backfill_out, music_catalog, tmp_path_factory) -> Path:
 
 
 class Models(dict):
-    """Loaded models as load_index needs them (name → object with .manifest), read from the model manifests."""
+    """Loaded models as load_index needs them (name → object with .manifest and .runner.precision), read from the
+    model manifests; fp32, as the suite runs (tests/support/serve_process.TEST_PRECISION)."""
 
     def __init__(self, models_dir: Path, names=(MODEL,)) -> None:
         from types import SimpleNamespace
 
         from service.artefacts.manifest import load_manifest
 
-        super().__init__({n: SimpleNamespace(manifest=load_manifest(models_dir / f"{n}.json")) for n in names})
+        super().__init__(
+            {
+                n: SimpleNamespace(
+                    manifest=load_manifest(models_dir / f"{n}.json"), runner=SimpleNamespace(precision="fp32")
+                )
+                for n in names
+            }
+        )
 
 
 # ---- build → load → query --------------------------------------------------------------------------------------
@@ -102,6 +136,7 @@ def test_build_writes_a_manifest_that_describes_the_catalog(index_dir, backfill_
     manifest = artefact.read_manifest(index_dir / f"{MODEL}.json")
     model = Models(models_dir)[MODEL].manifest
     assert (manifest.model, manifest.onnx_sha256, manifest.count, manifest.dim) == (MODEL, model.onnx.sha256, 9, 200)
+    assert manifest.precision == "fp32"  # the backfill's (docs/precision.md)
     assert manifest.library == "numpy" and manifest.metric == "cosine" and manifest.has_artists
     assert manifest.duplicate_threshold == build.CALIBRATED_DUPLICATE_THRESHOLDS[MODEL]
     assert manifest.source["digest"] == build.source_digest(backfill_out)
@@ -143,11 +178,18 @@ def clustered(n: int, dim: int = 200, seed: int = 5, latent: int = 12) -> np.nda
 
 
 def write_backfill_like(out: Path, vectors: np.ndarray, onnx_sha256: str) -> None:
-    """The columns `index build` reads, as the backfill writes them (results/part-*.parquet)."""
+    """What `index build` reads, as the backfill writes it: the columns (results/part-*.parquet) and the run's
+    identity file, whose precision the index records (absent, as in every output before bf16: fp32)."""
     (out / "results").mkdir(parents=True)
-    table = pa.table({"track_id": [f"t{i}" for i in range(len(vectors))], "model": [MODEL] * len(vectors),
-                      "onnx_sha256": [onnx_sha256] * len(vectors),
-                      "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32(), vectors.shape[1]))})
+    (out / RUN_FILE).write_text(json.dumps({"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": onnx_sha256}))
+    table = pa.table(
+        {
+            "track_id": [f"t{i}" for i in range(len(vectors))],
+            "model": [MODEL] * len(vectors),
+            "onnx_sha256": [onnx_sha256] * len(vectors),
+            "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32(), vectors.shape[1])),
+        }
+    )
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
 
@@ -228,8 +270,12 @@ def test_build_refuses_int8_storage(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(index_dir, models_dir, tmp_path_factory):
-    with ServeProcess(models_dir, tmp_path_factory.mktemp("logs"), TAGGRAM_MODELS=f"{MODEL},mtt-musicnn",
-                      TAGGRAM_INDEX_DIR=str(index_dir)) as proc:
+    with ServeProcess(
+        models_dir,
+        tmp_path_factory.mktemp("logs"),
+        TAGGRAM_MODELS=f"{MODEL},mtt-musicnn",
+        TAGGRAM_INDEX_DIR=str(index_dir),
+    ) as proc:
         proc.wait_ready()
         yield proc
 
@@ -272,30 +318,46 @@ def reencoded(music_catalog, name: str, fmt: str = "mp3", bit_rate: int = 128_00
 
 def test_post_similar_finds_the_original_of_a_reencode(server, music_catalog):
     upload = reencoded(music_catalog, "02_at-60s.ogg")
-    response = httpx.post(f"{server.url}/similar", params={"k": 3}, content=upload,
-                          headers={"content-type": "audio/mpeg"}, timeout=120)
+    response = httpx.post(
+        f"{server.url}/similar", params={"k": 3}, content=upload, headers={"content-type": "audio/mpeg"}, timeout=120
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     first = body["neighbours"][0]
     assert first["track_id"] == "02/at-60s" and first["score"] > body["neighbours"][1]["score"]
     assert first["duplicate"] and body["duplicate"]  # an mp3 of a catalog clip is that clip
     assert body["cached"] is False and body["duration_seconds"] == pytest.approx(CLIP_SECONDS, abs=0.5)
-    again = httpx.post(f"{server.url}/similar", params={"k": 3, "artist_id": "Robert van Herk", "exclude_artist": "true"},
-                       content=upload, headers={"content-type": "audio/mpeg"}, timeout=120).json()
+    again = httpx.post(
+        f"{server.url}/similar",
+        params={"k": 3, "artist_id": "Robert van Herk", "exclude_artist": "true"},
+        content=upload,
+        headers={"content-type": "audio/mpeg"},
+        timeout=120,
+    ).json()
     assert again["cached"] is True and all(n["artist_id"] == "pronobozo" for n in again["neighbours"])
 
 
 def test_post_similar_errors(server, music_catalog):
     upload = reencoded(music_catalog, "01_at-20s.ogg")
     headers = {"content-type": "audio/mpeg"}
-    problem(httpx.post(f"{server.url}/similar", params={"exclude_artist": "true"}, content=upload, headers=headers),
-            422, "invalid_parameter")
-    problem(httpx.post(f"{server.url}/similar", params={"model": "mtt-musicnn"}, content=upload, headers=headers),
-            503, "no_index")
-    problem(httpx.post(f"{server.url}/similar", params={"k": 0}, content=upload, headers=headers), 422,
-            "invalid_parameter")
-    problem(httpx.post(f"{server.url}/similar", params={"hop": 0.01}, content=upload, headers=headers), 422,
-            "invalid_parameter")
+    problem(
+        httpx.post(f"{server.url}/similar", params={"exclude_artist": "true"}, content=upload, headers=headers),
+        422,
+        "invalid_parameter",
+    )
+    problem(
+        httpx.post(f"{server.url}/similar", params={"model": "mtt-musicnn"}, content=upload, headers=headers),
+        503,
+        "no_index",
+    )
+    problem(
+        httpx.post(f"{server.url}/similar", params={"k": 0}, content=upload, headers=headers), 422, "invalid_parameter"
+    )
+    problem(
+        httpx.post(f"{server.url}/similar", params={"hop": 0.01}, content=upload, headers=headers),
+        422,
+        "invalid_parameter",
+    )
 
 
 def test_models_and_metrics_describe_the_index(server, index_dir):
@@ -331,14 +393,16 @@ def wait_until(condition, timeout: float, what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_rebuilt_index_swaps_in_under_concurrent_queries(backfill_out, music_catalog, models_dir, tmp_path):
     index_dir = tmp_path / "index"
     assert index_cli("build", backfill_out, "--output", index_dir).returncode == 0  # no artists yet
     errors: list[str] = []
     answered = [0]
     stop = threading.Event()
-    with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir),
-                      TAGGRAM_INDEX_POLL_SECONDS="0.2") as proc:
+    with ServeProcess(
+        models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir), TAGGRAM_INDEX_POLL_SECONDS="0.2"
+    ) as proc:
         proc.wait_ready()
 
         def query() -> None:
@@ -357,8 +421,13 @@ def test_rebuilt_index_swaps_in_under_concurrent_queries(backfill_out, music_cat
                 extra = ["--artists", music_catalog[0]] if artists else []
                 done = index_cli("build", backfill_out, "--output", index_dir, "--backend", backend, *extra)
                 assert done.returncode == 0, done.stderr
-                wait_until(lambda: metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="ok")
-                           >= round_ + 1, 30, f"reload {round_ + 1}")
+                wait_until(
+                    lambda round_=round_: (
+                        metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="ok") >= round_ + 1
+                    ),
+                    30,
+                    f"reload {round_ + 1}",
+                )
                 block = httpx.get(f"{proc.url}/models").json()["models"][0]["index"]
                 assert block["library"] == ("numpy" if backend == "exact" else "usearch")
                 assert block["has_artists"] is artists
@@ -366,8 +435,11 @@ def test_rebuilt_index_swaps_in_under_concurrent_queries(backfill_out, music_cat
             manifest = json.loads((index_dir / f"{MODEL}.json").read_text())
             manifest["files"]["vectors"] = "missing.usearch"
             atomic_write(index_dir / f"{MODEL}.json", lambda p: p.write_text(json.dumps(manifest)))
-            wait_until(lambda: metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="failed")
-                       >= 1, 30, "the failed reload")
+            wait_until(
+                lambda: metric_value(proc.url, "taggram_index_reloads_total", model=MODEL, result="failed") >= 1,
+                30,
+                "the failed reload",
+            )
             time.sleep(0.5)
         finally:
             stop.set()
@@ -389,8 +461,14 @@ def refused(models_dir: Path, log_dir: Path, expected: str, **settings) -> None:
 
 
 def test_start_refuses_an_index_of_a_model_that_is_not_loaded(index_dir, models_dir, tmp_path):
-    refused(models_dir, tmp_path, "which is not loaded", TAGGRAM_MODELS="mtt-musicnn",
-            TAGGRAM_DEFAULT_MODEL="mtt-musicnn", TAGGRAM_INDEX_DIR=str(index_dir))
+    refused(
+        models_dir,
+        tmp_path,
+        "which is not loaded",
+        TAGGRAM_MODELS="mtt-musicnn",
+        TAGGRAM_DEFAULT_MODEL="mtt-musicnn",
+        TAGGRAM_INDEX_DIR=str(index_dir),
+    )
 
 
 def copy_index(index_dir: Path, target: Path) -> Path:
@@ -406,6 +484,16 @@ def test_start_refuses_an_index_of_another_onnx_file(index_dir, models_dir, tmp_
     refused(models_dir, tmp_path, "another msd-musicnn onnx file", TAGGRAM_INDEX_DIR=str(path.parent))
 
 
+def test_start_refuses_an_index_of_another_precision(index_dir, models_dir, tmp_path):
+    path = copy_index(index_dir, tmp_path / "ix")
+    manifest = json.loads(path.read_text())
+    manifest["precision"] = "bf16"  # built from a backfill run with --precision bf16; this server runs fp32
+    path.write_text(json.dumps(manifest))
+    refused(
+        models_dir, tmp_path, "holds bf16 embeddings; msd-musicnn runs in fp32 here", TAGGRAM_INDEX_DIR=str(path.parent)
+    )
+
+
 def test_start_refuses_a_corrupt_index_file(index_dir, models_dir, tmp_path):
     path = copy_index(index_dir, tmp_path / "ix")
     vectors = path.parent / json.loads(path.read_text())["files"]["vectors"]
@@ -419,11 +507,13 @@ def test_start_refuses_a_missing_index_directory(models_dir, tmp_path):
     refused(models_dir, tmp_path, "does not exist", TAGGRAM_INDEX_DIR=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_an_empty_index_directory_serves_503_until_a_build_and_sighup(backfill_out, models_dir, tmp_path):
     index_dir = tmp_path / "index"
     index_dir.mkdir()
-    with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir),
-                      TAGGRAM_INDEX_POLL_SECONDS="0") as proc:  # 0: no polling, only SIGHUP
+    with ServeProcess(
+        models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir), TAGGRAM_INDEX_POLL_SECONDS="0"
+    ) as proc:  # 0: no polling, only SIGHUP
         proc.wait_ready()
         problem(httpx.get(f"{proc.url}/similar/01/at-20s"), 503, "no_index")
         assert index_cli("build", backfill_out, "--output", index_dir).returncode == 0

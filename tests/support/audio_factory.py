@@ -89,7 +89,7 @@ LOSSLESS_FORMATS = ("wav", "wav_s24", "wav_s32", "wav_f32", "flac", "aiff")
 
 
 def _times(seconds: float, sample_rate: int) -> np.ndarray:
-    return np.arange(int(round(seconds * sample_rate))) / sample_rate
+    return np.arange(round(seconds * sample_rate)) / sample_rate
 
 
 def _as_channels(mono: np.ndarray, channels: int) -> np.ndarray:
@@ -113,7 +113,7 @@ def chord(
 def noise(seconds: float, sample_rate: int, *, seed: int, amplitude: float = 0.25, channels: int = 1) -> np.ndarray:
     """Uniform white noise in [-amplitude, amplitude), independent per channel, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     return rng.uniform(-amplitude, amplitude, size=(channels, n)).astype(np.float32)
 
 
@@ -127,7 +127,7 @@ def sweep(
 
 
 def silence(seconds: float, sample_rate: int, *, channels: int = 1) -> np.ndarray:
-    return np.zeros((channels, int(round(seconds * sample_rate))), np.float32)
+    return np.zeros((channels, round(seconds * sample_rate)), np.float32)
 
 
 def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -158,7 +158,11 @@ def _to_sample_format(block: np.ndarray, sample_format: str) -> np.ndarray:
 
 
 def _encode_pyav(
-    samples: np.ndarray, sample_rate: int, spec: _PyAVSpec, bit_rate: int | None, quality: int | None = None,
+    samples: np.ndarray,
+    sample_rate: int,
+    spec: _PyAVSpec,
+    bit_rate: int | None,
+    quality: int | None = None,
     muxer_options: dict[str, str] | None = None,
 ) -> bytes:
     if spec.rates is not None and sample_rate not in spec.rates:
@@ -196,14 +200,20 @@ def _encode_vorbis(samples: np.ndarray, sample_rate: int) -> bytes:
 
 
 def encode_audio(
-    samples: np.ndarray, sample_rate: int, fmt: str, *, bit_rate: int | None = None, quality: int | None = None,
+    samples: np.ndarray,
+    sample_rate: int,
+    fmt: str,
+    *,
+    bit_rate: int | None = None,
+    quality: int | None = None,
     muxer_options: dict[str, str] | None = None,
 ) -> bytes:
     """Encode ``samples`` (float ``[channels, n]``, or ``[n]`` for mono) as a complete file of format ``fmt``.
 
     ``bit_rate`` (bit/s) is passed to the PyAV encoders (lossy ones use it); ``quality`` makes them encode at a
     variable bit rate instead; ``muxer_options`` go to FFmpeg's muxer (mp3: ``write_xing``, ``write_id3v1``).
-    ``ogg`` keeps libsndfile's default quality. Raises ``ValueError`` for an unknown format, or a channel count or rate the format cannot take.
+    ``ogg`` keeps libsndfile's default quality. Raises ``ValueError`` for an unknown format, or a channel count or
+    rate the format cannot take.
     """
     samples = np.atleast_2d(np.asarray(samples, dtype=np.float32))
     channels = samples.shape[0]

@@ -23,16 +23,26 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WINDOW = (1200, 1000)  # CSS pixels; the screenshots in docs/ use the same width
 # No background traffic, no first-run UI, no GPU in a container; a fresh profile every time.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--force-device-scale-factor=1", "--autoplay-policy=no-user-gesture-required")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--force-device-scale-factor=1",
+    "--autoplay-policy=no-user-gesture-required",
+)
 
 
 def require_browser() -> None:
     """Skip locally, fail in CI (``CI=true``), when Chromium, its driver or Selenium is missing."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         missing.append("the selenium package (test extra)")
     if not missing:

@@ -59,8 +59,14 @@ def make_catalog(root: Path) -> tuple[Path, Path]:
                 track_id = f"{cls}-a{artist}-t{track}.wav"
                 samples = np.clip(make(TRACK_SECONDS, artist, track), -1, 1).astype(np.float32)[None, :]
                 (audio / track_id).write_bytes(encode_audio(samples, RATE_HZ, "wav"))
-                rows.append({"track_id": track_id, "subgenres": cls, "artist_id": f"{cls}-artist-{artist}",
-                             "genre": "synthetic"})
+                rows.append(
+                    {
+                        "track_id": track_id,
+                        "subgenres": cls,
+                        "artist_id": f"{cls}-artist-{artist}",
+                        "genre": "synthetic",
+                    }
+                )
     labels = root / "labels.csv"
     with labels.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["track_id", "subgenres", "artist_id", "genre"])
@@ -70,6 +76,20 @@ def make_catalog(root: Path) -> tuple[Path, Path]:
 
 
 def run_backfill(audio: Path, out: Path, models_dir: Path) -> None:
-    code = backfill.main([str(audio), "--out", str(out), "--models-dir", str(models_dir), "--model", MODEL,
-                          "--workers", "1", "--progress", "log", "--segment-embeddings"])
+    code = backfill.main(
+        [
+            str(audio),
+            "--out",
+            str(out),
+            "--models-dir",
+            str(models_dir),
+            "--model",
+            MODEL,
+            "--workers",
+            "1",
+            "--progress",
+            "log",
+            "--segment-embeddings",
+        ]
+    )
     assert code == 0, f"backfill exited {code}"

@@ -6,8 +6,16 @@ from hypothesis import strategies as st
 
 
 @st.composite
-def mutated(draw, seeds: tuple[bytes, ...], *, max_edits: int = 8, header_bytes: int = 64, max_delete: int = 256,
-            max_insert: int = 64, duplicate: bool = False) -> bytes:
+def mutated(
+    draw,
+    seeds: tuple[bytes, ...],
+    *,
+    max_edits: int = 8,
+    header_bytes: int = 64,
+    max_delete: int = 256,
+    max_insert: int = 64,
+    duplicate: bool = False,
+) -> bytes:
     """One of ``seeds`` after 1..max_edits edits: byte flips, header flips, deletions, insertions, truncation and,
     with ``duplicate``, a repeated stretch."""
     kinds = ["flip", "header", "delete", "insert", "truncate"] + (["duplicate"] if duplicate else [])

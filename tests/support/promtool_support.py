@@ -26,5 +26,6 @@ def promtool() -> str:
 
 
 def run_promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([promtool(), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=PROMTOOL_TIMEOUT_SECONDS)
+    return subprocess.run(
+        [promtool(), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=PROMTOOL_TIMEOUT_SECONDS
+    )

@@ -34,10 +34,15 @@ def taggram_executable() -> Path:
     return TAGGRAM
 
 
+# The suite's expected numbers are fp32's; under the default (auto) a bf16-capable CPU could pick bf16 by a measured
+# speed near the threshold. tests/integration/test_precision.py and tests/system/test_startup.py set it themselves.
+TEST_PRECISION = {"TAGGRAM_PRECISION": "fp32"}
+
+
 def clean_env(**taggram_settings: str) -> dict[str, str]:
-    """The current environment without any TAGGRAM_* variable, plus the given ones."""
+    """The current environment without any TAGGRAM_* variable, plus fp32 (TEST_PRECISION) and the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")}
-    return env | {k: str(v) for k, v in taggram_settings.items()}
+    return env | TEST_PRECISION | {k: str(v) for k, v in taggram_settings.items()}
 
 
 class ServeProcess:
@@ -46,8 +51,13 @@ class ServeProcess:
     def __init__(self, models_dir: Path, log_dir: Path, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        defaults = {"TAGGRAM_MODELS_DIR": str(models_dir), "TAGGRAM_MODELS": "msd-musicnn", "TAGGRAM_HOST": "127.0.0.1",
-                    "TAGGRAM_PORT": str(self.port), "TAGGRAM_LOG_LEVEL": "info"}
+        defaults = {
+            "TAGGRAM_MODELS_DIR": str(models_dir),
+            "TAGGRAM_MODELS": "msd-musicnn",
+            "TAGGRAM_HOST": "127.0.0.1",
+            "TAGGRAM_PORT": str(self.port),
+            "TAGGRAM_LOG_LEVEL": "info",
+        }
         self.env = clean_env(**(defaults | settings))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = log_dir / f"taggram-{self.port}.stderr"
@@ -56,8 +66,9 @@ class ServeProcess:
 
     def __enter__(self) -> ServeProcess:
         with self.stderr_path.open("wb") as err, self.stdout_path.open("wb") as out:
-            self.process = subprocess.Popen([str(taggram_executable()), "serve"], env=self.env, stdin=subprocess.DEVNULL,
-                                            stdout=out, stderr=err)
+            self.process = subprocess.Popen(
+                [str(taggram_executable()), "serve"], env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
         return self
 
     def __exit__(self, *exc) -> None:

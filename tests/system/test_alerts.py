@@ -66,11 +66,14 @@ def test_promtool_unit_tests_pass():
     assert "SUCCESS" in result.stdout
 
 
-@pytest.mark.parametrize(("original", "changed"), [
-    ("max by (model) (taggram_queue_depth_patches) > 1024", "max by (model) (taggram_queue_depth_patches) > 4096"),
-    ('status!~"503|504"', 'status!~"504"'),
-    ("for: 2m\n", "for: 20m\n"),
-])
+@pytest.mark.parametrize(
+    ("original", "changed"),
+    [
+        ("max by (model) (taggram_queue_depth_patches) > 1024", "max by (model) (taggram_queue_depth_patches) > 4096"),
+        ('status!~"503|504"', 'status!~"504"'),
+        ("for: 2m\n", "for: 20m\n"),
+    ],
+)
 def test_promtool_unit_tests_catch_a_changed_rule(tmp_path, original, changed):
     """The unit tests pin each rule's behaviour: a threshold, a matcher or a `for` changed makes them fail."""
     text = RULES.read_text()
@@ -84,7 +87,7 @@ def test_promtool_unit_tests_catch_a_changed_rule(tmp_path, original, changed):
 
 def test_promtool_rejects_a_broken_expression(tmp_path):
     broken = tmp_path / "broken.rules.yml"
-    broken.write_text(RULES.read_text().replace("up{job=\"taggram\"} == 0", "up{job=\"taggram\" == 0", 1))
+    broken.write_text(RULES.read_text().replace('up{job="taggram"} == 0', 'up{job="taggram" == 0', 1))
     result = run_promtool("check", "rules", broken)
     assert result.returncode != 0
 
@@ -120,11 +123,22 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_section():
 def test_the_rules_cover_what_ops_asked_for():
     """Issue #15's list: each area has at least one alert, found by the metric or matcher it must use."""
     exprs = "\n".join(rule["expr"] for rule in rules())
-    for needle in ('up{job="taggram"}', 'status=~"5.."', 'reason="overloaded"', 'status="504"',
-                   "taggram_queue_depth_patches", "taggram_request_duration_seconds_bucket", "by (endpoint, le)",
-                   "taggram_cache_errors_total", "taggram_cache_hits_total", "taggram_decode_warnings_total",
-                   "sum by (reason) (rate(taggram_rejections_total", "taggram_index_reloads_total",
-                   "taggram_heads_loaded", "process_resident_memory_bytes"):
+    for needle in (
+        'up{job="taggram"}',
+        'status=~"5.."',
+        'reason="overloaded"',
+        'status="504"',
+        "taggram_queue_depth_patches",
+        "taggram_request_duration_seconds_bucket",
+        "by (endpoint, le)",
+        "taggram_cache_errors_total",
+        "taggram_cache_hits_total",
+        "taggram_decode_warnings_total",
+        "sum by (reason) (rate(taggram_rejections_total",
+        "taggram_index_reloads_total",
+        "taggram_heads_loaded",
+        "process_resident_memory_bytes",
+    ):
         assert needle in exprs, needle
 
 
@@ -142,8 +156,9 @@ def test_memory_alert_threshold_is_90_percent_of_the_deployment_memory_limit():
 
 def test_prometheusrule_is_generated_from_the_rule_file():
     text = RULES.read_text()
-    assert PROMETHEUS_RULE.read_text() == render_prometheusrule.render(text), \
+    assert PROMETHEUS_RULE.read_text() == render_prometheusrule.render(text), (
         "k8s/monitoring/prometheusrule.yaml is stale: run python deploy/alerts/render_prometheusrule.py"
+    )
     rule = yaml.safe_load(PROMETHEUS_RULE.read_text())
     assert rule["kind"] == "PrometheusRule" and rule["spec"]["groups"] == yaml.safe_load(text)["groups"]
 
@@ -181,5 +196,6 @@ def test_operations_doc_links_the_rule_file_instead_of_copying_it():
     text = OPERATIONS.read_text()
     assert "deploy/alerts/taggram.rules.yml" in text
     blocks = re.findall(r"```ya?ml\n(.*?)```", text, re.S)
-    assert not [block for block in blocks if re.search(r"^\s*- alert:", block, re.M)], \
+    assert not [block for block in blocks if re.search(r"^\s*- alert:", block, re.M)], (
         "alert rules live in deploy/alerts/taggram.rules.yml only"
+    )

@@ -101,8 +101,9 @@ def test_taggram_segments_follow_the_hop_and_mean_is_their_average(client):
 
 
 def test_embed_is_the_mean_of_segment_embeddings(client):
-    body = client.post("/embed?segments=true&model=msd-musicnn", content=wav(8.0, seed=3),
-                       headers={"content-type": "audio/wav"}).json()
+    body = client.post(
+        "/embed?segments=true&model=msd-musicnn", content=wav(8.0, seed=3), headers={"content-type": "audio/wav"}
+    ).json()
     assert body["dim"] == 200 == len(body["embedding"])
     per_segment = np.array([s["embedding"] for s in body["segments"]])
     np.testing.assert_allclose(body["embedding"], per_segment.mean(axis=0), rtol=1e-5, atol=1e-6)
@@ -181,7 +182,10 @@ def test_one_cache_entry_serves_every_endpoint_and_any_k(client):
         assert client.post(endpoint, content=data, headers={"content-type": "audio/wav"}).json()["cached"] is True
     # A different hop or model is a different analysis.
     assert client.post("/taggram?hop=1", content=data, headers={"content-type": "audio/wav"}).json()["cached"] is False
-    assert client.post("/taggram?model=mtt-vgg", content=data, headers={"content-type": "audio/wav"}).json()["cached"] is False
+    assert (
+        client.post("/taggram?model=mtt-vgg", content=data, headers={"content-type": "audio/wav"}).json()["cached"]
+        is False
+    )
 
 
 def test_identical_concurrent_requests_are_computed_once(server):
@@ -189,8 +193,9 @@ def test_identical_concurrent_requests_are_computed_once(server):
 
     async def burst():
         async with server.async_client() as http:
-            return await asyncio.gather(*(http.post("/embed", content=data, headers={"content-type": "audio/wav"})
-                                          for _ in range(6)))
+            return await asyncio.gather(
+                *(http.post("/embed", content=data, headers={"content-type": "audio/wav"}) for _ in range(6))
+            )
 
     before = audio_seconds(server)
     responses = asyncio.run(burst())
@@ -214,7 +219,13 @@ def test_redis_cache_stores_the_entry_under_the_documented_key(models_dir, redis
     assert (first.pop("cached"), second.pop("cached")) == (False, True) and first == second
     import hashlib
 
-    key = cache_key(hashlib.sha256(data).hexdigest(), "msd-musicnn", manifest.onnx.sha256, 187 * 256)
+    key = cache_key(
+        hashlib.sha256(data).hexdigest(),
+        "msd-musicnn",
+        manifest.onnx.sha256,
+        187 * 256,
+        precision=live.state.models["msd-musicnn"].runner.precision,
+    )
     plain = redis.Redis.from_url(redis_url)
     assert plain.exists(key) == 1 and plain.ttl(key) > 0
 
@@ -226,7 +237,10 @@ def test_requests_succeed_while_redis_is_down_and_hits_resume_after_restart(mode
         assert http.post("/embed", content=data, headers={"content-type": "audio/wav"}).json()["cached"] is False
         private_redis.kill()
         for seed in (52, 53):  # misses and hits both bypass a dead cache
-            assert http.post("/embed", content=wav(4.0, seed=seed), headers={"content-type": "audio/wav"}).status_code == 200
+            assert (
+                http.post("/embed", content=wav(4.0, seed=seed), headers={"content-type": "audio/wav"}).status_code
+                == 200
+            )
         down = http.post("/embed", content=data, headers={"content-type": "audio/wav"})
         assert down.status_code == 200 and down.json()["cached"] is False
         errors = metric_value(http, 'taggram_cache_errors_total{backend="redis"')
@@ -247,20 +261,26 @@ def metric_value(http, prefix: str) -> float:
 # ---- batching and fairness --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_patches_from_concurrent_requests_share_a_batch(models_dir):
     settings = server_settings(models_dir, max_batch_patches=16, max_batch_wait_ms=300)
     with live_server(settings) as live:
 
         async def two_at_once():
             async with live.async_client() as http:
-                return await asyncio.gather(*(http.post("/embed", content=wav(6.0, seed=60 + i),
-                                                        headers={"content-type": "audio/wav"}) for i in range(2)))
+                return await asyncio.gather(
+                    *(
+                        http.post("/embed", content=wav(6.0, seed=60 + i), headers={"content-type": "audio/wav"})
+                        for i in range(2)
+                    )
+                )
 
         assert all(r.status_code == 200 for r in asyncio.run(two_at_once()))
         batches = list(live.state.batchers["msd-musicnn"].recent_batches)
     assert any(len(set(b.job_ids)) == 2 for b in batches), [b.job_ids for b in batches]
 
 
+@pytest.mark.slow
 def test_a_short_clip_is_not_stuck_behind_a_long_track(models_dir):
     settings = server_settings(models_dir, max_batch_patches=4, max_batch_wait_ms=0)
     long_track, short_clip = wav(240.0, seed=70, sample_rate=16_000), wav(6.0, seed=71)
@@ -269,6 +289,7 @@ def test_a_short_clip_is_not_stuck_behind_a_long_track(models_dir):
         async def long_then_short():
             finished = []
             async with live.async_client() as http:
+
                 async def post(name, data, delay):
                     await asyncio.sleep(delay)
                     response = await http.post("/embed", content=data, headers={"content-type": "audio/wav"})
@@ -334,7 +355,9 @@ def test_422_too_long_is_enforced_while_decoding(models_dir):
 def test_multipart_without_a_file_or_with_two_files_is_refused(client):
     none = client.post("/embed", files={"other": ("a.wav", wav(2.0), "audio/wav")})
     assert none.status_code == 422 and problem(none)["code"] == "missing_file"
-    two = client.post("/embed", files=[("file", ("a.wav", wav(2.0), "audio/wav")), ("file", ("b.wav", wav(2.0), "audio/wav"))])
+    two = client.post(
+        "/embed", files=[("file", ("a.wav", wav(2.0), "audio/wav")), ("file", ("b.wav", wav(2.0), "audio/wav"))]
+    )
     assert two.status_code == 422 and problem(two)["code"] == "multiple_files"
 
 
@@ -372,8 +395,9 @@ def wait_until(condition, timeout: float = 30.0) -> None:
 
 
 def test_503_with_retry_after_when_the_queue_is_full(models_dir):
-    settings = server_settings(models_dir, max_queue_patches=8, max_batch_patches=1, max_batch_wait_ms=0,
-                               retry_after_seconds=7)
+    settings = server_settings(
+        models_dir, max_queue_patches=8, max_batch_patches=1, max_batch_wait_ms=0, retry_after_seconds=7
+    )
     with live_server(settings) as live, live.client() as http:
         batcher = live.state.batchers["msd-musicnn"]
         thread, first = send_in_background(live, wav(120.0, seed=100, sample_rate=16_000))
@@ -385,6 +409,7 @@ def test_503_with_retry_after_when_the_queue_is_full(models_dir):
     assert first[0].status_code == 200  # the admitted request is served in full
 
 
+@pytest.mark.slow
 def test_503_when_too_many_uploads_are_being_analysed(models_dir):
     settings = server_settings(models_dir, max_concurrent_analyses=1, max_batch_patches=1, max_batch_wait_ms=0)
     with live_server(settings) as live, live.client() as http:
@@ -401,7 +426,9 @@ def test_503_when_too_many_uploads_are_being_analysed(models_dir):
 def test_504_when_the_deadline_passes(models_dir):
     settings = server_settings(models_dir, request_timeout_seconds=0.3, max_batch_patches=1)
     with live_server(settings) as live, live.client() as http:
-        response = http.post("/embed", content=wav(120.0, seed=110, sample_rate=16_000), headers={"content-type": "audio/wav"})
+        response = http.post(
+            "/embed", content=wav(120.0, seed=110, sample_rate=16_000), headers={"content-type": "audio/wav"}
+        )
         assert response.status_code == 504 and problem(response)["code"] == "deadline_exceeded"
         # The abandoned work is dropped from the queue, and the server still serves.
         assert live.state.batchers["msd-musicnn"].queued_patches == 0
@@ -419,28 +446,47 @@ def test_unknown_route_and_method_are_problem_json(client):
 def test_api_key_protects_everything_but_health_and_metrics(models_dir):
     with live_server(server_settings(models_dir, api_key="s3cret-key")) as live, live.client() as http:
         data = wav(2.0, seed=120)
-        assert problem(http.post("/embed", content=data, headers={"content-type": "audio/wav"}))["code"] == "unauthorized"
+        assert (
+            problem(http.post("/embed", content=data, headers={"content-type": "audio/wav"}))["code"] == "unauthorized"
+        )
         wrong = http.post("/embed", content=data, headers={"content-type": "audio/wav", "authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
         assert http.get("/models").status_code == 401
-        ok = http.post("/embed", content=data, headers={"content-type": "audio/wav", "authorization": "Bearer s3cret-key"})
+        ok = http.post(
+            "/embed", content=data, headers={"content-type": "audio/wav", "authorization": "Bearer s3cret-key"}
+        )
         assert ok.status_code == 200
-        assert http.get("/healthz").status_code == http.get("/readyz").status_code == http.get("/metrics").status_code == 200
+        assert (
+            http.get("/healthz").status_code
+            == http.get("/readyz").status_code
+            == http.get("/metrics").status_code
+            == 200
+        )
 
 
 def test_metrics_expose_every_documented_series(client):
     client.post("/embed", content=wav(3.0, seed=130), headers={"content-type": "audio/wav"})
     text = client.get("/metrics").text
     for name in (
-        "taggram_requests_total", "taggram_request_duration_seconds_bucket", "taggram_decode_duration_seconds_bucket",
-        "taggram_queue_wait_seconds_bucket", "taggram_batch_size_patches_bucket", "taggram_inference_duration_seconds_bucket",
-        "taggram_audio_processed_seconds_total", "taggram_cache_hits_total", "taggram_cache_misses_total",
-        "taggram_rejections_total", "taggram_queue_depth_patches", "taggram_model_info",
+        "taggram_requests_total",
+        "taggram_request_duration_seconds_bucket",
+        "taggram_decode_duration_seconds_bucket",
+        "taggram_queue_wait_seconds_bucket",
+        "taggram_batch_size_patches_bucket",
+        "taggram_inference_duration_seconds_bucket",
+        "taggram_audio_processed_seconds_total",
+        "taggram_cache_hits_total",
+        "taggram_cache_misses_total",
+        "taggram_rejections_total",
+        "taggram_queue_depth_patches",
+        "taggram_model_info",
+        "taggram_model_runtime_info",
     ):
         assert name in text, name
     assert 'taggram_requests_total{endpoint="/embed",status="200"}' in text
 
 
+@pytest.mark.slow
 def test_decoding_overlaps_inference_but_stays_a_bounded_number_of_patches_ahead(models_dir):
     from service.engine.pipeline import PATCHES_AHEAD
 

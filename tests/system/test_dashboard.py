@@ -38,8 +38,14 @@ SCRAPE_SERIES = {"up"}
 # Grafana's interval variables, replaced by a duration before parsing (what Grafana does before querying).
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 # The sample names each family type exports (prometheus_client's text format; _created is its creation stamp).
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "summary": ("", "_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",), "unknown": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "unknown": ("",),
+}
 
 
 def grafana_free(expr: str) -> str:
@@ -104,8 +110,10 @@ def service_metric_names(models_dir, tmp_path_factory) -> set[str]:
 
 
 def test_name_extraction_sees_through_functions_aggregations_and_binary_operators():
-    expr = ('histogram_quantile(0.95, sum by (endpoint, le) (rate(a_bucket{le!="1"}[$__rate_interval])))'
-            ' / on() group_left sum(b_total) > 0.9 * 3 and absent(up{job="taggram"}) or time() - max(c)')
+    expr = (
+        'histogram_quantile(0.95, sum by (endpoint, le) (rate(a_bucket{le!="1"}[$__rate_interval])))'
+        ' / on() group_left sum(b_total) > 0.9 * 3 and absent(up{job="taggram"}) or time() - max(c)'
+    )
     assert referenced_metric_names(expr) == {"a_bucket", "b_total", "up", "c"}
 
 
@@ -115,10 +123,19 @@ def test_a_broken_expression_fails_to_parse():
 
 
 def test_exported_names_follow_each_family_type():
-    text = ("# HELP x_seconds h\n# TYPE x_seconds histogram\n# HELP y_total c\n# TYPE y_total counter\n"
-            "# HELP z g\n# TYPE z gauge\nz 1.0\n")
-    assert exported_sample_names(text) == {"x_seconds_bucket", "x_seconds_sum", "x_seconds_count",
-                                           "x_seconds_created", "y_total", "y_created", "z"}
+    text = (
+        "# HELP x_seconds h\n# TYPE x_seconds histogram\n# HELP y_total c\n# TYPE y_total counter\n"
+        "# HELP z g\n# TYPE z gauge\nz 1.0\n"
+    )
+    assert exported_sample_names(text) == {
+        "x_seconds_bucket",
+        "x_seconds_sum",
+        "x_seconds_count",
+        "x_seconds_created",
+        "y_total",
+        "y_created",
+        "z",
+    }
 
 
 # ---- the dashboard and the rules against the service --------------------------------------------------------------
@@ -150,13 +167,24 @@ def test_prometheus_itself_parses_every_dashboard_expression(tmp_path):
 
 def test_dashboard_covers_what_ops_asked_for():
     exprs = "\n".join(dashboard_exprs())
-    for needle in ("sum by (endpoint, status) (rate(taggram_requests_total", "taggram_request_duration_seconds_bucket",
-                   "taggram_queue_depth_patches", "taggram_queue_wait_seconds_bucket", "taggram_batch_size_patches",
-                   "taggram_inference_duration_seconds_bucket", "taggram_cache_hits_total",
-                   "taggram_cache_misses_total", "taggram_cache_errors_total", "taggram_decode_duration_seconds_bucket",
-                   "taggram_decode_warnings_total",
-                   "sum by (reason) (rate(taggram_rejections_total", "process_resident_memory_bytes",
-                   "taggram_heads_loaded", "taggram_index_vectors", "taggram_index_reloads_total"):
+    for needle in (
+        "sum by (endpoint, status) (rate(taggram_requests_total",
+        "taggram_request_duration_seconds_bucket",
+        "taggram_queue_depth_patches",
+        "taggram_queue_wait_seconds_bucket",
+        "taggram_batch_size_patches",
+        "taggram_inference_duration_seconds_bucket",
+        "taggram_cache_hits_total",
+        "taggram_cache_misses_total",
+        "taggram_cache_errors_total",
+        "taggram_decode_duration_seconds_bucket",
+        "taggram_decode_warnings_total",
+        "sum by (reason) (rate(taggram_rejections_total",
+        "process_resident_memory_bytes",
+        "taggram_heads_loaded",
+        "taggram_index_vectors",
+        "taggram_index_reloads_total",
+    ):
         assert needle in exprs, needle
 
 

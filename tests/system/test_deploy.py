@@ -37,17 +37,19 @@ import pytest
 import yaml
 
 from service import metrics
-from service.config import Settings
 from service.artefacts.manifest import load_manifest
 from service.artefacts.taxonomy import parse_taxonomy
+from service.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_SCHEMA = REPO / "deploy" / "schemas" / "compose-spec.json"
 # JSON schemas of the Prometheus Operator CRDs (kind -> file); deploy/schemas/README.md says where they come from.
-OPERATOR_SCHEMAS = {"ServiceMonitor": REPO / "deploy" / "schemas" / "servicemonitor.json",
-                    "PrometheusRule": REPO / "deploy" / "schemas" / "prometheusrule.json"}
+OPERATOR_SCHEMAS = {
+    "ServiceMonitor": REPO / "deploy" / "schemas" / "servicemonitor.json",
+    "PrometheusRule": REPO / "deploy" / "schemas" / "prometheusrule.json",
+}
 ENV_EXAMPLE = REPO / ".env.example"
 OPERATIONS = REPO / "docs" / "operations.md"
 K8S = REPO / "k8s"
@@ -148,7 +150,9 @@ _RENDERED: dict[str, list[dict]] = {}
 
 def rendered(overlay: str) -> list[dict]:
     if overlay not in _RENDERED:
-        result = subprocess.run(kustomize_command(K8S / "overlays" / overlay), capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            kustomize_command(K8S / "overlays" / overlay), capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, f"kustomize build k8s/overlays/{overlay} failed:\n{result.stderr}"
         _RENDERED[overlay] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     return copy.deepcopy(_RENDERED[overlay])
@@ -228,8 +232,12 @@ def duration_seconds(text: str) -> float:
 
 
 def test_dockerfile_passes_hadolint_at_the_strictest_threshold():
-    result = subprocess.run([tool("hadolint"), "--no-color", "--format", "json", "--failure-threshold", "style",
-                             str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "--format", "json", "--failure-threshold", "style", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     findings = json.loads(result.stdout or "[]")
     assert findings == [] and result.returncode == 0, json.dumps(findings, indent=1) + result.stderr
 
@@ -238,8 +246,9 @@ def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path):
     """The linter really runs: an unpinned base image, unpinned pip package and a root user are reported."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python\nRUN pip install requests\nCMD python app.py\n")
-    result = subprocess.run([tool("hadolint"), "--no-color", "--format", "json", str(bad)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "--format", "json", str(bad)], capture_output=True, text=True, timeout=60
+    )
     codes = {finding["code"] for finding in json.loads(result.stdout)}
     assert result.returncode != 0 and {"DL3006", "DL3013", "DL3025"} <= codes
 
@@ -256,7 +265,7 @@ def test_dockerfile_stages_and_default_target():
     assert list(stages) == ["export", "venv", "gpu-venv", "gpu", "cpu"]  # last = `docker build` default: CPU
     for name, stage in stages.items():
         image = stage[0][1].split()[0]
-        repository, _, tag = image.partition(":")
+        _repository, _, tag = image.partition(":")
         assert tag and tag != "latest" and not tag.startswith("$"), f"stage {name}: pin {image} by tag"
     assert stages["cpu"][0][1].startswith("python:3.11-slim")
     assert stages["export"][0][1].startswith("python:3.11-slim")
@@ -278,8 +287,9 @@ def test_runtime_stage_ships_only_the_venv_and_the_models(stage_name):
     stage = stages[stage_name]
     venv_stage = "venv" if stage_name == "cpu" else "gpu-venv"
     copies = [shlex.split(arguments) for arguments in stage_args(stage, "COPY")]
-    assert sorted(copies) == sorted([[f"--from={venv_stage}", "/opt/venv", "/opt/venv"],
-                                     ["--from=export", "/models", "/models"]])
+    assert sorted(copies) == sorted(
+        [[f"--from={venv_stage}", "/opt/venv", "/opt/venv"], ["--from=export", "/models", "/models"]]
+    )
     text = " ".join(arguments for _, arguments in stage)
     for forbidden in ("torch", "librosa", "gcc", "build-essential", "pip install", "--reload"):
         assert forbidden not in text, f"{stage_name} image: {forbidden}"
@@ -317,8 +327,11 @@ def test_gpu_image_swaps_onnxruntime_for_onnxruntime_gpu():
 
 
 def test_dockerignore_whitelists_exactly_what_the_dockerfile_copies():
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert patterns[0] == "*", "start from an empty context"
     allowed = [p[1:].rstrip("/") for p in patterns if p.startswith("!")]
     for stage in dockerfile_stages().values():
@@ -341,13 +354,26 @@ def test_runtime_requirement_set_has_no_training_or_export_stack():
     pyproject = REPO / "pyproject.toml"
     runtime = {deploy_requirements.distribution_name(r) for r in deploy_requirements.requirements(pyproject)}
     assert runtime, "pyproject.toml lists runtime dependencies"
-    heavy = {"torch", "torchaudio", "librosa", "tensorflow", "tensorflow-cpu", "tf-keras", "musicnn", "numba", "onnx",
-             "onnxscript"}
+    heavy = {
+        "torch",
+        "torchaudio",
+        "librosa",
+        "tensorflow",
+        "tensorflow-cpu",
+        "tf-keras",
+        "musicnn",
+        "numba",
+        "onnx",
+        "onnxscript",
+    }
     assert runtime.isdisjoint(heavy), runtime & heavy
     assert "onnxruntime" in runtime and "uvicorn" in runtime
     export = {deploy_requirements.distribution_name(r) for r in deploy_requirements.requirements(pyproject, ["export"])}
     assert "torch" in export  # the helper does read the extras: the export stage gets torch
-    gpu = {deploy_requirements.distribution_name(r) for r in deploy_requirements.requirements(pyproject, exclude=["onnxruntime"])}
+    gpu = {
+        deploy_requirements.distribution_name(r)
+        for r in deploy_requirements.requirements(pyproject, exclude=["onnxruntime"])
+    }
     assert gpu == runtime - {"onnxruntime"}
 
 
@@ -404,7 +430,9 @@ def test_compose_redis_persists_to_a_named_volume():
     redis = compose["services"]["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
-    data_volume = next(v.split(":")[0] for v in redis["volumes"] if v.split(":")[1] == command[command.index("--dir") + 1])
+    data_volume = next(
+        v.split(":")[0] for v in redis["volumes"] if v.split(":")[1] == command[command.index("--dir") + 1]
+    )
     assert data_volume in compose["volumes"]
     assert compose["services"]["taggram"]["environment"]["TAGGRAM_REDIS_URL"] == "redis://redis:6379/0"
 
@@ -448,7 +476,10 @@ def test_env_example_lists_every_setting_with_its_container_default():
             continue
         assert not commented, f"{name} has a default: list it uncommented"
         expected = image.get(name, default)
-        parse = lambda v: getattr(Settings.model_validate({field: v}), field)  # noqa: E731
+
+        def parse(v, field=field):
+            return getattr(Settings.model_validate({field: v}), field)
+
         assert parse(value) == parse(expected), f"{name}={value}, but the container default is {expected}"
 
 
@@ -459,8 +490,20 @@ def test_env_example_lists_every_setting_with_its_container_default():
 def test_overlay_renders_and_validates_against_the_kubernetes_schemas(overlay):
     docs = rendered(overlay)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["ServiceAccount", "ConfigMap", "ConfigMap", "Service", "Service", "Deployment",
-                            "StatefulSet", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"])
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "ConfigMap",
+            "Service",
+            "Service",
+            "Deployment",
+            "StatefulSet",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        ]
+    )
     for doc in docs:
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -596,7 +639,7 @@ def test_settings_configmap_parses_and_taxonomies_cover_every_model(overlay, mod
     mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == settings.taxonomy_dir)
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
     taxonomies = one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
-    models = [m.strip() for m in settings.models.split(",") if m.strip()] or [p.stem for p in models_dir.glob("*.json")]
+    models = settings.models or [p.stem for p in models_dir.glob("*.json")]
     assert settings.default_model in models
     for model in models:
         assert f"{model}.json" in taxonomies, f"TAGGRAM_TAXONOMY_DIR replaces the shipped taxonomy of {model}"
@@ -666,8 +709,10 @@ def test_monitoring_objects_validate_against_the_prometheus_operator_schemas():
         assert not operator_errors(doc), operator_errors(doc)
 
 
-@pytest.mark.parametrize("mutation", ["unknown endpoint field", "port as a list", "rule without expr",
-                                      "bad duration", "unknown top-level field"])
+@pytest.mark.parametrize(
+    "mutation",
+    ["unknown endpoint field", "port as a list", "rule without expr", "bad duration", "unknown top-level field"],
+)
 def test_operator_schemas_reject_broken_objects(mutation):
     docs = {d["kind"]: d for d in rendered(MONITORING)}
     monitor, rule = docs["ServiceMonitor"], docs["PrometheusRule"]
@@ -693,8 +738,11 @@ def test_service_monitor_scrapes_the_api_service_port_as_job_taggram():
     monitor = one(rendered(MONITORING), "ServiceMonitor", "taggram")
     for overlay in OVERLAYS:
         docs = rendered(overlay)
-        services = [d for d in docs if d["kind"] == "Service"
-                    and selects(monitor["spec"]["selector"], d["metadata"].get("labels", {}))]
+        services = [
+            d
+            for d in docs
+            if d["kind"] == "Service" and selects(monitor["spec"]["selector"], d["metadata"].get("labels", {}))
+        ]
         assert [s["metadata"]["name"] for s in services] == ["taggram"], "the API Service only (not Redis)"
         [endpoint] = monitor["spec"]["endpoints"]
         assert endpoint["port"] in [p["name"] for p in services[0]["spec"]["ports"]]
@@ -734,13 +782,16 @@ def test_operations_doc_lists_every_metric_and_the_queue_depth_autoscaling(monke
     assert "taggram_queue_depth_patches" in text and "prometheus-adapter" in text
     # Its Kubernetes examples are valid objects too.
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
-    objects = [doc for block in blocks for doc in yaml.safe_load_all(block) if isinstance(doc, dict) and "apiVersion" in doc]
+    objects = [
+        doc for block in blocks for doc in yaml.safe_load_all(block) if isinstance(doc, dict) and "apiVersion" in doc
+    ]
     hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
     assert hpas and any(m["type"] in ("Pods", "Object", "External") for h in hpas for m in h["spec"]["metrics"])
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-    adapter_rules = [doc for block in blocks for doc in yaml.safe_load_all(block)
-                     if isinstance(doc, dict) and "rules" in doc]
+    adapter_rules = [
+        doc for block in blocks for doc in yaml.safe_load_all(block) if isinstance(doc, dict) and "rules" in doc
+    ]
     assert any("taggram_queue_depth_patches" in json.dumps(doc) for doc in adapter_rules)
 
 
@@ -759,8 +810,10 @@ def read_only_command(tmpdir: Path) -> list[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.fail("unshare (util-linux) is needed to emulate a read-only root filesystem")
-    script = (f"mount -o remount,bind,ro / && mount -t tmpfs -o size=256m,mode=1777 tmpfs {shlex.quote(str(tmpdir))} "
-              f"&& cd / && exec {shlex.quote(tool('taggram'))} serve")
+    script = (
+        f"mount -o remount,bind,ro / && mount -t tmpfs -o size=256m,mode=1777 tmpfs {shlex.quote(str(tmpdir))} "
+        f"&& cd / && exec {shlex.quote(tool('taggram'))} serve"
+    )
     namespace = ["--mount", "--propagation", "private"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
     return [unshare, *namespace, "sh", "-c", script]
 
@@ -785,12 +838,19 @@ def read_only_server(models_dir, tmp_path) -> Iterator[tuple[str, subprocess.Pop
     tmpdir.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGRAM_")} | {
-        "TAGGRAM_HOST": "127.0.0.1", "TAGGRAM_PORT": str(port), "TAGGRAM_MODELS_DIR": str(models_dir),
-        "TAGGRAM_MODELS": "msd-musicnn", "TAGGRAM_SHUTDOWN_GRACE_SECONDS": "20", "TAGGRAM_LOG_LEVEL": "info",
-        "TMPDIR": str(tmpdir), "HOME": str(tmpdir), "PYTHONDONTWRITEBYTECODE": "1",
+        "TAGGRAM_HOST": "127.0.0.1",
+        "TAGGRAM_PORT": str(port),
+        "TAGGRAM_MODELS_DIR": str(models_dir),
+        "TAGGRAM_MODELS": "msd-musicnn",
+        "TAGGRAM_SHUTDOWN_GRACE_SECONDS": "20",
+        "TAGGRAM_LOG_LEVEL": "info",
+        "TMPDIR": str(tmpdir),
+        "HOME": str(tmpdir),
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
-    process = subprocess.Popen(read_only_command(tmpdir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        read_only_command(tmpdir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
@@ -812,8 +872,10 @@ def big_wav() -> bytes:
 def test_serves_with_a_read_only_root_filesystem_and_drains_on_sigterm(read_only_server):
     url, process, tmpdir = read_only_server
     # The emulation holds: the server process sees / read-only and only TMPDIR (a tmpfs) writable.
-    mounts = {fields[4]: fields[5].split(",") for fields in
-              (line.split() for line in Path(f"/proc/{process.pid}/mountinfo").read_text().splitlines())}
+    mounts = {
+        fields[4]: fields[5].split(",")
+        for fields in (line.split() for line in Path(f"/proc/{process.pid}/mountinfo").read_text().splitlines())
+    }
     assert "ro" in mounts["/"] and "rw" in mounts[str(tmpdir)], mounts
     body = big_wav()
     first_chunk_sent, sigterm_sent = threading.Event(), threading.Event()
@@ -829,8 +891,12 @@ def test_serves_with_a_read_only_root_filesystem_and_drains_on_sigterm(read_only
 
     def upload() -> None:
         try:
-            response = httpx.post(f"{url}/taggram", content=slow_body(), timeout=120,
-                                  headers={"content-type": "audio/wav", "content-length": str(len(body))})
+            response = httpx.post(
+                f"{url}/taggram",
+                content=slow_body(),
+                timeout=120,
+                headers={"content-type": "audio/wav", "content-length": str(len(body))},
+            )
             outcome["status"], outcome["json"] = response.status_code, response.json()
         except Exception as error:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = repr(error)

@@ -22,12 +22,17 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 from tests.support.audio_factory import chord, encode_audio, noise
-from tests.support.mutations import mutated
 from tests.support.live_server import live_server, server_settings
+from tests.support.mutations import mutated
 
 PROBLEM = "application/problem+json"
-HTTP_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-                         suppress_health_check=list(HealthCheck))
+HTTP_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +82,10 @@ def test_arbitrary_bytes_get_a_2xx_or_a_problem_4xx(http, data, endpoint):
 
 
 @HTTP_SETTINGS
-@given(data=mutated(seed_files(), max_edits=6, header_bytes=80, max_delete=512, max_insert=128, duplicate=True),
-       as_multipart=st.booleans())
+@given(
+    data=mutated(seed_files(), max_edits=6, header_bytes=80, max_delete=512, max_insert=128, duplicate=True),
+    as_multipart=st.booleans(),
+)
 def test_mutated_real_files_get_a_2xx_or_a_problem_4xx(http, data, as_multipart):
     if as_multipart:
         response = http.post("/suggest-subgenres", files={"file": ("upload", data, "application/octet-stream")})
@@ -91,11 +98,13 @@ HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max
 
 
 @HTTP_SETTINGS
-@given(content_type=st.one_of(
-    HEADER_TEXT,
-    st.builds(lambda sub, params: f"audio/{sub}{params}", HEADER_TEXT, HEADER_TEXT),
-    st.builds(lambda params: f"multipart/form-data{params}", HEADER_TEXT),
-))
+@given(
+    content_type=st.one_of(
+        HEADER_TEXT,
+        st.builds(lambda sub, params: f"audio/{sub}{params}", HEADER_TEXT, HEADER_TEXT),
+        st.builds(lambda params: f"multipart/form-data{params}", HEADER_TEXT),
+    )
+)
 def test_arbitrary_content_types_get_a_2xx_or_a_problem_4xx(http, content_type):
     data = seed_files()[0]
     assert_2xx_or_problem_4xx(http.post("/embed", content=data, headers={"content-type": content_type.strip()}))
@@ -148,10 +157,18 @@ def test_the_server_still_serves_after_the_fuzzing(server, http):
 # (``Node._nodeid``), and ``from_url`` at import time needs a server before any fixture runs. So the schema is loaded
 # from the live server inside the test and each operation's schemathesis strategy is run by Hypothesis directly:
 # the same generation and the same checks, one Hypothesis run per operation.
-OPERATIONS = {"POST /taggram", "POST /embed", "POST /suggest-subgenres", "GET /models", "GET /healthz", "GET /readyz",
-              "GET /metrics"}
+OPERATIONS = {
+    "POST /taggram",
+    "POST /embed",
+    "POST /suggest-subgenres",
+    "GET /models",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+}
 SCHEMA_EXAMPLES_PER_OPERATION_AND_MODE = 25
-# Need a loaded index to answer anything but 503 no_index: fuzzed the same way against one in tests/integration/test_similar.py.
+# Need a loaded index to answer anything but 503 no_index: fuzzed the same way against one in
+# tests/integration/test_similar.py.
 SIMILAR_OPERATIONS = {"POST /similar", "GET /similar/{track_id}"}
 
 
@@ -167,8 +184,13 @@ def assert_no_server_error(operation, mode: GenerationMode, examples: int) -> No
     """Run ``examples`` schemathesis cases of one operation and mode against the live server: never a 5xx, every
     4xx a problem+json. Failures name the operation and the mode."""
 
-    @settings(max_examples=examples, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def no_server_error(case):
         case.call_and_validate(checks=[not_a_server_error, problem_json_for_every_4xx], timeout=60)

@@ -37,8 +37,20 @@ def heads_dir(models_dir, tmp_path_factory) -> Path:
     run_backfill(audio, root / "backfill", models_dir)
     out = root / "heads"
     for name, candidate in ((POOLED_HEAD, "logreg-pooled"), (SEGMENT_HEAD, "logreg-segments")):
-        code = train_head([str(root / "backfill"), str(labels), "--name", name, "--output", str(out),
-                           "--models-dir", str(models_dir), "--candidates", candidate])
+        code = train_head(
+            [
+                str(root / "backfill"),
+                str(labels),
+                "--name",
+                name,
+                "--output",
+                str(out),
+                "--models-dir",
+                str(models_dir),
+                "--candidates",
+                candidate,
+            ]
+        )
         assert code == 0
     return out
 
@@ -48,9 +60,11 @@ def track(cls: str, seconds: float = 2 * TRACK_SECONDS) -> bytes:
     return encode_audio(samples, RATE_HZ, "flac")
 
 
-def test_heads_answer_from_cached_analyses_exactly_as_from_fresh_ones(heads_dir, models_dir, redis_url):  # noqa: F811
-    settings = server_settings(models_dir, heads_dir=heads_dir, redis_url=redis_url,
-                               default_taxonomies=f"{MODEL}={POOLED_HEAD}")
+@pytest.mark.slow
+def test_heads_answer_from_cached_analyses_exactly_as_from_fresh_ones(heads_dir, models_dir, redis_url):
+    settings = server_settings(
+        models_dir, heads_dir=heads_dir, redis_url=redis_url, default_taxonomies=f"{MODEL}={POOLED_HEAD}"
+    )
     manifests = {n: json.loads((heads_dir / f"{n}.json").read_text()) for n in (POOLED_HEAD, SEGMENT_HEAD)}
     with live_server(settings) as live, live.client() as http:
         models = http.get("/models").json()["models"]
@@ -97,8 +111,9 @@ def test_head_scores_equal_the_head_run_on_the_served_embeddings(heads_dir, mode
     data = track("drone")
     settings = server_settings(models_dir, heads_dir=heads_dir)
     with live_server(settings) as live, live.client() as http:
-        embeddings = np.array([s["embedding"] for s in http.post("/embed?segments=true", content=data).json()["segments"]],
-                              np.float32)
+        embeddings = np.array(
+            [s["embedding"] for s in http.post("/embed?segments=true", content=data).json()["segments"]], np.float32
+        )
         body = http.post(f"/taggram?head={SEGMENT_HEAD}", content=data).json()
     session = ort.InferenceSession(str(heads_dir / f"{SEGMENT_HEAD}.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(body["head"]["segments"], session.run(None, {"embedding": embeddings})[0], atol=1e-6)
@@ -126,7 +141,9 @@ def test_taxonomy_contract_and_errors(heads_dir, models_dir):
     with live_server(server_settings(models_dir)) as live, live.client() as http:  # no heads folder: none
         (entry,) = http.get("/models").json()["models"]
         assert entry["heads"] == [] and entry["default_taxonomy"] == TAG_TAXONOMY
-        assert http.post(f"/suggest-subgenres?taxonomy={POOLED_HEAD}", content=data).json()["code"] == "unknown_taxonomy"
+        assert (
+            http.post(f"/suggest-subgenres?taxonomy={POOLED_HEAD}", content=data).json()["code"] == "unknown_taxonomy"
+        )
 
 
 # ---- start-up refusals: the real CLI ----------------------------------------------------------------------------
@@ -178,19 +195,24 @@ def test_start_is_refused_with_one_line_for_a_broken_head(heads_dir, models_dir,
     assert "Traceback" not in proc.stderr()
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (f"{MODEL}=no-such-head", "has no head or taxonomy 'no-such-head'"),
-    ("mtt-vgg=synth", "names model 'mtt-vgg', which is not loaded"),
-    ("garbage", "is not model=name"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"{MODEL}=no-such-head", "has no head or taxonomy 'no-such-head'"),
+        ("mtt-vgg=synth", "names model 'mtt-vgg', which is not loaded"),
+        ("garbage", "is not model=name"),
+    ],
+)
 def test_start_is_refused_for_a_bad_default_taxonomy(heads_dir, models_dir, tmp_path, value, expected):
-    with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_HEADS_DIR=str(heads_dir),
-                      TAGGRAM_DEFAULT_TAXONOMIES=value) as proc:
+    with ServeProcess(
+        models_dir, tmp_path / "logs", TAGGRAM_HEADS_DIR=str(heads_dir), TAGGRAM_DEFAULT_TAXONOMIES=value
+    ) as proc:
         assert proc.wait() == 2
         errors = [line for line in proc.stderr().splitlines() if " ERROR " in line]
     assert len(errors) == 1 and expected in errors[0], proc.stderr()
 
 
+@pytest.mark.slow
 def test_unset_heads_dir_serves_without_heads_and_a_missing_one_refuses(models_dir, tmp_path):
     with ServeProcess(models_dir, tmp_path / "logs", TAGGRAM_HEADS_DIR=str(tmp_path / "absent")) as proc:
         assert proc.wait() == 2
@@ -230,8 +252,10 @@ def test_calibrated_tag_taxonomy_ranks_by_catalog_percentile(models_dir, calibra
     assert body["kind"] == "tags" and body["taxonomy"] == name
     # Independently: each tag's percentile by interpolation in the stored quantiles, best among a subgenre's tags.
     levels = np.linspace(0, 1, calibration["points"])
-    percentile = {label: np.interp(score, q, levels)
-                  for label, score, q in zip(calibration["labels"], mean, calibration["quantiles"])}
+    percentile = {
+        label: np.interp(score, q, levels)
+        for label, score, q in zip(calibration["labels"], mean, calibration["quantiles"])
+    }
     expected = {s: max(percentile[t] for t in tags) for s, tags in taxonomy["subgenres"].items()}
     got = {s["subgenre"]: s["score"] for s in body["suggestions"]}
     assert got.keys() == expected.keys()

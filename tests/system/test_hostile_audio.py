@@ -6,8 +6,8 @@ deliberately 2xx, because the bytes hold real audio: a truncated file whose play
 (players play it too), a header that lies about its size (what is there is decoded; the lie is ignored), and pure
 silence (valid audio, tagged like any other, see docs/api.md). 32 channels are within the 64-channel limit.
 
-Cases already covered by tests/system/test_api.py (multipart with no file or two files, JSON and form bodies, bodies over
-the size limit) are not repeated here.
+Cases already covered by tests/system/test_api.py (multipart with no file or two files, JSON and form bodies, bodies
+over the size limit) are not repeated here.
 """
 
 from __future__ import annotations
@@ -65,15 +65,18 @@ def music(seconds: float, sample_rate: int = 44_100, channels: int = 2) -> np.nd
     return (tone + noise(seconds, sample_rate, seed=7, amplitude=0.05, channels=channels)).astype(np.float32)
 
 
-def wav_header(rate: int, channels: int, *, data: bytes, bits: int = 16, format_tag: int = 1,
-               claimed_data_bytes: int | None = None) -> bytes:
+def wav_header(
+    rate: int, channels: int, *, data: bytes, bits: int = 16, format_tag: int = 1, claimed_data_bytes: int | None = None
+) -> bytes:
     """A canonical RIFF/WAVE file written by hand, for headers no encoder would write."""
     block = channels * bits // 8
     fmt = format_tag.to_bytes(2, "little") + channels.to_bytes(2, "little") + rate.to_bytes(4, "little")
     fmt += (rate * block).to_bytes(4, "little") + block.to_bytes(2, "little") + bits.to_bytes(2, "little")
     size = len(data) if claimed_data_bytes is None else claimed_data_bytes
     body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + size.to_bytes(4, "little") + data
-    return b"RIFF" + min(len(body) if claimed_data_bytes is None else size + 36, 0xFFFF_FFFF).to_bytes(4, "little") + body
+    return (
+        b"RIFF" + min(len(body) if claimed_data_bytes is None else size + 36, 0xFFFF_FFFF).to_bytes(4, "little") + body
+    )
 
 
 def pcm16(seconds: float, rate: int) -> bytes:
@@ -118,13 +121,17 @@ def multipart(parts: bytes, boundary: bytes = b"BOUNDARY") -> tuple[bytes, dict]
 
 
 def file_part(data: bytes, boundary: bytes = b"BOUNDARY") -> bytes:
-    return (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
-            b"Content-Type: audio/wav\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n")
+    return (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n"
+    )
 
 
 def huge_part_header() -> bytes:
     # A 16 MiB Content-Disposition header: the multipart parser must give up early, not buffer (or re-copy) it.
-    return b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * (16 * 2**20) + b'"\r\n\r\nx'
+    return (
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * (16 * 2**20) + b'"\r\n\r\nx'
+    )
 
 
 @dataclass(frozen=True)
@@ -159,37 +166,50 @@ CASES: dict[str, Case] = {
     "flac cut at 60 %": Case(lambda: truncated("flac", 0.6), 200, check=duration_between(4.0, 5.6)),
     # headers that lie
     "wav header claiming 4 GB around 0.5 s": Case(
-        lambda: wav_header(44_100, 1, data=pcm16(0.5, 44_100), claimed_data_bytes=0xFFFF_FFF0), 422, "audio_too_short"),
+        lambda: wav_header(44_100, 1, data=pcm16(0.5, 44_100), claimed_data_bytes=0xFFFF_FFF0), 422, "audio_too_short"
+    ),
     "wav header claiming 4 GB around 4 s": Case(
-        lambda: wav_header(44_100, 1, data=pcm16(4.0, 44_100), claimed_data_bytes=0xFFFF_FFF0), 200,
-        check=duration_between(3.99, 4.01)),
-    "a 1.4 MB flac that decodes to two hours (cap: 2 min)": Case(hours_of_silence_in_a_small_flac, 422, "audio_too_long"),
+        lambda: wav_header(44_100, 1, data=pcm16(4.0, 44_100), claimed_data_bytes=0xFFFF_FFF0),
+        200,
+        check=duration_between(3.99, 4.01),
+    ),
+    "a 1.4 MB flac that decodes to two hours (cap: 2 min)": Case(
+        hours_of_silence_in_a_small_flac, 422, "audio_too_long"
+    ),
     # sample values, rates and channel counts at and past the limits
     "float wav full of NaN": Case(lambda: float_wav(np.full((1, 44_100), np.nan)), 422, "non_finite_audio"),
     "float wav full of +inf and -inf": Case(
-        lambda: float_wav(np.tile([np.inf, -np.inf], (2, 22_050))), 422, "non_finite_audio"),
+        lambda: float_wav(np.tile([np.inf, -np.inf], (2, 22_050))), 422, "non_finite_audio"
+    ),
     "float wav of finite 1e30 samples (NaN tags if analysed)": Case(
-        lambda: float_wav(np.full((2, 44_100), 1e30)), 422, "audio_out_of_range"),
+        lambda: float_wav(np.full((2, 44_100), 1e30)), 422, "audio_out_of_range"
+    ),
     "zero channels": Case(lambda: wav_header(16_000, 0, data=bytes(32_000)), 415, "undecodable_audio"),
     "one sample": Case(lambda: wav_header(44_100, 1, data=b"\x00\x10"), 422, "audio_too_short"),
     "1 Hz": Case(lambda: wav_header(1, 1, data=bytes(200)), 422, "unsupported_sample_rate"),
     "1 MHz": Case(lambda: wav_header(1_000_000, 1, data=pcm16(0.1, 1_000_000)), 422, "unsupported_sample_rate"),
     "32 channels (accepted: at most 64)": Case(
-        lambda: encode_audio(music(4.0, 48_000, 32), 48_000, "wav"), 200, check=duration_between(3.99, 4.01)),
+        lambda: encode_audio(music(4.0, 48_000, 32), 48_000, "wav"), 200, check=duration_between(3.99, 4.01)
+    ),
     "65 channels": Case(lambda: encode_audio(music(1.0, 8_000, 65), 8_000, "wav"), 422, "too_many_channels"),
     "pure digital silence (tagged, see docs/api.md)": Case(
-        lambda: encode_audio(silence(10.0, 44_100), 44_100, "wav"), 200, check=duration_between(9.99, 10.01)),
+        lambda: encode_audio(silence(10.0, 44_100), 44_100, "wav"), 200, check=duration_between(9.99, 10.01)
+    ),
     # framing and Content-Type
-    "multipart without a boundary": Case(lambda: (file_part(b"RIFF"), {"content-type": "multipart/form-data"}),
-                                         422, "invalid_multipart"),
+    "multipart without a boundary": Case(
+        lambda: (file_part(b"RIFF"), {"content-type": "multipart/form-data"}), 422, "invalid_multipart"
+    ),
     "multipart with a 16 MiB part header": Case(lambda: multipart(huge_part_header()), 422, "invalid_multipart"),
     "multipart framing that never starts": Case(lambda: multipart(b"garbage" * 1000), 422, "invalid_multipart"),
-    "Content-Type text/plain": Case(lambda: (pcm16(2.0, 16_000), {"content-type": "text/plain"}), 415,
-                                    "unsupported_media_type"),
-    "Content-Type multipart/mixed": Case(lambda: (file_part(b"x"), {"content-type": "multipart/mixed; boundary=BOUNDARY"}),
-                                         415, "unsupported_media_type"),
-    "Content-Type image/png": Case(lambda: (b"\x89PNG\r\n\x1a\n", {"content-type": "image/png"}), 415,
-                                   "unsupported_media_type"),
+    "Content-Type text/plain": Case(
+        lambda: (pcm16(2.0, 16_000), {"content-type": "text/plain"}), 415, "unsupported_media_type"
+    ),
+    "Content-Type multipart/mixed": Case(
+        lambda: (file_part(b"x"), {"content-type": "multipart/mixed; boundary=BOUNDARY"}), 415, "unsupported_media_type"
+    ),
+    "Content-Type image/png": Case(
+        lambda: (b"\x89PNG\r\n\x1a\n", {"content-type": "image/png"}), 415, "unsupported_media_type"
+    ),
 }
 
 

@@ -25,9 +25,16 @@ ANALYSIS_TIMEOUT_SECONDS = 120.0  # the machine is shared; a 24 s clip usually t
 API_KEY = "page-test-key-1234"
 VIRIDIS_LOW, VIRIDIS_HIGH = [68, 1, 84], [253, 231, 37]
 CSP_DIRECTIVES = {
-    "default-src": "'none'", "script-src": "'self'", "style-src": "'self'", "object-src": "'none'",
-    "base-uri": "'none'", "frame-ancestors": "'none'", "connect-src": "'self'", "media-src": "'self' blob:",
-    "img-src": "'self' data:", "form-action": "'none'",
+    "default-src": "'none'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "frame-ancestors": "'none'",
+    "connect-src": "'self'",
+    "media-src": "'self' blob:",
+    "img-src": "'self' data:",
+    "form-action": "'none'",
 }
 # Records CSP violations from the first script of every document on (CDP scripts are not subject to the CSP).
 RECORD_VIOLATIONS = """
@@ -40,7 +47,11 @@ document.addEventListener('securitypolicyviolation',
 @pytest.fixture(scope="module")
 def audio_file(tmp_path_factory) -> Path:
     """24 s in three distinct 8 s parts (a chord, noise, a sweep), so the segments score differently."""
-    parts = [chord((220, 277, 330), 8.0, SAMPLE_RATE), noise(8.0, SAMPLE_RATE, seed=14), sweep(200, 4000, 8.0, SAMPLE_RATE)]
+    parts = [
+        chord((220, 277, 330), 8.0, SAMPLE_RATE),
+        noise(8.0, SAMPLE_RATE, seed=14),
+        sweep(200, 4000, 8.0, SAMPLE_RATE),
+    ]
     path = tmp_path_factory.mktemp("page") / "three parts.wav"
     write_audio(path, np.concatenate(parts, axis=1), SAMPLE_RATE, "wav")
     return path
@@ -80,7 +91,8 @@ def wait_for(driver, script: str, timeout: float = PAGE_TIMEOUT_SECONDS, *args):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        lambda d: d.execute_script(script, *args), message=f"timed out waiting for: {script}")
+        lambda d: d.execute_script(script, *args), message=f"timed out waiting for: {script}"
+    )
 
 
 def open_page(driver, url: str) -> None:
@@ -99,16 +111,25 @@ def analyse_in_page(driver, url: str, path: Path) -> dict:
     open_page(driver, url)
     wait_for(driver, "return document.body.dataset.ready === 'true'")
     pick(driver, path)
-    wait_for(driver, "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null"
-                     " && document.getElementById('suggestions').children.length > 0", ANALYSIS_TIMEOUT_SECONDS)
+    wait_for(
+        driver,
+        "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null"
+        " && document.getElementById('suggestions').children.length > 0",
+        ANALYSIS_TIMEOUT_SECONDS,
+    )
     return driver.execute_script("return window.taggramPage.heatmap")
 
 
 def api_post(url: str, endpoint: str, path: Path, key: str | None = None, **params) -> dict:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     with path.open("rb") as body:
-        response = httpx.post(url + endpoint, params=params, files={"file": (path.name, body)}, headers=headers,
-                              timeout=ANALYSIS_TIMEOUT_SECONDS)
+        response = httpx.post(
+            url + endpoint,
+            params=params,
+            files={"file": (path.name, body)},
+            headers=headers,
+            timeout=ANALYSIS_TIMEOUT_SECONDS,
+        )
     response.raise_for_status()
     return response.json()
 
@@ -148,7 +169,10 @@ def move_to_canvas_point(driver, canvas_id: str, x: float, y: float):
     left, top = driver.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
         "window.scrollBy(0, r.top + arguments[1] - window.innerHeight / 2);"  # the point in the middle of the window
-        "const s = arguments[0].getBoundingClientRect(); return [s.left, s.top];", canvas, y)
+        "const s = arguments[0].getBoundingClientRect(); return [s.left, s.top];",
+        canvas,
+        y,
+    )
     actions = ActionChains(driver)
     actions.w3c_actions.pointer_action.move_to_location(int(left + x), int(top + y))
     return actions
@@ -261,7 +285,10 @@ def test_top_tags_suggestions_and_the_chosen_suggestion_per_segment(driver, serv
     with server.client() as http:
         mapping = http.get("/models").json()["models"][0]["taxonomy"]["subgenres"]
 
-    top_tags = [li.find_element(By.CLASS_NAME, "score-label").text for li in driver.find_elements(By.CSS_SELECTOR, "#top-tags li")]
+    top_tags = [
+        li.find_element(By.CLASS_NAME, "score-label").text
+        for li in driver.find_elements(By.CSS_SELECTOR, "#top-tags li")
+    ]
     best = by_mean(taggram)[:10]
     assert top_tags == [taggram["labels"][i] for i in best]
 
@@ -290,14 +317,21 @@ def test_a_dropped_file_is_analysed_like_a_picked_one(driver, server, tmp_path):
     write_audio(path, sweep(300, 3000, 6.0, SAMPLE_RATE), SAMPLE_RATE, "wav")
     open_page(driver, server.url)
     wait_for(driver, "return document.body.dataset.ready === 'true'")
-    driver.execute_script("""
+    driver.execute_script(
+        """
         const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], 'dropped.wav', {type: 'audio/wav'}));
-        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
-        """, base64.b64encode(path.read_bytes()).decode())
-    wait_for(driver, "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null",
-             ANALYSIS_TIMEOUT_SECONDS)
+        document.getElementById('drop').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        """,
+        base64.b64encode(path.read_bytes()).decode(),
+    )
+    wait_for(
+        driver,
+        "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null",
+        ANALYSIS_TIMEOUT_SECONDS,
+    )
     drawn = driver.execute_script("return window.taggramPage.heatmap")
     assert drawn["matrix"] == expected_matrix(api_post(server.url, "/taggram", path))
     assert "dropped.wav" in visible_text(driver, "file-name")
@@ -319,7 +353,7 @@ def test_hovering_a_cell_shows_its_tag_time_range_and_score(driver, server, audi
     move_to_canvas_point(driver, "heatmap", cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2).perform()
     wait_for(driver, "return !document.getElementById('tooltip').hidden")
     start, end = drawn["starts"][col], drawn["ends"][col]
-    expected = (f"{drawn['labels'][row]} · 0:{start:04.1f}–0:{end:04.1f} · {drawn['matrix'][row][col]:.3f}")
+    expected = f"{drawn['labels'][row]} · 0:{start:04.1f}–0:{end:04.1f} · {drawn['matrix'][row][col]:.3f}"
     assert visible_text(driver, "tooltip") == expected
 
 
@@ -332,9 +366,12 @@ def test_clicking_the_heatmap_seeks_the_audio_and_moves_the_cursor(driver, serve
     move_to_canvas_point(driver, "heatmap", x, cell["y"] + cell["height"] / 2).click().perform()
     expected = driver.execute_script("return window.taggramPage.timeAtX(arguments[0])", int(x))
     assert drawn["starts"][5] < expected < drawn["ends"][5]
-    wait_for(driver, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.25", 10, expected)
+    wait_for(
+        driver, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.25", 10, expected
+    )
     cursor_x = driver.execute_script(
-        "return new DOMMatrixReadOnly(getComputedStyle(document.getElementById('cursor')).transform).m41")
+        "return new DOMMatrixReadOnly(getComputedStyle(document.getElementById('cursor')).transform).m41"
+    )
     assert abs(cursor_x - x) < 3
 
 
@@ -367,8 +404,11 @@ def test_with_an_api_key_the_page_asks_for_it_and_then_works(driver, keyed_serve
     wait_for(driver, "return document.body.dataset.ready === 'true'")
     assert not driver.find_element(By.ID, "auth").is_displayed()
     pick(driver, audio_file)
-    wait_for(driver, "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null",
-             ANALYSIS_TIMEOUT_SECONDS)
+    wait_for(
+        driver,
+        "return document.body.dataset.analysing === 'false' && window.taggramPage.heatmap !== null",
+        ANALYSIS_TIMEOUT_SECONDS,
+    )
     drawn = driver.execute_script("return window.taggramPage.heatmap")
     assert drawn["matrix"] == expected_matrix(api_post(keyed_server.url, "/taggram", audio_file, key=API_KEY))
     assert API_KEY not in driver.current_url and "wrong" not in driver.current_url
@@ -377,8 +417,10 @@ def test_with_an_api_key_the_page_asks_for_it_and_then_works(driver, keyed_serve
 def test_the_csp_is_enforced_and_the_page_itself_causes_no_violation(driver, server, audio_file):
     analyse_in_page(driver, server.url, audio_file)
     assert csp_violations(driver) == []
-    elsewhere = driver.execute_script("return performance.getEntriesByType('resource')"
-                                      ".map((r) => r.name).filter((url) => new URL(url).origin !== location.origin)")
+    elsewhere = driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".map((r) => r.name).filter((url) => new URL(url).origin !== location.origin)"
+    )
     assert elsewhere == []  # no third-party request
     # The header is really enforced: an injected inline script and style attribute are refused and reported.
     driver.execute_script("""
@@ -402,8 +444,12 @@ def test_switching_the_model_redraws_with_that_models_taggram(driver, models_dir
         assert sorted(o.text for o in select.options) == ["msd-musicnn", "mtt-musicnn"]
         assert select.first_selected_option.text == "msd-musicnn"  # the server's default
         select.select_by_visible_text("mtt-musicnn")
-        wait_for(driver, "return document.getElementById('facts').textContent.includes('model mtt-musicnn')"
-                         " && document.body.dataset.analysing === 'false'", ANALYSIS_TIMEOUT_SECONDS)
+        wait_for(
+            driver,
+            "return document.getElementById('facts').textContent.includes('model mtt-musicnn')"
+            " && document.body.dataset.analysing === 'false'",
+            ANALYSIS_TIMEOUT_SECONDS,
+        )
         drawn = driver.execute_script("return window.taggramPage.heatmap")
         mtt = api_post(two.url, "/taggram", audio_file, model="mtt-musicnn")
         assert drawn["matrix"] == expected_matrix(mtt)
@@ -449,20 +495,40 @@ CATALOG_HEAD = "timbre-classes"
 
 @pytest.fixture(scope="module")
 def catalog_server(models_dir, tmp_path_factory):
-    """A server with a head trained on, and an index built from, one backfill of tests/support/head_catalog.py's audio."""
+    """A server with a head trained on, and an index built from, one backfill of tests/support/head_catalog.py's
+    audio."""
     import subprocess
     import sys
 
-    from tests.support.head_catalog import make_catalog, run_backfill
     from head_training.train import main as train_head
+    from tests.support.head_catalog import make_catalog, run_backfill
 
     root = tmp_path_factory.mktemp("page-catalog")
     audio, labels = make_catalog(root)
     run_backfill(audio, root / "backfill", models_dir)
-    assert train_head([str(root / "backfill"), str(labels), "--name", CATALOG_HEAD, "--output", str(root / "heads"),
-                       "--models-dir", str(models_dir), "--candidates", "logreg-segments"]) == 0
-    built = subprocess.run([sys.executable, "-m", "service", "index", "build", str(root / "backfill"), "--output",
-                            str(root / "index")], capture_output=True, text=True, timeout=ANALYSIS_TIMEOUT_SECONDS)
+    assert (
+        train_head(
+            [
+                str(root / "backfill"),
+                str(labels),
+                "--name",
+                CATALOG_HEAD,
+                "--output",
+                str(root / "heads"),
+                "--models-dir",
+                str(models_dir),
+                "--candidates",
+                "logreg-segments",
+            ]
+        )
+        == 0
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "service", "index", "build", str(root / "backfill"), "--output", str(root / "index")],
+        capture_output=True,
+        text=True,
+        timeout=ANALYSIS_TIMEOUT_SECONDS,
+    )
     assert built.returncode == 0, built.stderr
     settings = server_settings(models_dir, heads_dir=root / "heads", index_dir=root / "index")
     with live_server(settings) as live:
@@ -479,9 +545,13 @@ def test_a_head_and_the_nearest_catalog_tracks_are_shown_as_the_api_answers(driv
     wait_for(driver, "return document.body.dataset.ready === 'true'")
     Select(driver.find_element(By.ID, "taxonomy")).select_by_value(f"head:{CATALOG_HEAD}")
     pick(driver, path)
-    wait_for(driver, "return document.body.dataset.analysing === 'false'"
-                     " && document.getElementById('neighbours').children.length > 0"
-                     " && document.getElementById('suggestions').children.length > 0", ANALYSIS_TIMEOUT_SECONDS)
+    wait_for(
+        driver,
+        "return document.body.dataset.analysing === 'false'"
+        " && document.getElementById('neighbours').children.length > 0"
+        " && document.getElementById('suggestions').children.length > 0",
+        ANALYSIS_TIMEOUT_SECONDS,
+    )
 
     suggested = api_post(live.url, "/suggest-subgenres", path, taxonomy=CATALOG_HEAD, k=5)
     assert suggested["kind"] == "head"
@@ -493,8 +563,9 @@ def test_a_head_and_the_nearest_catalog_tracks_are_shown_as_the_api_answers(driv
     series = driver.execute_script("return window.taggramPage.segmentSeries")
     best = suggested["suggestions"][0]["subgenre"]
     assert series["subgenre"] == best
-    np.testing.assert_allclose(series["values"], [row[head["classes"].index(best)] for row in head["segments"]],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        series["values"], [row[head["classes"].index(best)] for row in head["segments"]], rtol=0, atol=1e-9
+    )
 
     similar = api_post(live.url, "/similar", path, k=10)
     rows = driver.find_elements(By.CSS_SELECTOR, "#neighbours tr")

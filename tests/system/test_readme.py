@@ -34,7 +34,7 @@ def test_readme_two_commands_are_the_makefile_targets_and_ci_runs_the_test_one()
     commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
     assert commands == ["make run", "make test"]
     ci = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
-    assert [line for line in ci if line.startswith("make ")] == ["make test"]
+    assert [line for line in ci if line.startswith("make ")] == ["make lint", "make test"]  # the linter, then the tests
 
 
 def test_readme_examples_work_as_written(models_dir, tmp_path):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.support.audio_factory import chord, encode_audio, noise
 from tests.support.live_server import live_server, server_settings
@@ -46,8 +47,14 @@ def problem(response: httpx.Response) -> dict:
 
 # ---- overload ---------------------------------------------------------------------------------------------------
 
-OVERLOAD = dict(max_concurrent_analyses=4, max_queue_patches=48, max_batch_patches=8, max_batch_wait_ms=2,
-                request_timeout_seconds=20.0, retry_after_seconds=3)
+OVERLOAD = dict(
+    max_concurrent_analyses=4,
+    max_queue_patches=48,
+    max_batch_patches=8,
+    max_batch_wait_ms=2,
+    request_timeout_seconds=20.0,
+    retry_after_seconds=3,
+)
 FLOOD_REQUESTS = 32
 # Measured on the server process alone (`taggram serve` as a child: neither the test's clients nor the heap of
 # earlier tests in the pytest process count). The first flood grows it once (per-thread malloc arenas, connection
@@ -70,6 +77,7 @@ def flood(server: ServeProcess, seeds: range) -> tuple[list[tuple[httpx.Response
 
     async def run():
         async with httpx.AsyncClient(base_url=server.url, timeout=60.0) as client:
+
             async def one(body: bytes):
                 started = time.perf_counter()
                 try:
@@ -91,11 +99,15 @@ def queued_patches(http: httpx.Client, model: str = "msd-musicnn") -> float:
     return float(lines[0].split()[1])
 
 
-def test_overload_is_shed_with_503_admitted_requests_stay_bounded_and_the_server_recovers(models_dir, tmp_path,
-                                                                                          record_property):
+@pytest.mark.slow
+def test_overload_is_shed_with_503_admitted_requests_stay_bounded_and_the_server_recovers(
+    models_dir, tmp_path, record_property
+):
     settings = {f"TAGGRAM_{name.upper()}": str(value) for name, value in OVERLOAD.items()}
-    with ServeProcess(models_dir, tmp_path, **settings) as server, httpx.Client(base_url=server.url,
-                                                                               timeout=120.0) as http:
+    with (
+        ServeProcess(models_dir, tmp_path, **settings) as server,
+        httpx.Client(base_url=server.url, timeout=120.0) as http,
+    ):
         server.wait_ready()
         unloaded = [timed_post(http, clip(10.0, seed)) for seed in (1, 2, 3)]
         assert all(status == 200 for status, _ in unloaded)
@@ -117,9 +129,14 @@ def test_overload_is_shed_with_503_admitted_requests_stay_bounded_and_the_server
             bound = 4 * OVERLOAD["max_concurrent_analyses"] * unloaded_latency + 3.0
             assert max(admitted) < min(bound, OVERLOAD["request_timeout_seconds"]), (admitted, bound)
             assert growth_mb < memory_bound, f"flood {round_ + 1}: RSS grew {growth_mb:.0f} MiB"
-            record_property(f"flood_{round_ + 1}", {"statuses": {s: statuses.count(s) for s in set(statuses)},
-                                                   "admitted_max_s": round(max(admitted), 2),
-                                                   "rss_growth_mib": round(growth_mb)})
+            record_property(
+                f"flood_{round_ + 1}",
+                {
+                    "statuses": {s: statuses.count(s) for s in set(statuses)},
+                    "admitted_max_s": round(max(admitted), 2),
+                    "rss_growth_mib": round(growth_mb),
+                },
+            )
 
         # Load gone: nothing is left queued or counted in flight, and latency is back to unloaded.
         assert queued_patches(http) == 0 and in_flight(http) == 0
@@ -139,8 +156,11 @@ def test_a_503_reaches_clients_that_are_still_uploading_large_bodies(models_dir)
     and discards the rest of the body for a bounded time before closing (see CloseUnreadBodyMiddleware).
     """
     with live_server(server_settings(models_dir, max_concurrent_analyses=1, retry_after_seconds=3)) as live:
-        holder = threading.Thread(target=lambda: httpx.post(live.url + "/embed", content=slow_body(clip(3.0, 1), 3.0),
-                                                            headers=WAV, timeout=60))
+        holder = threading.Thread(
+            target=lambda: httpx.post(
+                live.url + "/embed", content=slow_body(clip(3.0, 1), 3.0), headers=WAV, timeout=60
+            )
+        )
         holder.start()  # holds the only analysis slot while its body trickles in
         deadline = time.monotonic() + 10
         while live.state.in_flight < 1:
@@ -149,6 +169,7 @@ def test_a_503_reaches_clients_that_are_still_uploading_large_bodies(models_dir)
 
         async def large_uploads() -> list[int | str]:
             async with live.async_client(timeout=60.0) as client:
+
                 async def one(i: int) -> int | str:
                     try:
                         response = await client.post("/embed", content=bytes([i]) * (4 * 2**20), headers=WAV)
@@ -179,7 +200,10 @@ HOT_CLIPS = 3
 WORKERS = 4
 
 
-def test_redis_crash_hang_and_restart_under_load_fail_no_request_and_hits_resume(models_dir, private_redis, record_property):
+@pytest.mark.slow
+def test_redis_crash_hang_and_restart_under_load_fail_no_request_and_hits_resume(
+    models_dir, private_redis, record_property
+):
     hot = [clip(2.0, seed) for seed in range(HOT_CLIPS)]
     fresh = (clip(2.0, 1000 + i) for i in range(10_000))
     timeline: dict[str, float] = {}
@@ -258,8 +282,12 @@ def redis_cache_errors() -> float:
     """taggram_cache_errors_total for Redis, all ops: the metrics registry is per process, shared by every server."""
     from prometheus_client import REGISTRY
 
-    return sum(sample.value for family in REGISTRY.collect() for sample in family.samples
-               if sample.name == "taggram_cache_errors_total" and sample.labels.get("backend") == "redis")
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == "taggram_cache_errors_total" and sample.labels.get("backend") == "redis"
+    )
 
 
 # ---- SIGTERM (the real CLI) --------------------------------------------------------------------------------------
@@ -291,8 +319,10 @@ def in_flight(http: httpx.Client) -> float:
     return float(lines[0].split()[1]) - 1  # minus this /metrics request
 
 
-def test_sigterm_under_load_drains_then_refuses_new_connections_finishes_in_flight_and_exits_0(models_dir, tmp_path,
-                                                                                              record_property):
+@pytest.mark.slow
+def test_sigterm_under_load_drains_then_refuses_new_connections_finishes_in_flight_and_exits_0(
+    models_dir, tmp_path, record_property
+):
     settings = {"TAGGRAM_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS), "TAGGRAM_SHUTDOWN_GRACE_SECONDS": "60"}
     results: dict[str, tuple[int | str, float]] = {}
 
@@ -363,6 +393,7 @@ def test_sigterm_under_load_drains_then_refuses_new_connections_finishes_in_flig
     assert "Traceback" not in output and " ERROR " not in output, output
 
 
+@pytest.mark.slow
 def test_sigterm_past_the_grace_period_cuts_what_is_left_and_still_exits_0(models_dir, tmp_path, record_property):
     grace = 1.0
     settings = {"TAGGRAM_SHUTDOWN_DRAIN_SECONDS": "0", "TAGGRAM_SHUTDOWN_GRACE_SECONDS": str(grace)}
@@ -373,7 +404,9 @@ def test_sigterm_past_the_grace_period_cuts_what_is_left_and_still_exits_0(model
         def post() -> None:
             with httpx.Client(base_url=proc.url, timeout=60.0) as client:
                 try:
-                    outcome.append(client.post("/embed", content=slow_body(clip(6.0, 600), 30.0), headers=WAV).status_code)
+                    outcome.append(
+                        client.post("/embed", content=slow_body(clip(6.0, 600), 30.0), headers=WAV).status_code
+                    )
                 except httpx.TransportError as error:
                     outcome.append(type(error).__name__)
 

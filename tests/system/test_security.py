@@ -107,18 +107,24 @@ class Listener:
 def referencing_bodies(local_wav: Path, port: int) -> dict[str, bytes]:
     url = f"http://127.0.0.1:{port}/track.wav"
     return {
-        "HLS playlist naming a local file": (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\nfile://{local_wav}\n"
-                                             "#EXT-X-ENDLIST\n").encode(),
-        "HLS playlist naming a loopback URL": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\n{url}\n#EXT-X-ENDLIST\n".encode(),
+        "HLS playlist naming a local file": (
+            f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\nfile://{local_wav}\n#EXT-X-ENDLIST\n"
+        ).encode(),
+        "HLS playlist naming a loopback URL": (
+            f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:4.0,\n{url}\n#EXT-X-ENDLIST\n"
+        ).encode(),
         "ffconcat script naming a local file": f"ffconcat version 1.0\nfile '{local_wav}'\n".encode(),
         "ffconcat script naming a relative file": f"ffconcat version 1.0\nfile '{local_wav.name}'\n".encode(),
         "ffconcat script naming a loopback URL": f"ffconcat version 1.0\nfile '{url}'\n".encode(),
-        "SDP description of an RTP stream to loopback": (f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\n"
-                                                          f"m=audio {port} RTP/AVP 0\n").encode(),
+        "SDP description of an RTP stream to loopback": (
+            f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio {port} RTP/AVP 0\n"
+        ).encode(),
     }
 
 
-def test_playlists_and_scripts_naming_other_files_or_urls_are_refused_and_nothing_is_opened(http, tmp_path, monkeypatch):
+def test_playlists_and_scripts_naming_other_files_or_urls_are_refused_and_nothing_is_opened(
+    http, tmp_path, monkeypatch
+):
     local_wav = tmp_path / "track.wav"
     local_wav.write_bytes(wav(4.0))  # a real, decodable file: had FFmpeg followed the reference, this would be 200
     monkeypatch.chdir(tmp_path)  # so that a relative reference would resolve to it
@@ -146,8 +152,15 @@ class Cut:
     cut_after: float | None  # seconds from the first body byte to the connection being closed by the server
 
 
-def stream_until_cut(port: int, head: bytes, total_bytes: int, *, chunk: int = 64 * 1024, pause: float = 0.02,
-                     give_up_after: float = 30.0) -> Cut:
+def stream_until_cut(
+    port: int,
+    head: bytes,
+    total_bytes: int,
+    *,
+    chunk: int = 64 * 1024,
+    pause: float = 0.02,
+    give_up_after: float = 30.0,
+) -> Cut:
     """Send ``head`` then a chunked body slowly (64 KiB every 20 ms: ~3 MB/s) until the server closes the connection,
     ``total_bytes`` went, or ``give_up_after`` seconds passed."""
     sock = socket.create_connection(("127.0.0.1", port))
@@ -178,8 +191,10 @@ def stream_until_cut(port: int, head: bytes, total_bytes: int, *, chunk: int = 6
 
 
 def chunked_head(path: str, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n"
-            f"Transfer-Encoding: chunked\r\n{extra}\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n"
+        f"Transfer-Encoding: chunked\r\n{extra}\r\n"
+    ).encode()
 
 
 LINGER = CloseUnreadBodyMiddleware.LINGER_SECONDS
@@ -233,8 +248,13 @@ def test_a_refusals_latency_is_timed_to_its_answer_not_through_the_lingering_clo
 
 
 def test_every_route_but_health_readiness_metrics_and_the_api_description_needs_the_key(server):
-    routes = {(route.path, method) for route in server.app.routes if hasattr(route, "methods")
-              for method in route.methods if method != "HEAD"}
+    routes = {
+        (route.path, method)
+        for route in server.app.routes
+        if hasattr(route, "methods")
+        for method in route.methods
+        if method != "HEAD"
+    }
     assert {path for path, _ in routes} >= PUBLIC_PATHS - {"/docs/oauth2-redirect"}
     with server.client() as anonymous:
         for path, method in sorted(routes):
@@ -278,11 +298,18 @@ def marked_wav(seconds: float) -> bytes:
     return b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WAVE" + body
 
 
-def test_logs_never_contain_the_api_key_the_redis_password_or_uploaded_bytes(models_dir, tmp_path, private_redis_factory):
+@pytest.mark.slow
+def test_logs_never_contain_the_api_key_the_redis_password_or_uploaded_bytes(
+    models_dir, tmp_path, private_redis_factory
+):
     redis_server = private_redis_factory(password="the-right-one")
     wrong_password_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_server.port}/0"  # every cache call fails, logged
-    settings = {"TAGGRAM_API_KEY": API_KEY, "TAGGRAM_LOG_LEVEL": "debug", "TAGGRAM_REDIS_URL": wrong_password_url,
-                "TAGGRAM_MAX_UPLOAD_BYTES": "200000"}
+    settings = {
+        "TAGGRAM_API_KEY": API_KEY,
+        "TAGGRAM_LOG_LEVEL": "debug",
+        "TAGGRAM_REDIS_URL": wrong_password_url,
+        "TAGGRAM_MAX_UPLOAD_BYTES": "200000",
+    }
     authorised = {"authorization": f"Bearer {API_KEY}"}
     with ServeProcess(models_dir, tmp_path, **settings) as proc:
         proc.wait_ready()
@@ -290,14 +317,24 @@ def test_logs_never_contain_the_api_key_the_redis_password_or_uploaded_bytes(mod
             octet = {"content-type": "application/octet-stream"}
             statuses = [
                 client.post("/embed", content=marked_wav(2.0), headers=octet).status_code,  # no key
-                client.post("/embed", content=marked_wav(2.0), headers=octet | {"authorization": "Bearer " + API_KEY[::-1]}).status_code,
+                client.post(
+                    "/embed", content=marked_wav(2.0), headers=octet | {"authorization": "Bearer " + API_KEY[::-1]}
+                ).status_code,
                 client.post("/embed", content=marked_wav(2.0), headers=octet | authorised).status_code,
                 client.post("/embed", content=MARKER * 500, headers=octet | authorised).status_code,  # undecodable
-                client.post("/embed", content=marked_wav(2.0)[:300], headers=octet | authorised).status_code,  # a few samples left
+                client.post(
+                    "/embed", content=marked_wav(2.0)[:300], headers=octet | authorised
+                ).status_code,  # a few samples left
                 client.post("/embed", content=MARKER * 20_000, headers=octet | authorised).status_code,  # too large
-                client.post("/embed", files={"file": (MARKER.decode(), MARKER * 100, "audio/wav")},
-                            data={"note": MARKER.decode()}, headers=authorised).status_code,
-                client.post("/embed", params={"model": MARKER.decode()}, content=marked_wav(2.0), headers=octet | authorised).status_code,
+                client.post(
+                    "/embed",
+                    files={"file": (MARKER.decode(), MARKER * 100, "audio/wav")},
+                    data={"note": MARKER.decode()},
+                    headers=authorised,
+                ).status_code,
+                client.post(
+                    "/embed", params={"model": MARKER.decode()}, content=marked_wav(2.0), headers=octet | authorised
+                ).status_code,
                 client.get("/models", headers={"authorization": API_KEY}).status_code,  # key without the scheme
             ]
         proc.process.send_signal(signal.SIGTERM)

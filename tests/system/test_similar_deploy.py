@@ -70,8 +70,12 @@ def test_index_job_builds_from_the_backfill_volume_into_the_index_volume():
 @pytest.fixture(scope="module")
 def rendered_with_component() -> list[dict]:
     """k8s/overlays/cpu-similar: the CPU overlay plus the similar component."""
-    done = subprocess.run([tool("kubectl"), "kustomize", str(K8S / "overlays" / "cpu-similar")], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [tool("kubectl"), "kustomize", str(K8S / "overlays" / "cpu-similar")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 

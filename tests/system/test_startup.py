@@ -125,10 +125,22 @@ BREAKERS: dict[str, Callable[[Path, Path], Path]] = {
 
 
 def run_serve(models: Path, taxonomies: Path, port: int) -> subprocess.CompletedProcess:
-    env = clean_env(TAGGRAM_MODELS_DIR=str(models), TAGGRAM_TAXONOMY_DIR=str(taxonomies), TAGGRAM_MODELS=MODEL,
-                    TAGGRAM_DEFAULT_MODEL=MODEL, TAGGRAM_HOST="127.0.0.1", TAGGRAM_PORT=str(port))
-    return subprocess.run([str(taggram_executable()), "serve"], env=env, capture_output=True, text=True,
-                          timeout=EXIT_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    env = clean_env(
+        TAGGRAM_MODELS_DIR=str(models),
+        TAGGRAM_TAXONOMY_DIR=str(taxonomies),
+        TAGGRAM_MODELS=MODEL,
+        TAGGRAM_DEFAULT_MODEL=MODEL,
+        TAGGRAM_HOST="127.0.0.1",
+        TAGGRAM_PORT=str(port),
+    )
+    return subprocess.run(
+        [str(taggram_executable()), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def port_is_closed(port: int) -> bool:
@@ -156,6 +168,7 @@ def test_a_broken_model_file_stops_the_start_with_one_error_line_naming_it(tmp_p
     assert "Uvicorn running" not in output and port_is_closed(port)
 
 
+@pytest.mark.slow
 def test_the_same_folders_unbroken_start_and_serve(tmp_path, models_dir):
     """Control: the copies the cases above break are themselves good, so each failure above is the broken file's."""
     models = copy_model(models_dir, tmp_path / "models")
@@ -180,3 +193,36 @@ def test_bad_cuda_batch_sizes_stop_the_start_with_the_one_line_settings_error(mo
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert result.returncode == 2 and len(errors) == 1, result.stderr
     assert "TAGGRAM_CUDA_BATCH_SIZES" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_bf16_that_cannot_be_honoured_stops_the_start_with_one_line_saying_why(tmp_path, models_dir):
+    """A model copied without its parity patches: refused on any CPU (where the CPU has no native bf16, or openvino
+    is missing, the line says that instead; docs/precision.md)."""
+    models = copy_model(models_dir, tmp_path / "models")
+    env = clean_env(
+        TAGGRAM_MODELS_DIR=str(models),
+        TAGGRAM_MODELS=MODEL,
+        TAGGRAM_DEFAULT_MODEL=MODEL,
+        TAGGRAM_PRECISION="bf16",
+        TAGGRAM_PORT=str(free_port()),
+    )
+    result = subprocess.run(
+        [taggram_executable(), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert f"cannot start: model {MODEL}: TAGGRAM_PRECISION=bf16 is not possible: " in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_precision_stops_the_start_with_the_one_line_settings_error(models_dir):
+    env = clean_env(TAGGRAM_MODELS_DIR=str(models_dir), TAGGRAM_PRECISION="int8")
+    result = subprocess.run([taggram_executable(), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "TAGGRAM_PRECISION" in errors[0] and "Traceback" not in result.stderr

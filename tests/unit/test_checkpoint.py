@@ -7,6 +7,7 @@ raises CheckpointError.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from functools import cache
 from pathlib import Path
@@ -235,7 +236,7 @@ def test_real_checkpoint_entries_tile_the_data_file_and_match_tf_crc32c(folder):
     entries = {key.decode(): parse_entry(value) for key, value in items.items() if key}
     spans = sorted((e.offset, e.offset + e.size) for e in entries.values())
     assert spans[0][0] == 0 and spans[-1][1] == Path(f"{prefix}{DATA_SUFFIX}").stat().st_size
-    assert all(end == start for (_, end), (start, _) in zip(spans, spans[1:])), "gaps or overlaps"
+    assert all(end == start for (_, end), (start, _) in itertools.pairwise(spans)), "gaps or overlaps"
     # TF stored a masked crc32c of each tensor's bytes (BundleEntryProto field 6); the reader does not check it,
     # so checking it here proves the reader returns TF's bytes. Small tensors only: pure-Python CRC is slow.
     tensors = real_tensors(folder)

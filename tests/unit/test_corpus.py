@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.audio_factory import encode_audio, sine
 from corpus import build as corpus
 from corpus.build import Source
+from tests.support.audio_factory import encode_audio, sine
 
 SAMPLE_RATE = 44_100  # Hz
 
 
 def test_track_id_is_package_slash_safe_name():
-    assert corpus.track_id("fretsonfire-songs-sectoid", "Metal madness/guitar.ogg") == \
-        "fretsonfire-songs-sectoid/Metal_madness_guitar"
-    assert corpus.track_id("lincity-ng-data", "01 - pronobozo - lincity.ogg") == \
-        "lincity-ng-data/01_-_pronobozo_-_lincity"
+    assert (
+        corpus.track_id("fretsonfire-songs-sectoid", "Metal madness/guitar.ogg")
+        == "fretsonfire-songs-sectoid/Metal_madness_guitar"
+    )
+    assert (
+        corpus.track_id("lincity-ng-data", "01 - pronobozo - lincity.ogg") == "lincity-ng-data/01_-_pronobozo_-_lincity"
+    )
     assert corpus.track_id("p", "a/b/c.d.ogg").count("/") == 1
 
 
@@ -28,13 +31,16 @@ def test_relative_names_drop_the_shared_folder():
     assert corpus.relative_names([Path("/r/m/a.ogg")]) == ["a.ogg"]
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("01 - pronobozo - lincity.ogg", ("pronobozo", "lincity")),
-    ("02 - Robert van Herk - City Blues.ogg", ("Robert van Herk", "City Blues")),
-    ("Olivier Militon.-.Vogue_a_lame.ogg", ("Olivier Militon", "Vogue a lame")),
-    ("forest-sprint.ogg", ("", "forest-sprint")),
-    ("battle_theme.ogg", ("", "battle theme")),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("01 - pronobozo - lincity.ogg", ("pronobozo", "lincity")),
+        ("02 - Robert van Herk - City Blues.ogg", ("Robert van Herk", "City Blues")),
+        ("Olivier Militon.-.Vogue_a_lame.ogg", ("Olivier Militon", "Vogue a lame")),
+        ("forest-sprint.ogg", ("", "forest-sprint")),
+        ("battle_theme.ogg", ("", "battle theme")),
+    ],
+)
 def test_filename_artist_title(name, expected):
     assert corpus.filename_artist_title(name) == expected
 
@@ -47,8 +53,15 @@ def test_placeholder_tags_are_not_names():
 
 
 def test_per_file_licence_and_credits_override_the_package_defaults():
-    source = Source("p", r"\.ogg$", "GPL-2.0-or-later", "unknown", "A", (("tuxi\\.ogg$", "LicenseRef-public-domain"),),
-                    ((r"-jt\.ogg$", "Joseph Toscano"),))
+    source = Source(
+        "p",
+        r"\.ogg$",
+        "GPL-2.0-or-later",
+        "unknown",
+        "A",
+        (("tuxi\\.ogg$", "LicenseRef-public-domain"),),
+        ((r"-jt\.ogg$", "Joseph Toscano"),),
+    )
     assert source.licence_of("usr/share/tuxtype/sounds/tuxi.ogg") == "LicenseRef-public-domain"
     assert source.licence_of("usr/share/tuxtype/sounds/chiptune2.ogg") == "GPL-2.0-or-later"
     assert source.credited_artist("race1-jt.ogg") == "Joseph Toscano"
@@ -62,7 +75,8 @@ def test_cv_group_falls_back_to_the_album():
 
 def test_music_xml_titles_reads_supertuxkart_credits_and_skips_s_expressions(tmp_path):
     (tmp_path / "bay.music").write_text(
-        '<?xml version="1.0"?>\n<music title="Bay" composer="0zone0ne" file="bay.ogg"/>')
+        '<?xml version="1.0"?>\n<music title="Bay" composer="0zone0ne" file="bay.ogg"/>'
+    )
     (tmp_path / "forest.music").write_text('(supertux-music (file "forest.ogg"))')
     found = corpus.music_xml_titles(tmp_path, "SuperTuxKart soundtrack")
     assert found == {(tmp_path / "bay.ogg").as_posix(): ("Bay", "0zone0ne", "SuperTuxKart soundtrack")}
@@ -77,15 +91,28 @@ def test_catalogue_links_describes_skips_jingles_and_joins_labels(tmp_path):
     (music / "jingle.ogg").write_bytes(encode_audio(sine(440, 3, SAMPLE_RATE), SAMPLE_RATE, "ogg"))
     source = Source("pkg", r"music/[^/]+\.ogg$", "GPL-2.0-or-later", "unknown", "Pkg soundtrack")
     tid = "pkg/01_-_Some_Body_-_Long_Piece"
-    labels = {tid: {"track_id": tid, "label": "ambient", "artist": "", "album": "", "label_reason": "why",
-                    "evidence": "documented", "cv_group": "The Original's Composer"}}
+    labels = {
+        tid: {
+            "track_id": tid,
+            "label": "ambient",
+            "artist": "",
+            "album": "",
+            "label_reason": "why",
+            "evidence": "documented",
+            "cv_group": "The Original's Composer",
+        }
+    }
     rows = corpus.catalogue_package(source, root, "1.0-1", tmp_path / "audio", labels)
     assert [r["track_id"] for r in rows] == [tid]  # the 3 s jingle is left out
     (row,) = rows
     assert Path(row["path"]).samefile(music / "01 - Some Body - Long Piece.ogg")
     assert (row["artist"], row["title"], row["album"]) == ("Some Body", "Long Piece", "Pkg soundtrack")
-    assert (row["label"], row["label_reason"], row["label_evidence"], row["cv_group"]) == \
-        ("ambient", "why", "documented", "The Original's Composer")  # the labels file's grouping wins
+    assert (row["label"], row["label_reason"], row["label_evidence"], row["cv_group"]) == (
+        "ambient",
+        "why",
+        "documented",
+        "The Original's Composer",
+    )  # the labels file's grouping wins
     assert row["codec"] == "vorbis" and abs(float(row["duration_seconds"]) - 25) < 0.1
     # a second run finds the link already there and gives the same row
     assert corpus.catalogue_package(source, root, "1.0-1", tmp_path / "audio", labels) == rows
@@ -115,6 +142,6 @@ def test_labels_file_is_consistent():
 
 
 def test_an_unknown_package_is_refused_before_any_download(tmp_path):
-    with pytest.raises(SystemExit, match="not in corpus.build.SOURCES: no-such-package"):
+    with pytest.raises(SystemExit, match=r"not in corpus\.build\.SOURCES: no-such-package"):
         corpus.build(tmp_path, ["no-such-package"])
     assert not (tmp_path / "debs").exists()

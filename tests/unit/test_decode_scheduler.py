@@ -14,8 +14,17 @@ WAIT_SECONDS = 10.0
 class Steps(DecodeTask):
     """``steps`` steps of one emitted patch each, logging each step's name into a shared list."""
 
-    def __init__(self, name: str, steps: int, log: list[str], *, priority: int = BULK, credits: int = 100,
-                 gate: threading.Event | None = None, fail_at: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: int,
+        log: list[str],
+        *,
+        priority: int = BULK,
+        credits: int = 100,
+        gate: threading.Event | None = None,
+        fail_at: int | None = None,
+    ) -> None:
         super().__init__(priority, credits)
         self.name, self.left, self.log, self.gate, self.fail_at = name, steps, log, gate, fail_at
         self.closed = 0

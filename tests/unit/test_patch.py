@@ -109,7 +109,9 @@ def test_spread_patches_are_the_complete_analysis_own_patches_from_first_to_last
     patches = patch_track(track, GEOMETRY, GEOMETRY.patch_frames)
     offsets = spread_patch_offsets(track.size, GEOMETRY, count)
     assert len(offsets) == count and offsets == sorted(set(offsets))
-    padded = np.concatenate([np.zeros(GEOMETRY.context_samples, np.float32), track, np.zeros(GEOMETRY.patch_samples, np.float32)])
+    padded = np.concatenate(
+        [np.zeros(GEOMETRY.context_samples, np.float32), track, np.zeros(GEOMETRY.patch_samples, np.float32)]
+    )
     indices = [(o + GEOMETRY.context_samples) // COVERED for o in offsets]
     for offset, index in zip(offsets, indices):
         assert (offset + GEOMETRY.context_samples) % COVERED == 0

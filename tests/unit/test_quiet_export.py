@@ -12,8 +12,13 @@ import logging
 import re
 import warnings
 
-from model_export.quiet import (LEAFSPEC_MESSAGE, LEAFSPEC_MODULE, TORCHVISION_LOGGER, TORCHVISION_NOTICE,
-                                export_noise_filtered)
+from model_export.quiet import (
+    LEAFSPEC_MESSAGE,
+    LEAFSPEC_MODULE,
+    TORCHVISION_LOGGER,
+    TORCHVISION_NOTICE,
+    export_noise_filtered,
+)
 
 
 def test_the_filtered_logger_is_torchs_onnx_op_registry():
@@ -37,14 +42,18 @@ def test_torchvision_notices_are_dropped_only_inside_the_export(caplog):
             logger.warning("Failed to register '%s'. Skipped", "aten::foo")  # a real problem: still shown
         logger.warning("torchvision is not installed. Skipping %s", "torchvision::roi_align")
     messages = [record.getMessage() for record in caplog.records]
-    assert messages == ["Failed to register 'aten::foo'. Skipped",
-                        "torchvision is not installed. Skipping torchvision::roi_align"]
+    assert messages == [
+        "Failed to register 'aten::foo'. Skipped",
+        "torchvision is not installed. Skipping torchvision::roi_align",
+    ]
 
 
 def emit_from(module: str, message: str, category: type[Warning]) -> None:
     """warnings.warn attributed to `module`, as torch's pytree warning is attributed to copyreg."""
-    exec(compile(f"import warnings\nwarnings.warn({message!r}, {category.__name__})", module, "exec"),
-         {"__name__": module, category.__name__: category})
+    exec(
+        compile(f"import warnings\nwarnings.warn({message!r}, {category.__name__})", module, "exec"),
+        {"__name__": module, category.__name__: category},
+    )
 
 
 def test_only_the_leafspec_future_warning_from_copyreg_is_ignored():

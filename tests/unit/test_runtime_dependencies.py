@@ -1,5 +1,6 @@
 """The runtime dependency set is complete: every third-party module that ``service/`` imports is installed by
-``pip install taggram`` without extras.
+``pip install taggram`` without extras (or, for a module imported only where it is installed, by an extra of
+``OPTIONAL_RUNTIME_EXTRAS``).
 
 Before this test, ``soundfile`` was imported by the second decoder but listed by no runtime dependency: every venv the
 tests ran in had it only through librosa (an export/test extra), and the image crashed at import. The fast check below
@@ -33,9 +34,15 @@ def imported_top_level_modules(package: Path) -> set[str]:
     return names - set(sys.stdlib_module_names) - {"service", "__future__"}
 
 
+# Extras the service imports only behind a check that they are installed (without them it runs as before): cpu-bf16's
+# openvino (service/engine/run_openvino.py; tests/integration/test_runtime_install.py serves without it).
+OPTIONAL_RUNTIME_EXTRAS = ("cpu-bf16",)
+
+
 def runtime_requirements() -> list[Requirement]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["dependencies"]]
+    optional = [text for extra in OPTIONAL_RUNTIME_EXTRAS for text in project["optional-dependencies"][extra]]
+    return [Requirement(text) for text in project["dependencies"] + optional]
 
 
 def distribution_closure(requirements: list[Requirement]) -> set[str]:

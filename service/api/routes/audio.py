@@ -84,5 +84,13 @@ async def suggest_subgenres(
         return respond.suggestions(chosen.name, ranking, analysis, cached, k)
     answer = await analyse.early(chosen)
     fields = {} if answer.complete else {"unsampled_integrity": "unknown", "sampling": answer.sampling}
-    return respond.suggestions(chosen.name, ranking, answer.analysis, answer.cached, k, complete=answer.complete,
-                               coverage=round(answer.coverage, 4), **fields)
+    return respond.suggestions(
+        chosen.name,
+        ranking,
+        answer.analysis,
+        answer.cached,
+        k,
+        complete=answer.complete,
+        coverage=round(answer.coverage, 4),
+        **fields,
+    )

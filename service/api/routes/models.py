@@ -19,6 +19,8 @@ async def list_models(models: Models, selection: Rankings, indexes: SimilarIndex
                 name=m.name,
                 manifest=m.manifest.model_dump(),
                 provider=m.runner.provider,
+                runtime=m.runner.runtime,
+                precision=m.runner.precision,
                 taxonomy=m.taxonomy.as_dict(m.manifest.labels),
                 **selection.model_info(m.name),
                 index=(index.describe() if (index := indexes.get(m.name)) else None),

@@ -41,6 +41,7 @@ class IndexManifest(BaseModel):
     format: int
     model: str
     onnx_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    precision: str = "fp32"  # of the catalog's embeddings (absent in indexes built before bf16 existed: fp32)
     count: int = Field(ge=1)
     dim: int = Field(ge=1)
     metric: str
@@ -74,7 +75,9 @@ def read_manifest(path: Path) -> IndexManifest:
     except (OSError, ValueError, ValidationError) as error:
         raise IndexFileError(f"index manifest {path} is invalid: {' '.join(str(error).splitlines()[:3])}") from None
     if manifest.format != INDEX_FORMAT:
-        raise IndexFileError(f"index manifest {path}: format {manifest.format} is not supported (expected {INDEX_FORMAT})")
+        raise IndexFileError(
+            f"index manifest {path}: format {manifest.format} is not supported (expected {INDEX_FORMAT})"
+        )
     if manifest.metric != METRIC or manifest.normalisation.get("method") != NORMALISATION:
         raise IndexFileError(f"index manifest {path}: metric {manifest.metric!r} / normalisation is not supported")
     if len(manifest.normalisation.get("mean", ())) != manifest.dim:
@@ -98,7 +101,7 @@ def catalog_mean(raw: np.ndarray) -> np.ndarray:
 
 def normalise_catalog(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A catalog's raw embeddings → (the vectors an index stores, the mean every query is normalised with). The one
-    catalog normalisation: ``taggram index build`` and bench/similar.py both call it."""
+    catalog normalisation: ``taggram index build`` and bench/studies/similar.py both call it."""
     mean = catalog_mean(raw)
     return normalise(raw, mean), mean
 

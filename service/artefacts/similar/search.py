@@ -1,6 +1,6 @@
 """Searchers: the k nearest rows of a normalised catalog to a normalised query, by inner product (= cosine).
 
-Two implementations behind one interface, chosen at build time (bench/similar.py, docs/similar.md):
+Two implementations behind one interface, chosen at build time (bench/studies/similar.py, docs/similar.md):
 ``ExactSearcher`` (a float32 matrix product over a memory-mapped .npy: exact, no build, fine up to ~10⁵ tracks)
 and ``UsearchSearcher`` (usearch's HNSW graph, memory-mapped with ``view``: the pages a query touches come in from
 the page cache, so several replicas on one node share them and a swap costs no copy).
@@ -13,19 +13,17 @@ from typing import Protocol
 
 import numpy as np
 
-# HNSW settings measured in bench/similar.py: recall@10 ≥ 0.99 on 10⁵ clustered vectors at these values, 0.989 on 10⁵
-# real-derived msd-musicnn vectors (docs/similar.md, "Real embeddings").
+# HNSW build settings: the smallest that keep recall@10 near 0.99 up to 10⁵ vectors (docs/similar.md, "Real
+# embeddings").
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
-# Search expansion, measured at 10⁶ f16 synthetic vectors (docs/similar.md, "Search expansion at 10⁶"): recall@10
-# 0.866 at 64, 0.959 at 256, 0.986 at 512, for 0.44 → 1.3 ms per query: still nothing next to the analysis of an
-# upload. On 10⁶ real-derived vectors 512 gives 0.927 and no expansion passes 0.955: most of that gap is the f16
-# storage rounding near-identical excerpts apart (f32 storage: 0.970), not the search expansion.
+# Search expansion: the highest recall at 10⁶ vectors for a query time still nothing next to the analysis of an
+# upload; what is left of the gap at 10⁶ is f16 storage, not the expansion (docs/similar.md, "Search expansion at
+# 10⁶").
 HNSW_EXPANSION_SEARCH = 512
-# Above this many vectors `--backend auto` builds HNSW. Exact search reads the whole matrix per query: measured p50
-# 0.63 ms at 2·10⁴ vectors, 13.7 ms at 10⁵ and 60 ms at 10⁶ on a quiet core (faster than linear growth once the
-# matrix leaves the CPU cache), against 0.3-0.7 ms for HNSW (docs/similar.md, "Which library"). 5·10⁴ keeps exact
-# near 7 ms per query (interpolated); the exact index needs no build and is exact.
+# Above this many vectors `--backend auto` builds HNSW: exact search reads the whole matrix per query, and past this
+# size its query time leaves HNSW's far behind; below it the exact index needs no build and is exact (docs/similar.md,
+# "Which library").
 EXACT_MAX_VECTORS = 50_000
 
 
@@ -84,8 +82,14 @@ class UsearchSearcher:
     def write(path: Path, vectors: np.ndarray, storage: str) -> None:
         from usearch.index import Index
 
-        index = Index(ndim=vectors.shape[1], metric="ip", dtype=storage, connectivity=HNSW_CONNECTIVITY,
-                      expansion_add=HNSW_EXPANSION_ADD, expansion_search=HNSW_EXPANSION_SEARCH)
+        index = Index(
+            ndim=vectors.shape[1],
+            metric="ip",
+            dtype=storage,
+            connectivity=HNSW_CONNECTIVITY,
+            expansion_add=HNSW_EXPANSION_ADD,
+            expansion_search=HNSW_EXPANSION_SEARCH,
+        )
         index.add(np.arange(len(vectors), dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
         index.save(str(path))
 

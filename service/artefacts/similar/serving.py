@@ -58,25 +58,40 @@ class LoadedIndex:
     def query_vector(self, embedding: np.ndarray) -> np.ndarray:
         return artefact.normalise(embedding, self.mean)[0]
 
-    def neighbours(self, query: np.ndarray, k: int, exclude_row: int | None = None,
-                   exclude_artist: str | None = None) -> list[Neighbour]:
+    def neighbours(
+        self, query: np.ndarray, k: int, exclude_row: int | None = None, exclude_artist: str | None = None
+    ) -> list[Neighbour]:
         """The k best rows, best first, without ``exclude_row`` and rows of ``exclude_artist``."""
         fetch = k + (exclude_row is not None)
         while True:
             rows, scores = self.searcher.search(query, fetch)
-            kept = [Neighbour(int(r), float(s)) for r, s in zip(rows, scores)
-                    if 0 <= r < len(self.track_ids) and r != exclude_row
-                    and (exclude_artist is None or self.artists[r] != exclude_artist)]
+            kept = [
+                Neighbour(int(r), float(s))
+                for r, s in zip(rows, scores)
+                if 0 <= r < len(self.track_ids)
+                and r != exclude_row
+                and (exclude_artist is None or self.artists[r] != exclude_artist)
+            ]
             if len(kept) >= k or fetch >= min(self.searcher.count, MAX_FETCH_ROWS):
                 return kept[:k]
             fetch = min(fetch * FETCH_GROWTH, self.searcher.count, MAX_FETCH_ROWS)
 
     def describe(self) -> dict:
         m = self.manifest
-        return {"vectors": m.count, "dim": m.dim, "metric": m.metric, "normalisation": m.normalisation["method"],
-                "library": m.library, "library_version": m.library_version, "storage": m.storage,
-                "built_at": m.built_at, "loaded_at": self.loaded_at, "duplicate_threshold": m.duplicate_threshold,
-                "has_artists": m.has_artists, "source_digest": m.source.get("digest")}
+        return {
+            "vectors": m.count,
+            "dim": m.dim,
+            "metric": m.metric,
+            "normalisation": m.normalisation["method"],
+            "library": m.library,
+            "library_version": m.library_version,
+            "storage": m.storage,
+            "built_at": m.built_at,
+            "loaded_at": self.loaded_at,
+            "duplicate_threshold": m.duplicate_threshold,
+            "has_artists": m.has_artists,
+            "source_digest": m.source.get("digest"),
+        }
 
 
 def signature(path: Path) -> tuple[int, int, int]:
@@ -96,14 +111,24 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
     manifest = artefact.read_manifest(path)
     model = models.get(manifest.model)
     if model is None:
-        raise artefact.IndexFileError(f"index {path} is for model {manifest.model!r}, which is not loaded "
-                                      f"(loaded: {sorted(models)})")
+        raise artefact.IndexFileError(
+            f"index {path} is for model {manifest.model!r}, which is not loaded (loaded: {sorted(models)})"
+        )
     if manifest.onnx_sha256 != model.manifest.onnx.sha256:
-        raise artefact.IndexFileError(f"index {path} was built with another {manifest.model} onnx file: sha256 "
-                                      f"{manifest.onnx_sha256[:12]}… != loaded {model.manifest.onnx.sha256[:12]}…")
+        raise artefact.IndexFileError(
+            f"index {path} was built with another {manifest.model} onnx file: sha256 "
+            f"{manifest.onnx_sha256[:12]}… != loaded {model.manifest.onnx.sha256[:12]}…"
+        )
+    if manifest.precision != model.runner.precision:  # a query's embedding and the catalog's: one precision
+        raise artefact.IndexFileError(
+            f"index {path} holds {manifest.precision} embeddings; {manifest.model} runs in "
+            f"{model.runner.precision} here: rebuild it from a backfill run with "
+            f"--precision {model.runner.precision} (docs/precision.md)"
+        )
     if manifest.dim != model.manifest.embedding_dim:
-        raise artefact.IndexFileError(f"index {path}: dim {manifest.dim} != the model's embedding dim "
-                                      f"{model.manifest.embedding_dim}")
+        raise artefact.IndexFileError(
+            f"index {path}: dim {manifest.dim} != the model's embedding dim {model.manifest.embedding_dim}"
+        )
     vectors_path, tracks_path = path.parent / manifest.files.vectors, path.parent / manifest.files.tracks
     for file, expected in ((vectors_path, manifest.files.vectors_sha256), (tracks_path, manifest.files.tracks_sha256)):
         try:
@@ -111,21 +136,32 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
         except OSError as error:
             raise artefact.IndexFileError(f"index file {file} cannot be read: {error.strerror or error}") from None
         if actual != expected:
-            raise artefact.IndexFileError(f"index file {file} is corrupt or replaced: sha256 {actual[:12]}… != "
-                                          f"manifest {expected[:12]}…")
+            raise artefact.IndexFileError(
+                f"index file {file} is corrupt or replaced: sha256 {actual[:12]}… != manifest {expected[:12]}…"
+            )
     try:
         searcher = open_searcher(manifest.library, vectors_path)
         tracks = pq.read_table(tracks_path)
-    except Exception as error:  # a library's own error for a file that passed its checksum: still this file's fault
+    # A library's own error for a file that passed its checksum: still this file's fault.
+    except Exception as error:  # noqa: BLE001 - any library error here means this file; it is named in the error
         raise artefact.IndexFileError(f"index file {vectors_path} cannot be opened: {error}") from None
     track_ids = tracks.column("track_id").to_pylist()
     if searcher.count != manifest.count or len(track_ids) != manifest.count:
-        raise artefact.IndexFileError(f"index {path}: {searcher.count} vectors and {len(track_ids)} tracks, "
-                                      f"manifest says {manifest.count}")
-    return LoadedIndex(manifest=manifest, searcher=searcher, track_ids=track_ids,
-                       rows={t: i for i, t in enumerate(track_ids)}, artists=tracks.column("artist_id").to_pylist(),
-                       titles=tracks.column("title").to_pylist(), mean=manifest.mean, signature=sig,
-                       loaded_at=time.time(), load_seconds=time.perf_counter() - started)
+        raise artefact.IndexFileError(
+            f"index {path}: {searcher.count} vectors and {len(track_ids)} tracks, manifest says {manifest.count}"
+        )
+    return LoadedIndex(
+        manifest=manifest,
+        searcher=searcher,
+        track_ids=track_ids,
+        rows={t: i for i, t in enumerate(track_ids)},
+        artists=tracks.column("artist_id").to_pylist(),
+        titles=tracks.column("title").to_pylist(),
+        mean=manifest.mean,
+        signature=sig,
+        loaded_at=time.time(),
+        load_seconds=time.perf_counter() - started,
+    )
 
 
 def record(index: LoadedIndex) -> None:
@@ -158,8 +194,14 @@ class Indexes:
                 raise artefact.IndexFileError(f"index manifest {path} names model {index.manifest.model!r}")
             loaded[index.manifest.model] = index
             record(index)
-            log.info("loaded index %s: %d vectors (%s, %s) in %.2f s", path, index.manifest.count,
-                     index.manifest.library, index.manifest.storage, index.load_seconds)
+            log.info(
+                "loaded index %s: %d vectors (%s, %s) in %.2f s",
+                path,
+                index.manifest.count,
+                index.manifest.library,
+                index.manifest.storage,
+                index.load_seconds,
+            )
         if not loaded:
             log.warning("no index manifests in %s yet: /similar answers 503 until one is built", self.directory)
         self.current = loaded
@@ -191,7 +233,9 @@ class Indexes:
             self.current = {**self.current, model: index}  # the swap: one reference assignment
             record(index)
             metrics.INDEX_RELOADS.labels(model, "ok").inc()
-            log.info("swapped in index %s: %d vectors, loaded in %.2f s", path, index.manifest.count, index.load_seconds)
+            log.info(
+                "swapped in index %s: %d vectors, loaded in %.2f s", path, index.manifest.count, index.load_seconds
+            )
 
     def request_reload(self) -> None:
         self._wake.set()

@@ -20,8 +20,8 @@ holds at most one chunk per worker, the parent holds per track at most one patch
 Modules, one per step: ``catalog`` (tracks, shards, size checks), ``workers`` (decode processes), ``run`` (set-up:
 model, output directory, the shard's unfinished tracks), ``loop`` (the parent's loop), ``tracks`` (a track's state
 and batches; determinism is explained there), ``progress``, ``cache_warming`` (``--warm-cache``), ``output``
-(Parquet parts, ``read_output``), ``options`` (a run's options and summary), ``cli`` (``taggram backfill``),
-``codes`` (usage error, exit and error codes).
+(Parquet parts, ``read_output``), ``options`` (a run's options and summary), ``cli`` (``taggram backfill``). The
+usage error, exit and error codes are the offline commands' shared ones (``service.offline.codes``).
 
 Output directory (see docs/backfill.md)::
 
@@ -44,9 +44,15 @@ import importlib
 # Public names → the module holding each, imported on first use (PEP 562): importing the package itself (as every
 # spawned decode worker does) loads none of the heavy modules.
 _EXPORTS = {
-    "read_output": "output", "RESULTS_DIR": "output", "ERRORS_DIR": "output",
+    "read_output": "output",
+    "identity_precision": "output",
+    "RESULTS_DIR": "output",
+    "ERRORS_DIR": "output",
     "shard_of": "catalog",
-    "main": "cli", "DEFAULT_BATCH_PATCHES": "cli", "default_batch_policy": "cli", "default_workers": "cli",
+    "main": "cli",
+    "DEFAULT_BATCH_PATCHES": "cli",
+    "default_batch_policy": "cli",
+    "default_workers": "cli",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -6,10 +6,10 @@ import asyncio
 
 from prometheus_client import REGISTRY
 
-from service.engine.analysis import Analysis
-from service.offline.backfill.codes import UsageError
-from service.engine.cache import RedisCache
 from service.config import Settings
+from service.engine.analysis import Analysis
+from service.engine.cache import RedisCache
+from service.offline.codes import UsageError
 
 # Offline writes have no latency budget: a slow Redis gets at least this long per write (more than the service's
 # per-request timeout).

@@ -12,20 +12,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.offline.backfill.codes import UsageError
 from service.decode import ALLOWED_DEMUXERS
 from service.errors import BodyTooLarge, EmptyBody
+from service.offline.codes import UsageError
 
 # File extensions a directory walk picks up, per demuxer the decoder allows (service/decode.py ALLOWED_DEMUXERS):
 # one list, checked against the other at import, so a demuxer added there without its extensions fails loudly.
 EXTENSIONS_BY_DEMUXER = {
-    "wav": (".wav", ".wave"), "w64": (".w64",), "aiff": (".aif", ".aiff", ".aifc"), "caf": (".caf",),
-    "flac": (".flac",), "mp3": (".mp3",), "ogg": (".ogg", ".oga", ".opus"), "mov": (".m4a", ".mp4", ".m4b", ".3gp"),
-    "aac": (".aac", ".adts"), "matroska": (".mka", ".webm"),
+    "wav": (".wav", ".wave"),
+    "w64": (".w64",),
+    "aiff": (".aif", ".aiff", ".aifc"),
+    "caf": (".caf",),
+    "flac": (".flac",),
+    "mp3": (".mp3",),
+    "ogg": (".ogg", ".oga", ".opus"),
+    "mov": (".m4a", ".mp4", ".m4b", ".3gp"),
+    "aac": (".aac", ".adts"),
+    "matroska": (".mka", ".webm"),
 }
 if set(EXTENSIONS_BY_DEMUXER) != set(ALLOWED_DEMUXERS):
-    raise RuntimeError(f"EXTENSIONS_BY_DEMUXER covers {sorted(EXTENSIONS_BY_DEMUXER)}, "
-                       f"the decoder allows {sorted(ALLOWED_DEMUXERS)}")
+    raise RuntimeError(
+        f"EXTENSIONS_BY_DEMUXER covers {sorted(EXTENSIONS_BY_DEMUXER)}, the decoder allows {sorted(ALLOWED_DEMUXERS)}"
+    )
 AUDIO_EXTENSIONS = tuple(ext for demuxer in ALLOWED_DEMUXERS for ext in EXTENSIONS_BY_DEMUXER[demuxer])
 
 

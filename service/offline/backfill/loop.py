@@ -1,5 +1,5 @@
-"""The parent's loop of a run: feed the decode workers, patch and batch their chunks (``service.offline.backfill.tracks``),
-run the model, build each track's analysis and row, commit parts.
+"""The parent's loop of a run: feed the decode workers, patch and batch their chunks
+(``service.offline.backfill.tracks``), run the model, build each track's analysis and row, commit parts.
 
 Inference runs beside the loop on the batch policy's ``inference_workers`` threads (one single-threaded run per
 usable CPU on CPU, as the service: ``service.engine.run``), so the parent keeps patching and feeding the decoders while
@@ -20,19 +20,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from service.artefacts.registry import LoadedModel
+from service.artefacts.taxonomy import suggest
+from service.config import DamagedAudio
+from service.decode import SAMPLE_RATE, DecodeError, DecodeFacts, refuse_damaged
 from service.engine.analysis import TrackAnalyser, mean_over_segments
+from service.engine.cache import cache_key
 from service.offline.backfill.cache_warming import CacheWarmer
 from service.offline.backfill.catalog import Track, refusal
-from service.offline.backfill.codes import DECODER_CRASHED, UNREADABLE_FILE
 from service.offline.backfill.options import Options, Summary
 from service.offline.backfill.output import ErrorRow, OutputDir, ResultRow, RunIdentity
 from service.offline.backfill.progress import Progress
 from service.offline.backfill.tracks import TrackBatch, TrackState
 from service.offline.backfill.workers import DecodeLimits, WorkerPool, unreadable_message
-from service.engine.cache import cache_key
-from service.decode import SAMPLE_RATE, DecodeError, DecodeFacts, refuse_damaged
-from service.artefacts.registry import LoadedModel
-from service.artefacts.taxonomy import suggest
+from service.offline.codes import DECODER_CRASHED, UNREADABLE_FILE
 
 log = logging.getLogger("taggram.backfill")
 
@@ -44,9 +45,19 @@ BATCHES_IN_FLIGHT_PER_WORKER = 2
 class RunLoop:
     """The parent's event loop: feed workers, patch and batch their chunks, run the model, finalize, commit."""
 
-    def __init__(self, options: Options, summary: Summary, stop_signal: Callable[[], int | None], model: LoadedModel,
-                 hop_frames: int, identity: RunIdentity, output: OutputDir, warmer: CacheWarmer | None,
-                 todo: deque[Track], started: float) -> None:
+    def __init__(
+        self,
+        options: Options,
+        summary: Summary,
+        stop_signal: Callable[[], int | None],
+        model: LoadedModel,
+        hop_frames: int,
+        identity: RunIdentity,
+        output: OutputDir,
+        warmer: CacheWarmer | None,
+        todo: deque[Track],
+        started: float,
+    ) -> None:
         o = options
         self.options = o
         self.summary = summary
@@ -98,8 +109,10 @@ class RunLoop:
             stop_signal = self.stop_signal()
             if stop_signal is not None:
                 self.summary.interrupted_by = signal.Signals(stop_signal).name
-                log.warning("stopping on %s: committing finished tracks; unfinished ones are redone on restart",
-                            self.summary.interrupted_by)
+                log.warning(
+                    "stopping on %s: committing finished tracks; unfinished ones are redone on restart",
+                    self.summary.interrupted_by,
+                )
                 return
             for worker in pool.with_room():
                 state = self._next_track()
@@ -158,7 +171,7 @@ class RunLoop:
 
     def _end(self, state: TrackState, *, num_samples: int, sha256: str, facts: DecodeFacts) -> None:
         try:
-            if self.options.settings.damaged_audio == "refuse":
+            if self.options.settings.damaged_audio is DamagedAudio.REFUSE:
                 refuse_damaged(facts)
             tail = self.analyser.finish(state.patcher)
         except DecodeError as error:  # damaged_audio (when refused), AudioTooShort
@@ -188,8 +201,9 @@ class RunLoop:
 
     def _run_batch(self, state: TrackState) -> None:
         """Hand the track's batch to an inference thread (after the oldest batch, when enough are in flight)."""
-        while self.in_flight and (self.in_flight[0].done()
-                                  or len(self.in_flight) >= BATCHES_IN_FLIGHT_PER_WORKER * self.inference_workers):
+        while self.in_flight and (
+            self.in_flight[0].done() or len(self.in_flight) >= BATCHES_IN_FLIGHT_PER_WORKER * self.inference_workers
+        ):
             self.in_flight.popleft().result()  # waits for it; an inference failure stops the run, as before
         batch = state.batch
         future = self.executor.submit(self._compute, batch.data[: len(batch)].copy())
@@ -203,16 +217,26 @@ class RunLoop:
         analysis = self.analyser.analysis(state.num_samples, outputs, state.decode)
         tag_scores = mean_over_segments(analysis.tags)
         row = ResultRow(
-            track=state.track, audio_sha256=state.sha256, duration_seconds=analysis.duration_seconds,
-            tag_scores=tag_scores, top=suggest(self.model.taxonomy, tag_scores, self.options.top_k),
+            track=state.track,
+            audio_sha256=state.sha256,
+            duration_seconds=analysis.duration_seconds,
+            tag_scores=tag_scores,
+            top=suggest(self.model.taxonomy, tag_scores, self.options.top_k),
             embedding=mean_over_segments(analysis.embedding),
-            taggram=analysis.tags if self.options.taggram else None, segments=analysis.segments,
+            taggram=analysis.tags if self.options.taggram else None,
+            segments=analysis.segments,
             decode=analysis.decode,
             segment_embeddings=analysis.embedding if self.options.segment_embeddings else None,
         )
         self.summary.warnings_by_code.update(w.code for w in analysis.decode.warnings)
         if self.warmer is not None:
-            key = cache_key(state.sha256, self.identity.model, self.identity.onnx_sha256, analysis.hop_samples)
+            key = cache_key(
+                state.sha256,
+                self.identity.model,
+                self.identity.onnx_sha256,
+                analysis.hop_samples,
+                precision=self.identity.precision,
+            )
             if self.warmer.store(key, analysis):
                 self.summary.cache_writes += 1
             else:

@@ -61,15 +61,24 @@ class Summary:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def as_json(self) -> dict:
-        return {"shard_index": self.shard_index, "shard_count": self.shard_count,
-                "tracks_in_shard": self.tracks_in_shard, "already_done": self.already_done,
-                "analysed": self.analysed, "errors": self.errors, "errors_by_code": dict(self.errors_by_code),
-                "warnings_by_code": dict(self.warnings_by_code),
-                "remaining": self.tracks_in_shard - self.already_done - self.analysed - self.errors,
-                "audio_hours": round(self.audio_seconds / 3600, 4), "wall_seconds": round(self.wall_seconds, 2),
-                "audio_hours_per_hour": round(self.speed, 2),
-                "inference_busy": round(self.inference_seconds / self.wall_seconds / self.inference_workers, 3)
-                if self.wall_seconds else 0.0,
-                "cache_writes": self.cache_writes,
-                "cache_write_failures": self.cache_write_failures, "parts_committed": self.parts_committed,
-                "interrupted_by": self.interrupted_by}
+        return {
+            "shard_index": self.shard_index,
+            "shard_count": self.shard_count,
+            "tracks_in_shard": self.tracks_in_shard,
+            "already_done": self.already_done,
+            "analysed": self.analysed,
+            "errors": self.errors,
+            "errors_by_code": dict(self.errors_by_code),
+            "warnings_by_code": dict(self.warnings_by_code),
+            "remaining": self.tracks_in_shard - self.already_done - self.analysed - self.errors,
+            "audio_hours": round(self.audio_seconds / 3600, 4),
+            "wall_seconds": round(self.wall_seconds, 2),
+            "audio_hours_per_hour": round(self.speed, 2),
+            "inference_busy": round(self.inference_seconds / self.wall_seconds / self.inference_workers, 3)
+            if self.wall_seconds
+            else 0.0,
+            "cache_writes": self.cache_writes,
+            "cache_write_failures": self.cache_write_failures,
+            "parts_committed": self.parts_committed,
+            "interrupted_by": self.interrupted_by,
+        }

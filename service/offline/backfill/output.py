@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.offline.backfill.catalog import Track
-from service.offline.backfill.codes import UsageError
-from service.decode import DecodeFacts
 from service.artefacts.durable import atomic_write, fsync_dir
+from service.decode import DecodeFacts
+from service.offline.backfill.catalog import Track
+from service.offline.codes import UsageError
 
 OUTPUT_FORMAT = 2  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings)
 RUN_FILE = "_backfill.json"
@@ -46,14 +46,28 @@ class RunIdentity:
     max_bytes: int
     damaged_audio: str
     segment_embeddings: bool = False  # also the per-segment embeddings (what heads train on)
+    precision: str = "fp32"  # the runner's (docs/precision.md): embeddings of two precisions never share an output
 
     def as_json(self) -> dict:
         extra = {"segment_embeddings": True} if self.segment_embeddings else {}  # only when on: resumes stay valid
-        return extra | {"format": OUTPUT_FORMAT, "model": self.model, "onnx_sha256": self.onnx_sha256,
-                "labels": list(self.labels), "embedding_dim": self.embedding_dim, "hop_samples": self.hop_samples,
-                "top_k": self.top_k, "taggram": self.taggram, "taxonomy": self.taxonomy_name,
-                "taxonomy_sha256": self.taxonomy_sha256, "max_seconds": self.max_seconds,
-                "min_seconds": self.min_seconds, "max_bytes": self.max_bytes, "damaged_audio": self.damaged_audio}
+        # Absent = fp32, what every output written before bf16 existed holds: their resumes stay valid too.
+        extra |= {"precision": self.precision} if self.precision != "fp32" else {}
+        return extra | {
+            "format": OUTPUT_FORMAT,
+            "model": self.model,
+            "onnx_sha256": self.onnx_sha256,
+            "labels": list(self.labels),
+            "embedding_dim": self.embedding_dim,
+            "hop_samples": self.hop_samples,
+            "top_k": self.top_k,
+            "taggram": self.taggram,
+            "taxonomy": self.taxonomy_name,
+            "taxonomy_sha256": self.taxonomy_sha256,
+            "max_seconds": self.max_seconds,
+            "min_seconds": self.min_seconds,
+            "max_bytes": self.max_bytes,
+            "damaged_audio": self.damaged_audio,
+        }
 
 
 def results_schema(identity: RunIdentity):
@@ -67,8 +81,9 @@ def results_schema(identity: RunIdentity):
         pa.field("hop_samples", pa.int32(), nullable=False),
         pa.field("segments", pa.int32(), nullable=False),
         pa.field("tag_scores", pa.list_(pa.float32(), len(identity.labels)), nullable=False),
-        pa.field("top_subgenres", pa.list_(pa.struct([("subgenre", pa.string()), ("score", pa.float32())])),
-                 nullable=False),
+        pa.field(
+            "top_subgenres", pa.list_(pa.struct([("subgenre", pa.string()), ("score", pa.float32())])), nullable=False
+        ),
         pa.field("embedding", pa.list_(pa.float32(), identity.embedding_dim), nullable=False),
         pa.field("decoder", pa.string(), nullable=False),
         pa.field("declared_duration_seconds", pa.float64(), nullable=True),
@@ -77,8 +92,9 @@ def results_schema(identity: RunIdentity):
     if identity.taggram:
         fields.append(pa.field("taggram", pa.list_(pa.list_(pa.float32(), len(identity.labels))), nullable=False))
     if identity.segment_embeddings:
-        fields.append(pa.field("segment_embeddings", pa.list_(pa.list_(pa.float32(), identity.embedding_dim)),
-                               nullable=False))
+        fields.append(
+            pa.field("segment_embeddings", pa.list_(pa.list_(pa.float32(), identity.embedding_dim)), nullable=False)
+        )
     return pa.schema(fields, metadata=_schema_metadata(identity))
 
 
@@ -194,8 +210,10 @@ class OutputDir:
     def commit(self, results: list[ResultRow], errors: list[ErrorRow]) -> None:
         """Write one part per non-empty table; each becomes visible only complete (fsync, then rename)."""
         name = f"{self.prefix}{self.next_seq:06d}.parquet"
-        for directory, table in ((self.results_dir, self._results_table(results) if results else None),
-                                 (self.errors_dir, self._errors_table(errors) if errors else None)):
+        for directory, table in (
+            (self.results_dir, self._results_table(results) if results else None),
+            (self.errors_dir, self._errors_table(errors) if errors else None),
+        ):
             if table is None:
                 continue
             atomic_write(directory / name, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
@@ -215,8 +233,9 @@ class OutputDir:
             "hop_samples": pa.array([identity.hop_samples] * len(rows), pa.int32()),
             "segments": pa.array([r.segments for r in rows], pa.int32()),
             "tag_scores": _fixed_lists(np.stack([r.tag_scores for r in rows]), n_labels),
-            "top_subgenres": pa.array([[{"subgenre": s, "score": v} for s, v in r.top] for r in rows],
-                                      schema.field("top_subgenres").type),
+            "top_subgenres": pa.array(
+                [[{"subgenre": s, "score": v} for s, v in r.top] for r in rows], schema.field("top_subgenres").type
+            ),
             "embedding": _fixed_lists(np.stack([r.embedding for r in rows]), dim),
             "decoder": pa.array([r.decode.decoder for r in rows], pa.string()),
             "declared_duration_seconds": pa.array([r.decode.declared_duration_seconds for r in rows], pa.float64()),
@@ -261,6 +280,11 @@ def _write_durably(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def identity_precision(identity: dict) -> str:
+    """The precision a backfill output's embeddings were computed in (``RunIdentity.as_json``; absent = fp32)."""
+    return identity.get("precision", "fp32")
 
 
 def read_output(root: Path, table: str = RESULTS_DIR):

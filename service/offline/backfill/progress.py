@@ -25,8 +25,15 @@ class Progress:
         self.mode = mode
         self.interval = interval
         self._devnull = open(os.devnull, "w") if mode != "bar" else None  # noqa: SIM115 - closed in close()
-        self.bar = tqdm(total=total, unit="track", desc="backfill", dynamic_ncols=True, smoothing=0.05,
-                        file=sys.stderr if mode == "bar" else self._devnull, mininterval=0.5)
+        self.bar = tqdm(
+            total=total,
+            unit="track",
+            desc="backfill",
+            dynamic_ncols=True,
+            smoothing=0.05,
+            file=sys.stderr if mode == "bar" else self._devnull,
+            mininterval=0.5,
+        )
         self._redirect = contextlib.ExitStack()
         if mode == "bar":  # log lines (warnings) above the bar instead of through it
             self._redirect.enter_context(logging_redirect_tqdm())
@@ -35,8 +42,9 @@ class Progress:
     def update(self, summary: Summary, started: float) -> None:
         elapsed = time.monotonic() - started
         speed = summary.audio_seconds / elapsed if elapsed > 0 else 0.0
-        self.bar.set_postfix_str(f"{summary.audio_seconds / 3600:.2f} h audio, {speed:.1f} audio h/h, "
-                                 f"{summary.errors} errors", refresh=False)
+        self.bar.set_postfix_str(
+            f"{summary.audio_seconds / 3600:.2f} h audio, {speed:.1f} audio h/h, {summary.errors} errors", refresh=False
+        )
         self.bar.update(1)
         if self.mode == "log" and time.monotonic() - self._last_log >= self.interval:
             self._last_log = time.monotonic()

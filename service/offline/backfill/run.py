@@ -9,14 +9,14 @@ import logging
 import time
 from collections import deque
 
+from service.artefacts.manifest import ModelFileError
+from service.artefacts.registry import LoadedModel, load_models
 from service.offline.backfill.cache_warming import CacheWarmer
 from service.offline.backfill.catalog import catalog, select_shard
-from service.offline.backfill.codes import UsageError
 from service.offline.backfill.loop import RunLoop
 from service.offline.backfill.options import Options, Summary
 from service.offline.backfill.output import OutputDir, RunIdentity
-from service.artefacts.manifest import ModelFileError
-from service.artefacts.registry import LoadedModel, load_models
+from service.offline.codes import UsageError
 
 log = logging.getLogger("taggram.backfill")
 
@@ -33,7 +33,7 @@ class Backfill:
     # -- set-up --------------------------------------------------------------------------------------------------
     def _load_model(self) -> LoadedModel:
         o = self.options
-        settings = o.settings.model_copy(update={"models": o.model})
+        settings = o.settings.model_copy(update={"models": [o.model]})
         try:
             model = load_models(settings)[o.model]
         except (ModelFileError, RuntimeError) as error:
@@ -45,12 +45,21 @@ class Backfill:
         manifest, taxonomy = model.manifest, model.taxonomy
         mapping = json.dumps(taxonomy.as_dict(manifest.labels), sort_keys=True).encode()
         return RunIdentity(
-            model=manifest.name, onnx_sha256=manifest.onnx.sha256, labels=tuple(manifest.labels),
-            embedding_dim=manifest.embedding_dim, hop_samples=hop_frames * manifest.frame_hop, top_k=o.top_k,
-            taggram=o.taggram, taxonomy_name=taxonomy.name, taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
-            max_seconds=o.settings.max_audio_seconds, min_seconds=o.settings.min_audio_seconds,
-            max_bytes=o.settings.max_upload_bytes, damaged_audio=o.settings.damaged_audio,
+            model=manifest.name,
+            onnx_sha256=manifest.onnx.sha256,
+            labels=tuple(manifest.labels),
+            embedding_dim=manifest.embedding_dim,
+            hop_samples=hop_frames * manifest.frame_hop,
+            top_k=o.top_k,
+            taggram=o.taggram,
+            taxonomy_name=taxonomy.name,
+            taxonomy_sha256=hashlib.sha256(mapping).hexdigest(),
+            max_seconds=o.settings.max_audio_seconds,
+            min_seconds=o.settings.min_audio_seconds,
+            max_bytes=o.settings.max_upload_bytes,
+            damaged_audio=o.settings.damaged_audio,
             segment_embeddings=o.segment_embeddings,
+            precision=model.runner.precision,
         )
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -70,10 +79,20 @@ class Backfill:
             todo = deque(t for t in tracks if t.track_id not in done)
             self.summary.tracks_in_shard = len(tracks)
             self.summary.already_done = len(tracks) - len(todo)
-            log.info("shard %d/%d: %d tracks, %d already finished, %d to analyse with %s (%s)", o.shard_index,
-                     o.shard_count, len(tracks), self.summary.already_done, len(todo), model.name, model.runner.provider)
-            loop = RunLoop(o, self.summary, lambda: self.stop_signal, model, hop_frames, identity, output, warmer, todo,
-                           started)
+            log.info(
+                "shard %d/%d: %d tracks, %d already finished, %d to analyse with %s (%s, %s)",
+                o.shard_index,
+                o.shard_count,
+                len(tracks),
+                self.summary.already_done,
+                len(todo),
+                model.name,
+                model.runner.provider,
+                model.runner.precision,
+            )
+            loop = RunLoop(
+                o, self.summary, lambda: self.stop_signal, model, hop_frames, identity, output, warmer, todo, started
+            )
             loop.run()
         finally:
             if warmer is not None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.offline.backfill.catalog import Track
 from service.decode import DecodeFacts
 from service.engine.patch import StreamingPatcher
+from service.offline.backfill.catalog import Track
 
 
 class TrackBatch:

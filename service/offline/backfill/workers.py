@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.offline.backfill.codes import INTERNAL_ERROR, UNREADABLE_FILE
 from service.decode import DecodeError, iter_decoded
+from service.offline.codes import INTERNAL_ERROR, UNREADABLE_FILE
 
 if TYPE_CHECKING:  # annotations only: a worker never imports the run loop's modules
     from service.offline.backfill.tracks import TrackState

@@ -12,8 +12,11 @@ Inputs: the .ogg files of a folder (default: Debian's lincity-ng-data music, unp
 librosa reads ogg and mp3 through soundfile (libsndfile: libvorbis, mpg123); m4a it can only read through audioread,
 which needs the ``ffmpeg`` command line (Debian package ffmpeg); without it the m4a rows say so.
 
-Usage: .venv/bin/python bench/decode_vs_librosa.py [--music-dir DIR] [--workdir DIR] [--transcode N]
+Usage: .venv/bin/python bench/studies/decode_vs_librosa.py [--music-dir DIR] [--workdir DIR] [--transcode N]
 Prints a Markdown table (paste into docs/decode.md) and the versions involved.
+
+A decision study (the decoder reproduces librosa.load): its conclusion is docs/decode.md, "Agreement with librosa on
+real music".
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import scipy.signal
 import soundfile
 import soxr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.decode import SAMPLE_RATE, decode  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from service.decode import SAMPLE_RATE, decode
 
 DEFAULT_MUSIC_DIR = Path("/tmp/lincity/usr/share/games/lincity-ng/music/default")
 DEFAULT_WORKDIR = Path("/tmp/decode_bench")
@@ -157,8 +160,10 @@ def main() -> None:
                 transcode(src, dst, container_format, codec)
             files.append(dst)
 
-    print("| file | codec | duration (s) | ours (samples) | librosa (samples) | length diff | delay removed | "
-          "max abs diff | RMS diff | SNR (dB) | peak ours / librosa | ours (s) | librosa (s) |")
+    print(
+        "| file | codec | duration (s) | ours (samples) | librosa (samples) | length diff | delay removed | "
+        "max abs diff | RMS diff | SNR (dB) | peak ours / librosa | ours (s) | librosa (s) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path in files:
         started = time.perf_counter()
@@ -172,23 +177,29 @@ def main() -> None:
                 warnings.simplefilter("ignore")  # "PySoundFile failed. Trying audioread instead." is expected for m4a
                 ref, _ = librosa.load(path, sr=SAMPLE_RATE)
         except Exception as exc:  # noqa: BLE001 - report and go on
-            print(f"| {path.name} | {decoded.codec} | {decoded.duration_seconds:.1f} | {decoded.samples.size} | "
-                  f"librosa cannot load it ({type(exc).__name__}) | | | | | | | {ours_seconds:.2f} | |")
+            print(
+                f"| {path.name} | {decoded.codec} | {decoded.duration_seconds:.1f} | {decoded.samples.size} | "
+                f"librosa cannot load it ({type(exc).__name__}) | | | | | | | {ours_seconds:.2f} | |"
+            )
             continue
         librosa_seconds = time.perf_counter() - started
         aligned, delay = align(decoded.samples, ref, decoded.source_sample_rate)
         m = compare(aligned, ref)
-        print(f"| {path.name} | {decoded.codec} (librosa: {backend}) | {decoded.duration_seconds:.1f} "
-              f"| {decoded.samples.size} | {ref.size} | {decoded.samples.size - ref.size:+d} | {delay:+.2f} "
-              f"| {m['max_abs']:.2e} | {m['rms']:.2e} "
-              f"| {m['snr_db']:.1f} | {np.abs(decoded.samples).max():.3f} / {np.abs(ref).max():.3f} "
-              f"| {ours_seconds:.2f} | {librosa_seconds:.2f} |")
+        print(
+            f"| {path.name} | {decoded.codec} (librosa: {backend}) | {decoded.duration_seconds:.1f} "
+            f"| {decoded.samples.size} | {ref.size} | {decoded.samples.size - ref.size:+d} | {delay:+.2f} "
+            f"| {m['max_abs']:.2e} | {m['rms']:.2e} "
+            f"| {m['snr_db']:.1f} | {np.abs(decoded.samples).max():.3f} / {np.abs(ref).max():.3f} "
+            f"| {ours_seconds:.2f} | {librosa_seconds:.2f} |"
+        )
 
     print()
-    print(f"python {platform.python_version()}, PyAV {av.__version__} (libavcodec "
-          f"{'.'.join(map(str, av.library_versions['libavcodec']))}), soxr {soxr.__version__}, numpy {np.__version__}, "
-          f"librosa {librosa.__version__}, soundfile {soundfile.__version__} "
-          f"(libsndfile {soundfile.__libsndfile_version__}); audioread's ffmpeg: {ffmpeg_cli_version()}")
+    print(
+        f"python {platform.python_version()}, PyAV {av.__version__} (libavcodec "
+        f"{'.'.join(map(str, av.library_versions['libavcodec']))}), soxr {soxr.__version__}, numpy {np.__version__}, "
+        f"librosa {librosa.__version__}, soundfile {soundfile.__version__} "
+        f"(libsndfile {soundfile.__libsndfile_version__}); audioread's ffmpeg: {ffmpeg_cli_version()}"
+    )
 
 
 if __name__ == "__main__":

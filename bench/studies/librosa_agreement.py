@@ -4,7 +4,10 @@ Both paths feed the same patching and the same ONNX graph, so every difference c
 file: the largest per-segment tag difference, the mean absolute tag difference, whether the top-5 track tags agree,
 and the cosine similarity of the track embeddings.
 
-    .venv/bin/python -m bench.librosa_agreement [--model msd-musicnn] [--formats ogg mp3 m4a]
+    .venv/bin/python -m bench.studies.librosa_agreement [--model msd-musicnn] [--formats ogg mp3 m4a]
+
+A decision study (decoding changes no tag that matters): its conclusion is docs/decode.md, "End to end: the same
+model's tags from our decode vs `librosa.load`".
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ import librosa
 import numpy as np
 
 from corpus.music import check_librosa_reads, music_files
+from service.artefacts.manifest import load_manifest
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode
-from service.artefacts.manifest import load_manifest
 from service.engine.patch import patch_track
 from service.engine.run import batch_policy, load_runner
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOP_TAGS = 5
 
 
@@ -66,13 +69,17 @@ def main() -> None:
     runner = load_runner(args.models_dir / manifest.onnx.file, "cpu", threads)
     rows = [compare(path, manifest, runner) for path in music_files(tuple(args.formats))]
     print(f"librosa {librosa.__version__}, Python {platform.python_version()}, model {args.model}\n")
-    print("| file | seconds | length diff (samples) | segments | tags max abs diff | tags mean abs diff "
-          "| top-5 tags same | embedding cosine |")
+    print(
+        "| file | seconds | length diff (samples) | segments | tags max abs diff | tags mean abs diff "
+        "| top-5 tags same | embedding cosine |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for r in rows:
-        print(f"| {r['file']} | {r['seconds']:.1f} | {r['length_diff_samples']} | {r['segments']} | "
-              f"{r['tags_max_abs']:.2e} | {r['tags_mean_abs']:.2e} | {'yes' if r['top5_same'] else 'no'} | "
-              f"{r['embedding_cosine']:.6f} |")
+        print(
+            f"| {r['file']} | {r['seconds']:.1f} | {r['length_diff_samples']} | {r['segments']} | "
+            f"{r['tags_max_abs']:.2e} | {r['tags_mean_abs']:.2e} | {'yes' if r['top5_same'] else 'no'} | "
+            f"{r['embedding_cosine']:.6f} |"
+        )
 
 
 if __name__ == "__main__":

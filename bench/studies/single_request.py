@@ -8,6 +8,9 @@ few offsets of every file, in each length of ``--seconds``.
 Configurations: ``default`` is the service as shipped; the others override settings (``--config NAME:key=value,...``;
 without any, a built-in set compares ONNX Runtime's one-run-per-batch default with the shipped workers at several
 batch sizes).
+
+A decision study (inference configuration for one request at a time): its section is docs/benchmarks.md, "One
+request at a time, by inference configuration".
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ SECTION = "single_request"
 OFFSETS_SECONDS = (10.0, 41.3, 77.7)  # where clips start in each file (full-length requests start at 0)
 DEFAULT_CONFIGS = {
     "default": {},
-    "one run per batch on 2 threads, batch ≤ 16 (before)": {"inference_workers": 1, "intra_op_threads": 2,
-                                                           "max_batch_patches": 16},
+    "one run per batch on 2 threads, batch ≤ 16 (before)": {
+        "inference_workers": 1,
+        "intra_op_threads": 2,
+        "max_batch_patches": 16,
+    },
     "2 workers, batch ≤ 8": {"max_batch_patches": 8},
     "2 workers, batch ≤ 2": {"max_batch_patches": 2},
     "2 workers, batch ≤ 1": {"max_batch_patches": 1},
@@ -47,12 +53,19 @@ def clips_of(files, seconds: float) -> list[tuple[bytes, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m bench.single_request", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.studies.single_request", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seconds", default="8,30,120", help="comma-separated clip lengths")
     parser.add_argument("--formats", default="ogg,mp3,m4a")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the clips")
-    parser.add_argument("--config", action="append", default=[], metavar="NAME:key=value,...",
-                        help="a configuration to compare with the default (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME:key=value,...",
+        help="a configuration to compare with the default (repeatable)",
+    )
     common.add_service_arguments(parser)
     args = parser.parse_args(argv)
     configs = {"default": {}, **dict(map(parse_config, args.config))} if args.config else DEFAULT_CONFIGS
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             for seconds in lengths:
                 for data, content_type in clips[seconds]:
                     turn += 1
-                    for name in names[turn % len(names):] + names[: turn % len(names)]:
+                    for name in names[turn % len(names) :] + names[: turn % len(names)]:
                         started = time.perf_counter()
                         response = clients[name].post("/taggram", content=data, headers={"content-type": content_type})
                         elapsed = time.perf_counter() - started
@@ -91,24 +104,29 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         cells = []
         for seconds in lengths:
-            cells += [f"{median_ms(name, seconds):.0f}", f"{median_ms(name, seconds) / median_ms('default', seconds):.2f}"]
+            cells += [
+                f"{median_ms(name, seconds):.0f}",
+                f"{median_ms(name, seconds) / median_ms('default', seconds):.2f}",
+            ]
         settings = ", ".join(f"{k}={v}" for k, v in configs[name].items()) or "shipped defaults"
         rows.append([name, settings, *cells])
     header = ["configuration", "settings"]
     for seconds in lengths:
         header += [f"{seconds:g} s clip: median ms", "÷ default"]
-    text = "\n".join([
-        "## One request at a time, by inference configuration (`bench/single_request.py`)",
-        "",
-        *common.environment_lines(["bench.single_request", *argv]),
-        f"- input: clips of {', '.join(f'{s:g}' for s in lengths)} s cut from {len(files)} files ({args.formats}), "
-        f"{args.rounds} round(s); `POST /taggram`, cache off; every clip goes to every configuration in turn",
-        "",
-        common.markdown_table(header, rows, "ll" + "r" * (2 * len(lengths))),
-        "",
-        "Latency from sending the request to the whole response, on an otherwise idle service. \"÷ default\" below "
-        "1 means faster than the shipped default.",
-    ])
+    text = "\n".join(
+        [
+            "## One request at a time, by inference configuration (`bench/studies/single_request.py`)",
+            "",
+            *common.environment_lines(["bench.studies.single_request", *argv]),
+            f"- input: clips of {', '.join(f'{s:g}' for s in lengths)} s cut from {len(files)} files ({args.formats}), "
+            f"{args.rounds} round(s); `POST /taggram`, cache off; every clip goes to every configuration in turn",
+            "",
+            common.markdown_table(header, rows, "ll" + "r" * (2 * len(lengths))),
+            "",
+            'Latency from sending the request to the whole response, on an otherwise idle service. "÷ default" below '
+            "1 means faster than the shipped default.",
+        ]
+    )
     print(text)
     if not args.no_write:
         common.update_report(SECTION, text)

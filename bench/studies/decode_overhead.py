@@ -9,6 +9,9 @@ For each file, interleaved, best of ``--reps``:
 * **librosa.load** — ``librosa.load(path, sr=16000)`` (libsndfile for ogg/mp3, audioread + ffmpeg for m4a).
 
 Then a cProfile of ``service.decode`` on one file: the functions with the most own time.
+
+A decision study (where decode time goes, what is worth optimising): its section is docs/benchmarks.md, "Decode:
+codec vs per-frame overhead".
 """
 
 from __future__ import annotations
@@ -59,15 +62,19 @@ def profile(data: bytes, top: int) -> list[list[object]]:
     total = stats.total_tt
     rows = []
     for (filename, line, name), (_, calls, own, cumulative, _) in sorted(
-            stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]:
+        stats.stats.items(), key=lambda item: item[1][2], reverse=True
+    )[:top]:
         where = f"{Path(filename).name}:{line} {name}" if filename != "~" else name
         rows.append([f"`{where}`", calls, f"{own:.3f}", f"{own / total:.0%}", f"{cumulative:.3f}"])
     return rows
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.decode_overhead", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.studies.decode_overhead",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--formats", default="ogg,mp3,m4a")
     parser.add_argument("--tracks", type=int, default=0, help="use only the first N files (0 = all)")
     parser.add_argument("--reps", type=int, default=2, help="repetitions; the best counts")
@@ -110,22 +117,26 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(["**all**", f"{audio:.0f}", *(f"{totals[n]:.2f}" for n in names)])
     speed = ", ".join(f"{n} {audio / totals[n]:.0f}×" for n in names)
     profiled = next((f for f in files if f.suffix == ".mp3"), files[0])
-    text = "\n".join([
-        "## Decode: codec vs per-frame overhead (`bench/decode_overhead.py`)",
-        "",
-        *common.environment_lines(["bench.decode_overhead", *argv]),
-        f"- input: {len(files)} full-length files ({args.formats}); seconds per file = best of {args.reps}, "
-        "methods interleaved",
-        "",
-        common.markdown_table(["file", "audio s", *(f"{n} s" for n in names)], rows),
-        "",
-        f"- real-time factors over all files: {speed}",
-        "",
-        f"cProfile of `service.decode` on {profiled.name} (own time; cProfile inflates per-call overhead):",
-        "",
-        common.markdown_table(["function", "calls", "own s", "share", "cumulative s"],
-                              profile(profiled.read_bytes(), args.profile_top)),
-    ])
+    text = "\n".join(
+        [
+            "## Decode: codec vs per-frame overhead (`bench/studies/decode_overhead.py`)",
+            "",
+            *common.environment_lines(["bench.studies.decode_overhead", *argv]),
+            f"- input: {len(files)} full-length files ({args.formats}); seconds per file = best of {args.reps}, "
+            "methods interleaved",
+            "",
+            common.markdown_table(["file", "audio s", *(f"{n} s" for n in names)], rows),
+            "",
+            f"- real-time factors over all files: {speed}",
+            "",
+            f"cProfile of `service.decode` on {profiled.name} (own time; cProfile inflates per-call overhead):",
+            "",
+            common.markdown_table(
+                ["function", "calls", "own s", "share", "cumulative s"],
+                profile(profiled.read_bytes(), args.profile_top),
+            ),
+        ]
+    )
     print(text)
     if not args.no_write:
         common.update_report(SECTION, text)

@@ -1,12 +1,14 @@
-"""usearch HNSW search expansion against recall@10 and query time, on bench/similar.py's synthetic catalog.
+"""usearch HNSW search expansion against recall@10 and query time, on bench/studies/similar.py's synthetic catalog.
 
 Builds one f16 index with the service's settings (service/artefacts/similar/search.py) over ``FOLDER/catalog.npy`` and
 measures, for each ``expansion_search``, recall@10 against ``FOLDER/truth.npy`` and single-thread query time, in
 memory and memory-mapped (``Index.restore(view=True)``, as the service serves it).
 
-Usage: .venv/bin/python -m bench.similar_ef_sweep [FOLDER] [--ef 64,128,256,512] [--connectivity 16]
-FOLDER defaults to the 10⁶ catalog bench/similar.py leaves in /tmp/taggram-bench-similar/1000000 (run
-``python bench/similar.py --sizes 1000000 --libraries exact`` first to make it).
+Usage: .venv/bin/python -m bench.studies.similar_ef_sweep [FOLDER] [--ef 64,128,256,512] [--connectivity 16]
+FOLDER defaults to the 10⁶ catalog bench/studies/similar.py leaves in /tmp/taggram-bench-similar/1000000 (run
+``python bench/studies/similar.py --sizes 1000000 --libraries exact`` first to make it).
+
+A decision study (the HNSW search expansion the service ships): its conclusion is docs/similar.md, "Which library".
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ K = 10
 
 
 def build(catalog: np.ndarray, connectivity: int) -> Index:
-    index = Index(ndim=catalog.shape[1], metric="ip", dtype="f16", connectivity=connectivity,
-                  expansion_add=HNSW_EXPANSION_ADD)
+    index = Index(
+        ndim=catalog.shape[1], metric="ip", dtype="f16", connectivity=connectivity, expansion_add=HNSW_EXPANSION_ADD
+    )
     for start in range(0, len(catalog), ADD_CHUNK):
         stop = min(start + ADD_CHUNK, len(catalog))
         index.add(np.arange(start, stop), np.asarray(catalog[start:stop]), threads=2)
@@ -46,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", default=DEFAULT_FOLDER)
     parser.add_argument("--ef", default="64,128,256,512")
-    parser.add_argument("--connectivity", type=int, default=HNSW_CONNECTIVITY,
-                        help=f"HNSW M, links per node (default: the service's, {HNSW_CONNECTIVITY})")
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        default=HNSW_CONNECTIVITY,
+        help=f"HNSW M, links per node (default: the service's, {HNSW_CONNECTIVITY})",
+    )
     args = parser.parse_args(argv)
     catalog = np.load(args.folder / "catalog.npy", mmap_mode="r")
     queries, truth = np.load(args.folder / "queries.npy"), np.load(args.folder / "truth.npy")

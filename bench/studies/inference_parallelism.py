@@ -11,6 +11,9 @@ Three measurements in one run, on the model file the service loads:
    Configurations are interleaved round by round; each figure is the best of ``--rounds``.
 3. **Peak memory by patches in flight**: a fresh process per configuration runs its batches and reports its peak
    RSS, so ONNX Runtime's arena can be read off per patch.
+
+A decision study (the CPU batch policy of service.engine.run): its section is docs/benchmarks.md, "Inference
+parallelism".
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import onnxruntime as ort
 
 from bench import common
 from corpus.music import music_files
-from service.decode import decode, iter_decoded
 from service.artefacts.manifest import load_manifest
+from service.decode import decode, iter_decoded
 from service.engine.patch import PatchGeometry, patch_track
 from service.engine.run import SERVED_OUTPUTS, usable_cpus
 
@@ -76,7 +79,10 @@ def per_patch_rows(model_path: str, cpus: int, patch_samples: int, reps: int) ->
     for threads in sorted({1, cpus}):
         sess = session(model_path, threads)
         for size in BATCH_SIZES:
-            run = lambda: sess.run(list(SERVED_OUTPUTS), {"waveform": batch[:size]})  # noqa: E731
+
+            def run(sess=sess, size=size):
+                return sess.run(list(SERVED_OUTPUTS), {"waveform": batch[:size]})
+
             run()
             seconds = best_seconds(run, reps)
             rows.append([threads, size, f"{seconds * 1000:.1f}", f"{seconds * 1000 / size:.1f}"])
@@ -120,14 +126,36 @@ def memory_rows(model_path: str, cpus: int, patch_samples: int) -> list[list[obj
     rows = []
     configs = [(threads, workers, size) for threads, workers in ((cpus, 1), (1, cpus)) for size in MEMORY_BATCHES]
     for threads, workers, batch_size in configs:
-        out = subprocess.run([sys.executable, "-m", "bench.inference_parallelism", "--memory-child",
-                              model_path, str(threads), str(workers), str(batch_size), str(patch_samples)],
-                             check=True, capture_output=True, text=True, cwd=common.REPO_ROOT)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.studies.inference_parallelism",
+                "--memory-child",
+                model_path,
+                str(threads),
+                str(workers),
+                str(batch_size),
+                str(patch_samples),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=common.REPO_ROOT,
+        )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         in_flight = workers * batch_size
         grown = figures["peak_mib"] - figures["idle_mib"]
-        rows.append([f"{workers} × {threads} thread(s)", batch_size, in_flight, f"{figures['idle_mib']:.0f}",
-                     f"{figures['peak_mib']:.0f}", f"{grown / in_flight:.0f}"])
+        rows.append(
+            [
+                f"{workers} × {threads} thread(s)",
+                batch_size,
+                in_flight,
+                f"{figures['idle_mib']:.0f}",
+                f"{figures['peak_mib']:.0f}",
+                f"{grown / in_flight:.0f}",
+            ]
+        )
     return rows
 
 
@@ -137,11 +165,17 @@ def main(argv: list[str] | None = None) -> None:
         model_path, threads, workers, batch_size, patch_samples = argv[1:6]
         memory_child(model_path, int(threads), int(workers), int(batch_size), int(patch_samples))
         return
-    parser = argparse.ArgumentParser(prog="python -m bench.inference_parallelism", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.studies.inference_parallelism", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--formats", default="ogg", help="comma-separated: ogg (originals), mp3, m4a (transcodes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved passes; the best one counts")
-    parser.add_argument("--batch", type=int, default=common.service_default("max_batch_patches"),
-                        help="patches per batch in part 2 (default: the service's TAGGRAM_MAX_BATCH_PATCHES)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=common.service_default("max_batch_patches"),
+        help="patches per batch in part 2 (default: the service's TAGGRAM_MAX_BATCH_PATCHES)",
+    )
     parser.add_argument("--reps", type=int, default=5, help="repetitions per batch size in part 1")
     common.add_service_arguments(parser)
     args = parser.parse_args(argv)
@@ -157,8 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     print("part 2: throughput by configuration", file=sys.stderr)
     files = music_files(tuple(args.formats.split(",")))
     datas = [path.read_bytes() for path in files]
-    patches = np.concatenate([patch_track(decode(io.BytesIO(data), max_seconds=MAX_SECONDS).samples, geometry,
-                                          geometry.hop_frames(None)) for data in datas])
+    patches = np.concatenate(
+        [
+            patch_track(decode(io.BytesIO(data), max_seconds=MAX_SECONDS).samples, geometry, geometry.hop_frames(None))
+            for data in datas
+        ]
+    )
     batches = [np.ascontiguousarray(patches[i : i + args.batch]) for i in range(0, len(patches), args.batch)]
     configs = {
         f"one run per batch on {cpus} threads (ONNX Runtime's default)": (session(model_path, cpus), 1),
@@ -175,44 +213,73 @@ def main(argv: list[str] | None = None) -> None:
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             sess, workers = configs[name]
-            alone[name] = min(alone[name], best_seconds(lambda: run_batches(sess, batches, workers), 1))
-            loaded[name] = min(loaded[name], timed_with_decoding(lambda: run_batches(sess, batches, workers), datas))
+            alone[name] = min(
+                alone[name], best_seconds(lambda sess=sess, workers=workers: run_batches(sess, batches, workers), 1)
+            )
+            loaded[name] = min(
+                loaded[name],
+                timed_with_decoding(lambda sess=sess, workers=workers: run_batches(sess, batches, workers), datas),
+            )
         print(f"round {round_index + 1} done", file=sys.stderr)
     default = next(iter(configs))
-    throughput = [[name, f"{alone[name]:.2f}", f"{len(patches) / alone[name]:.1f}",
-                   f"{alone[default] / alone[name]:.2f}", f"{loaded[name]:.2f}", f"{len(patches) / loaded[name]:.1f}",
-                   f"{alone[default] / loaded[name]:.2f}", f"+{loaded[name] - alone[name]:.2f}"]
-                  for name in configs]
+    throughput = [
+        [
+            name,
+            f"{alone[name]:.2f}",
+            f"{len(patches) / alone[name]:.1f}",
+            f"{alone[default] / alone[name]:.2f}",
+            f"{loaded[name]:.2f}",
+            f"{len(patches) / loaded[name]:.1f}",
+            f"{alone[default] / loaded[name]:.2f}",
+            f"+{loaded[name] - alone[name]:.2f}",
+        ]
+        for name in configs
+    ]
 
     print("part 3: peak memory", file=sys.stderr)
     memory = memory_rows(model_path, cpus, manifest.patch_samples)
 
     audio = len(patches) * manifest.patch_samples / manifest.sample_rate
-    text = "\n".join([
-        "## Inference parallelism (`bench/inference_parallelism.py`)",
-        "",
-        *common.environment_lines(["bench.inference_parallelism", *argv]),
-        f"- model {args.model}; {cpus} usable CPUs; part 2 input: {len(files)} tracks ({args.formats}), "
-        f"{len(patches)} patches (≈{audio:.0f} s of audio) in batches of {args.batch}; best of {args.rounds} "
-        "interleaved rounds",
-        "",
-        "**1. Cost per patch by batch size** (best of "
-        f"{args.reps}): batching gains nothing per patch on CPU, so splitting the queue between workers costs "
-        "nothing.",
-        "",
-        common.markdown_table(["threads", "batch", "ms per batch", "ms per patch"], per_patch),
-        "",
-        f"**2. Throughput on the same patches**, alone and while a thread decodes the same tracks (decoding alone: "
-        f"{decode_alone:.2f} s). \"÷ default\" divides by ONNX Runtime's default running alone.",
-        "",
-        common.markdown_table(["configuration", "alone s", "patches/s", "÷ default", "with decoding s",
-                               "patches/s", "÷ default", "decoding added s"], throughput),
-        "",
-        "**3. Peak memory by patches in flight** (fresh process each; RSS after three rounds of runs):",
-        "",
-        common.markdown_table(["runs at once", "batch", "patches in flight", "idle MiB", "peak MiB",
-                               "MiB per patch in flight"], memory),
-    ])
+    text = "\n".join(
+        [
+            "## Inference parallelism (`bench/studies/inference_parallelism.py`)",
+            "",
+            *common.environment_lines(["bench.studies.inference_parallelism", *argv]),
+            f"- model {args.model}; {cpus} usable CPUs; part 2 input: {len(files)} tracks ({args.formats}), "
+            f"{len(patches)} patches (≈{audio:.0f} s of audio) in batches of {args.batch}; best of {args.rounds} "
+            "interleaved rounds",
+            "",
+            "**1. Cost per patch by batch size** (best of "
+            f"{args.reps}): batching gains nothing per patch on CPU, so splitting the queue between workers costs "
+            "nothing.",
+            "",
+            common.markdown_table(["threads", "batch", "ms per batch", "ms per patch"], per_patch),
+            "",
+            f"**2. Throughput on the same patches**, alone and while a thread decodes the same tracks (decoding alone: "
+            f'{decode_alone:.2f} s). "÷ default" divides by ONNX Runtime\'s default running alone.',
+            "",
+            common.markdown_table(
+                [
+                    "configuration",
+                    "alone s",
+                    "patches/s",
+                    "÷ default",
+                    "with decoding s",
+                    "patches/s",
+                    "÷ default",
+                    "decoding added s",
+                ],
+                throughput,
+            ),
+            "",
+            "**3. Peak memory by patches in flight** (fresh process each; RSS after three rounds of runs):",
+            "",
+            common.markdown_table(
+                ["runs at once", "batch", "patches in flight", "idle MiB", "peak MiB", "MiB per patch in flight"],
+                memory,
+            ),
+        ]
+    )
     print(text)
     if not args.no_write:
         common.update_report(SECTION, text)

@@ -1,8 +1,4 @@
-"""Single-flight: concurrent requests for the same uncached analysis share one computation, and the cache-aside
-step around it (``get_or_compute``): from the cache when possible, else computed once and stored.
-
-See service.engine.cache for the cache itself and docs/cache.md for the behaviour.
-"""
+"""Single flight: concurrent requests for the same uncached track share one computation, stored once."""
 
 from __future__ import annotations
 
@@ -12,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from service.engine.analysis import Analysis
-from service.engine.cache import Cache
+from service.engine.cache.backend import Cache
 from service.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 
-log = logging.getLogger("service.engine.cache")  # the cache's log lines keep their logger
+log = logging.getLogger("service.engine.cache")
 
 T = TypeVar("T")
 
@@ -112,6 +108,6 @@ async def _store_quietly(cache: Cache, key: str, analysis: Analysis) -> None:
     # Backends already swallow their errors; this also covers third-party Cache implementations.
     try:
         await cache.set(key, analysis)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a failed store costs a recompute later, never this answer
         CACHE_ERRORS.labels(backend=cache.name, op="set").inc()
         log.warning("%s cache set raised, result served uncached: %s: %s", cache.name, type(exc).__name__, exc)

@@ -28,13 +28,16 @@ Two data sources (``--source``):
 Both are normalised with the service's own function (``artefact.normalise_catalog``: catalog mean removed, unit
 length). Run::
 
-    PYTHONPATH=$PWD python bench/similar.py --sizes 100000,1000000
-    PYTHONPATH=$PWD python bench/similar.py --source real --segments /tmp/corpus-seg --sizes 100000,1000000
+    PYTHONPATH=$PWD python bench/studies/similar.py --sizes 100000,1000000
+    PYTHONPATH=$PWD python bench/studies/similar.py --source real --segments /tmp/corpus-seg --sizes 100000,1000000
+
+A decision study (the nearest-neighbour library): its conclusion is docs/similar.md, "Which library".
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -45,11 +48,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # the child processes run this file as a script
 
-from service.artefacts.similar import artefact  # noqa: E402
-from service.artefacts.similar.search import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, HNSW_EXPANSION_SEARCH  # noqa: E402
+# E402: these imports need the repo root on sys.path (set above), as this file also runs as a script.
+from service.artefacts.similar import artefact  # noqa: E402 - see above
+from service.artefacts.similar.search import (  # noqa: E402 - see above
+    HNSW_CONNECTIVITY,
+    HNSW_EXPANSION_ADD,
+    HNSW_EXPANSION_SEARCH,
+)
 
 DIM = 200  # musicnn's penultimate layer
 CLUSTERS = 2000  # "genres × production styles": enough that neighbours are not one big blob
@@ -76,7 +84,9 @@ def draw(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
     out = np.empty((n, DIM), np.float32)
     for start in range(0, n, 100_000):  # bounded temporaries
         stop = min(n, start + 100_000)
-        out[start:stop] = centres[labels[start:stop]] + CLUSTER_SPREAD * rng.standard_normal((stop - start, DIM), np.float32)
+        out[start:stop] = centres[labels[start:stop]] + CLUSTER_SPREAD * rng.standard_normal(
+            (stop - start, DIM), np.float32
+        )
     return out
 
 
@@ -84,7 +94,9 @@ def make_synthetic(n: int, folder: Path, seed: int = 13) -> dict:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
     catalog, mean = artefact.normalise_catalog(draw(n, rng, centres))
-    near = catalog[rng.integers(0, n, QUERIES // 2)] + NEAR_DUPLICATE_NOISE * rng.standard_normal((QUERIES // 2, DIM), np.float32)
+    near = catalog[rng.integers(0, n, QUERIES // 2)] + NEAR_DUPLICATE_NOISE * rng.standard_normal(
+        (QUERIES // 2, DIM), np.float32
+    )
     fresh = draw(QUERIES - QUERIES // 2, rng, centres)
     queries = np.vstack([near / np.linalg.norm(near, axis=1, keepdims=True), artefact.normalise(fresh, mean)])
     save_data(folder, catalog, queries)
@@ -104,7 +116,7 @@ def read_segments(backfill_out: Path) -> list[np.ndarray]:
     segments = column.flatten()
     flat = segments.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, segments.type.list_size)
     offsets = offsets - offsets[0]
-    return [flat[start:stop] for start, stop in zip(offsets[:-1], offsets[1:]) if stop > start]
+    return [flat[start:stop] for start, stop in itertools.pairwise(offsets) if stop > start]
 
 
 def split_tracks(tracks: list[np.ndarray], rng: np.random.Generator) -> tuple[list, list]:
@@ -126,23 +138,25 @@ def span_means(tracks: list[np.ndarray], n: int, rng: np.random.Generator) -> np
     duplicates (ties in the ground truth that no index could rank alike)."""
     lengths = np.array([len(t) for t in tracks])
     # one entry per (track, span length): how many starts it has; an entry's spans are numbered consecutively
-    entry_track = np.concatenate([np.full(max(0, l - SPAN_MIN_SEGMENTS + 1), i) for i, l in enumerate(lengths)])
-    entry_span = np.concatenate([np.arange(SPAN_MIN_SEGMENTS, l + 1) for l in lengths])
+    entry_track = np.concatenate([np.full(max(0, n - SPAN_MIN_SEGMENTS + 1), i) for i, n in enumerate(lengths)])
+    entry_span = np.concatenate([np.arange(SPAN_MIN_SEGMENTS, n + 1) for n in lengths])
     entry_first = np.concatenate([[0], np.cumsum(lengths[entry_track] - entry_span + 1)])
     if n > entry_first[-1]:
-        raise SystemExit(f"{n} derived vectors asked, {entry_first[-1]} distinct spans exist: a smaller size or a "
-                         "backfill with a smaller --hop")
+        raise SystemExit(
+            f"{n} derived vectors asked, {entry_first[-1]} distinct spans exist: a smaller size or a "
+            "backfill with a smaller --hop"
+        )
     segment_first = np.concatenate([[0], np.cumsum(lengths)])
     prefix = np.zeros((segment_first[-1] + 1, DIM), np.float64)  # prefix[i] = sum of the first i segments
     np.cumsum(np.concatenate(tracks).astype(np.float64), axis=0, out=prefix[1:])
     chosen = rng.choice(entry_first[-1], n, replace=False)
     out = np.empty((n, DIM), np.float32)
     for first in range(0, n, DERIVE_CHUNK):
-        part = chosen[first:first + DERIVE_CHUNK]
+        part = chosen[first : first + DERIVE_CHUNK]
         entry = np.searchsorted(entry_first, part, side="right") - 1
         span = entry_span[entry]
         begin = segment_first[entry_track[entry]] + part - entry_first[entry]
-        out[first:first + len(part)] = (prefix[begin + span] - prefix[begin]) / span[:, None]
+        out[first : first + len(part)] = (prefix[begin + span] - prefix[begin]) / span[:, None]
     return out
 
 
@@ -153,7 +167,7 @@ def make_real(n: int, folder: Path, segments_dir: Path, seed: int = 13) -> dict:
     half = QUERIES // 2
     if n + half <= len(pool):  # real segments: queries are held-out segments + catalog segments taken out of it
         rows = rng.permutation(len(pool))
-        raw, shifted = pool[rows[half:half + n]], pool[rows[:half]]
+        raw, shifted = pool[rows[half : half + n]], pool[rows[:half]]
         new = np.concatenate(held)[rng.choice(sum(len(t) for t in held), QUERIES - half, replace=False)]
         kind = "segments"
     else:  # derived: span means (excerpts), queries from held-out tracks and fresh spans of catalog tracks
@@ -166,7 +180,7 @@ def make_real(n: int, folder: Path, segments_dir: Path, seed: int = 13) -> dict:
 
 
 def save_data(folder: Path, catalog: np.ndarray, queries: np.ndarray) -> None:
-    truth = np.vstack([exact_top(catalog, queries[i:i + 100], K) for i in range(0, len(queries), 100)])
+    truth = np.vstack([exact_top(catalog, queries[i : i + 100], K) for i in range(0, len(queries), 100)])
     np.save(folder / "catalog.npy", catalog)
     np.save(folder / "queries.npy", queries)
     np.save(folder / "truth.npy", truth)
@@ -263,8 +277,14 @@ class Usearch:
     def build(self, catalog, cap):
         from usearch.index import Index
 
-        self.index = Index(ndim=DIM, metric="ip", dtype=self.dtype, connectivity=HNSW_M,
-                           expansion_add=HNSW_EF_CONSTRUCTION, expansion_search=self.ef_search)
+        self.index = Index(
+            ndim=DIM,
+            metric="ip",
+            dtype=self.dtype,
+            connectivity=HNSW_M,
+            expansion_add=HNSW_EF_CONSTRUCTION,
+            expansion_search=self.ef_search,
+        )
         return chunked(lambda part, start: self.index.add(np.arange(start, start + len(part)), part), catalog, cap)
 
     def search(self, q):
@@ -286,9 +306,16 @@ class Voyager:
     def build(self, catalog, cap):
         from voyager import Index, Space
 
-        self.index = Index(Space.InnerProduct, num_dimensions=DIM, M=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION,
-                           max_elements=len(catalog))
-        return chunked(lambda part, start: self.index.add_items(part, np.arange(start, start + len(part))), catalog, cap)
+        self.index = Index(
+            Space.InnerProduct,
+            num_dimensions=DIM,
+            M=HNSW_M,
+            ef_construction=HNSW_EF_CONSTRUCTION,
+            max_elements=len(catalog),
+        )
+        return chunked(
+            lambda part, start: self.index.add_items(part, np.arange(start, start + len(part))), catalog, cap
+        )
 
     def search(self, q):
         return self.index.query(q, K, num_threads=1, query_ef=self.ef_search)[0]
@@ -306,7 +333,7 @@ def chunked(add, catalog, cap) -> int:
     """Adds in chunks; stops after the chunk that passes ``cap`` seconds. Returns how many vectors were added."""
     started = time.perf_counter()
     for start in range(0, len(catalog), BUILD_CHUNK):
-        add(catalog[start:start + BUILD_CHUNK], start)
+        add(catalog[start : start + BUILD_CHUNK], start)
         if time.perf_counter() - started > cap:
             return start + min(BUILD_CHUNK, len(catalog) - start)
     return len(catalog)
@@ -314,9 +341,15 @@ def chunked(add, catalog, cap) -> int:
 
 def make(name: str, ef_search: int, nprobe: int):
     """A library's wrapper with the search settings of this run (HNSW expansion, IVF lists probed)."""
-    lib = {"exact": Exact, "faiss-hnsw": FaissHnsw, "faiss-ivf": FaissIvf, "voyager": Voyager,
-            "usearch-f32": lambda: Usearch("f32"), "usearch-f16": lambda: Usearch("f16"),
-            "usearch-i8": lambda: Usearch("i8")}[name]()
+    lib = {
+        "exact": Exact,
+        "faiss-hnsw": FaissHnsw,
+        "faiss-ivf": FaissIvf,
+        "voyager": Voyager,
+        "usearch-f32": lambda: Usearch("f32"),
+        "usearch-f16": lambda: Usearch("f16"),
+        "usearch-i8": lambda: Usearch("i8"),
+    }[name]()
     lib.ef_search, lib.nprobe = ef_search, nprobe
     return lib
 
@@ -330,8 +363,12 @@ def measure_queries(lib, queries, truth, budget_seconds: float = 20.0) -> dict:
         if sum(times) > budget_seconds:  # exact search at 10⁶ is slow: enough queries for a rate, not all 1000
             break
     hits = sum(len(set(f[:K].tolist()) & set(t.tolist())) for f, t in zip(found, truth))
-    return {"recall_at_10": hits / (K * len(found)), "qps": len(found) / sum(times),
-            "p50_ms": 1000 * float(np.median(times)), "queries": len(found)}
+    return {
+        "recall_at_10": hits / (K * len(found)),
+        "qps": len(found) / sum(times),
+        "p50_ms": 1000 * float(np.median(times)),
+        "queries": len(found),
+    }
 
 
 def run_one(name: str, folder: Path, cap: float, ef_search: int, nprobe: int) -> dict:
@@ -342,10 +379,16 @@ def run_one(name: str, folder: Path, cap: float, ef_search: int, nprobe: int) ->
     started = time.perf_counter()
     added = lib.build(catalog, cap)
     build = time.perf_counter() - started
-    result = {"library": name, "n": len(catalog), "added": added, "build_seconds": build,
-              "ef_search": ef_search if "hnsw" in name or "usearch" in name or name == "voyager" else None,
-              "nprobe": nprobe if name == "faiss-ivf" else None,
-              "build_seconds_full": build * len(catalog) / added, "build_rss_bytes": rss_bytes() - before}
+    result = {
+        "library": name,
+        "n": len(catalog),
+        "added": added,
+        "build_seconds": build,
+        "ef_search": ef_search if "hnsw" in name or "usearch" in name or name == "voyager" else None,
+        "nprobe": nprobe if name == "faiss-ivf" else None,
+        "build_seconds_full": build * len(catalog) / added,
+        "build_rss_bytes": rss_bytes() - before,
+    }
     if added < len(catalog):
         return result
     result.update(measure_queries(lib, queries, truth))
@@ -354,7 +397,7 @@ def run_one(name: str, folder: Path, cap: float, ef_search: int, nprobe: int) ->
         lib.save(path)
         result["file_bytes"] = path.stat().st_size
         del lib, catalog
-        for mmap in ((False, True) if make(name, ef_search, nprobe).mmap else (False,)):
+        for mmap in (False, True) if make(name, ef_search, nprobe).mmap else (False,):
             fresh = make(name, ef_search, nprobe)
             before = rss_bytes()
             started = time.perf_counter()
@@ -374,27 +417,46 @@ def run_one(name: str, folder: Path, cap: float, ef_search: int, nprobe: int) ->
 
 def table(rows: list[dict]) -> str:
     mib = 1 / (1024 * 1024)
-    lines = ["| source | n | library | recall@10 | queries/s (1 thread) | p50 ms | build s | build RSS MiB | B/vector | "
-             "load s (full) | load s (mmap) | RSS after mmap load MiB | recall@10 after mmap load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| source | n | library | recall@10 | queries/s (1 thread) | p50 ms | build s | build RSS MiB | B/vector | "
+        "load s (full) | load s (mmap) | RSS after mmap load MiB | recall@10 after mmap load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["added"] < r["n"]:
-            lines.append(f"| {r['source']} | {r['n']:,} | {r['library']} | – | – | – | ≈{r['build_seconds_full']:.0f} "
-                         f"(extrapolated from {r['added']:,} in {r['build_seconds']:.0f} s) | – | – | – | – | – | – |")
+            lines.append(
+                f"| {r['source']} | {r['n']:,} | {r['library']} | – | – | – | ≈{r['build_seconds_full']:.0f} "
+                f"(extrapolated from {r['added']:,} in {r['build_seconds']:.0f} s) | – | – | – | – | – | – |"
+            )
             continue
         mapped = "load_mmap_seconds" in r
-        cells = [r["source"], f"{r['n']:,}", label(r), f"{r['recall_at_10']:.3f}", f"{r['qps']:.0f}", f"{r['p50_ms']:.2f}",
-                 f"{r['build_seconds']:.1f}", f"{r['build_rss_bytes'] * mib:.0f}", f"{r['file_bytes'] / r['n']:.0f}",
-                 f"{r['load_full_seconds']:.3f}",
-                 f"{r['load_mmap_seconds']:.3f}" if mapped else "– (cannot map)",
-                 f"{r['load_mmap_rss_bytes'] * mib:.0f}" if mapped else "–",
-                 f"{r['mmap_recall_at_10']:.3f}" if mapped else "–"]
+        cells = [
+            r["source"],
+            f"{r['n']:,}",
+            label(r),
+            f"{r['recall_at_10']:.3f}",
+            f"{r['qps']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['build_seconds']:.1f}",
+            f"{r['build_rss_bytes'] * mib:.0f}",
+            f"{r['file_bytes'] / r['n']:.0f}",
+            f"{r['load_full_seconds']:.3f}",
+            f"{r['load_mmap_seconds']:.3f}" if mapped else "– (cannot map)",
+            f"{r['load_mmap_rss_bytes'] * mib:.0f}" if mapped else "–",
+            f"{r['mmap_recall_at_10']:.3f}" if mapped else "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def label(row: dict) -> str:
-    settings = f"ef_search {row['ef_search']}" if row.get("ef_search") else f"nprobe {row['nprobe']}" if row.get("nprobe") else ""
+    settings = (
+        f"ef_search {row['ef_search']}"
+        if row.get("ef_search")
+        else f"nprobe {row['nprobe']}"
+        if row.get("nprobe")
+        else ""
+    )
     return f"{row['library']} ({settings})" if settings else row["library"]
 
 
@@ -407,8 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--source", choices=("synthetic", "real"), default="synthetic")
     parser.add_argument("--segments", type=Path, help="--source real: a `taggram backfill --segment-embeddings` output")
-    parser.add_argument("--ef-search", type=int, default=HNSW_EXPANSION_SEARCH,
-                        help=f"HNSW search expansion, every library (default: the service's, {HNSW_EXPANSION_SEARCH})")
+    parser.add_argument(
+        "--ef-search",
+        type=int,
+        default=HNSW_EXPANSION_SEARCH,
+        help=f"HNSW search expansion, every library (default: the service's, {HNSW_EXPANSION_SEARCH})",
+    )
     parser.add_argument("--nprobe", type=int, default=IVF_NPROBE, help="faiss IVF lists probed per query")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -419,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--source real needs --segments")
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        # the synthetic folder keeps its name: bench/similar_ef_sweep.py reads /tmp/taggram-bench-similar/1000000
+        # the synthetic folder keeps its name: bench/studies/similar_ef_sweep.py reads
+        # /tmp/taggram-bench-similar/1000000
         folder = args.work / (str(n) if args.source == "synthetic" else f"real-{n}")
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "data.json").exists():
@@ -428,10 +495,25 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads((folder / "data.json").read_text())
         print(json.dumps({"n": n, **data}), file=sys.stderr, flush=True)
         for name in args.libraries.split(","):
-            out = subprocess.run([sys.executable, __file__, "--one", name, "--work", str(folder),
-                                  "--build-cap-seconds", str(args.build_cap_seconds),
-                                  "--ef-search", str(args.ef_search), "--nprobe", str(args.nprobe)],
-                                 capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    name,
+                    "--work",
+                    str(folder),
+                    "--build-cap-seconds",
+                    str(args.build_cap_seconds),
+                    "--ef-search",
+                    str(args.ef_search),
+                    "--nprobe",
+                    str(args.nprobe),
+                ],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "2"},
+            )
             if out.returncode != 0:
                 print(f"{name} at {n}: failed: {out.stderr[-2000:]}", file=sys.stderr)
                 continue

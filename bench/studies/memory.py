@@ -1,11 +1,15 @@
 """Memory of the models on CPU: ONNX Runtime arenas per session vs one arena shared by every session.
 
 Each variant runs in its own child process (RSS is per process), alternating ``--rounds`` times, so both see the
-same machine load. A child loads every model in ``models/`` with the service's defaults (``service.engine.run.batch_policy``,
-``--workers`` inference threads), warms each up the way the service does (``Batcher.warm_up``: one batch of
-``--batch`` patches on every worker thread at once), then runs ``--load-batches`` batches of real-valued noise per
-model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and at the end of the load
-(any growth after ready is an arena the warm-up did not reach), peak RSS, and ms per patch under the load.
+same machine load. A child loads every model in ``models/`` with the service's defaults
+(``service.engine.run.batch_policy``, ``--workers`` inference threads), warms each up the way the service does
+(``Batcher.warm_up``: one batch of ``--batch`` patches on every worker thread at once), then runs ``--load-batches``
+batches of real-valued noise per model on the worker threads. Reported: RSS after loading, after warm-up (= ready) and
+at the end of the load (any growth after ready is an arena the warm-up did not reach), peak RSS, and ms per patch under
+the load.
+
+A decision study (one ONNX Runtime arena shared by every session): its section is docs/benchmarks.md, "Memory: four
+models, per-session vs shared ONNX Runtime arena".
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ def child(shared: bool, workers: int, batch: int, load_batches: int) -> dict:
             peak[0] = max(peak[0], process.memory_info().rss)
 
     threading.Thread(target=sample, daemon=True).start()
-    mib = lambda: process.memory_info().rss / 2**20  # noqa: E731
+
+    def mib() -> float:
+        return process.memory_info().rss / 2**20
+
     threads = batch_policy(Settings(inference_workers=workers), on_cuda=False).intra_op_threads
-    runners = [load_runner(path, "cpu", threads, shared_arena=shared)
-               for path in sorted(common.MODELS_DIR.glob("*.onnx"))]
+    runners = [
+        load_runner(path, "cpu", threads, shared_arena=shared) for path in sorted(common.MODELS_DIR.glob("*.onnx"))
+    ]
     loaded = mib()
 
     def on_every_worker(runner, patches: np.ndarray) -> None:
@@ -65,8 +73,14 @@ def child(shared: bool, workers: int, batch: int, load_batches: int) -> dict:
             patches += batch * workers
     seconds = time.perf_counter() - started
     stop.set()
-    return {"models": len(runners), "loaded": loaded, "ready": ready, "after_load": mib(),
-            "peak": max(peak[0], process.memory_info().rss) / 2**20, "ms_per_patch": 1000 * seconds / patches}
+    return {
+        "models": len(runners),
+        "loaded": loaded,
+        "ready": ready,
+        "after_load": mib(),
+        "peak": max(peak[0], process.memory_info().rss) / 2**20,
+        "ms_per_patch": 1000 * seconds / patches,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,29 +98,70 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
     for _ in range(args.rounds):
         for variant in VARIANTS:
-            out = subprocess.run([sys.executable, "-m", "bench.memory", "--child", variant, "--workers", str(args.workers),
-                                  "--batch", str(args.batch), "--load-batches", str(args.load_batches)],
-                                 cwd=common.REPO_ROOT, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.studies.memory",
+                    "--child",
+                    variant,
+                    "--workers",
+                    str(args.workers),
+                    "--batch",
+                    str(args.batch),
+                    "--load-batches",
+                    str(args.load_batches),
+                ],
+                cwd=common.REPO_ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[variant].append(json.loads(out.stdout.splitlines()[-1]))
     rows = []
     for variant, runs in results.items():
         med = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
         # Speed as paired ratios: each round ran both variants back to back, so a round's ratio sees one machine load.
         ratios = [base["ms_per_patch"] / run["ms_per_patch"] for base, run in zip(results[VARIANTS[0]], runs)]
-        rows.append([variant, f"{med['loaded']:.0f}", f"{med['ready']:.0f}", f"{med['after_load']:.0f}",
-                     f"{med['peak']:.0f}", f"{med['ms_per_patch']:.1f}", f"{np.median(ratios):.2f}×",
-                     ", ".join(f"{ratio:.2f}" for ratio in ratios)])
-    table = common.markdown_table(["arenas", "RSS loaded MiB", "RSS ready MiB", "RSS after load MiB", "peak MiB",
-                                   "ms/patch", "speed vs per-session (median of rounds)", "per round"], rows)
-    body = "\n".join([
-        "## Memory: four models, per-session vs shared ONNX Runtime arena", "",
-        *common.environment_lines(["bench.memory", *(argv if argv is not None else sys.argv[1:])]),
-        f"- {results[VARIANTS[0]][0]['models']} models, {args.workers} inference threads each, warm-up and load at "
-        f"batch {args.batch}; one child process per variant and round, variants alternated, medians of "
-        f"{args.rounds} rounds; the speed is the median of each round's ratio",
-        "- the 2 cores were shared with other agents' work: ms/patch is comparable only within this table", "",
-        table, "",
-    ])
+        rows.append(
+            [
+                variant,
+                f"{med['loaded']:.0f}",
+                f"{med['ready']:.0f}",
+                f"{med['after_load']:.0f}",
+                f"{med['peak']:.0f}",
+                f"{med['ms_per_patch']:.1f}",
+                f"{np.median(ratios):.2f}×",
+                ", ".join(f"{ratio:.2f}" for ratio in ratios),
+            ]
+        )
+    table = common.markdown_table(
+        [
+            "arenas",
+            "RSS loaded MiB",
+            "RSS ready MiB",
+            "RSS after load MiB",
+            "peak MiB",
+            "ms/patch",
+            "speed vs per-session (median of rounds)",
+            "per round",
+        ],
+        rows,
+    )
+    body = "\n".join(
+        [
+            "## Memory: four models, per-session vs shared ONNX Runtime arena",
+            "",
+            *common.environment_lines(["bench.studies.memory", *(argv if argv is not None else sys.argv[1:])]),
+            f"- {results[VARIANTS[0]][0]['models']} models, {args.workers} inference threads each, warm-up and load at "
+            f"batch {args.batch}; one child process per variant and round, variants alternated, medians of "
+            f"{args.rounds} rounds; the speed is the median of each round's ratio",
+            "- the 2 cores were shared with other agents' work: ms/patch is comparable only within this table",
+            "",
+            table,
+            "",
+        ]
+    )
     print(body)
     if not args.no_write:
         common.update_report(SECTION, body)

@@ -12,8 +12,11 @@ For every file both decoders read, interleaved per file so machine load hits bot
 Inputs: a corpus manifest (``/work/corpus/corpus.csv`` as built by ``corpus/build.py``: columns path, codec) or a
 folder of audio files; ``--limit`` files, spread over the packages.
 
-Usage: .venv/bin/python -m bench.decode_fallback [--corpus CSV | --folder DIR] [--limit N] [--no-write]
+Usage: .venv/bin/python -m bench.studies.decode_fallback [--corpus CSV | --folder DIR] [--limit N] [--no-write]
 Writes its section into docs/decode.md.
+
+A decision study (a second decoder, and when it may answer): its section is docs/decode.md, "Fallback decoder:
+libsndfile against FFmpeg on the same files".
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import REPO_ROOT, environment_lines, markdown_table, update_report
+from service.artefacts.registry import load_models
 from service.config import Settings
 from service.decode import SAMPLE_RATE, decode, sndfile
 from service.decode.facts import DecodeFacts
 from service.engine.patch import StreamingPatcher
-from service.artefacts.registry import load_models
 
 DECODE_DOC = REPO_ROOT / "docs" / "decode.md"
 DEFAULT_CORPUS = Path("/work/corpus/corpus.csv")
@@ -103,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         data = path.read_bytes()
         try:
-            primary, t_ffmpeg = timed(lambda: decode(io.BytesIO(data), max_seconds=MAX_SECONDS))
-            fallback, t_sndfile = timed(lambda: libsndfile_samples(data))
+            primary, t_ffmpeg = timed(lambda data=data: decode(io.BytesIO(data), max_seconds=MAX_SECONDS))
+            fallback, t_sndfile = timed(lambda data=data: libsndfile_samples(data))
         except Exception as error:  # noqa: BLE001 - a file one decoder cannot read is reported, not compared
             rows.append([path.name, "—", "—", "—", "—", "—", "—", f"skipped: {type(error).__name__}"])
             continue
@@ -122,16 +125,24 @@ def main(argv: list[str] | None = None) -> int:
         ratios.append(t_sndfile / t_ffmpeg)
         tag_deltas.append(delta)
         cosines.append(cosine)
-        rows.append([f"{path.parent.name}/{path.name}", primary.facts.codec, f"{seconds:.0f}",
-                     f"{seconds / t_ffmpeg:.0f}", f"{seconds / t_sndfile:.0f}", fallback.size - reference.size,
-                     f"{np.max(np.abs(reference[:n] - fallback[:n])):.1e} / {snr_db(reference[:n], fallback[:n]):.0f} dB",
-                     f"{delta:.1e} / {cosine:.6f} / {'same' if top_a == top_b else 'differ'}"])
+        rows.append(
+            [
+                f"{path.parent.name}/{path.name}",
+                primary.facts.codec,
+                f"{seconds:.0f}",
+                f"{seconds / t_ffmpeg:.0f}",
+                f"{seconds / t_sndfile:.0f}",
+                fallback.size - reference.size,
+                f"{np.max(np.abs(reference[:n] - fallback[:n])):.1e} / {snr_db(reference[:n], fallback[:n]):.0f} dB",
+                f"{delta:.1e} / {cosine:.6f} / {'same' if top_a == top_b else 'differ'}",
+            ]
+        )
         print(rows[-1], file=sys.stderr, flush=True)
 
     compared = len(ratios)
     body = "\n".join([
         "### Fallback decoder: libsndfile against FFmpeg on the same files", "",
-        *environment_lines(["bench.decode_fallback", *(argv if argv is not None else sys.argv[1:])]), "",
+        *environment_lines(["bench.studies.decode_fallback", *(argv if argv is not None else sys.argv[1:])]), "",
         markdown_table(["file", "codec", "audio s", "FFmpeg ×realtime", "libsndfile ×realtime", "Δ length (samples)",
                         "samples: max abs Δ / SNR", f"{args.model} ({args.analyse_seconds:g} s): max Δtag / emb cos / "
                         f"top-{TOP_TAGS}"], rows),

@@ -54,12 +54,28 @@ def catalog(tmp_path_factory) -> Path:
 
 def check(source: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "service", "check-catalog", str(source), "--output", str(output), "--workers", "2",
-         "--max-seconds", str(MAX_SECONDS), *extra],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_SECONDS,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "check-catalog",
+            str(source),
+            "--output",
+            str(output),
+            "--workers",
+            "2",
+            "--max-seconds",
+            str(MAX_SECONDS),
+            *extra,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
     )
 
 
+@pytest.mark.slow
 def test_every_file_gets_its_outcome_decoder_and_warnings(catalog, tmp_path):
     result = check(catalog, tmp_path / "rows.jsonl")
     assert result.returncode == 0, result.stderr
@@ -75,6 +91,7 @@ def test_every_file_gets_its_outcome_decoder_and_warnings(catalog, tmp_path):
     assert rows["damaged/half.flac"]["declared_duration_seconds"] == pytest.approx(6.0)
 
 
+@pytest.mark.slow
 def test_the_terminal_gets_a_summary_not_a_line_per_file(catalog, tmp_path):
     result = check(catalog, tmp_path / "rows.parquet")
     assert result.returncode == 0, result.stderr
@@ -88,6 +105,7 @@ def test_the_terminal_gets_a_summary_not_a_line_per_file(catalog, tmp_path):
     assert sorted(r["track_id"] for r in table) == sorted(CATALOG)
 
 
+@pytest.mark.slow
 def test_json_summary_and_the_refuse_policy(catalog, tmp_path):
     result = check(catalog, tmp_path / "rows.jsonl", "--json", "--damaged-audio", "refuse")
     assert result.returncode == 0, result.stderr
@@ -97,6 +115,7 @@ def test_json_summary_and_the_refuse_policy(catalog, tmp_path):
     assert summary["examples"]["damaged_audio"] == [str(catalog / "damaged/half.flac")]
 
 
+@pytest.mark.slow
 def test_a_manifest_works_and_bad_arguments_exit_2(catalog, tmp_path):
     manifest = tmp_path / "tracks.csv"
     manifest.write_text("track_id,path\nb,clean/b.wav\nmissing,nowhere.wav\n")
