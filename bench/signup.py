@@ -2,6 +2,7 @@
 
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup agreement --tracks 20
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup quality
+    flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup http --tracks 12
     PYTHONPATH=$PWD .venv/bin/python -m bench.signup mpeg-scan          # the truncation check on every corpus file
 
 ``agreement``: real corpus tracks of 2–10 minutes in four formats (the corpus's Ogg Vorbis, Opus and mp3 files, and
@@ -11,6 +12,7 @@ every default-hop patch) and, for each N, the sampled one (``service.decode.samp
 one for the model's tag taxonomy and its calibrated taxonomy (top-1 same, top-5 overlap), and the time of each.
 ``quality``: the labelled corpus tracks, each analysed from the chosen N spread patches by every model: per
 candidate taxonomy, macro PR-AUC / top-1 / top-3 hit rate on the corpus's 5 classes and distinct top-1 subgenres.
+``http``: the service's answer time, early vs ``?complete=true`` (bench/signup_http.py).
 Sections go to docs/signup.md (``--no-write``: print only).
 """
 
@@ -30,7 +32,7 @@ import numpy as np
 from bench import common
 from service.artefacts.tag_calibration import load_calibration
 from service.artefacts.taxonomy import suggest
-from service.config import Settings
+from service.config import Precision, Settings
 from service.decode import decode
 from service.decode.integrity import check_integrity
 from service.decode.sample import sample_track
@@ -57,11 +59,19 @@ def infer(model, patches: np.ndarray) -> np.ndarray:
     )
 
 
-def load(models: str):
+def load(models: str, **settings: object):
+    """The models as the service loads them, fp32 as bench.common's service runs (``settings``: more Settings)."""
     from service.artefacts.registry import load_models
 
     loaded = load_models(
-        Settings(models_dir=common.MODELS_DIR, models=models, default_model=models.split(",")[0], inference_workers=1)
+        Settings(
+            models_dir=common.MODELS_DIR,
+            models=models,
+            default_model=models.split(",")[0],
+            inference_workers=1,
+            precision=Precision.FP32,
+            **settings,
+        )
     )
     return loaded, {name: load_calibration(model, None) for name, model in loaded.items()}
 
@@ -235,16 +245,21 @@ def run_mpeg_scan(args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("agreement", "quality", "mpeg-scan"))
+    parser.add_argument("what", choices=("agreement", "quality", "http", "mpeg-scan"))
     parser.add_argument("--tracks", type=int, default=20)
     parser.add_argument("--model", default=common.DEFAULT_MODEL)
     parser.add_argument("--patches", type=int, default=12, help="quality: spread patches per track")
+    parser.add_argument("--port", type=int, default=0, help="http: the service's port (0: a free one)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.what == "quality":
         from bench.signup_quality import run_quality
 
         body = run_quality(args)
+    elif args.what == "http":
+        from bench.signup_http import run_http
+
+        body = run_http(args)
     else:
         body = {"agreement": run_agreement, "mpeg-scan": run_mpeg_scan}[args.what](args)
     print(body)
