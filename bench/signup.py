@@ -3,6 +3,7 @@
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup agreement --tracks 20
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup quality
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup http --tracks 12
+    PYTHONPATH=$PWD .venv/bin/python -m bench.signup head-agreement --backfill BF --head HEADS/NAME.json
     PYTHONPATH=$PWD .venv/bin/python -m bench.signup mpeg-scan          # the truncation check on every corpus file
 
 ``agreement``: real corpus tracks of 2–10 minutes in four formats (the corpus's Ogg Vorbis, Opus and mp3 files, and
@@ -12,7 +13,8 @@ every default-hop patch) and, for each N, the sampled one (``service.decode.samp
 one for the model's tag taxonomy and its calibrated taxonomy (top-1 same, top-5 overlap), and the time of each.
 ``quality``: the labelled corpus tracks, each analysed from the chosen N spread patches by every model: per
 candidate taxonomy, macro PR-AUC / top-1 / top-3 hit rate on the corpus's 5 classes and distinct top-1 subgenres.
-``http``: the service's answer time, early vs ``?complete=true`` (bench/signup_http.py).
+``http``: the service's answer time, early vs ``?complete=true`` (bench/signup_http.py); ``head-agreement``: a
+trained head's early answer against its complete one, from a backfill (bench/signup_heads.py).
 Sections go to docs/signup.md (``--no-write``: print only).
 """
 
@@ -245,17 +247,23 @@ def run_mpeg_scan(args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("agreement", "quality", "http", "mpeg-scan"))
+    parser.add_argument("what", choices=("agreement", "quality", "http", "head-agreement", "mpeg-scan"))
     parser.add_argument("--tracks", type=int, default=20)
     parser.add_argument("--model", default=common.DEFAULT_MODEL)
     parser.add_argument("--patches", type=int, default=12, help="quality: spread patches per track")
     parser.add_argument("--port", type=int, default=0, help="http: the service's port (0: a free one)")
+    parser.add_argument("--backfill", type=Path, help="head-agreement: a default-hop --segment-embeddings backfill")
+    parser.add_argument("--head", type=Path, help="head-agreement: the head's manifest (NAME.json)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.what == "quality":
         from bench.signup_quality import run_quality
 
         body = run_quality(args)
+    elif args.what == "head-agreement":
+        from bench.signup_heads import run_head_agreement
+
+        body = run_head_agreement(args)
     elif args.what == "http":
         from bench.signup_http import run_http
 
