@@ -27,7 +27,12 @@ processes took during each phase (from /proc/stat, less the service's and this c
 ratio is low while other work took a core measured the machine, not the service. Bounded: at most ``--max-clips`` clips
 per mixed phase; every request has a client timeout.
 
-Writes docs/benchmarks.md, "Fairness: clips while long uploads are in flight".
+``--signups K`` (issue #22): each repeat adds two mixed phases with K ``--signup-minutes`` WAV sign-ups posted to
+/suggest-subgenres with the long uploads, **early answers on** (each leaves its complete analysis in the background
+at bulk priority) and **off** (``?complete=true``: the client waits, at /suggest-subgenres' interactive priority). The
+sign-ups and their background analyses finish (none pending) before the next phase; their CPU counts in the phase.
+
+Writes docs/benchmarks.md, "Fairness: clips while long uploads are in flight" (``--section``, ``--report``).
 """
 
 from __future__ import annotations
@@ -37,29 +42,19 @@ import asyncio
 import hashlib
 import sys
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import httpx
-import numpy as np
-import soxr
 
 from bench import common
-from corpus.music import CACHE_DIR, cut_clip, duration_seconds, ensure_music
+from bench.fairness_audio import CLIP_SECONDS, LONG_RATE_HZ, long_upload, make_clips
+from bench.signup_http import drain, signup
+from corpus.music import ensure_music
 
 SECTION = "fairness"
-LONG_RATE_HZ = 22_050  # long uploads' sample rate: not 16 kHz, so the service resamples as it would for real files
-LONG_CHANNELS = 2
-CLIP_SECONDS = 30.0
-CLIP_OFFSET_STEP_SECONDS = 1.37  # between clips of one track: distinct bytes, not a multiple of a codec frame
 CLIENT_TIMEOUT_SECONDS = 900.0
 SERVICE_REQUEST_TIMEOUT_SECONDS = 900  # the long uploads share 2 busy cores: the default 120 s deadline is too short
-LONG_DIR = CACHE_DIR / "long"
-# Upload i starts this far into the looped soundtrack. Starting each at a different *track* repeated itself from the
-# fourth upload on (the soundtrack has three tracks), and the service computed that upload once for two.
-UPLOAD_OFFSET_SECONDS = 41.3
 
 
 @dataclass
@@ -73,6 +68,8 @@ class Phase:
     wall: float = 0.0  # the whole phase, for the other processes' share of the machine
     other_cpu_seconds: float = 0.0  # CPU time of every other process on the machine over the phase
     repeat_ratios: list[float] = field(default_factory=list)  # long throughput vs alone, per repeat (mixed only)
+    signup_seconds: float = 0.0  # audio seconds of the sign-ups (--signups), analysed early + background or whole
+    signup_latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def absorb(self, other: Phase) -> None:
@@ -85,66 +82,12 @@ class Phase:
         self.wall += other.wall
         self.other_cpu_seconds += other.other_cpu_seconds
         self.errors += other.errors
+        self.signup_seconds += other.signup_seconds
+        self.signup_latencies += other.signup_latencies
 
     @property
     def long_throughput(self) -> float:
         return self.long_seconds / self.long_wall if self.long_wall else float("nan")
-
-
-def decode_native(path: Path) -> np.ndarray:
-    """A track as float32 [samples, 2] at LONG_RATE_HZ."""
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="stereo", rate=stream.rate)
-        pieces = [
-            np.asarray(out.to_ndarray()).reshape(-1, 2)
-            for frame in container.decode(stream)
-            for out in resampler.resample(frame)
-        ]
-        rate = stream.rate
-    samples = np.concatenate(pieces)
-    return soxr.resample(samples, rate, LONG_RATE_HZ).astype(np.float32)
-
-
-def long_upload(index: int, minutes: float, tracks: list[Path]) -> Path:
-    """A WAV of ``minutes`` of real music: the tracks looped, from ``index`` × UPLOAD_OFFSET_SECONDS on (made once,
-    cached)."""
-    path = LONG_DIR / f"long-{index}-{minutes:g}min-from-{index * UPLOAD_OFFSET_SECONDS:g}s.wav"
-    if path.exists():
-        return path
-    LONG_DIR.mkdir(parents=True, exist_ok=True)
-    wanted = int(minutes * 60 * LONG_RATE_HZ)
-    partial = path.with_suffix(".partial")
-    with wave.open(str(partial), "wb") as out:
-        out.setnchannels(LONG_CHANNELS)
-        out.setsampwidth(2)
-        out.setframerate(LONG_RATE_HZ)
-        written, turn, skip = 0, 0, round(index * UPLOAD_OFFSET_SECONDS * LONG_RATE_HZ)
-        while written < wanted:
-            samples = decode_native(tracks[turn % len(tracks)])
-            turn += 1
-            if skip >= len(samples):
-                skip -= len(samples)
-                continue
-            samples, skip = samples[skip:][: wanted - written], 0
-            out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-            written += len(samples)
-    partial.rename(path)
-    return path
-
-
-def make_clips(tracks: list[Path], count: int) -> list[bytes]:
-    clips, offsets = [], {track: 0.0 for track in tracks}
-    lengths = {track: duration_seconds(track) for track in tracks}
-    turn = 0
-    while len(clips) < count:
-        track = tracks[turn % len(tracks)]
-        turn += 1
-        if offsets[track] + CLIP_SECONDS > lengths[track]:
-            continue
-        clips.append(cut_clip(track, offsets[track], CLIP_SECONDS))
-        offsets[track] += CLIP_OFFSET_STEP_SECONDS
-    return clips
 
 
 async def send_clip(client: httpx.AsyncClient, url: str, clip: bytes, phase: Phase) -> None:
@@ -168,13 +111,27 @@ async def send_long(client: httpx.AsyncClient, url: str, path: Path, phase: Phas
     phase.long_seconds += body["duration_seconds"]
 
 
+async def signups_done(client: httpx.AsyncClient, url: str, signups: list[Path], early: bool, phase: Phase) -> None:
+    """The sign-ups answered, then their background analyses finished."""
+    for seconds, body in await asyncio.gather(*(signup(client, url, path, early=early) for path in signups)):
+        phase.signup_latencies.append(seconds)
+        phase.signup_seconds += body["duration_seconds"]
+    await asyncio.to_thread(drain, url)
+
+
 def run_phase(
-    service: common.Service, name: str, longs: list[Path], clips: list[bytes], clip_gap: float, max_clips: int
+    service: common.Service,
+    name: str,
+    longs: list[Path],
+    clips: list[bytes],
+    clip_gap: float,
+    max_clips: int,
+    signups: tuple[list[Path], bool] = ([], True),
 ) -> Phase:
     phase = Phase(name)
     cpu_before = common.process_cpu_seconds(service.process.pid)
     machine_before, own_before, started = common.machine_busy_cpu_seconds(), time.process_time(), time.perf_counter()
-    asyncio.run(phase_requests(service.url, phase, longs, clips, clip_gap, max_clips))
+    asyncio.run(phase_requests(service.url, phase, longs, clips, clip_gap, max_clips, signups))
     phase.wall = time.perf_counter() - started
     phase.cpu_seconds = common.process_cpu_seconds(service.process.pid) - cpu_before
     own = time.process_time() - own_before
@@ -183,7 +140,13 @@ def run_phase(
 
 
 async def phase_requests(
-    url: str, phase: Phase, longs: list[Path], clips: list[bytes], clip_gap: float, max_clips: int
+    url: str,
+    phase: Phase,
+    longs: list[Path],
+    clips: list[bytes],
+    clip_gap: float,
+    max_clips: int,
+    signups: tuple[list[Path], bool],
 ) -> None:
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_SECONDS) as client:
         if not longs:  # idle: clips one after another
@@ -192,6 +155,7 @@ async def phase_requests(
             return
         started = time.perf_counter()
         uploads = asyncio.ensure_future(all_answered(client, url, longs, phase))
+        signed_up = asyncio.ensure_future(signups_done(client, url, *signups, phase))
         if clips:
             await asyncio.wait([uploads], timeout=clip_gap)  # the uploads are on their way in before the first clip
             sent = 0
@@ -202,6 +166,7 @@ async def phase_requests(
         # The uploads' wall time ends when the last one is answered, not when the clip client notices (a pause
         # between clips or a clip still in flight would otherwise count as the uploads' time).
         phase.long_wall = await uploads - started
+        await signed_up
 
 
 async def all_answered(client: httpx.AsyncClient, url: str, longs: list[Path], phase: Phase) -> float:
@@ -231,7 +196,7 @@ def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
         total = (phase.long_seconds + phase.clip_seconds) / phase.long_wall
         total_ratio = f"{total / alone.long_throughput:.2f}×" if mixed else "1.00×"
         share = phase.clip_seconds / (phase.long_seconds + phase.clip_seconds)
-        cpu = phase.cpu_seconds / (phase.long_seconds + phase.clip_seconds)
+        cpu = phase.cpu_seconds / (phase.long_seconds + phase.clip_seconds + phase.signup_seconds)
         alone_cpu = alone.cpu_seconds / alone.long_seconds if alone else cpu
         longs = [
             f"{phase.long_throughput:.1f}",
@@ -245,7 +210,9 @@ def row(phase: Phase, idle_p99: float, alone: Phase | None) -> list[object]:
     cores = [
         f"{seconds / phase.wall:.2f}" if phase.wall else "–" for seconds in (phase.cpu_seconds, phase.other_cpu_seconds)
     ]
-    return [phase.name, *clips, *longs, *cores, len(phase.errors)]
+    signed_up = phase.signup_latencies
+    signups = [len(signed_up), f"{common.percentile(signed_up, 50):.2f}" if signed_up else "–"]
+    return [phase.name, *clips, *longs, *signups, *cores, len(phase.errors)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,11 +230,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-clips", type=int, default=200, help="clips per mixed phase at most")
     parser.add_argument("--section", default=SECTION, help="docs/benchmarks.md section to write")
+    parser.add_argument("--report", type=Path, default=common.REPORT, help="the docs file the section goes to")
+    parser.add_argument(
+        "--signups", type=int, default=0, help="sign-ups per extra mixed phase, early answers on and off (issue #22)"
+    )
+    parser.add_argument("--signup-minutes", type=float, default=4.0)
     args = parser.parse_args(argv)
 
     tracks = ensure_music()
     longs = [long_upload(i, args.long_minutes, tracks) for i in range(max(args.long_uploads))]
-    if len({hashlib.sha256(path.read_bytes()).digest() for path in longs}) != len(longs):
+    signups = [long_upload(len(longs) + i, args.signup_minutes, tracks) for i in range(args.signups)]
+    if len({hashlib.sha256(path.read_bytes()).digest() for path in longs + signups}) != len(longs + signups):
         raise SystemExit("two long uploads have the same bytes: the service would compute them once")
     clips = make_clips(tracks, args.idle_clips + args.max_clips)
     idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips :]
@@ -281,12 +254,26 @@ def main(argv: list[str] | None = None) -> None:
         phases.append((idle, None))
         for n in args.long_uploads:
             alone, mixed = Phase(f"{n} long uploads alone"), Phase(f"{n} long uploads + clip stream")
+            with_signups = [
+                (early, Phase(f"{n} long uploads + clip stream + {len(signups)} sign-ups, early answers {label}"))
+                for early, label in ((True, "on"), (False, "off"))
+                if signups
+            ]
             for repeat in range(args.repeats):
                 alone_once = run_phase(service, alone.name, longs[:n], [], gap, 0)
                 mixed_once = run_phase(service, mixed.name, longs[:n], stream_clips, gap, args.max_clips)
                 mixed.repeat_ratios.append(mixed_once.long_throughput / alone_once.long_throughput)
                 alone.absorb(alone_once)
                 mixed.absorb(mixed_once)
+                for early, pooled in with_signups:
+                    once = run_phase(
+                        service, pooled.name, longs[:n], stream_clips, gap, args.max_clips, (signups, early)
+                    )
+                    pooled.repeat_ratios.append(once.long_throughput / alone_once.long_throughput)
+                    pooled.absorb(once)
+                    print(
+                        f"{pooled.name}: clips p99 {common.percentile(once.clip_latencies, 99):.2f} s", file=sys.stderr
+                    )
                 print(
                     f"N={n} repeat {repeat + 1}: alone {alone_once.long_throughput:.1f} audio s/s; mixed "
                     f"{mixed_once.long_throughput:.1f} ({mixed.repeat_ratios[-1]:.2f}×); clips p99 "
@@ -295,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{mixed_once.other_cpu_seconds / mixed_once.wall:.2f} cores",
                     file=sys.stderr,
                 )
-            phases += [(alone, alone), (mixed, alone)]
+            phases += [(alone, alone), (mixed, alone), *((pooled, alone) for _, pooled in with_signups)]
     idle_p99 = common.percentile(idle.clip_latencies, 99)
     header = [
         "phase",
@@ -311,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         "all audio vs alone",
         "service CPU ms per audio s",
         "audio per CPU-s vs alone",
+        "sign-ups",
+        "sign-up p50 s",
         "service, cores busy",
         "other work, cores",
         "errors",
@@ -327,6 +316,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.clip_gap_ms:g} ms apart, one at "
             f"a time; cache off; one service process; alone and mixed alternate {args.repeats}× per N and are pooled "
             "(audio over wall time summed; the clips' percentiles over every mixed phase)",
+            *(
+                [
+                    f"- sign-ups: {len(signups)} × {args.signup_minutes:g} min WAV to /suggest-subgenres with the long "
+                    "uploads; early answers on: answered from a sample, the complete analyses in the background; off: "
+                    "?complete=true; their CPU (background included) counts in the service CPU per audio second"
+                ]
+                if signups
+                else []
+            ),
             '- "cores busy": CPU time over the phase\'s wall time; "other work": every other process on the machine '
             "(/proc/stat, less the service and this client): a service below 2 cores busy while nothing else ran left "
             "the CPU idle; compare the ratios (same run), not the absolute figures; p99 of a few dozen "
@@ -339,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(body)
     if not args.no_write:
-        common.update_report(args.section, body)
+        common.update_report(args.section, body, args.report)
 
 
 if __name__ == "__main__":

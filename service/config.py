@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(120.0, gt=0, description="Deadline per request; past it: 504")
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After sent with 503")
     max_concurrent_analyses: int = Field(32, ge=1, description="Uploads decoded or analysed at once; beyond: 503")
+    early_answer_patches: int = Field(
+        12,
+        ge=0,
+        description="/suggest-subgenres answers from this many spread patches of a longer track and completes it "
+        "in the background (0 = always the complete analysis; docs/signup.md)",
+    )
+    max_background_analyses: int = Field(
+        8, ge=1, description="Complete analyses running after early answers; beyond, new ones are dropped"
+    )
     decode_threads: int = Field(
         2, ge=1, description="Threads decoding uploads, shared chunk by chunk by every upload in flight"
     )

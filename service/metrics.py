@@ -59,3 +59,14 @@ MODEL_RUNTIME_INFO = Gauge(
     ["model", "runtime", "precision"],
 )
 HEADS_LOADED = Gauge(f"{PREFIX}_heads_loaded", "Classification heads loaded per base model", ["model"])
+# The early answer (issue #22, service/engine/early.py)
+EARLY_ANSWERS = Counter(f"{PREFIX}_early_answers_total", "/suggest-subgenres answered from a sample of the track")
+EARLY_SAMPLE_PATCHES = Histogram(
+    f"{PREFIX}_early_sample_patches", "Patches analysed for an early answer", buckets=BATCH_SIZE_BUCKETS
+)
+BACKGROUND_ANALYSES = Counter(
+    f"{PREFIX}_background_analyses_total",
+    "Complete analyses run after an early answer, by outcome (completed, dropped, failed)",
+    ["outcome"],
+)
+BACKGROUND_PENDING = Gauge(f"{PREFIX}_background_analyses_pending", "Complete analyses running after an early answer")

@@ -26,7 +26,7 @@ from service.artefacts.registry import LoadedModel
 from service.artefacts.selection import Selection
 from service.artefacts.similar.serving import Indexes
 from service.engine.analysis import Analysis
-from service.engine.analysis_service import AnalysisService
+from service.engine.analysis_service import AnalysisService, EarlyAnswer
 from service.engine.decode_scheduler import BULK, INTERACTIVE
 from service.errors import Unauthorized, UnknownModel
 
@@ -82,6 +82,12 @@ class UploadAnalysis:
         async with self.service.admit(model, hop=hop, priority=self.priority) as admission:  # refuse before reading
             upload = await read_upload(self.request, self.max_upload_bytes)
             return await self.service.analyse(admission, upload)
+
+    async def early(self, model: LoadedModel) -> EarlyAnswer:
+        """An early answer's analysis (service.engine.early): a sample now, the whole track in the background."""
+        async with self.service.admit(model, hop=None, priority=self.priority) as admission:
+            upload = await read_upload(self.request, self.max_upload_bytes)
+            return await self.service.early(admission, upload)
 
 
 def upload_analysis(request: Request, state: AppState) -> UploadAnalysis:

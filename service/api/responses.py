@@ -110,6 +110,19 @@ class SuggestResponse(DecodeReport):
     suggestions: list[Suggestion]
     duration_seconds: float
     cached: bool
+    complete: bool = Field(
+        True,
+        description="false: an early answer, from `coverage` of the track (issue #22); "
+        "?complete=true waits for the whole track",
+    )
+    coverage: float = Field(1.0, description="Seconds of audio analysed ÷ the track's duration")
+    unsampled_integrity: str | None = Field(
+        None,
+        description="'unknown' on an early answer: the decode warnings cover the sampled parts and what the "
+        "container shows; the complete analysis's warnings come with the next request for the same "
+        "file (cached)",
+    )
+    sampling: str | None = Field(None, description="Why the sample was decoded in order instead of by seeking")
 
 
 class ModelInfo(BaseModel):
@@ -174,8 +187,9 @@ def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> 
     )
 
 
-def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, k: int) -> SuggestResponse:
-    """The k best of any ranking (a tag taxonomy, its calibrated variant, a head), best first."""
+def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, k: int, **early) -> SuggestResponse:
+    """The k best of any ranking (a tag taxonomy, its calibrated variant, a head), best first; ``early``: the
+    early answer's fields (complete, coverage, unsampled_integrity, sampling)."""
     return SuggestResponse(
         model=model,
         taxonomy=ranking.name,
@@ -184,6 +198,7 @@ def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, 
         duration_seconds=analysis.duration_seconds,
         cached=cached,
         **decode_report(analysis.decode),
+        **early,
     )
 
 

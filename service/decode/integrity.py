@@ -7,12 +7,15 @@ so neither looks damaged nor shorter than declared. The containers do say it, in
 * **Ogg** (RFC 3533): the last page of a complete logical stream carries the end-of-stream flag. A file that ends
   inside a page, or on a page without that flag, was cut. A last page from another logical stream than the first
   page's marks a chained file (several streams one after the other).
+* **MPEG audio** (mp3): frame headers state each frame's length, tags after the audio have fixed markers, and a
+  Xing/Info header states the stream's bytes; ``service/decode/mpeg.py`` reads what they say about a cut.
 * **RIFF/WAVE**: the ``data`` chunk header states its size; a file shorter than the chunk it declares was cut, and
   the declared size gives the track's real duration. (Size fields of 0 or 0xFFFFFFFF are what streaming writers
   leave behind: no claim is made then.)
 
-The Ogg check reads the last page (at most ``MAX_OGG_PAGE_BYTES``), the RIFF check only chunk headers; both
-restore the file's position.
+The Ogg check reads the last page (at most ``MAX_OGG_PAGE_BYTES``), the MPEG check its head and tail
+(``mpeg.HEAD_BYTES``, ``mpeg.TAIL_BYTES`` and the tags), the RIFF check only chunk headers; all restore the file's
+position.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from service.decode import mpeg
+
 OGG_CAPTURE = b"OggS"
 OGG_HEADER_BYTES = 27  # fixed part of an Ogg page header, before the segment table
 OGG_EOS_FLAG = 0x04
@@ -28,6 +33,9 @@ OGG_EOS_FLAG = 0x04
 MAX_OGG_PAGE_BYTES = OGG_HEADER_BYTES + 255 + 255 * 255
 MAX_RIFF_CHUNKS = 64  # chunk headers walked before the data chunk; real files have a handful (fmt, LIST, fact)
 RIFF_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # placeholders of writers that could not seek back to fill the size in
+# Tags after MPEG audio read with its tail: ID3v1, APEv2 and Lyrics3 are small; larger ones (APE cover art) make the
+# tail check find no frames, so it makes no claim.
+MPEG_TAGS_PROBE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,8 @@ def riff_wave_declared(source: BinaryIO, file_size: int) -> Integrity:
 
 
 def check_integrity(source: BinaryIO) -> Integrity:
-    """Apply the check the file's type calls for (Ogg, RIFF/WAVE; others: none), restoring ``source``'s position."""
+    """Apply the check the file's type calls for (Ogg, RIFF/WAVE, MPEG audio; others: none), restoring
+    ``source``'s position."""
     position = source.tell()
     try:
         size = source.seek(0, 2)
@@ -123,6 +132,27 @@ def check_integrity(source: BinaryIO) -> Integrity:
             return ogg_integrity(head, source.read())
         if head.startswith(b"RIFF"):
             return riff_wave_declared(source, size)
-        return Integrity()
+        return mpeg_integrity(source, size)
     finally:
         source.seek(position)
+
+
+def mpeg_integrity(source: BinaryIO, file_size: int) -> Integrity:
+    """Cut or not, for a file that starts with MPEG audio frames (after an ID3v2 tag); no claim for anything else."""
+    source.seek(0)
+    audio_start = mpeg.id3v2_size(source.read(mpeg.ID3V2_HEADER_BYTES))
+    source.seek(audio_start)
+    head = source.read(mpeg.HEAD_BYTES)
+    if not mpeg.chain_at(head, 0):
+        return Integrity()
+    tail_offset = max(file_size - mpeg.TAIL_BYTES - MPEG_TAGS_PROBE_BYTES, audio_start)
+    source.seek(tail_offset)
+    tail = source.read()
+    end = mpeg.audio_end(tail, tail_offset)
+    reason = mpeg.tail_cut_reason(tail, end - tail_offset)
+    stated = mpeg.xing_bytes(head, 0)
+    # LAME and FFmpeg count the MPEG frames only (measured: exactly the bytes between the tags); some writers are
+    # said to count the whole file. A file smaller than the stated stream is cut whichever they counted.
+    if reason is None and stated is not None and file_size < stated:
+        reason = f"the Xing/Info header states {stated} bytes of MPEG audio but the whole file has {file_size}"
+    return Integrity(reason)

@@ -57,6 +57,22 @@ def patch_starts(num_samples: int, geometry: PatchGeometry, hop_frames: int) -> 
     return list(starts) or [0]
 
 
+def spread_patch_offsets(num_samples: int, geometry: PatchGeometry, count: int) -> list[int]:
+    """Track-sample offsets of ``count`` of the default-hop patches (one patch apart, as a full analysis cuts them),
+    spread evenly from the first kept patch to the last; all of them when the track has no more than ``count``.
+    The first offset is negative: the centred STFT's left padding. Sampled this way, a track's sample is a subset
+    of its full analysis's patches (issue #22; how many: docs/signup.md)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count!r}")
+    starts = patch_starts(max(num_samples, geometry.covered_samples), geometry, geometry.patch_frames)
+    picks = (
+        range(len(starts))
+        if count >= len(starts)
+        else sorted({round(float(i)) for i in np.linspace(0, len(starts) - 1, count)})
+    )
+    return [starts[i] * geometry.frame_hop - geometry.context_samples for i in picks]
+
+
 def repeat_pad(samples: np.ndarray, length: int) -> np.ndarray:
     repeats = -(-length // len(samples))
     return np.tile(samples, repeats)[:length]

@@ -157,7 +157,14 @@ def _to_sample_format(block: np.ndarray, sample_format: str) -> np.ndarray:
     return np.ascontiguousarray(data.T).reshape(1, -1)  # packed: interleaved in one plane
 
 
-def _encode_pyav(samples: np.ndarray, sample_rate: int, spec: _PyAVSpec, bit_rate: int | None) -> bytes:
+def _encode_pyav(
+    samples: np.ndarray,
+    sample_rate: int,
+    spec: _PyAVSpec,
+    bit_rate: int | None,
+    quality: int | None = None,
+    muxer_options: dict[str, str] | None = None,
+) -> bytes:
     if spec.rates is not None and sample_rate not in spec.rates:
         if spec.codec != "libopus":  # only Opus gets resampled: other codecs have no such excuse
             raise ValueError(f"{spec.codec} cannot encode at {sample_rate} Hz (supported: {spec.rates})")
@@ -166,11 +173,14 @@ def _encode_pyav(samples: np.ndarray, sample_rate: int, spec: _PyAVSpec, bit_rat
     channels = samples.shape[0]
     layout = _layout(channels)
     out = io.BytesIO()
-    with av.open(out, mode="w", format=spec.container) as container:
+    with av.open(out, mode="w", format=spec.container, options=muxer_options or {}) as container:
         stream = container.add_stream(spec.codec, rate=sample_rate, layout=layout)
         stream.codec_context.format = spec.sample_format
         if bit_rate is not None:
             stream.codec_context.bit_rate = bit_rate
+        if quality is not None:  # variable bit rate at this quality (libmp3lame: 0 best … 9 smallest, LAME's -V)
+            stream.codec_context.qscale = quality
+            stream.codec_context.flags |= av.codec.context.Flags.qscale
         for start in range(0, samples.shape[1], BLOCK_SAMPLES):
             block = samples[:, start : start + BLOCK_SAMPLES]
             frame = av.AudioFrame.from_ndarray(_to_sample_format(block, spec.sample_format), spec.sample_format, layout)
@@ -189,11 +199,21 @@ def _encode_vorbis(samples: np.ndarray, sample_rate: int) -> bytes:
     return out.getvalue()
 
 
-def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str, *, bit_rate: int | None = None) -> bytes:
+def encode_audio(
+    samples: np.ndarray,
+    sample_rate: int,
+    fmt: str,
+    *,
+    bit_rate: int | None = None,
+    quality: int | None = None,
+    muxer_options: dict[str, str] | None = None,
+) -> bytes:
     """Encode ``samples`` (float ``[channels, n]``, or ``[n]`` for mono) as a complete file of format ``fmt``.
 
-    ``bit_rate`` (bit/s) is passed to the PyAV encoders (lossy ones use it); ``ogg`` keeps libsndfile's default
-    quality. Raises ``ValueError`` for an unknown format, or a channel count or rate the format cannot take.
+    ``bit_rate`` (bit/s) is passed to the PyAV encoders (lossy ones use it); ``quality`` makes them encode at a
+    variable bit rate instead; ``muxer_options`` go to FFmpeg's muxer (mp3: ``write_xing``, ``write_id3v1``).
+    ``ogg`` keeps libsndfile's default quality. Raises ``ValueError`` for an unknown format, or a channel count or
+    rate the format cannot take.
     """
     samples = np.atleast_2d(np.asarray(samples, dtype=np.float32))
     channels = samples.shape[0]
@@ -205,7 +225,7 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str, *, bit_rate: i
         raise ValueError(f"unknown format {fmt!r}; known: {(*FORMATS, *CONTAINER_FORMATS)}") from None
     if spec.max_channels is not None and channels > spec.max_channels:
         raise ValueError(f"{fmt} is limited to {spec.max_channels} channels here, got {channels}")
-    return _encode_pyav(samples, sample_rate, spec, bit_rate)
+    return _encode_pyav(samples, sample_rate, spec, bit_rate, quality, muxer_options)
 
 
 def write_audio(

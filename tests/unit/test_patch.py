@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.engine.patch import PatchGeometry, count_frames, patch_starts, patch_track
+from service.engine.patch import PatchGeometry, count_frames, patch_starts, patch_track, spread_patch_offsets
 
 GEOMETRY = PatchGeometry(sample_rate=16_000, patch_samples=48_128, patch_frames=187, frame_hop=256)
 COVERED = 187 * 256  # 47 872 samples ≈ 2.992 s
@@ -98,3 +98,31 @@ def test_streaming_emits_each_patch_as_soon_as_its_samples_arrived():
     assert patcher.push(np.ones(COVERED - 1, np.float32)) == []
     assert len(patcher.push(np.ones(1, np.float32))) == 1  # 256 context + 47 872 track samples = one patch
     assert len(patcher.push(np.ones(COVERED, np.float32))) == 1
+
+
+@pytest.mark.parametrize("count", [1, 4, 12, 24])
+def test_spread_patches_are_the_complete_analysis_own_patches_from_first_to_last(count):
+    """The early answer's sample (issue #22): ``count`` of the default-hop patches, evenly spread, so that the
+    region at each offset is exactly the complete analysis's patch there."""
+    rng = np.random.default_rng(count)
+    track = rng.uniform(-1, 1, 4 * 60 * 16_000).astype(np.float32)  # 4 minutes: 80 patches
+    patches = patch_track(track, GEOMETRY, GEOMETRY.patch_frames)
+    offsets = spread_patch_offsets(track.size, GEOMETRY, count)
+    assert len(offsets) == count and offsets == sorted(set(offsets))
+    padded = np.concatenate(
+        [np.zeros(GEOMETRY.context_samples, np.float32), track, np.zeros(GEOMETRY.patch_samples, np.float32)]
+    )
+    indices = [(o + GEOMETRY.context_samples) // COVERED for o in offsets]
+    for offset, index in zip(offsets, indices):
+        assert (offset + GEOMETRY.context_samples) % COVERED == 0
+        start = offset + GEOMETRY.context_samples
+        assert np.array_equal(padded[start : start + GEOMETRY.patch_samples], patches[index])
+    assert indices[0] == 0 and (count == 1 or indices[-1] == len(patches) - 1)
+    gaps = np.diff(indices)
+    assert count < 3 or gaps.max() - gaps.min() <= 1  # evenly spread
+
+
+def test_a_track_of_fewer_patches_than_asked_is_sampled_whole():
+    track_samples = 5 * COVERED
+    offsets = spread_patch_offsets(track_samples, GEOMETRY, 12)
+    assert len(offsets) == len(patch_starts(track_samples, GEOMETRY, GEOMETRY.patch_frames))

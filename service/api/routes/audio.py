@@ -73,8 +73,24 @@ async def suggest_subgenres(
     taxonomy: str | None = Query(
         None, description="A head or tag taxonomy of the model (GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES"
     ),
+    complete: bool = Query(
+        False, description="Wait for the whole track's analysis instead of answering early from a spread sample"
+    ),
 ):
     chosen = models.pick(model)
     ranking = selection.ranking(chosen.name, taxonomy)  # refused before the upload is read
-    analysis, cached = await analyse(chosen, hop)
-    return respond.suggestions(chosen.name, ranking, analysis, cached, k)
+    if complete or hop is not None:
+        analysis, cached = await analyse(chosen, hop)
+        return respond.suggestions(chosen.name, ranking, analysis, cached, k)
+    answer = await analyse.early(chosen)
+    fields = {} if answer.complete else {"unsampled_integrity": "unknown", "sampling": answer.sampling}
+    return respond.suggestions(
+        chosen.name,
+        ranking,
+        answer.analysis,
+        answer.cached,
+        k,
+        complete=answer.complete,
+        coverage=round(answer.coverage, 4),
+        **fields,
+    )
