@@ -35,7 +35,18 @@ API_KEY = "tg-key-7f3c9a1e5b2d4c6f8a0e"
 PUBLIC_PATHS = {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 # /similar's track_id and artist_id are looked up in the loaded index's in-memory table, never opened or fetched;
 # taxonomy and head name a loaded tag taxonomy or head (docs/heads.md), never a file.
-ALLOWED_PARAMETERS = {"model", "hop", "k", "segments", "track_id", "artist_id", "exclude_artist", "taxonomy", "head"}
+ALLOWED_PARAMETERS = {
+    "model",
+    "hop",
+    "k",
+    "segments",
+    "track_id",
+    "artist_id",
+    "exclude_artist",
+    "taxonomy",
+    "head",
+    "complete",
+}
 
 
 def wav(seconds: float, seed: int = 0, sample_rate: int = 16_000) -> bytes:
