@@ -21,12 +21,14 @@ decoders, the artefact loaders and the offline commands raise them too.
     │   ├── InvalidParameter          invalid_parameter        422
     │   ├── UnknownModel              unknown_model            422
     │   ├── UnknownTaxonomy           unknown_taxonomy         422   (also ?head= naming no head)
-    │   └── UnknownTrack              unknown_track            404
+    │   ├── UnknownTrack              unknown_track            404
+    │   └── UnknownArtist             unknown_artist           404
     ├── Unauthorized                  unauthorized             401   (WWW-Authenticate: Bearer)
     ├── NotFound                      not_found                404
     ├── MethodNotAllowed              method_not_allowed       405
     ├── HttpError                     http_error               (the framework's status)
     ├── NoIndex                       no_index                 503
+    ├── NoCatalogMap                  no_map                   503
     ├── Overloaded                    overloaded               503   (Retry-After)
     ├── DeadlineExceeded              deadline_exceeded        504
     ├── InternalError                 internal_error           500
@@ -171,6 +173,13 @@ class UnknownTrack(InvalidRequest):
         super().__init__(f"track {track_id!r} is not in the {model} index")
 
 
+class UnknownArtist(InvalidRequest):
+    code = "unknown_artist"
+
+    def __init__(self, artist_id: str, model: str) -> None:
+        super().__init__(f"artist {artist_id!r} has no track in the {model} index")
+
+
 # ---- access and routing -------------------------------------------------------------------------------------------
 
 
@@ -210,6 +219,13 @@ class NoIndex(TaggramError):
             f"no similarity index is loaded for model {model!r} "
             "(TAGGRAM_INDEX_DIR; build one with `taggram index build`)"
         )
+
+
+class NoCatalogMap(TaggramError):
+    code = "no_map"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"the {model} index was built without a catalog map: rebuild it with `taggram index build`")
 
 
 class Overloaded(TaggramError):
@@ -296,7 +312,9 @@ PROBLEM_CODES: dict[str, ProblemCode] = {
     "invalid_parameter": ProblemCode(422, InvalidParameter, "a parameter out of range, or an invalid combination"),
     "unknown_taxonomy": ProblemCode(422, UnknownTaxonomy, "?taxonomy= or ?head= names nothing the model has"),
     "unknown_track": ProblemCode(404, UnknownTrack, "the track id is not in the model's index"),
+    "unknown_artist": ProblemCode(404, UnknownArtist, "the artist has no track in the model's index"),
     "no_index": ProblemCode(503, NoIndex, "no similarity index is loaded for the model"),
+    "no_map": ProblemCode(503, NoCatalogMap, "the model's index was built before catalog maps"),
     "overloaded": ProblemCode(503, Overloaded, "a queue or the concurrent-analyses limit is full"),
     "deadline_exceeded": ProblemCode(504, DeadlineExceeded, "TAGGRAM_REQUEST_TIMEOUT_SECONDS passed"),
     "internal_error": ProblemCode(500, InternalError, "a server fault"),

@@ -13,7 +13,7 @@ from service.api.middleware.lingering_close import CloseUnreadBodyMiddleware
 from service.api.middleware.metrics import MetricsMiddleware
 from service.api.page import install_page
 from service.api.problems import install_problem_handlers
-from service.api.routes import audio, models, probes, similar
+from service.api.routes import artists, audio, catalog, models, probes, similar
 from service.api.state import State
 from service.artefacts.registry import load_models
 from service.artefacts.selection import load_selection
@@ -25,7 +25,14 @@ __all__ = ["ROUTERS", "State", "create_app"]
 
 log = logging.getLogger("taggram")
 
-ROUTERS = (audio.router, models.router, similar.router, probes.router)  # a new route module: add its router here
+ROUTERS = (
+    audio.router,
+    models.router,
+    similar.router,
+    catalog.router,
+    artists.router,
+    probes.router,
+)  # a new route module: add its router here
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -9,6 +9,7 @@ from service.artefacts.heads import LoadedHead
 from service.artefacts.selection import Ranking
 from service.decode import DecodeFacts
 from service.engine.analysis import Analysis, mean_over_segments
+from service.engine.representative import representative
 
 
 class DecodeWarningOut(BaseModel):
@@ -58,6 +59,11 @@ class HeadScores(BaseModel):
     mean: list[float] = Field(description="Track-level probabilities, pooled as the head's manifest says")
 
 
+class Representative(BaseModel):
+    start_seconds: float
+    end_seconds: float = Field(description="At most the track's duration")
+
+
 class TaggramResponse(DecodeReport):
     model: str
     labels: list[str]
@@ -66,6 +72,10 @@ class TaggramResponse(DecodeReport):
     duration_seconds: float
     segments: list[TagSegment]
     mean: list[float] = Field(description="Mean of the segments' scores: the track-level tag probabilities")
+    representative: Representative = Field(
+        description="The ~30 s window that stands for the whole track: the one "
+        "whose mean embedding is closest to the track's (docs/catalog.md)"
+    )
     cached: bool
     head: HeadScores | None = Field(None, description="With ?head=NAME: the head's probabilities per segment")
 
@@ -135,6 +145,11 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+def representative_window(analysis: Analysis) -> Representative:
+    start, end = representative(analysis)
+    return Representative(start_seconds=start, end_seconds=end)
+
+
 def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> TaggramResponse:
     segments = [
         TagSegment(start=start, end=end, scores=row)
@@ -148,6 +163,7 @@ def taggram(model: str, labels: list[str], analysis: Analysis, cached: bool) -> 
         duration_seconds=analysis.duration_seconds,
         segments=segments,
         mean=mean_over_segments(analysis.tags).tolist(),
+        representative=representative_window(analysis),
         cached=cached,
         **decode_report(analysis.decode),
     )

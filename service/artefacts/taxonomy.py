@@ -74,8 +74,15 @@ def load_taxonomy(model: str, labels: list[str], override_dir: Path | None) -> T
     return parse_taxonomy(document, labels, path)
 
 
+def subgenre_scores(taxonomy: Taxonomy, mean_scores: np.ndarray) -> np.ndarray:
+    """float32 [..., subgenres] from track-level tag scores [..., labels] (one track or a catalog's rows)."""
+    return np.stack([mean_scores[..., list(idx)].max(axis=-1) for idx in taxonomy.tag_indices], axis=-1).astype(
+        np.float32
+    )
+
+
 def suggest(taxonomy: Taxonomy, mean_scores: np.ndarray, k: int) -> list[tuple[str, float]]:
     """The k best subgenres, best first; ties keep the taxonomy's order."""
-    scores = np.array([mean_scores[list(idx)].max() for idx in taxonomy.tag_indices], dtype=np.float32)
+    scores = subgenre_scores(taxonomy, mean_scores)
     order = np.argsort(-scores, kind="stable")[:k]
     return [(taxonomy.subgenres[i], float(scores[i])) for i in order]

@@ -1,10 +1,11 @@
 """`taggram index build BACKFILL_OUT --output DIR`: the backfill's mean embeddings → a searchable index generation.
 
 Reads every committed results part (``service.offline.backfill.read_output``), centres the embeddings on the catalog
-mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table and, last,
-the manifest (artefact.py). Artists come from an ``artist_id`` column of the backfill output when it has one, else from
-``--artists CSV`` (columns track_id and artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0
-built, 2 bad input (no output, several models, unreadable CSV).
+mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table, the
+catalog map and the pooled artists (catalog_build.py) and, last, the manifest (artefact.py). Artists come from an
+``artist_id`` column of the backfill output when it has one, else from ``--artists CSV`` (columns track_id and
+artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0 built, 2 bad input (no output, several
+models, unreadable CSV).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from service.artefacts.durable import atomic_write
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
+from service.artefacts.similar.projection import DEFAULT_PROJECTION, PROJECTIONS
 from service.artefacts.similar.search import (
     EXACT_MAX_VECTORS,
     HNSW_CONNECTIVITY,
@@ -31,6 +33,7 @@ from service.artefacts.similar.search import (
     HNSW_EXPANSION_SEARCH,
     SEARCHERS,
 )
+from service.offline import catalog_build
 from service.offline.codes import EXIT_OK, EXIT_USAGE, UsageError
 
 log = logging.getLogger("taggram.index")
@@ -44,7 +47,6 @@ DUPLICATE_CALIBRATION = "docs/similar.md#duplicate-threshold"
 # usearch's i8 is not offered: it rounds each component of a unit vector to a multiple of 1/127, coarse next to the
 # components of 200-d unit vectors, and recall@10 collapses with it (docs/similar.md, "Real embeddings").
 HNSW_STORAGES = ("f32", "f16")
-DIGEST_CHARS = 12  # of the vectors' sha256 in generated file names: unique per content, short to read
 
 
 def source_digest(backfill_out: Path) -> str:
@@ -136,6 +138,8 @@ def build(
     backend: str = "auto",
     storage: str = "f16",
     duplicate_threshold: float | None = None,
+    projection: str = DEFAULT_PROJECTION,
+    taxonomy_dir: Path | None = None,
 ) -> artefact.IndexManifest:
     import pyarrow.parquet as pq
 
@@ -159,7 +163,7 @@ def build(
     staging = output / f".{model}-build{searcher.extension}"
     atomic_write(staging, lambda path: searcher.write(path, vectors, storage))
     vectors_sha = sha256_file(staging)
-    stem = f"{model}-{vectors_sha[:DIGEST_CHARS]}"
+    stem = f"{model}-{vectors_sha[: artefact.DIGEST_CHARS]}"
     vectors_file, tracks_file = f"{stem}{searcher.extension}", f"{stem}.tracks.parquet"
     staging.replace(output / vectors_file)
     atomic_write(output / tracks_file, lambda path: pq.write_table(tracks, path))
@@ -199,26 +203,34 @@ def build(
             "artists": str(artists_csv) if artists_csv else None,
             "artists_sha256": sha256_file(artists_csv) if artists_csv else None,
         },
+        map=catalog_build.build_map(output, model, vectors, table, projection),
+        artists=catalog_build.build_artists(output, model, vectors, table, tracks, taxonomy_dir),
         built_at=time.time(),
         build_seconds=time.perf_counter() - started,
     )
     artefact.write_manifest(manifest_file, manifest)  # the commit point
-    _remove_stale(output, model, keep={vectors_file, tracks_file, *previous})
+    _remove_stale(output, model, keep={vectors_file, tracks_file, *extra_files(manifest), *previous})
     return manifest
+
+
+def extra_files(manifest: artefact.IndexManifest) -> set[str]:
+    return {info.file for info in (manifest.map, manifest.artists) if info is not None}
 
 
 def _previous_files(manifest_file: Path) -> set[str]:
     """The files of the generation being replaced: kept one more round for replicas that are still loading it."""
     try:
-        files = json.loads(manifest_file.read_text())["files"]
-        return {files["vectors"], files["tracks"]}
+        document = json.loads(manifest_file.read_text())
+        files = document["files"]
+        extras = {document[part]["file"] for part in ("map", "artists") if document.get(part)}
+        return {files["vectors"], files["tracks"], *extras}
     except (OSError, ValueError, KeyError, TypeError):
         return set()
 
 
 def _remove_stale(output: Path, model: str, keep: set[str]) -> None:
     for path in output.glob(f"{model}-*"):
-        if path.name not in keep and len(path.name.split(".")[0]) == len(model) + 1 + DIGEST_CHARS:
+        if path.name not in keep and len(path.name.split(".")[0]) == len(model) + 1 + artefact.DIGEST_CHARS:
             path.unlink(missing_ok=True)
 
 
@@ -252,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="score at and above which a neighbour is flagged a duplicate (default: calibrated per model, "
         f"{CALIBRATED_DUPLICATE_THRESHOLDS})",
     )
+    b.add_argument(
+        "--projection",
+        choices=PROJECTIONS,
+        default=DEFAULT_PROJECTION,
+        help="the catalog map's 2-D projection (docs/catalog.md); tsne needs the `map` extra",
+    )
+    b.add_argument(
+        "--taxonomy-dir",
+        type=Path,
+        default=None,
+        help="taxonomy folder for the artists' subgenre scores, as TAGGRAM_TAXONOMY_DIR (default: the shipped ones)",
+    )
     return parser
 
 
@@ -265,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             storage=args.storage,
             duplicate_threshold=args.duplicate_threshold,
+            projection=args.projection,
+            taxonomy_dir=args.taxonomy_dir,
         )
-    except UsageError as error:
+    except (UsageError, catalog_build.CatalogInputError) as error:
         log.error("index build: %s", error)
         return EXIT_USAGE
     log.info(

@@ -239,6 +239,10 @@ def test_results_equal_what_the_service_answers_for_the_same_bytes(clean_run, ca
                 [s["scores"] for s in taggram["segments"]], row["taggram"], **close, err_msg=name
             )
             np.testing.assert_allclose(taggram["mean"], row["tag_scores"], **close, err_msg=name)
+            assert (taggram["representative"]["start_seconds"], taggram["representative"]["end_seconds"]) == (
+                row["representative_start_seconds"],
+                row["representative_end_seconds"],
+            ), name
             np.testing.assert_allclose(embed["embedding"], row["embedding"], **close, err_msg=name)
             assert [s["subgenre"] for s in suggest["suggestions"]] == [s["subgenre"] for s in row["top_subgenres"]]
             assert [w["code"] for w in taggram["warnings"]] == row["warnings"], name

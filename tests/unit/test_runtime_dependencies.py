@@ -66,12 +66,24 @@ def distribution_closure(requirements: list[Requirement]) -> set[str]:
     return {key.split("[")[0] for key in seen}
 
 
+# Modules service/ imports only inside an offline option that says which extra it needs (and fails with that
+# message without it): module → the extra that installs it. Never imported by `taggram serve`.
+OPTIONAL_IMPORTS = {"openTSNE": "map"}  # `taggram index build --projection tsne` (docs/catalog.md)
+
+
 def test_every_module_the_service_imports_comes_with_the_runtime_dependencies():
     provided_by = metadata.packages_distributions()
     installed = distribution_closure(runtime_requirements())
     missing = {
         module: provided_by.get(module, ["(not installed)"])
-        for module in sorted(imported_top_level_modules(SERVICE))
+        for module in sorted(imported_top_level_modules(SERVICE) - set(OPTIONAL_IMPORTS))
         if not {d.lower().replace("_", "-") for d in provided_by.get(module, [])} & installed
     }
     assert not missing, f"service/ imports modules no runtime dependency installs: {missing}"
+
+
+def test_each_optional_import_is_listed_by_its_extra():
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for module, extra in OPTIONAL_IMPORTS.items():
+        assert module in imported_top_level_modules(SERVICE)  # still used, or remove it from the list
+        assert any(Requirement(text).name.lower() == module.lower() for text in extras[extra]), (module, extra)

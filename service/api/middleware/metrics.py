@@ -8,7 +8,26 @@ from service import metrics
 
 AUDIO_ENDPOINTS = ("/taggram", "/embed", "/suggest-subgenres")
 # The endpoint label's values: a path not listed here is counted as "other" (bounded label cardinality).
-METRIC_ENDPOINTS = (*AUDIO_ENDPOINTS, "/similar", "/similar/{track_id}", "/models", "/healthz", "/readyz", "/metrics")
+METRIC_ENDPOINTS = (
+    *AUDIO_ENDPOINTS,
+    "/similar",
+    "/similar/{track_id}",
+    "/catalog/map",
+    "/artists/{artist_id}",
+    "/models",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
+# Paths with an id in them, counted under their route's template.
+TEMPLATED = (("/similar/", "/similar/{track_id}"), ("/artists/", "/artists/{artist_id}"))
+
+
+def endpoint_label(path: str) -> str:
+    for prefix, template in TEMPLATED:
+        if path.startswith(prefix):
+            return template
+    return path if path in METRIC_ENDPOINTS else "other"
 
 
 class MetricsMiddleware:
@@ -26,8 +45,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = "/similar/{track_id}" if scope["path"].startswith("/similar/") else scope["path"]
-        endpoint = path if path in METRIC_ENDPOINTS else "other"
+        endpoint = endpoint_label(scope["path"])
         status = {"code": 500}
         started = time.perf_counter()
         answered: list[float] = []  # when the answer's last body message was handed on

@@ -35,9 +35,18 @@ class SimilarResponse(BaseModel):
     duplicate: bool = Field(description="Any neighbour is flagged a duplicate")
 
 
+class MapPosition(BaseModel):
+    x: float
+    y: float
+
+
 class SimilarUploadResponse(SimilarResponse, DecodeReport):
     cached: bool
     duration_seconds: float
+    position: MapPosition | None = Field(
+        description="The upload's place on the catalog map (GET /catalog/map), with "
+        "the index's fitted projection; null when the index has no map"
+    )
 
 
 def index_for(indexes: Indexes, model: str) -> LoadedIndex:
@@ -87,10 +96,12 @@ async def similar_upload(
     index = index_for(indexes, chosen.name)  # the newest generation, if one was swapped in meanwhile
     query = index.query_vector(mean_over_segments(analysis.embedding))
     found = await asyncio.to_thread(index.neighbours, query, k, None, artist_id if exclude_artist else None)
+    position = await asyncio.to_thread(index.position, query)
     return {
         **answer(chosen.name, index, found),
         "cached": cached,
         "duration_seconds": analysis.duration_seconds,
+        "position": None if position is None else MapPosition(x=position[0], y=position[1]),
         **decode_report(analysis.decode),
     }
 

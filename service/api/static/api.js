@@ -49,7 +49,7 @@ async function errorFrom(response) {
 
 async function call(path, init = {}) {
   const headers = new Headers(init.headers || {});
-  headers.set("Accept", "application/json, application/problem+json");
+  if (!headers.has("Accept")) headers.set("Accept", "application/json, application/problem+json");
   if (apiKey) headers.set("Authorization", `Bearer ${apiKey}`);
   let response;
   try {
@@ -75,4 +75,14 @@ export function upload(path, file, params = {}) {
   body.append("file", file, file.name || "upload");
   const search = query.toString();
   return call(search ? `${path}?${search}` : path, { method: "POST", body });
+}
+
+// The catalog map in its compact form (columns; the browser undoes the gzip).
+export function getCatalogMap(model) {
+  const headers = { Accept: "application/vnd.taggram.map+json, application/problem+json" };
+  return call(`/catalog/map?${new URLSearchParams({ model })}`, { headers });
+}
+
+export function getSimilar(trackId, model) {
+  return call(`/similar/${trackId.split("/").map(encodeURIComponent).join("/")}?${new URLSearchParams({ model })}`);
 }

@@ -5,6 +5,7 @@
 // shows the taggram, top tags and tag-taxonomy suggestions only.
 
 import { getModels, hasApiKey, setApiKey, upload } from "./api.js";
+import { placeUpload, showCatalog } from "./catalog.js";
 import { formatTime } from "./axis.js";
 import { colourOf } from "./colour.js";
 import { cellAt, cellRect, drawHeatmap, heatmapData } from "./heatmap.js";
@@ -118,6 +119,7 @@ async function loadModels() {
     $("auth").hidden = true;
     clearError();
     document.body.dataset.ready = "true";
+    showCatalog(currentModel()).catch(handleError);
     setStatus(state.file ? "" : "Drop or choose an audio file.");
     if (state.file) analyse();
   } catch (error) {
@@ -259,6 +261,7 @@ function showNeighbours(similar) {
   $("neighbours-note").textContent = (similar.duplicate ? "A near-duplicate is in the catalog. " : "")
     + (similar.cached ? "From the cache." : "");
   renderNeighbours($("neighbours"), similar.neighbours || []);
+  placeUpload(similar);
 }
 
 // ---- drawing, hover, playback ---------------------------------------------------------------------------------
@@ -352,6 +355,7 @@ function wire() {
 
   $("model").addEventListener("change", () => {
     fillTaxonomies();
+    showCatalog(currentModel()).catch(handleError);
     analyse();
   });
   $("taxonomy").addEventListener("change", () => analyse());

@@ -1,10 +1,12 @@
 """The index artefact: ``<model>.json`` (the manifest, the commit point) + the files it names.
 
-A generation is three files in the index directory::
+A generation is three to five files in the index directory::
 
     <model>.json                          manifest: written last, by an atomic rename (the commit point)
     <model>-<digest>.npy | .usearch       the normalised vectors (exact) or the HNSW graph (usearch)
     <model>-<digest>.tracks.parquet       row → track_id, artist_id, title
+    <model>-<digest>.map.parquet          row → x, y, label on the catalog map (its projection is in the manifest)
+    <model>-<digest>.artists.parquet      artist → tracks, pooled vector and subgenre scores, nearest artists
 
 The data files are named by a digest of their content, so a new generation never overwrites a file a running
 server has mapped: a reader that follows a manifest always finds the files that manifest names, and one rename
@@ -26,6 +28,7 @@ INDEX_FORMAT = 1
 METRIC = "cosine"  # inner product of vectors that are centred and unit length
 NORMALISATION = "catalog_mean_removed_unit_length"
 MANIFEST_SUFFIX = ".json"
+DIGEST_CHARS = 12  # of a data file's sha256 in its name: unique per content, short to read
 
 
 class IndexFiles(BaseModel):
@@ -33,6 +36,21 @@ class IndexFiles(BaseModel):
     vectors_sha256: str = Field(pattern="^[0-9a-f]{64}$")
     tracks: str
     tracks_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class MapInfo(BaseModel):
+    file: str  # <model>-<digest>.map.parquet: row → x, y, label (the index's row order)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    projection: dict  # projection.Projection.as_json(): method, centre, scale, components
+    label: str  # what the label column holds ("top tag")
+
+
+class ArtistsInfo(BaseModel):
+    file: str  # <model>-<digest>.artists.parquet: artist → tracks, pooled vector, subgenre mean/std, nearest
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    count: int = Field(ge=0)
+    taxonomy: str  # the taxonomy the subgenre scores come from
+    subgenres: list[str]  # the columns of subgenre_mean / subgenre_std, in order
 
 
 class IndexManifest(BaseModel):
@@ -57,6 +75,9 @@ class IndexManifest(BaseModel):
     source: dict  # backfill directory, its digest, the artists CSV and its digest
     built_at: float  # unix seconds
     build_seconds: float
+    # The catalog map and the pooled artists (catalog.py); absent in generations built before them.
+    map: MapInfo | None = None
+    artists: ArtistsInfo | None = None
 
     @property
     def mean(self) -> np.ndarray:

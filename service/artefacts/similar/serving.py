@@ -26,6 +26,8 @@ import numpy as np
 from service import metrics
 from service.artefacts.manifest import sha256_file
 from service.artefacts.similar import artefact
+from service.artefacts.similar.catalog import Artists, CatalogMap, load_artists, load_map
+from service.artefacts.similar.projection import NeighbourPlacement, place_by_neighbours
 from service.artefacts.similar.search import Searcher, open_searcher
 
 log = logging.getLogger("taggram.index")
@@ -54,6 +56,20 @@ class LoadedIndex:
     signature: tuple[int, int, int]  # the manifest's (inode, mtime_ns, size) when loaded
     loaded_at: float
     load_seconds: float
+    catalog_map: CatalogMap | None = None  # None: a generation built before the map
+    artist_table: Artists | None = None  # None: no track has an artist, or built before the artists
+
+    def position(self, query: np.ndarray) -> tuple[float, float] | None:
+        """A normalised query vector's place on the catalog map (the index's fitted projection), if it has one."""
+        if self.catalog_map is None:
+            return None
+        projection = self.catalog_map.projection
+        if isinstance(projection, NeighbourPlacement):
+            rows, scores = self.searcher.search(query, projection.neighbours)
+            x, y = place_by_neighbours(self.catalog_map.positions, rows, scores)
+        else:
+            x, y = projection.place(query)[0]
+        return float(x), float(y)
 
     def query_vector(self, embedding: np.ndarray) -> np.ndarray:
         return artefact.normalise(embedding, self.mean)[0]
@@ -91,6 +107,8 @@ class LoadedIndex:
             "duplicate_threshold": m.duplicate_threshold,
             "has_artists": m.has_artists,
             "source_digest": m.source.get("digest"),
+            "map": None if m.map is None else {"projection": m.map.projection["method"], "label": m.map.label},
+            "artists": None if m.artists is None else m.artists.count,
         }
 
 
@@ -150,6 +168,7 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
         raise artefact.IndexFileError(
             f"index {path}: {searcher.count} vectors and {len(track_ids)} tracks, manifest says {manifest.count}"
         )
+    catalog_map, artist_table = load_map(path.parent, manifest), load_artists(path.parent, manifest)
     return LoadedIndex(
         manifest=manifest,
         searcher=searcher,
@@ -161,6 +180,8 @@ def load_index(path: Path, models: dict) -> LoadedIndex:
         signature=sig,
         loaded_at=time.time(),
         load_seconds=time.perf_counter() - started,
+        catalog_map=catalog_map,
+        artist_table=artist_table,
     )
 
 

@@ -26,6 +26,7 @@ from service.config import DamagedAudio
 from service.decode import SAMPLE_RATE, DecodeError, DecodeFacts, refuse_damaged
 from service.engine.analysis import TrackAnalyser, mean_over_segments
 from service.engine.cache import cache_key
+from service.engine.representative import representative
 from service.offline.backfill.cache_warming import CacheWarmer
 from service.offline.backfill.catalog import Track, refusal
 from service.offline.backfill.options import Options, Summary
@@ -227,6 +228,7 @@ class RunLoop:
             segments=analysis.segments,
             decode=analysis.decode,
             segment_embeddings=analysis.embedding if self.options.segment_embeddings else None,
+            representative=representative(analysis),
         )
         self.summary.warnings_by_code.update(w.code for w in analysis.decode.warnings)
         if self.warmer is not None:

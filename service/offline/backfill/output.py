@@ -22,7 +22,9 @@ from service.decode import DecodeFacts
 from service.offline.backfill.catalog import Track
 from service.offline.codes import UsageError
 
-OUTPUT_FORMAT = 2  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings)
+OUTPUT_FORMAT = (
+    3  # bump when the Parquet schema or the meaning of a column changes (2: decoder, warnings; 3: representative)
+)
 RUN_FILE = "_backfill.json"
 RESULTS_DIR = "results"
 ERRORS_DIR = "errors"
@@ -88,6 +90,9 @@ def results_schema(identity: RunIdentity):
         pa.field("decoder", pa.string(), nullable=False),
         pa.field("declared_duration_seconds", pa.float64(), nullable=True),
         pa.field("warnings", pa.list_(pa.string()), nullable=False),  # decode warning codes; empty when clean
+        # the representative ~30 s window (service/engine/representative.py)
+        pa.field("representative_start_seconds", pa.float64(), nullable=False),
+        pa.field("representative_end_seconds", pa.float64(), nullable=False),
     ]
     if identity.taggram:
         fields.append(pa.field("taggram", pa.list_(pa.list_(pa.float32(), len(identity.labels))), nullable=False))
@@ -125,6 +130,7 @@ class ResultRow:
     segments: int
     decode: DecodeFacts
     segment_embeddings: np.ndarray | None = None  # float32 [segments, dim]
+    representative: tuple[float, float] = (0.0, 0.0)  # (start, end) seconds of the representative window
 
 
 @dataclass
@@ -240,6 +246,8 @@ class OutputDir:
             "decoder": pa.array([r.decode.decoder for r in rows], pa.string()),
             "declared_duration_seconds": pa.array([r.decode.declared_duration_seconds for r in rows], pa.float64()),
             "warnings": pa.array([[w.code for w in r.decode.warnings] for r in rows], pa.list_(pa.string())),
+            "representative_start_seconds": pa.array([r.representative[0] for r in rows], pa.float64()),
+            "representative_end_seconds": pa.array([r.representative[1] for r in rows], pa.float64()),
         }
         if identity.taggram:
             columns["taggram"] = _segment_lists([r.taggram for r in rows], n_labels)

@@ -1,0 +1,95 @@
+"""The catalog parts of `taggram index build`: the map (a 2-D projection of the normalised track vectors, each
+track's position and label) and the pooled artists. Written before the manifest that names them (the commit point).
+
+Labels and subgenre scores come from the backfill's ``tag_scores`` column and the label list in its Parquet
+metadata; an output without them (older or hand-made) gets unlabelled points and artists without subgenres.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from service.artefacts.manifest import ModelFileError
+from service.artefacts.similar import artefact, artists, catalog, projection
+from service.artefacts.taxonomy import load_taxonomy, subgenre_scores
+
+BACKFILL_METADATA = b"taggram.backfill"  # the run identity the backfill writes in every part's schema
+TSNE_PERPLEXITY = 30  # openTSNE's default, as measured in docs/catalog.md
+TSNE_SEED = 13  # the same catalog gives the same map
+
+
+class CatalogInputError(Exception):
+    """The backfill output or the taxonomy cannot give the catalog parts; the message says which."""
+
+
+def backfill_labels(table) -> list[str] | None:
+    """The model's labels as the backfill recorded them, or None when the output carries no identity."""
+    metadata = table.schema.metadata or {}
+    if BACKFILL_METADATA not in metadata:
+        return None
+    return list(json.loads(metadata[BACKFILL_METADATA]).get("labels") or []) or None
+
+
+def tag_scores(table) -> np.ndarray | None:
+    """float32 [tracks, labels] of the backfill's tag_scores column, or None without one."""
+    if "tag_scores" not in table.column_names:
+        return None
+    column = table.column("tag_scores").combine_chunks()
+    width = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, width)
+
+
+def top_labels(table) -> list[str | None]:
+    labels, scores = backfill_labels(table), tag_scores(table)
+    if labels is None or scores is None or scores.shape[1] != len(labels):
+        return [None] * table.num_rows
+    return [labels[i] for i in np.argmax(scores, axis=1).tolist()]
+
+
+def build_map(output: Path, model: str, vectors: np.ndarray, table, method: str) -> artefact.MapInfo:
+    if method in projection.NEIGHBOUR_PLACED:
+        positions = fit_tsne(vectors)
+        placement = projection.NeighbourPlacement(method, projection.PLACEMENT_NEIGHBOURS)
+        return catalog.write_map(output, model, positions, top_labels(table), placement)
+    fitted = projection.fit(vectors, method)
+    return catalog.write_map(output, model, fitted.place(vectors), top_labels(table), fitted)
+
+
+def fit_tsne(vectors: np.ndarray) -> np.ndarray:
+    """float32 [n, 2] t-SNE positions (openTSNE, FFT gradients; the `map` extra, never in the runtime image)."""
+    try:
+        from openTSNE import TSNE
+    except ImportError:
+        raise CatalogInputError(
+            "--projection tsne needs openTSNE: pip install 'taggram[map]' "
+            "(the runtime image ships pca and standardised-pca only)"
+        ) from None
+    from service.engine.run import usable_cpus
+
+    if len(vectors) <= 3 * TSNE_PERPLEXITY:
+        raise CatalogInputError(f"--projection tsne needs more than {3 * TSNE_PERPLEXITY} tracks; use pca")
+    fitted = TSNE(perplexity=TSNE_PERPLEXITY, n_jobs=usable_cpus(), random_state=TSNE_SEED).fit(vectors)
+    return np.asarray(fitted, dtype=np.float32)
+
+
+def build_artists(
+    output: Path, model: str, vectors: np.ndarray, table, tracks, taxonomy_dir: Path | None
+) -> artefact.ArtistsInfo | None:
+    """None when no track has an artist."""
+    artist_of_row = tracks.column("artist_id").to_pylist()
+    if all(a is None for a in artist_of_row):
+        return None
+    labels, scores = backfill_labels(table), tag_scores(table)
+    if labels is None or scores is None:
+        name, names, per_track = "", [], np.zeros((len(vectors), 0), np.float32)
+    else:
+        try:
+            taxonomy = load_taxonomy(model, labels, taxonomy_dir)
+        except ModelFileError as error:
+            raise CatalogInputError(str(error)) from None
+        name, names, per_track = taxonomy.name, list(taxonomy.subgenres), subgenre_scores(taxonomy, scores)
+    pooled = artists.pool(artist_of_row, vectors, per_track)
+    return catalog.write_artists(output, model, pooled, name, names)
