@@ -116,10 +116,8 @@ def _fail(path: Path, reason: str) -> ModelFileError:
     return ModelFileError(f"head {path}: {reason}")
 
 
-def load_head(path: Path, models: dict) -> LoadedHead:
+def read_head_manifest(path: Path) -> HeadManifest:
     import json
-
-    import onnxruntime as ort
 
     try:
         manifest = HeadManifest.model_validate(json.loads(path.read_text()))
@@ -131,21 +129,35 @@ def load_head(path: Path, models: dict) -> LoadedHead:
         raise _fail(path, f"names head {manifest.name!r}, not {path.stem!r}")
     if manifest.pooling not in POOLINGS:
         raise _fail(path, f"pooling {manifest.pooling!r} is not one of {POOLINGS}")
+    return manifest
+
+
+def load_head(path: Path, models: dict) -> LoadedHead:
+    """The head at ``path`` (its .json), checked against the loaded model it was trained on."""
+    manifest = read_head_manifest(path)
     base = manifest.base_model
     model = models.get(base.name)
     if model is None:
         raise _fail(path, f"base model {base.name!r} is not loaded (loaded: {sorted(models)})")
-    if model.manifest.onnx.sha256 != base.onnx_sha256:
+    return open_head(path, manifest, model.manifest.onnx.sha256, model.manifest.embedding_dim)
+
+
+def open_head(path: Path, manifest: HeadManifest, onnx_sha256: str, embedding_dim: int) -> LoadedHead:
+    """The head's graph, once its base is the graph (``onnx_sha256``) whose ``embedding_dim`` embeddings it will
+    score: the service's loaded model, or the model a backfill ran (``taggram index build --label-head``)."""
+    import onnxruntime as ort
+
+    base = manifest.base_model
+    if onnx_sha256 != base.onnx_sha256:
         raise _fail(
             path,
             f"trained on {base.name} graph {base.onnx_sha256[:12]}…, but the loaded one is "
-            f"{model.manifest.onnx.sha256[:12]}…: retrain the head on this model's embeddings",
+            f"{onnx_sha256[:12]}…: retrain the head on this model's embeddings",
         )
-    if base.embedding_output != "embedding" or base.embedding_dim != model.manifest.embedding_dim:
+    if base.embedding_output != "embedding" or base.embedding_dim != embedding_dim:
         raise _fail(
             path,
-            f"expects {base.embedding_output}[{base.embedding_dim}], the model gives "
-            f"embedding[{model.manifest.embedding_dim}]",
+            f"expects {base.embedding_output}[{base.embedding_dim}], the model gives embedding[{embedding_dim}]",
         )
     onnx_file = path.parent / manifest.onnx.file
     try:

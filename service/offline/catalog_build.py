@@ -1,8 +1,11 @@
 """The catalog parts of `taggram index build`: the map (a 2-D projection of the normalised track vectors, each
 track's position and label) and the pooled artists. Written before the manifest that names them (the commit point).
 
-Labels and subgenre scores come from the backfill's ``tag_scores`` column and the label list in its Parquet
-metadata; an output without them (older or hand-made) gets unlabelled points and artists without subgenres.
+Labels are a head's top class when the build is given one (``--label-head DIR/NAME.json``, the artefact
+``taggram serve`` loads from TAGGRAM_HEADS_DIR), run on each track's pooled (mean) embedding; else the top tag of
+the backfill's ``tag_scores`` column and the label list in its Parquet metadata. The manifest's ``map.label`` says
+which. Subgenre scores come from the tag scores; an output without them (older or hand-made) gets unlabelled points
+(unless a head labels them) and artists without subgenres.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.artefacts.heads import LoadedHead, open_head, read_head_manifest
 from service.artefacts.manifest import ModelFileError
 from service.artefacts.similar import artefact, artists, catalog, projection
 from service.artefacts.taxonomy import load_taxonomy, subgenre_scores
@@ -19,6 +23,7 @@ from service.artefacts.taxonomy import load_taxonomy, subgenre_scores
 BACKFILL_METADATA = b"taggram.backfill"  # the run identity the backfill writes in every part's schema
 TSNE_PERPLEXITY = 30  # openTSNE's default, as measured in docs/catalog.md
 TSNE_SEED = 13  # the same catalog gives the same map
+HEAD_CHUNK_ROWS = 16_384  # tracks per head call: bounds the float32 copy at 16 384 × dim, as projection.py's chunks
 
 
 class CatalogInputError(Exception):
@@ -49,13 +54,44 @@ def top_labels(table) -> list[str | None]:
     return [labels[i] for i in np.argmax(scores, axis=1).tolist()]
 
 
-def build_map(output: Path, model: str, vectors: np.ndarray, table, method: str) -> artefact.MapInfo:
+def label_head(path: Path, model: str, onnx_sha256: str, embedding_dim: int) -> LoadedHead:
+    """The head at ``path``, refused unless it was trained on the very graph whose embeddings the backfill holds."""
+    try:
+        manifest = read_head_manifest(path)
+        if manifest.base_model.name != model:
+            raise ModelFileError(f"head {path}: trained on {manifest.base_model.name}, the backfill ran {model}")
+        return open_head(path, manifest, onnx_sha256, embedding_dim)
+    except ModelFileError as error:
+        raise CatalogInputError(str(error)) from None
+
+
+def head_labels(head: LoadedHead, raw: np.ndarray) -> list[str]:
+    """Each track's most probable class of the head, on its mean embedding (the backfill's, not normalised): what a
+    ``mean_embedding`` head serves; a ``mean_scores`` head's served top class may differ (docs/catalog.md)."""
+    classes = head.manifest.classes
+    top = [
+        np.argmax(head.segment_scores(raw[start : start + HEAD_CHUNK_ROWS]), axis=1)
+        for start in range(0, len(raw), HEAD_CHUNK_ROWS)
+    ]
+    return [classes[i] for i in np.concatenate(top).tolist()] if top else []
+
+
+def map_labels(table, raw: np.ndarray, head: LoadedHead | None) -> tuple[list[str | None], str]:
+    """(one label per track, what the labels are: the manifest's ``map.label``)."""
+    if head is None:
+        return top_labels(table), catalog.MAP_LABEL
+    return head_labels(head, raw), f"{catalog.HEAD_LABEL} {head.name}"
+
+
+def build_map(
+    output: Path, model: str, vectors: np.ndarray, table, method: str, labels: tuple[list[str | None], str]
+) -> artefact.MapInfo:
     if method in projection.NEIGHBOUR_PLACED:
         positions = fit_tsne(vectors)
         placement = projection.NeighbourPlacement(method, projection.PLACEMENT_NEIGHBOURS)
-        return catalog.write_map(output, model, positions, top_labels(table), placement)
+        return catalog.write_map(output, model, positions, labels, placement)
     fitted = projection.fit(vectors, method)
-    return catalog.write_map(output, model, fitted.place(vectors), top_labels(table), fitted)
+    return catalog.write_map(output, model, fitted.place(vectors), labels, fitted)
 
 
 def fit_tsne(vectors: np.ndarray) -> np.ndarray:

@@ -140,6 +140,7 @@ def build(
     duplicate_threshold: float | None = None,
     projection: str = DEFAULT_PROJECTION,
     taxonomy_dir: Path | None = None,
+    label_head: Path | None = None,
 ) -> artefact.IndexManifest:
     import pyarrow.parquet as pq
 
@@ -150,6 +151,8 @@ def build(
     if len(set(track_ids)) != len(track_ids):
         raise UsageError(f"{backfill_out}: a track id appears in more than one results row")
     raw = embeddings(table)
+    head = None if label_head is None else catalog_build.label_head(label_head, model, onnx_sha256, raw.shape[1])
+    labels = catalog_build.map_labels(table, raw, head)
     vectors, mean = artefact.normalise_catalog(raw)
     if duplicate_threshold is None:
         duplicate_threshold = CALIBRATED_DUPLICATE_THRESHOLDS.get(model, DEFAULT_DUPLICATE_THRESHOLD)
@@ -203,7 +206,7 @@ def build(
             "artists": str(artists_csv) if artists_csv else None,
             "artists_sha256": sha256_file(artists_csv) if artists_csv else None,
         },
-        map=catalog_build.build_map(output, model, vectors, table, projection),
+        map=catalog_build.build_map(output, model, vectors, table, projection, labels),
         artists=catalog_build.build_artists(output, model, vectors, table, tracks, taxonomy_dir),
         built_at=time.time(),
         build_seconds=time.perf_counter() - started,
@@ -276,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="taxonomy folder for the artists' subgenre scores, as TAGGRAM_TAXONOMY_DIR (default: the shipped ones)",
     )
+    b.add_argument(
+        "--label-head",
+        type=Path,
+        default=None,
+        help="a head's manifest (TAGGRAM_HEADS_DIR/NAME.json): label the map by its top class on each track's mean "
+        "embedding instead of the top tag",
+    )
     return parser
 
 
@@ -291,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             duplicate_threshold=args.duplicate_threshold,
             projection=args.projection,
             taxonomy_dir=args.taxonomy_dir,
+            label_head=args.label_head,
         )
     except (UsageError, catalog_build.CatalogInputError) as error:
         log.error("index build: %s", error)

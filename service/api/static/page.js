@@ -10,6 +10,7 @@ import { formatTime } from "./axis.js";
 import { colourOf } from "./colour.js";
 import { cellAt, cellRect, drawHeatmap, heatmapData } from "./heatmap.js";
 import { renderFacts, renderNeighbours, renderSuggestions, renderTopTags, renderWarnings } from "./panels.js";
+import { placeRepresentative, showRepresentative, wireRepresentative } from "./representative.js";
 import { drawSegmentChart, headSeries, subgenreSeries } from "./segments.js";
 
 const TOP_TAGS = 10;
@@ -191,6 +192,7 @@ function showTaggram(taggram) {
   $("suggestions").replaceChildren();
   $("neighbours-panel").hidden = true;
   redraw();
+  showRepresentative(taggram.representative, state.layout);
   renderTopTags($("top-tags"), taggram.labels, taggram.mean, TOP_TAGS);
   renderFacts($("facts"), taggram);
   renderWarnings($("warnings"), [taggram]);
@@ -272,6 +274,7 @@ function redraw() {
   state.layout = drawHeatmap($("heatmap"), state.heat);
   performance.measure(MEASURE_DRAW, { start: started, end: performance.now() });
   $("heatmap").dataset.segments = String(state.heat.starts.length);
+  placeRepresentative(state.layout);
   if (state.series !== null && state.selected !== null) drawSelected();
   moveCursors();
 }
@@ -371,15 +374,14 @@ function wire() {
 
   const heatmap = $("heatmap");
   heatmap.addEventListener("mousemove", showTooltip);
-  heatmap.addEventListener("mouseleave", () => {
-    $("tooltip").hidden = true;
-  });
+  heatmap.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
   heatmap.addEventListener("click", (e) => state.layout && seekTo(state.layout.axis.seconds(e.offsetX)));
   $("segment-chart").addEventListener("click", (e) => state.chartLayout && seekTo(state.chartLayout.axis.seconds(e.offsetX)));
 
   const audio = $("audio");
   audio.addEventListener("play", () => requestAnimationFrame(followPlayback));
   for (const type of ["timeupdate", "seeked", "loadedmetadata"]) audio.addEventListener(type, moveCursors);
+  wireRepresentative(audio);
 
   let pending = false;
   window.addEventListener("resize", () => {

@@ -42,7 +42,7 @@ class MapInfo(BaseModel):
     file: str  # <model>-<digest>.map.parquet: row → x, y, label (the index's row order)
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
     projection: dict  # projection.Projection.as_json(): method, centre, scale, components
-    label: str  # what the label column holds ("top tag")
+    label: str  # what the label column holds: "top tag", or "head NAME" (index build --label-head)
 
 
 class ArtistsInfo(BaseModel):

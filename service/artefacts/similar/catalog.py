@@ -21,6 +21,7 @@ from service.artefacts.similar.artists import PooledArtists
 MAP_SUFFIX = ".map.parquet"
 ARTISTS_SUFFIX = ".artists.parquet"
 MAP_LABEL = "top tag"  # the label column: the track's highest mean tag score (the backfill's tag_scores)
+HEAD_LABEL = "head"  # or "head NAME": that head's most probable class on the track's mean embedding
 
 
 def write_content_addressed(output: Path, model: str, suffix: str, write) -> tuple[str, str]:
@@ -37,9 +38,11 @@ def write_map(
     output: Path,
     model: str,
     positions: np.ndarray,
-    labels: list[str | None],
+    labelled: tuple[list[str | None], str],
     projection: projections.Projection | projections.NeighbourPlacement,
 ) -> artefact.MapInfo:
+    """``labelled``: (one label per row, what they are: MAP_LABEL or "head NAME")."""
+    labels, label_kind = labelled
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -51,7 +54,7 @@ def write_map(
         }
     )
     name, sha = write_content_addressed(output, model, MAP_SUFFIX, lambda path: pq.write_table(table, path))
-    return artefact.MapInfo(file=name, sha256=sha, projection=projection.as_json(), label=MAP_LABEL)
+    return artefact.MapInfo(file=name, sha256=sha, projection=projection.as_json(), label=label_kind)
 
 
 def write_artists(
