@@ -25,6 +25,7 @@ from service.decode import DecodeError
 from service.engine.decode_scheduler import BULK, INTERACTIVE, DecodeScheduler
 from service.errors import Problem, overloaded, problem_response
 from service.artefacts.heads import Heads, head_scores, load_heads
+from service.api.docs import install_docs
 from service.api.page import install_page
 from service.api.parameters import HopQuery, ModelQuery, SubgenreCountQuery
 from service.engine.pipeline import analyse
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Music tagging: subgenre suggestions, embeddings and taggrams from uploaded audio.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served offline by install_docs
     )
     app.state.taggram = state
     install_error_handlers(app)
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CloseUnreadBodyMiddleware)
     declare_routes(app, state)
     install_page(app)
+    install_docs(app)
     return app
 
 
