@@ -23,11 +23,11 @@ import onnxruntime as ort
 
 from service.config import Settings
 from service.artefacts.manifest import ModelFileError
+from service.engine.device import CUDA_PROVIDER, DeviceUnavailable, resolve_device
 
 log = logging.getLogger(__name__)
 
 SERVED_OUTPUTS = ("tags", "embedding")
-CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 # A container's CPU limit (CFS quota): cgroup v2 "cpu.max" holds "<quota µs> <period µs>" or "max <period>";
 # cgroup v1 has cpu.cfs_quota_us (-1 = no limit) and cpu.cfs_period_us.
@@ -36,10 +36,8 @@ CGROUP_V1_CPU_DIR = Path("/sys/fs/cgroup/cpu")
 
 
 def choose_providers(device: str) -> list[str]:
-    available = ort.get_available_providers()
-    if device == "cuda" and CUDA_PROVIDER not in available:
-        raise RuntimeError("TAGGRAM_DEVICE=cuda but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
-    if device in ("cuda", "auto") and CUDA_PROVIDER in available:
+    """ONNX Runtime providers for the setting ``device`` (service.engine.device decides whether CUDA is usable)."""
+    if resolve_device(device) == "cuda":
         # HEURISTIC: EXHAUSTIVE re-searches conv algorithms per new shape (hundreds of ms); fixed batch sizes
         # plus warm-up make that a start-up cost only.
         return [(CUDA_PROVIDER, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU_PROVIDER]  # type: ignore[list-item]
@@ -208,6 +206,11 @@ def load_runner(path: Path, device: str, intra_op_threads: int, cuda_batch_sizes
     except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
+    if providers[0] != CPU_PROVIDER and provider != CUDA_PROVIDER:
+        # A GPU is visible, yet the CUDA provider did not start (onnxruntime logged why: a missing CUDA or cuDNN
+        # library, an old driver). Serving on CPU with the CUDA batch policy would be slow and silent: refuse.
+        raise DeviceUnavailable(f"{path}: the CUDA provider could not start on the visible GPU (onnxruntime's "
+                                "error above says why); set TAGGRAM_DEVICE=cpu to serve on CPU")
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()
     single_threaded_cpu = provider == CPU_PROVIDER and intra_op_threads == 1
     return Runner(session, provider, fixed, CpuSlots.get() if single_threaded_cpu else None)

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from service.config import Settings
+from service.engine.device import DeviceUnavailable, visible_gpus
 from service.engine.run import (BatchPolicy, Runner, batch_policy, cgroup_cpu_limit, choose_providers, load_runner,
                          parse_cpu_max, quota_cores, usable_cpus)
 
@@ -49,13 +50,13 @@ def test_padding_to_fixed_batch_sizes_leaves_each_patchs_outputs_unchanged(cpu_r
     np.testing.assert_allclose(actual["embedding"], expected["embedding"], rtol=1e-5, atol=1e-5)
 
 
-def test_cpu_is_chosen_unless_cuda_is_available_and_an_unavailable_cuda_is_refused():
+def test_cpu_is_chosen_unless_a_gpu_is_usable_and_an_unavailable_cuda_is_refused():
     assert choose_providers("cpu") == ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if "CUDAExecutionProvider" in ort.get_available_providers() and visible_gpus()[0]:
         assert choose_providers("auto")[0][0] == "CUDAExecutionProvider"
     else:
         assert choose_providers("auto") == ["CPUExecutionProvider"]
-        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+        with pytest.raises(DeviceUnavailable, match="TAGGRAM_DEVICE=cuda but"):
             choose_providers("cuda")
 
 
