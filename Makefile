@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # CPU torch for the model export lies on local disk on our machines; elsewhere pip takes it from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: run test models venv lint clean
+.PHONY: run test image-test models venv lint clean
 
 # Progress lines and real problems only: each setup step prints one line; a step's full output goes to
 # $(SETUP_LOG) and is printed only when the step fails (so pip's errors are still shown in full). pip's own
@@ -25,6 +25,12 @@ run: models
 test: models
 	@echo "[test] $(BIN)/python -m pytest"
 	@$(BIN)/python -m pytest
+
+# The container tier alone: starts an engine when none answers (deploy/container-engine.sh, root), builds the cpu
+# image and checks it running as compose runs it, then the compose stack (docs/operations.md). `make test` runs them too.
+image-test: $(STAMP)
+	@echo "[image-test] $(BIN)/python -m pytest -s tests/system/test_image.py tests/system/test_compose.py"
+	@$(BIN)/python -m pytest -s -rA tests/system/test_image.py tests/system/test_compose.py
 
 models: $(STAMP)
 	@echo "[models] building missing models (python -m model_export)"
