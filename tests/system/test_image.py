@@ -201,3 +201,5 @@ def test_docker_stop_answers_the_upload_in_flight_and_exits_0_within_its_grace(b
     assert response.status_code == 200 and response.json()["segments"]
     state = box.inspect()["State"]
     assert state["ExitCode"] == 0 and state["OOMKilled"] is False and stop_seconds < grace, (state, stop_seconds)
+    print(f"\n[image-test] docker stop with an upload in flight: answered 200, exit 0 after {stop_seconds:.1f} s "
+          f"(grace {grace:.0f} s)")
