@@ -4,7 +4,7 @@
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
-# hadolint ignore=DL3008 the stand-in takes what the Debian release has: prometheus is 2.42 throughout bookworm
+# Not pinned by version: the stand-in takes what the Debian release has (prometheus is 2.42 throughout bookworm).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends prometheus wget \
     && rm -rf /var/lib/apt/lists/* \

@@ -32,7 +32,7 @@ ENGINE_SCRIPT = REPO_ROOT / "deploy" / "container-engine.sh"
 BUILD_SCRIPT = REPO_ROOT / "deploy" / "build-image.sh"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 BUILD_LOG = REPO_ROOT / ".cache" / "image-build.log"
-CPU_IMAGE = os.environ.get("TAGGRAM_TEST_IMAGE", "taggram:image-test")
+CPU_IMAGE = os.environ.get("IMAGE_TEST_TAG", "taggram:image-test")
 # The documented peak of the CPU image under 16 concurrent long uploads on four models is 771 MiB (docs/operations.md,
 # "Memory"): 1 GiB leaves room without hiding a leak.
 MEMORY_LIMIT = "1g"

@@ -135,6 +135,9 @@ def test_every_dashboard_query_returns_a_series_once_traffic_flowed(stack, tmp_p
     refused = httpx.post(stack.taggram + "/taggram", content=b"not audio at all" * 64,
                          headers={"content-type": "audio/wav"}, timeout=60)
     assert refused.status_code == 415  # a rejection, by code
+    halved = tone(tmp_path / "d.wav", 660.0)
+    warnings = post_tone(stack, halved[: len(halved) // 2])["warnings"]
+    assert [w["code"] for w in warnings] == ["audio_truncated"]  # a decode warning, by code
     expressions = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"]
                    for target in panel.get("targets", [])]
     checked = [e.replace("$__rate_interval", RATE_WINDOW) for e in expressions if not UNCONFIGURED.search(e)]
