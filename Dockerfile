@@ -5,12 +5,12 @@
 #   docker build -t taggram:0.1.0-gpu --target gpu .       GPU image: CUDA 13 + cuDNN 9, onnxruntime-gpu
 #
 # Stages:
-#   export    python:3.11-slim + CPU torch + the `export` extra: builds /models/*.onnx + manifests from the musicnn
-#             wheel (PyPI) and the committed reference fixtures. Never shipped: torch stays here.
+#   export    python:3.11-slim + the `export` extra (onnx, librosa): builds /models/*.onnx + manifests from the
+#             musicnn wheel (PyPI) and the committed reference fixtures. Never shipped: librosa stays here.
 #   venv      /opt/venv with the runtime requirements pinned by constraints.txt, and the app (non-editable).
 #   gpu-venv  the same on the CUDA base (Ubuntu 24.04's Python 3.12), onnxruntime-gpu instead of onnxruntime.
 #   gpu       runtime image on nvidia/cuda cudnn-runtime: /opt/venv + /models, non-root.
-#   cpu       runtime image on python:3.11-slim: /opt/venv + /models, non-root. No compiler, no torch, no pip.
+#   cpu       runtime image on python:3.11-slim: /opt/venv + /models, non-root. No compiler, no librosa, no pip.
 #
 # Both runtime images run with a read-only root filesystem: the only writable path they need is TMPDIR (/tmp),
 # where uploads larger than 8 MiB spill (service/api/upload.py). Mount a tmpfs or a volume there (compose: tmpfs;
@@ -27,11 +27,6 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-
-# CPU-only torch from the PyTorch CPU index: about 200 MB instead of the multi-GB CUDA build that plain PyPI serves
-# for Linux, and constraints.txt pins exactly this build (torch==2.13.0+cpu), which only that index has.
-# --no-deps: torch's own dependencies come from PyPI in the next step, pinned by constraints.txt.
-RUN pip install --no-cache-dir --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu
 
 COPY pyproject.toml constraints.txt ./
 COPY deploy/requirements.py deploy/requirements.py
