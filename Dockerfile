@@ -8,19 +8,17 @@
 # build every stage, the GPU ones included, before --target.
 #
 # Stages:
-#   export    Python + CPU torch + the `export` extra: builds /models/*.onnx + manifests from the musicnn wheel
-#             (PyPI) and the committed reference fixtures. Never shipped: torch stays here.
+#   export    Python + the `export` extra (onnx, librosa): builds /models/*.onnx + manifests from the musicnn wheel
+#             (PyPI) and the committed reference fixtures. Never shipped: librosa stays here.
 #   venv      /opt/venv with the runtime requirements pinned by constraints.txt, and the app (non-editable).
 #   gpu-venv  the same with onnxruntime-gpu and the CUDA/cuDNN runtimes as Python wheels instead of onnxruntime.
 #   gpu       runtime image on the same slim Python base as `cpu`: /opt/venv + /models, non-root. No vendor CUDA
 #             base: the NVIDIA driver (libcuda) comes from the node through the NVIDIA container toolkit.
-#   cpu       runtime image: /opt/venv + /models, non-root. No compiler, no torch, no pip.
+#   cpu       runtime image: /opt/venv + /models, non-root. No compiler, no librosa, no pip.
 #
 # What the build is given for the network, none of it in a layer of the images (docs/operations.md, "Building the
 # images", has the online and air-gapped commands):
 #   --build-arg PYTHON_IMAGE=...        the base of every stage (default: the official Python 3.11 slim image)
-#   --build-arg TORCH_INDEX_URL=...     where the export stage's CPU torch comes from ("" = the package index and
-#                                       deploy/wheels/ only)
 #   --secret id=ca-certificates,src=... a CA bundle for pip behind a TLS-intercepting proxy
 #   --secret id=pip-index-url,src=...   a file holding the package index URL (a mirror; credentials allowed)
 #   deploy/wheels/                      local wheels every pip step may take (bind-mounted, never copied)
@@ -29,7 +27,8 @@
 # where uploads larger than 8 MiB spill (service/api/upload.py). Mount a tmpfs or a volume there (compose: tmpfs;
 # Kubernetes: emptyDir). Bytecode is compiled at build time and PYTHONDONTWRITEBYTECODE stops any attempt to write
 # more; PyAV and prometheus_client (single-process mode) write nothing. ORT_DISABLE_TELEMETRY=1: ONNX Runtime's
-# opt-out of its POSIX telemetry (1.29+), which would otherwise try to persist an id and upload events. `tests/system/test_image.py` (make image-test) builds, runs and checks the `cpu` image.
+# opt-out of its POSIX telemetry (1.29+), which would otherwise try to persist an id and upload events.
+# `tests/system/test_image.py` (make image-test) builds, runs and checks the `cpu` image.
 #
 # Pin the base by digest too for reproducible builds (--build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...):
 # `docker buildx imagetools inspect python:3.11-slim-bookworm` prints it.
@@ -38,20 +37,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # ---------------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS export
 
-# CPU-only torch from the PyTorch CPU index: about 200 MB instead of the multi-GB CUDA build that plain PyPI serves
-# for Linux, and constraints.txt pins exactly this build (torch==2.13.0+cpu), which only that index has.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/export/bin:$PATH
 WORKDIR /src
 RUN python3 -m venv /opt/export
-
-# --no-deps: torch's own dependencies come from the index in the next step, pinned by constraints.txt.
-RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
-    --mount=type=bind,source=deploy/wheels,target=/wheels \
-    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
-    build-env pip install --no-cache-dir --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0+cpu
 
 COPY pyproject.toml constraints.txt ./
 COPY deploy/requirements.py deploy/requirements.py

@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# CPU torch for the model export lies on local disk on our machines; elsewhere pip takes it from PyPI.
-FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: run test image-test models venv lint clean
 
@@ -44,7 +42,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "[setup] upgrading pip"
 	@$(call quietly,$(BIN)/python -m pip install --quiet --upgrade pip)
 	@echo "[setup] installing pinned dependencies (runtime + export + test extras); log: $(SETUP_LOG)"
-	@$(call quietly,$(BIN)/python -m pip install --quiet --progress-bar off $(FIND_LINKS) -c constraints.txt -e '$(EXTRAS)')
+	@$(call quietly,$(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e '$(EXTRAS)')
 	@touch $@
 	@echo "[setup] done"
 

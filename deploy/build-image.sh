@@ -9,15 +9,12 @@
 #     stand-in from Debian's python3 (deploy/container-engine.sh standins), built when missing.
 #   - the CA bundle: CA_BUNDLE (default: the system bundle, which holds Debian's local extra CAs) as the BuildKit
 #     secret `ca-certificates`; PIP_INDEX_URL, when set, as the secret `pip-index-url`. Never a layer.
-#   - the CPU torch for the export stage: when deploy/wheels/ holds none, the wheels of /opt/wheels (this project's
-#     machines) are linked in; with one there, the build takes it from deploy/wheels/ instead of the PyTorch index.
 # Extra arguments after TAG go to `docker build` (e.g. --progress=plain, --no-cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: $0 TARGET TAG [docker build arguments]}; tag=${2:?usage: $0 TARGET TAG}; shift 2
 PUBLIC_PYTHON_IMAGE=python:3.11-slim-bookworm
 STANDIN_PYTHON_IMAGE=local/python:3.11-bookworm
-LOCAL_WHEELS=/opt/wheels
 say() { printf '[build-image] %s\n' "$*" >&2; }
 
 python_image() {
@@ -38,15 +35,6 @@ secrets_dir=$(mktemp -d); trap 'rm -rf "$secrets_dir"' EXIT
 if [ -n "${PIP_INDEX_URL:-}" ]; then
   printf '%s' "$PIP_INDEX_URL" >"$secrets_dir/pip-index-url"
   args+=(--secret "id=pip-index-url,src=$secrets_dir/pip-index-url")
-fi
-if ! ls deploy/wheels/torch-*.whl >/dev/null 2>&1 && ls "$LOCAL_WHEELS"/torch-*.whl >/dev/null 2>&1; then
-  say "linking $LOCAL_WHEELS/torch-*.whl into deploy/wheels/ (git-ignored)"
-  for wheel in "$LOCAL_WHEELS"/torch-*.whl; do
-    ln -f "$wheel" deploy/wheels/ 2>/dev/null || cp "$wheel" deploy/wheels/
-  done
-fi
-if ls deploy/wheels/torch-*.whl >/dev/null 2>&1; then
-  args+=(--build-arg TORCH_INDEX_URL=)
 fi
 say "docker build ${args[*]} $* ."
 if docker buildx version >/dev/null 2>&1; then exec docker build "${args[@]}" "$@" .; fi
