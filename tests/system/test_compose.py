@@ -2,7 +2,8 @@
 cannot be reached, brought up by a real engine with `docker compose`, and checked as an operator would.
 
 Prometheus scrapes taggram and has loaded every alert rule; every dashboard query returns a series once traffic
-has flowed (save those whose feature this stack does not configure, named below); taggram's answers live in Redis:
+has flowed (a computed answer, a hit, a refusal, a decode warning, a Redis outage; save the panels whose feature
+this stack does not configure, named below); taggram's answers live in Redis:
 a restart of the taggram container and `docker compose down` + `up` keep them, with the TTL the settings promise.
 Grafana's image cannot be had here (not packaged in Debian): the offline override leaves it out (docs/operations.md).
 """
@@ -93,6 +94,9 @@ def stack(tmp_path_factory):
     override.write_text(PORTS_OVERRIDE)
     stack = Stack(override)
     stack.compose("down", "--volumes", timeout=120)
+    # deploy/build-image.sh first: what this machine needs for the build (the local CPU torch wheel into
+    # deploy/wheels/), then compose's own build of every service, which reuses its cache.
+    containers.build_image("cpu", containers.compose_service()["image"])
     stack.compose("build", timeout=containers.BUILD_TIMEOUT_SECONDS)
     stack.up()
     try:
@@ -138,6 +142,9 @@ def test_every_dashboard_query_returns_a_series_once_traffic_flowed(stack, tmp_p
     halved = tone(tmp_path / "d.wav", 660.0)
     warnings = post_tone(stack, halved[: len(halved) // 2])["warnings"]
     assert [w["code"] for w in warnings] == ["audio_truncated"]  # a decode warning, by code
+    stack.compose("stop", "redis", timeout=120)  # a Redis outage: answered anyway, the cache error counted
+    assert post_tone(stack, tone(tmp_path / "e.wav", 770.0))["cached"] is False
+    stack.up()
     expressions = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"]
                    for target in panel.get("targets", [])]
     checked = [e.replace("$__rate_interval", RATE_WINDOW) for e in expressions if not UNCONFIGURED.search(e)]
