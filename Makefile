@@ -27,8 +27,8 @@ test: models
 # The container tier alone: starts an engine when none answers (deploy/container-engine.sh, root), builds the cpu
 # image and checks it running as compose runs it, then the compose stack (docs/operations.md). `make test` runs them too.
 image-test: $(STAMP)
-	@echo "[image-test] $(BIN)/python -m pytest -s tests/system/test_image.py tests/system/test_gpu_image.py tests/system/test_compose.py"
-	@$(BIN)/python -m pytest -s -rA tests/system/test_image.py tests/system/test_gpu_image.py tests/system/test_compose.py
+	@echo "[image-test] $(BIN)/python -m pytest -s tests/system/test_image.py tests/system/test_gpu_image.py tests/system/test_compose.py tests/system/test_clean_machine.py"
+	@$(BIN)/python -m pytest -s -rA tests/system/test_image.py tests/system/test_gpu_image.py tests/system/test_compose.py tests/system/test_clean_machine.py
 
 models: $(STAMP)
 	@echo "[models] building missing models (python -m model_export)"
