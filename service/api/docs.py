@@ -22,7 +22,7 @@ import secrets
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from service.api.page import SECURITY_HEADERS
@@ -110,18 +110,20 @@ def redoc_page(title: str, openapi_url: str) -> HTMLResponse:
     return HTMLResponse(page_html(f"{title} - ReDoc", openapi_url, "redoc-init.js", body, nonce), headers=headers)
 
 
-def docs_router(title: str, openapi_url: str) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+def install_docs(app: FastAPI) -> None:
+    """Serve ``/docs``, ``/redoc`` and their assets offline, on the app itself (public routes, like the page); the app
+    must be created with ``docs_url=None, redoc_url=None``."""
+    title, openapi_url = app.title, app.openapi_url or "/openapi.json"
 
-    @router.get(SWAGGER_PATH)
+    @app.get(SWAGGER_PATH, include_in_schema=False)
     async def swagger() -> HTMLResponse:
         return swagger_page(title, openapi_url)
 
-    @router.get(REDOC_PATH)
+    @app.get(REDOC_PATH, include_in_schema=False)
     async def redoc() -> HTMLResponse:
         return redoc_page(title, openapi_url)
 
-    @router.get(ASSETS_PREFIX + "/{name}")
+    @app.get(ASSETS_PREFIX + "/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
         path = ASSETS.get(name)
         if path is None:
@@ -129,10 +131,3 @@ def docs_router(title: str, openapi_url: str) -> APIRouter:
         if name in REWRITES:
             return Response(rewritten(name), media_type="text/javascript", headers=SECURITY_HEADERS)
         return FileResponse(path, headers=SECURITY_HEADERS)
-
-    return router
-
-
-def install_docs(app: FastAPI) -> None:
-    """Serve ``/docs`` and ``/redoc`` offline; the app must be created with ``docs_url=None, redoc_url=None``."""
-    app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
