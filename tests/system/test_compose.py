@@ -94,8 +94,8 @@ def stack(tmp_path_factory):
     override.write_text(PORTS_OVERRIDE)
     stack = Stack(override)
     stack.compose("down", "--volumes", timeout=120)
-    # deploy/build-image.sh first: what this machine needs for the build (the local CPU torch wheel into
-    # deploy/wheels/), then compose's own build of every service, which reuses its cache.
+    # deploy/build-image.sh first (the image test's build), then compose's own build of every service, which
+    # reuses its cache.
     containers.build_image("cpu", containers.compose_service()["image"])
     stack.compose("build", timeout=containers.BUILD_TIMEOUT_SECONDS)
     stack.up()
