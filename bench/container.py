@@ -38,8 +38,14 @@ async def analyse_all(url: str, model: str, clips: list[bytes]) -> tuple[float, 
     """(audio seconds analysed, wall seconds) for the clips sent at once."""
     async with httpx.AsyncClient(timeout=900) as client:
         started = time.perf_counter()
-        responses = await asyncio.gather(*(client.post(f"{url}/embed", params={"model": model}, content=clip,
-                                                       headers={"content-type": "audio/ogg"}) for clip in clips))
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"{url}/embed", params={"model": model}, content=clip, headers={"content-type": "audio/ogg"}
+                )
+                for clip in clips
+            )
+        )
         wall = time.perf_counter() - started
     for response in responses:
         response.raise_for_status()
@@ -58,8 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"TAGGRAM_MODELS": args.model, "TAGGRAM_DEFAULT_MODEL": args.model, "TAGGRAM_MEMORY_CACHE_BYTES": "0"}
     totals = {"bare": [0.0, 0.0], "container": [0.0, 0.0]}
     rows = []
-    with common.running_service(model=args.model, memory_cache_bytes=0) as bare, \
-            containers.running(args.image, NAME, env=settings) as box:
+    with (
+        common.running_service(model=args.model, memory_cache_bytes=0) as bare,
+        containers.running(args.image, NAME, env=settings) as box,
+    ):
         ready_seconds = box.wait_ready()
         urls = {"bare": bare.url, "container": box.url}
         for index in range(args.rounds):
@@ -71,20 +79,41 @@ def main(argv: list[str] | None = None) -> None:
                 totals[side][0] += audio
                 totals[side][1] += wall
                 speeds[side] = audio / wall
-            rows.append([index + 1, " then ".join(order), f"{speeds['bare']:.1f}", f"{speeds['container']:.1f}",
-                         f"{speeds['container'] / speeds['bare']:.3f}"])
+            rows.append(
+                [
+                    index + 1,
+                    " then ".join(order),
+                    f"{speeds['bare']:.1f}",
+                    f"{speeds['container']:.1f}",
+                    f"{speeds['container'] / speeds['bare']:.3f}",
+                ]
+            )
             print(rows[-1], flush=True)
     pooled = {side: audio / wall for side, (audio, wall) in totals.items()}
-    rows.append(["pooled", "", f"{pooled['bare']:.1f}", f"{pooled['container']:.1f}",
-                 f"**{pooled['container'] / pooled['bare']:.3f}**"])
+    rows.append(
+        [
+            "pooled",
+            "",
+            f"{pooled['bare']:.1f}",
+            f"{pooled['container']:.1f}",
+            f"**{pooled['container'] / pooled['bare']:.3f}**",
+        ]
+    )
     size_mb = containers.image_size_bytes(args.image) / 1e6
-    body = "\n".join([
-        f"## Container vs bare (`bench/container.py`, {args.model}, {args.rounds} rounds of the "
-        f"{len(clips)} real tracks sent at once)", "",
-        *common.environment_lines(sys.argv if argv is None else ["bench/container.py", *argv]), "",
-        f"Image `{args.image}`: {size_mb:.0f} MB; `docker run` to ready (1 model): {ready_seconds:.1f} s.", "",
-        common.markdown_table(["round", "order", "bare audio s/s", "container audio s/s", "container / bare"], rows),
-    ])
+    body = "\n".join(
+        [
+            f"## Container vs bare (`bench/container.py`, {args.model}, {args.rounds} rounds of the "
+            f"{len(clips)} real tracks sent at once)",
+            "",
+            *common.environment_lines(sys.argv if argv is None else ["bench/container.py", *argv]),
+            "",
+            f"Image `{args.image}`: {size_mb:.0f} MB; `docker run` to ready (1 model): {ready_seconds:.1f} s.",
+            "",
+            common.markdown_table(
+                ["round", "order", "bare audio s/s", "container audio s/s", "container / bare"], rows
+            ),
+        ]
+    )
     print(body)
     common.update_report(SECTION, body)
 

@@ -80,35 +80,50 @@ def check_models(models_dir: Path, sizes: tuple[int, ...], results: dict) -> Non
                 gpu.run(np.repeat(patch, size, axis=0))
                 timings[size] = time.perf_counter() - started
         slow = {s: round(second[s] / first[s], 2) for s in sizes if second[s] > WARM_SLOWDOWN_LIMIT * first[s]}
-        report(f"warm-up {manifest.name}", not slow,
-               f"ms per batch by size {({s: round(1000 * second[s], 2) for s in sizes})}; cold after warm-up: {slow}",
-               results)
+        report(
+            f"warm-up {manifest.name}",
+            not slow,
+            f"ms per batch by size { ({s: round(1000 * second[s], 2) for s in sizes}) }; cold after warm-up: {slow}",
+            results,
+        )
         patches = track_patches(manifest, tracks, settings.max_audio_seconds)
         cpu = load_runner(onnx, "cpu", 0)
         expected, actual = cpu.run(patches), gpu.run(patches)
         tag_error = float(np.max(np.abs(expected["tags"] - actual["tags"])))
         a, b = expected["embedding"], actual["embedding"]
         cosine = float(np.min(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
-        report(f"parity {manifest.name}", tag_error <= PARITY_TOLERANCE and cosine >= EMBEDDING_COSINE_MIN,
-               f"{len(patches)} real patches: max |tag CPU - CUDA| {tag_error:.2e} (<= {PARITY_TOLERANCE:g}), "
-               f"min embedding cosine {cosine:.6f}", results)
+        report(
+            f"parity {manifest.name}",
+            tag_error <= PARITY_TOLERANCE and cosine >= EMBEDDING_COSINE_MIN,
+            f"{len(patches)} real patches: max |tag CPU - CUDA| {tag_error:.2e} (<= {PARITY_TOLERANCE:g}), "
+            f"min embedding cosine {cosine:.6f}",
+            results,
+        )
 
 
 def check_service_under_load(model: str, results: dict) -> None:
     tracks = ensure_music()
     longs = [fairness.long_upload(i, LONG_MINUTES, tracks) for i in range(LONG_UPLOADS)]
     clips = fairness.make_clips(tracks, CLIPS)
-    with common.running_service(model=model, device="cuda", memory_cache_bytes=0,
-                                request_timeout_seconds=fairness.SERVICE_REQUEST_TIMEOUT_SECONDS) as service:
+    with common.running_service(
+        model=model,
+        device="cuda",
+        memory_cache_bytes=0,
+        request_timeout_seconds=fairness.SERVICE_REQUEST_TIMEOUT_SECONDS,
+    ) as service:
         idle = fairness.run_phase(service, "idle", [], clips, CLIP_GAP_SECONDS, MAX_CLIPS)
         mixed = fairness.run_phase(service, "mixed", longs, clips, CLIP_GAP_SECONDS, MAX_CLIPS)
     audio_per_second = (mixed.long_seconds + mixed.clip_seconds) / mixed.long_wall
     p50, p99 = common.percentile(mixed.clip_latencies, 50), common.percentile(mixed.clip_latencies, 99)
     errors = idle.errors + mixed.errors
-    report("service under load", not errors and bool(mixed.clip_latencies),
-           f"{LONG_UPLOADS} x {LONG_MINUTES:g} min uploads + {len(mixed.clip_latencies)} clips: "
-           f"{audio_per_second:.0f} audio s/s; clip p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms "
-           f"(idle p99 {1000 * common.percentile(idle.clip_latencies, 99):.0f} ms); errors {errors[:3]}", results)
+    report(
+        "service under load",
+        not errors and bool(mixed.clip_latencies),
+        f"{LONG_UPLOADS} x {LONG_MINUTES:g} min uploads + {len(mixed.clip_latencies)} clips: "
+        f"{audio_per_second:.0f} audio s/s; clip p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms "
+        f"(idle p99 {1000 * common.percentile(idle.clip_latencies, 99):.0f} ms); errors {errors[:3]}",
+        results,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,15 +45,21 @@ ASSETS = {
 NONCE_BYTES = 16  # 128 bits, CSP's recommendation for a nonce
 # ReDoc's sidebar footer shows its vendor's logo from a CDN, and no option turns that off: the bundle is served with
 # that one URL pointing at an empty inline SVG instead (img-src allows data:), so the page requests nothing elsewhere.
-REWRITES = {"redoc.standalone.js": ("https://cdn.redoc.ly/redoc/logo-mini.svg",
-                                    "data:image/svg+xml,%3Csvg xmlns=%22http://www.w3.org/2000/svg%22/%3E")}
+REWRITES = {
+    "redoc.standalone.js": (
+        "https://cdn.redoc.ly/redoc/logo-mini.svg",
+        "data:image/svg+xml,%3Csvg xmlns=%22http://www.w3.org/2000/svg%22/%3E",
+    )
+}
 
 
 # Two <style> elements the ReDoc bundle inserts as it loads, before its nonce option applies (one empty, one with
 # its scrollbar rules): allowed by the hash of their exact text. A new ReDoc release with other styles shows up as a
 # CSP violation in tests/system/test_docs.py, which prints the hashes the browser computed.
-REDOC_STYLE_HASHES = ("'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
-                      "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='")
+REDOC_STYLE_HASHES = (
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
+    "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",
+)
 
 
 def with_style_nonce(policy: str, nonce: str) -> str:
@@ -78,7 +84,7 @@ def rewritten(name: str) -> bytes:
 
 
 def page_html(title: str, openapi_url: str, init_script: str, body: str, nonce: str = "") -> str:
-    nonce_attribute = f' data-nonce="{nonce}"' if nonce else ""
+    data = f'data-openapi-url="{html.escape(openapi_url)}"' + (f' data-nonce="{nonce}"' if nonce else "")
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -88,7 +94,7 @@ def page_html(title: str, openapi_url: str, init_script: str, body: str, nonce: 
 <link rel="icon" type="image/png" href="{ASSETS_PREFIX}/favicon.png">
 <link rel="stylesheet" href="{ASSETS_PREFIX}/docs.css">
 {body}
-<script src="{ASSETS_PREFIX}/{init_script}" data-openapi-url="{html.escape(openapi_url)}"{nonce_attribute} defer></script>
+<script src="{ASSETS_PREFIX}/{init_script}" {data} defer></script>
 </head>
 <body><div id="api-docs"></div></body>
 </html>
@@ -96,17 +102,22 @@ def page_html(title: str, openapi_url: str, init_script: str, body: str, nonce: 
 
 
 def swagger_page(title: str, openapi_url: str) -> HTMLResponse:
-    body = (f'<link rel="stylesheet" href="{ASSETS_PREFIX}/swagger-ui.css">\n'
-            f'<script src="{ASSETS_PREFIX}/swagger-ui-bundle.js" defer></script>')
-    return HTMLResponse(page_html(f"{title} - Swagger UI", openapi_url, "swagger-init.js", body),
-                        headers=SECURITY_HEADERS)
+    body = (
+        f'<link rel="stylesheet" href="{ASSETS_PREFIX}/swagger-ui.css">\n'
+        f'<script src="{ASSETS_PREFIX}/swagger-ui-bundle.js" defer></script>'
+    )
+    return HTMLResponse(
+        page_html(f"{title} - Swagger UI", openapi_url, "swagger-init.js", body), headers=SECURITY_HEADERS
+    )
 
 
 def redoc_page(title: str, openapi_url: str) -> HTMLResponse:
     nonce = secrets.token_urlsafe(NONCE_BYTES)
     body = f'<script src="{ASSETS_PREFIX}/redoc.standalone.js" defer></script>'
-    headers = {**SECURITY_HEADERS,
-               "content-security-policy": with_style_nonce(SECURITY_HEADERS["content-security-policy"], nonce)}
+    headers = {
+        **SECURITY_HEADERS,
+        "content-security-policy": with_style_nonce(SECURITY_HEADERS["content-security-policy"], nonce),
+    }
     return HTMLResponse(page_html(f"{title} - ReDoc", openapi_url, "redoc-init.js", body, nonce), headers=headers)
 
 

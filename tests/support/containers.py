@@ -41,6 +41,7 @@ ENGINE_TIMEOUT_SECONDS = 600  # a bare machine: apt, dockerd, debootstrap (about
 BUILD_TIMEOUT_SECONDS = 1800  # a cold build on 2 shared CPUs; a warm BuildKit cache makes it seconds
 READY_TIMEOUT_SECONDS = 180.0
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")  # Debian's folder for locally added CA certificates
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory/docker")  # dockerd's cgroupfs driver on cgroup v1
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -70,8 +71,9 @@ def require_engine() -> None:
         return
     if os.geteuid() != 0:
         missing("no container engine answers and starting one needs root (deploy/container-engine.sh ready)")
-    result = subprocess.run(["bash", str(ENGINE_SCRIPT), "ready"], capture_output=True, text=True,
-                            timeout=ENGINE_TIMEOUT_SECONDS)
+    result = subprocess.run(
+        ["bash", str(ENGINE_SCRIPT), "ready"], capture_output=True, text=True, timeout=ENGINE_TIMEOUT_SECONDS
+    )
     if result.returncode != 0 or not engine_answers():
         missing(f"deploy/container-engine.sh ready failed: {result.stderr[-2000:]}")
 
@@ -80,8 +82,13 @@ def build_image(target: str, tag: str) -> None:
     """Build ``target`` with deploy/build-image.sh (BuildKit cache: a rebuild of unchanged sources takes seconds)."""
     BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with BUILD_LOG.open("w") as log:
-        result = subprocess.run(["bash", str(BUILD_SCRIPT), target, tag, "--progress=plain"], stdout=log,
-                                stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_SECONDS, cwd=REPO_ROOT)
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), target, tag, "--progress=plain"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT_SECONDS,
+            cwd=REPO_ROOT,
+        )
     if result.returncode != 0:
         pytest.fail(f"building {target} failed; the end of {BUILD_LOG}:\n{BUILD_LOG.read_text()[-4000:]}")
 
@@ -134,6 +141,14 @@ class Container:
     def diff(self) -> list[str]:
         return [line for line in docker("diff", self.name).stdout.splitlines() if line.strip()]
 
+    def peak_memory_bytes(self) -> int | None:
+        """The container's peak memory (cgroup v1 with the cgroupfs driver, as here); None where it cannot be read."""
+        path = CGROUP_V1_MEMORY / self.inspect()["Id"] / "memory.max_usage_in_bytes"
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            return None
+
     def running(self) -> bool:
         return self.inspect()["State"]["Running"]
 
@@ -159,16 +174,37 @@ class Container:
         pytest.fail(f"{self.name} not healthy after {timeout} s: {self.inspect()['State']}")
 
 
-def start(image: str, name: str, env: dict[str, str] | None = None, memory: str = MEMORY_LIMIT,
-          command: list[str] | None = None) -> Container:
+def start(
+    image: str,
+    name: str,
+    env: dict[str, str] | None = None,
+    memory: str = MEMORY_LIMIT,
+    command: list[str] | None = None,
+) -> Container:
     """``docker run -d`` with compose's hardening, a memory limit and compose's healthcheck (probed every second, so
     healthy comes as soon as ready), published on a free loopback port."""
     service = compose_service()
     docker("rm", "-f", name, check=False)
-    flags = ["--name", name, "--detach", "--publish", f"127.0.0.1::{CONTAINER_PORT}", "--memory", memory,
-             "--memory-swap", memory, *hardening_flags(service),
-             "--health-cmd", compose_healthcheck_command(service), "--health-interval", "1s",
-             "--health-timeout", "5s", "--health-retries", "3"]
+    flags = [
+        "--name",
+        name,
+        "--detach",
+        "--publish",
+        f"127.0.0.1::{CONTAINER_PORT}",
+        "--memory",
+        memory,
+        "--memory-swap",
+        memory,
+        *hardening_flags(service),
+        "--health-cmd",
+        compose_healthcheck_command(service),
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "5s",
+        "--health-retries",
+        "3",
+    ]
     for key, value in (env or {}).items():
         flags += ["--env", f"{key}={value}"]
     docker("run", *flags, image, *(command or []))
@@ -203,8 +239,10 @@ def files_matching(image: str, markers: list[bytes], names: re.Pattern) -> list[
     created = docker("create", image).stdout.strip()
     found = []
     try:
-        with subprocess.Popen(["docker", "export", created], stdout=subprocess.PIPE) as export, \
-                tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+        with (
+            subprocess.Popen(["docker", "export", created], stdout=subprocess.PIPE) as export,
+            tarfile.open(fileobj=export.stdout, mode="r|") as tar,
+        ):
             for member in tar:
                 if names.search(Path(member.name).name):
                     found.append(member.name)

@@ -22,7 +22,7 @@ def try_it_commands() -> list[str]:
 
 
 def run_try_it(url: str, cwd: Path) -> dict[str, str]:
-    """Each command with the README's URL replaced by ``url`` (and .venv/bin/python by this Python): command -> stdout."""
+    """Each command (the README's URL replaced by ``url``, .venv/bin/python by this Python) -> its stdout."""
     outputs = {}
     for command in try_it_commands():
         runnable = command.replace(".venv/bin/python", shlex.quote(sys.executable)).replace(README_URL, url)

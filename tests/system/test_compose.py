@@ -51,8 +51,12 @@ def tone(path: Path, freq_hz: float, seconds: float = 10.0, rate: int = 22050) -
     """A plain WAV tone: distinct frequencies give distinct bytes, so distinct cache keys."""
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
-        out.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq_hz * i / rate)))
-                                 for i in range(int(seconds * rate))))
+        out.writeframes(
+            b"".join(
+                struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq_hz * i / rate)))
+                for i in range(int(seconds * rate))
+            )
+        )
     return path.read_bytes()
 
 
@@ -64,8 +68,9 @@ class Stack:
         command = ["docker", "compose", "-p", PROJECT]
         for path in self.files:
             command += ["-f", str(path)]
-        result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout,
-                                cwd=containers.REPO_ROOT)
+        result = subprocess.run(
+            [*command, *args], capture_output=True, text=True, timeout=timeout, cwd=containers.REPO_ROOT
+        )
         assert result.returncode == 0, f"docker compose {' '.join(args)}: {result.stderr[-3000:]}"
         return result
 
@@ -88,8 +93,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     containers.require_engine()
-    subprocess.run(["bash", str(containers.ENGINE_SCRIPT), "standins"], check=True, capture_output=True,
-                   timeout=containers.ENGINE_TIMEOUT_SECONDS)
+    subprocess.run(
+        ["bash", str(containers.ENGINE_SCRIPT), "standins"],
+        check=True,
+        capture_output=True,
+        timeout=containers.ENGINE_TIMEOUT_SECONDS,
+    )
     override = tmp_path_factory.mktemp("compose") / "ports.yml"
     override.write_text(PORTS_OVERRIDE)
     stack = Stack(override)
@@ -127,8 +136,12 @@ def test_prometheus_scrapes_taggram(stack):
 
 
 def test_prometheus_loaded_every_alert_rule(stack):
-    expected = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
-                if "alert" in rule}
+    expected = {
+        rule["alert"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
     groups = httpx.get(stack.prometheus + "/api/v1/rules").json()["data"]["groups"]
     assert {rule["name"] for group in groups for rule in group["rules"] if rule["type"] == "alerting"} == expected
 
@@ -136,8 +149,9 @@ def test_prometheus_loaded_every_alert_rule(stack):
 def test_every_dashboard_query_returns_a_series_once_traffic_flowed(stack, tmp_path):
     post_tone(stack, tone(tmp_path / "a.wav", 330.0))
     post_tone(stack, tone(tmp_path / "a.wav", 330.0))  # a cache hit
-    refused = httpx.post(stack.taggram + "/taggram", content=b"not audio at all" * 64,
-                         headers={"content-type": "audio/wav"}, timeout=60)
+    refused = httpx.post(
+        stack.taggram + "/taggram", content=b"not audio at all" * 64, headers={"content-type": "audio/wav"}, timeout=60
+    )
     assert refused.status_code == 415  # a rejection, by code
     halved = tone(tmp_path / "d.wav", 660.0)
     warnings = post_tone(stack, halved[: len(halved) // 2])["warnings"]
@@ -145,8 +159,9 @@ def test_every_dashboard_query_returns_a_series_once_traffic_flowed(stack, tmp_p
     stack.compose("stop", "redis", timeout=120)  # a Redis outage: answered anyway, the cache error counted
     assert post_tone(stack, tone(tmp_path / "e.wav", 770.0))["cached"] is False
     stack.up()
-    expressions = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"]
-                   for target in panel.get("targets", [])]
+    expressions = [
+        target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel.get("targets", [])
+    ]
     checked = [e.replace("$__rate_interval", RATE_WINDOW) for e in expressions if not UNCONFIGURED.search(e)]
     assert len(checked) >= len(expressions) - 6  # the exclusions stay few
     deadline = time.monotonic() + SCRAPE_WAIT_SECONDS

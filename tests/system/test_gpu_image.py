@@ -37,8 +37,10 @@ def run(image: str, *command: str, env: dict[str, str] | None = None) -> subproc
 
 
 def test_the_cuda_provider_and_the_cuda_libraries_are_in_the_image(gpu_image):
-    probe = ("import onnxruntime as ort; print(ort.get_available_providers()); "
-             "ort.preload_dlls(cuda=True, cudnn=True, msvc=False); print('preloaded')")
+    probe = (
+        "import onnxruntime as ort; print(ort.get_available_providers()); "
+        "ort.preload_dlls(cuda=True, cudnn=True, msvc=False); print('preloaded')"
+    )
     result = run(gpu_image, "python", "-c", probe)
     assert result.returncode == 0 and CUDA_PROVIDER in result.stdout and "preloaded" in result.stdout, result.stderr
 
