@@ -7,7 +7,10 @@ run as tests/system/test_image.py runs it (compose's hardening, a 1 GiB memory l
 model with the cache off and get the same uploads: the real tracks (``corpus.music``) cut from a different offset
 each round, so every request is computed, all tracks of a round sent at once (both CPUs busy). Rounds alternate
 which side goes first, so a machine that is busier early or late weighs on both; one side runs at a time.
-Reported: audio seconds analysed per wall second on each side, per round and pooled, and container / bare.
+Reported: audio seconds analysed per wall second on each side, per round and pooled, and container / bare; and,
+because wall time on a shared machine moves with other work, each side's own CPU time per audio second (the bare
+process from /proc, the container from its cgroup): bare / container CPU per audio second is the speed ratio a
+dedicated machine would see.
 Also the image's size and its time from `docker run` to ready. Writes docs/benchmarks.md's "container" section.
 """
 
@@ -54,6 +57,36 @@ async def analyse_all(url: str, model: str, clips: list[bytes]) -> tuple[float, 
     return sum(r.json()["duration_seconds"] for r in responses), wall
 
 
+SIDES = ("bare", "container")
+HEADER = [
+    "round",
+    "order",
+    "bare audio s/s",
+    "container audio s/s",
+    "container / bare (wall)",
+    "bare CPU ms / audio s",
+    "container CPU ms / audio s",
+    "bare / container (CPU)",
+]
+
+
+def row(label: object, order: str, speeds: dict, cpu_per_audio: dict, bold: bool = False) -> list[object]:
+    wall_ratio = f"{speeds['container'] / speeds['bare']:.3f}"
+    cpu_ratio = f"{cpu_per_audio['bare'] / cpu_per_audio['container']:.3f}"
+    if bold:
+        wall_ratio, cpu_ratio = f"**{wall_ratio}**", f"**{cpu_ratio}**"
+    return [
+        label,
+        order,
+        f"{speeds['bare']:.1f}",
+        f"{speeds['container']:.1f}",
+        wall_ratio,
+        f"{1000 * cpu_per_audio['bare']:.1f}",
+        f"{1000 * cpu_per_audio['container']:.1f}",
+        cpu_ratio,
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=containers.CPU_IMAGE)
@@ -62,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     containers.require_engine()
     settings = {"TAGGRAM_MODELS": args.model, "TAGGRAM_DEFAULT_MODEL": args.model, "TAGGRAM_MEMORY_CACHE_BYTES": "0"}
-    totals = {"bare": [0.0, 0.0], "container": [0.0, 0.0]}
+    totals = {side: {"audio": 0.0, "wall": 0.0, "cpu": 0.0} for side in SIDES}
     rows = []
     with (
         common.running_service(model=args.model, memory_cache_bytes=0) as bare,
@@ -70,35 +103,23 @@ def main(argv: list[str] | None = None) -> None:
     ):
         ready_seconds = box.wait_ready()
         urls = {"bare": bare.url, "container": box.url}
+        cpu_clock = {"bare": lambda: common.process_cpu_seconds(bare.process.pid), "container": box.cpu_seconds}
         for index in range(args.rounds):
             clips = round_clips(index)
-            order = ("bare", "container") if index % 2 == 0 else ("container", "bare")
-            speeds = {}
+            order = SIDES if index % 2 == 0 else SIDES[::-1]
+            speeds, cpu_per_audio = {}, {}
             for side in order:
+                cpu_before = cpu_clock[side]()
                 audio, wall = asyncio.run(analyse_all(urls[side], args.model, clips))
-                totals[side][0] += audio
-                totals[side][1] += wall
-                speeds[side] = audio / wall
-            rows.append(
-                [
-                    index + 1,
-                    " then ".join(order),
-                    f"{speeds['bare']:.1f}",
-                    f"{speeds['container']:.1f}",
-                    f"{speeds['container'] / speeds['bare']:.3f}",
-                ]
-            )
+                cpu = cpu_clock[side]() - cpu_before
+                for key, value in (("audio", audio), ("wall", wall), ("cpu", cpu)):
+                    totals[side][key] += value
+                speeds[side], cpu_per_audio[side] = audio / wall, cpu / audio
+            rows.append(row(index + 1, " then ".join(order), speeds, cpu_per_audio))
             print(rows[-1], flush=True)
-    pooled = {side: audio / wall for side, (audio, wall) in totals.items()}
-    rows.append(
-        [
-            "pooled",
-            "",
-            f"{pooled['bare']:.1f}",
-            f"{pooled['container']:.1f}",
-            f"**{pooled['container'] / pooled['bare']:.3f}**",
-        ]
-    )
+    speeds = {side: t["audio"] / t["wall"] for side, t in totals.items()}
+    cpu_per_audio = {side: t["cpu"] / t["audio"] for side, t in totals.items()}
+    rows.append(row("pooled", "", speeds, cpu_per_audio, bold=True))
     size_mb = containers.image_size_bytes(args.image) / 1e6
     body = "\n".join(
         [

@@ -42,6 +42,7 @@ BUILD_TIMEOUT_SECONDS = 1800  # a cold build on 2 shared CPUs; a warm BuildKit c
 READY_TIMEOUT_SECONDS = 180.0
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")  # Debian's folder for locally added CA certificates
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory/docker")  # dockerd's cgroupfs driver on cgroup v1
+CGROUP_V1_CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -148,6 +149,10 @@ class Container:
             return int(path.read_text())
         except (OSError, ValueError):
             return None
+
+    def cpu_seconds(self) -> float:
+        """CPU time the container's processes used so far (cgroup v1 cpuacct, as here)."""
+        return int((CGROUP_V1_CPUACCT / self.inspect()["Id"] / "cpuacct.usage").read_text()) / 1e9
 
     def running(self) -> bool:
         return self.inspect()["State"]["Running"]
