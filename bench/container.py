@@ -126,13 +126,11 @@ def main(argv: list[str] | None = None) -> None:
             f"## Container vs bare (`bench/container.py`, {args.model}, {args.rounds} rounds of the "
             f"{len(clips)} real tracks sent at once)",
             "",
-            *common.environment_lines(sys.argv if argv is None else ["bench/container.py", *argv]),
+            *common.environment_lines(["bench.container", *(sys.argv[1:] if argv is None else argv)]),
             "",
             f"Image `{args.image}`: {size_mb:.0f} MB; `docker run` to ready (1 model): {ready_seconds:.1f} s.",
             "",
-            common.markdown_table(
-                ["round", "order", "bare audio s/s", "container audio s/s", "container / bare"], rows
-            ),
+            common.markdown_table(HEADER, rows),
         ]
     )
     print(body)
