@@ -20,6 +20,7 @@ from model_export.graph import GraphBuilder
 Weights = Mapping[str, np.ndarray]
 
 TF_BATCH_NORM_EPSILON = 1e-3
+BATCH_NORM_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
 N_MELS = 96
 
 # musicnn's "7774timbraltemporal" front-end with num_filt = 1.6
@@ -29,9 +30,11 @@ TIMBRAL_KERNELS = ((7, int(0.4 * N_MELS)), (7, int(0.7 * N_MELS)))  # (time, fre
 TEMPORAL_KERNEL_FRAMES = (128, 64, 32)
 MIDEND_KERNEL_FRAMES = 7
 MIDEND_FILTERS = 64
+MIDEND_LAYERS = 3
 FRONTEND_FEATURES = 2 * TIMBRAL_FILTERS + 3 * TEMPORAL_FILTERS  # 561
-POOLED_FEATURES = FRONTEND_FEATURES + 3 * MIDEND_FILTERS  # 753
+POOLED_FEATURES = FRONTEND_FEATURES + MIDEND_LAYERS * MIDEND_FILTERS  # 753
 DENSE_UNITS = 200
+MUSICNN_CONV_LAYERS = len(TIMBRAL_KERNELS) + len(TEMPORAL_KERNEL_FRAMES) + MIDEND_LAYERS  # 8
 
 VGG_FILTERS = 128
 VGG_POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))  # (size, stride)
@@ -53,10 +56,8 @@ def batch_norm(
     g: GraphBuilder, x: str, weights: Weights, name: str, output: str | None = None, order: np.ndarray | None = None
 ) -> str:
     """Inference batch normalisation over axis 1 with TF's moving statistics; `order` permutes the channels."""
-    params = [weights[f"{name}/{p}"] for p in ("gamma", "beta", "moving_mean", "moving_variance")]
-    if order is not None:
-        params = [p[order] for p in params]
-    names = [g.weight(f"{name}/{p}", v) for p, v in zip(("gamma", "beta", "moving_mean", "moving_variance"), params)]
+    params = {p: weights[f"{name}/{p}"] for p in BATCH_NORM_PARAMS}  # ONNX's input order too
+    names = [g.weight(f"{name}/{p}", v if order is None else v[order]) for p, v in params.items()]
     return g.op("BatchNormalization", x, *names, epsilon=TF_BATCH_NORM_EPSILON, output=output)
 
 
@@ -92,46 +93,43 @@ def pooled_order() -> np.ndarray:
     return np.concatenate([np.arange(0, 2 * POOLED_FEATURES, 2), np.arange(1, 2 * POOLED_FEATURES, 2)])
 
 
+def musicnn_conv_names():
+    """(conv, batch norm) TF names of musicnn's conv layers in creation order: timbral, temporal, mid-end."""
+    for i in range(MUSICNN_CONV_LAYERS):
+        yield ("conv2d" if i == 0 else f"conv2d_{i}"), bn_name(i + 1)  # bn 0 is the input's
+
+
 def musicnn(g: GraphBuilder, logmel: str, weights: Weights) -> dict[str, str]:
     """[B, T, 96] log-mel → tags, embedding (`penultimate`), mean_pool, max_pool."""
     x = batch_norm(g, g.op("Unsqueeze", logmel, g.ints("channel_axis", [1])), weights, bn_name(0))  # [B, 1, T, 96]
     freq_axis, time_axis = g.ints("freq_axis", [3]), g.ints("time_axis", [2])
-    conv_index = 0
-
-    def next_names() -> tuple[str, str]:
-        nonlocal conv_index
-        names = ("conv2d" if conv_index == 0 else f"conv2d_{conv_index}", bn_name(conv_index + 1))
-        conv_index += 1
-        return names
+    names = musicnn_conv_names()
 
     # front-end: 'same' along time only (frequency stays 'valid'), each branch max-pooled over all frequencies
     branches = []
-    for kernel_frames, _ in TIMBRAL_KERNELS:
+    for kernel_frames in [k for k, _ in TIMBRAL_KERNELS] + list(TEMPORAL_KERNEL_FRAMES):
         before, after = tf_same_time_padding(kernel_frames)
-        branches.append(conv_relu_bn(g, x, weights, *next_names(), pads=[before, 0, after, 0]))
-    for kernel_frames in TEMPORAL_KERNEL_FRAMES:
-        before, after = tf_same_time_padding(kernel_frames)
-        branches.append(conv_relu_bn(g, x, weights, *next_names(), pads=[before, 0, after, 0]))
+        branches.append(conv_relu_bn(g, x, weights, *next(names), pads=[before, 0, after, 0]))
     front = g.op("Concat", *(g.op("ReduceMax", b, freq_axis, keepdims=0) for b in branches), axis=1)  # [B, 561, T]
 
     # mid-end: three convs over 7 frames spanning all features, the last two residual
     layers, features = [front], front
-    for index in range(3):
-        conv, bn = next_names()
+    half = MIDEND_KERNEL_FRAMES // 2
+    for index, (conv, bn) in enumerate(names):
         kernel = midend_kernel(weights[f"{conv}/kernel"])
-        half = MIDEND_KERNEL_FRAMES // 2
         out = conv_relu_bn(g, features, weights, conv, bn, pads=[half, half], kernel=kernel)  # [B, 64, T]
         features = out if index == 0 else g.op("Add", out, features)
         layers.append(features)
     all_features = g.op("Concat", *layers, axis=1)  # [B, 753, T]
 
-    # back-end: temporal pooling, dense, classifier
+    # back-end: temporal pooling, batch norm, dense, batch norm (the embedding), classifier
     max_pool = g.op("ReduceMax", all_features, time_axis, keepdims=0, output="max_pool")
     mean_pool = g.op("ReduceMean", all_features, time_axis, keepdims=0, output="mean_pool")
     order = pooled_order()
-    pooled = batch_norm(g, g.op("Concat", max_pool, mean_pool, axis=1), weights, bn_name(conv_index + 1), order=order)
+    pooled_bn, dense_bn = bn_name(MUSICNN_CONV_LAYERS + 1), bn_name(MUSICNN_CONV_LAYERS + 2)
+    pooled = batch_norm(g, g.op("Concat", max_pool, mean_pool, axis=1), weights, pooled_bn, order=order)
     hidden = g.op("Relu", dense(g, pooled, weights, "dense", rows=order))
-    embedding = batch_norm(g, hidden, weights, bn_name(conv_index + 2), output="embedding")
+    embedding = batch_norm(g, hidden, weights, dense_bn, output="embedding")
     g.op("Sigmoid", dense(g, embedding, weights, "dense_1"), output="tags")
     return {"tags": "tags", "embedding": embedding, "mean_pool": mean_pool, "max_pool": max_pool}
 
