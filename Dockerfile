@@ -55,6 +55,10 @@ RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url 
 # The musicnn wheel comes with `pip download` (deploy/wheels/ first): the same network settings apply.
 COPY model_export/ model_export/
 COPY tests/fixtures/reference/ tests/fixtures/reference/
+# The export also writes models/<name>.parity.npz (the bf16 parity guard's patches) in the service's own format:
+# only that module of service/ (numpy alone), so a change elsewhere in the service does not rerun the export.
+COPY service/__init__.py service/__init__.py
+COPY service/artefacts/__init__.py service/artefacts/parity_patches.py service/artefacts/
 RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
     --mount=type=bind,source=deploy/wheels,target=/wheels \
     --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
