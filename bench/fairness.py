@@ -112,11 +112,12 @@ async def send_long(client: httpx.AsyncClient, url: str, path: Path, phase: Phas
 
 
 async def signups_done(client: httpx.AsyncClient, url: str, signups: list[Path], early: bool, phase: Phase) -> None:
-    """The sign-ups answered, then their background analyses finished."""
+    """The sign-ups answered, then their background analyses finished (nothing at all without sign-ups)."""
     for seconds, body in await asyncio.gather(*(signup(client, url, path, early=early) for path in signups)):
         phase.signup_latencies.append(seconds)
         phase.signup_seconds += body["duration_seconds"]
-    await asyncio.to_thread(drain, url)
+    if signups:
+        await asyncio.to_thread(drain, url)
 
 
 def run_phase(

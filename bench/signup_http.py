@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from bench import common
-from bench.signup import geometry, load, pick_tracks
+from bench.signup import MAX_SECONDS, geometry, load, pick_tracks
 from service.config import Settings
 from service.decode.sample import sample_track
 from service.engine.patch import spread_patch_offsets
@@ -88,7 +88,9 @@ def drain(url: str) -> float:
 def spread_batch(model, data: bytes, patches: int) -> np.ndarray:
     """``patches`` spread patches of the track, as the early answer samples them."""
     g = geometry(model)
-    sample = sample_track(io.BytesIO(data), lambda n: spread_patch_offsets(n, g, patches), g.patch_samples)
+    sample = sample_track(
+        io.BytesIO(data), lambda n: spread_patch_offsets(n, g, patches), g.patch_samples, max_seconds=MAX_SECONDS + 60
+    )
     return np.ascontiguousarray(np.stack(sample.regions))
 
 

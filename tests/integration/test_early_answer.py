@@ -68,6 +68,11 @@ def test_complete_true_is_todays_answer(models_dir, long_track):
         today = suggest(http, long_track)
     with live_server(server_settings(models_dir, early_answer_patches=PATCHES)) as live, live.client() as http:
         waited = suggest(http, long_track, complete="true")
+    # Scores within float32 rounding: the two servers may batch the track's patches differently, and ONNX Runtime's
+    # kernels round differently per batch size (~1e-8 here); everything else is identical.
+    waited_suggestions, today_suggestions = waited.pop("suggestions"), today.pop("suggestions")
+    assert [s["subgenre"] for s in waited_suggestions] == [s["subgenre"] for s in today_suggestions]
+    assert [s["score"] for s in waited_suggestions] == pytest.approx([s["score"] for s in today_suggestions], abs=1e-6)
     assert waited == today
     assert waited["complete"] is True and waited["coverage"] == 1.0
 

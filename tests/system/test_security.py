@@ -47,7 +47,18 @@ PUBLIC_PATHS = {
 PUBLIC_EXAMPLES = {"/docs-assets/{name}": "/docs-assets/swagger-ui.css"}
 # /similar's track_id and artist_id are looked up in the loaded index's in-memory table, never opened or fetched;
 # taxonomy and head name a loaded tag taxonomy or head (docs/heads.md), never a file.
-ALLOWED_PARAMETERS = {"model", "hop", "k", "segments", "track_id", "artist_id", "exclude_artist", "taxonomy", "head"}
+ALLOWED_PARAMETERS = {
+    "model",
+    "hop",
+    "k",
+    "segments",
+    "track_id",
+    "artist_id",
+    "exclude_artist",
+    "taxonomy",
+    "head",
+    "complete",
+}
 
 
 def wav(seconds: float, seed: int = 0, sample_rate: int = 16_000) -> bytes:
