@@ -1,115 +1,143 @@
-# syntax=docker/dockerfile:1
 #
 # taggram images. Targets (the last stage is the default):
 #   docker build -t taggram:0.1.0 .                        CPU image (stage `cpu`)
-#   docker build -t taggram:0.1.0-gpu --target gpu .       GPU image: CUDA 13 + cuDNN 9, onnxruntime-gpu
+#   docker build -t taggram:0.1.0-gpu --target gpu .       GPU image: onnxruntime-gpu + CUDA 13/cuDNN 9 from wheels
+#
+# No `# syntax=` line: the engine's built-in Dockerfile frontend builds this file (RUN --mount included), so a
+# build pulls no frontend image. Needs BuildKit (DOCKER_BUILDKIT=1 or the buildx plugin): the legacy builder would
+# build every stage, the GPU ones included, before --target.
 #
 # Stages:
-#   export    python:3.11-slim + CPU torch + the `export` extra: builds /models/*.onnx + manifests from the musicnn
-#             wheel (PyPI) and the committed reference fixtures. Never shipped: torch stays here.
+#   export    Python + the `export` extra (onnx, librosa): builds /models/*.onnx + manifests from the musicnn wheel
+#             (PyPI) and the committed reference fixtures. Never shipped: librosa stays here.
 #   venv      /opt/venv with the runtime requirements pinned by constraints.txt, and the app (non-editable).
-#   gpu-venv  the same on the CUDA base (Ubuntu 24.04's Python 3.12), onnxruntime-gpu instead of onnxruntime.
-#   gpu       runtime image on nvidia/cuda cudnn-runtime: /opt/venv + /models, non-root.
-#   cpu       runtime image on python:3.11-slim: /opt/venv + /models, non-root. No compiler, no torch, no pip.
+#   gpu-venv  the same with onnxruntime-gpu and the CUDA/cuDNN runtimes as Python wheels instead of onnxruntime.
+#   gpu       runtime image on the same slim Python base as `cpu`: /opt/venv + /models, non-root. No vendor CUDA
+#             base: the NVIDIA driver (libcuda) comes from the node through the NVIDIA container toolkit.
+#   cpu       runtime image: /opt/venv + /models, non-root. No compiler, no librosa, no pip.
+#
+# What the build is given for the network, none of it in a layer of the images (docs/operations.md, "Building the
+# images", has the online and air-gapped commands):
+#   --build-arg PYTHON_IMAGE=...        the base of every stage (default: the official Python 3.11 slim image)
+#   --secret id=ca-certificates,src=... a CA bundle for pip behind a TLS-intercepting proxy
+#   --secret id=pip-index-url,src=...   a file holding the package index URL (a mirror; credentials allowed)
+#   deploy/wheels/                      local wheels every pip step may take (bind-mounted, never copied)
 #
 # Both runtime images run with a read-only root filesystem: the only writable path they need is TMPDIR (/tmp),
 # where uploads larger than 8 MiB spill (service/api/upload.py). Mount a tmpfs or a volume there (compose: tmpfs;
 # Kubernetes: emptyDir). Bytecode is compiled at build time and PYTHONDONTWRITEBYTECODE stops any attempt to write
-# more; ONNX Runtime, PyAV and prometheus_client (single-process mode) write nothing. See docs/operations.md.
+# more; PyAV and prometheus_client (single-process mode) write nothing. ORT_DISABLE_TELEMETRY=1: ONNX Runtime's
+# opt-out of its POSIX telemetry (1.29+), which would otherwise try to persist an id and upload events.
+# `tests/system/test_image.py` (make image-test) builds, runs and checks the `cpu` image.
 #
-# Base images are pinned by tag; pin by digest too (FROM python:3.11-slim-bookworm@sha256:...) for reproducible
-# builds: `docker buildx imagetools inspect python:3.11-slim-bookworm` prints it.
+# Pin the base by digest too for reproducible builds (--build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...):
+# `docker buildx imagetools inspect python:3.11-slim-bookworm` prints it.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm AS export
+FROM ${PYTHON_IMAGE} AS export
 
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/export/bin:$PATH
 WORKDIR /src
-
-# CPU-only torch from the PyTorch CPU index: about 200 MB instead of the multi-GB CUDA build that plain PyPI serves
-# for Linux, and constraints.txt pins exactly this build (torch==2.13.0+cpu), which only that index has.
-# --no-deps: torch's own dependencies come from PyPI in the next step, pinned by constraints.txt.
-RUN pip install --no-cache-dir --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu
+RUN python3 -m venv /opt/export
 
 COPY pyproject.toml constraints.txt ./
 COPY deploy/requirements.py deploy/requirements.py
-RUN python deploy/requirements.py --extra export > /tmp/export-requirements.txt \
-    && pip install --no-cache-dir -c constraints.txt -r /tmp/export-requirements.txt
+RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
+    --mount=type=bind,source=deploy/wheels,target=/wheels \
+    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
+    python deploy/requirements.py --extra export > /tmp/export-requirements.txt \
+    && build-env pip install --no-cache-dir -c constraints.txt -r /tmp/export-requirements.txt
 
 # The build key and the parity figures in each manifest depend on the export code and the reference fixtures.
+# The musicnn wheel comes with `pip download` (deploy/wheels/ first): the same network settings apply.
 COPY model_export/ model_export/
 COPY tests/fixtures/reference/ tests/fixtures/reference/
-RUN python -m model_export --out /models --cache /tmp/musicnn \
+# The export also writes models/<name>.parity.npz (the bf16 parity guard's patches) in the service's own format:
+# only that module of service/ (numpy alone), so a change elsewhere in the service does not rerun the export.
+COPY service/__init__.py service/__init__.py
+COPY service/artefacts/__init__.py service/artefacts/parity_patches.py service/artefacts/
+RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
+    --mount=type=bind,source=deploy/wheels,target=/wheels \
+    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
+    build-env python -m model_export --out /models --cache /tmp/musicnn \
     && rm -rf /tmp/musicnn
 
 # ---------------------------------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm AS venv
+FROM ${PYTHON_IMAGE} AS venv
 
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 
 COPY pyproject.toml constraints.txt README.md ./
 COPY deploy/requirements.py deploy/requirements.py
-RUN python deploy/requirements.py > /tmp/requirements.txt \
-    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
+RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
+    --mount=type=bind,source=deploy/wheels,target=/wheels \
+    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
+    python deploy/requirements.py > /tmp/requirements.txt \
+    && build-env pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
 
 # The app itself, non-editable (service/ + taxonomies into site-packages, the `taggram` console script); then pip
 # and setuptools leave the venv: the runtime image installs nothing.
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps . \
+RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
+    --mount=type=bind,source=deploy/wheels,target=/wheels \
+    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
+    build-env pip install --no-cache-dir --no-deps . \
     && pip uninstall --yes setuptools pip
 
 # ---------------------------------------------------------------------------------------------------------------
-# CUDA 13 + cuDNN 9: what onnxruntime-gpu 1.31 on PyPI is built for (its `cuda`/`cudnn` extras name
-# nvidia-cuda-runtime~=13.0 and nvidia-cudnn-cu13~=9.0). Needs an NVIDIA driver >= 580 on the node.
-FROM nvidia/cuda:13.1.1-cudnn-runtime-ubuntu24.04 AS gpu-venv
+# onnxruntime-gpu 1.31 is built for CUDA 13 + cuDNN 9; its `cuda` and `cudnn` extras pull those runtimes as NVIDIA's
+# Python wheels (nvidia-cuda-runtime, -nvrtc, -cufft, -curand, nvidia-cudnn-cu13 with cuBLAS), which the service
+# loads with onnxruntime.preload_dlls() (service/engine/run.py). Needs an NVIDIA driver >= 580 on the node.
+FROM ${PYTHON_IMAGE} AS gpu-venv
 
 ARG ONNXRUNTIME_GPU_VERSION=1.31.1
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-# Ubuntu 24.04's Python is 3.12 (the project needs >= 3.11); every pinned runtime wheel exists for cp312.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3=3.12.* python3-venv=3.12.* \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
 WORKDIR /src
+RUN python3 -m venv /opt/venv
 
 COPY pyproject.toml constraints.txt README.md ./
 COPY deploy/requirements.py deploy/requirements.py
-RUN python deploy/requirements.py --exclude onnxruntime > /tmp/requirements.txt \
-    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"
+RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
+    --mount=type=bind,source=deploy/wheels,target=/wheels \
+    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
+    python deploy/requirements.py --exclude onnxruntime > /tmp/requirements.txt \
+    && build-env pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
+        "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}"
 
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps . \
-    && pip uninstall --yes pip
+RUN --mount=type=secret,id=ca-certificates --mount=type=secret,id=pip-index-url \
+    --mount=type=bind,source=deploy/wheels,target=/wheels \
+    --mount=type=bind,source=deploy/build-env.sh,target=/usr/local/bin/build-env \
+    build-env pip install --no-cache-dir --no-deps . \
+    && pip uninstall --yes setuptools pip
 
 # ---------------------------------------------------------------------------------------------------------------
-FROM nvidia/cuda:13.1.1-cudnn-runtime-ubuntu24.04 AS gpu
+FROM ${PYTHON_IMAGE} AS gpu
 
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3=3.12.* \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 taggram \
+RUN groupadd --system --gid 10001 taggram \
     && useradd --system --uid 10001 --gid taggram --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin taggram
 
 COPY --from=gpu-venv /opt/venv /opt/venv
 COPY --from=export /models /models
 
-# CUDA_CACHE_PATH: the CUDA driver's JIT cache would go to $HOME/.nv, which does not exist; /tmp is writable.
+# CUDA_CACHE_PATH: the CUDA driver's JIT cache would go to $HOME/.nv; /tmp is the writable path.
+# NVIDIA_*: what the NVIDIA container toolkit mounts into the container (the driver's compute libraries).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     TMPDIR=/tmp \
     HOME=/tmp \
     CUDA_CACHE_PATH=/tmp/.nv/ComputeCache \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    ORT_DISABLE_TELEMETRY=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1,::1 \
     TAGGRAM_HOST=0.0.0.0 \
     TAGGRAM_PORT=8000 \
@@ -126,7 +154,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
 CMD ["taggram", "serve"]
 
 # ---------------------------------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm AS cpu
+FROM ${PYTHON_IMAGE} AS cpu
 
 LABEL org.opencontainers.image.title="taggram" \
       org.opencontainers.image.description="Music tagging service: musicnn taggers as ONNX graphs behind FastAPI" \
@@ -146,6 +174,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TMPDIR=/tmp \
     HOME=/tmp \
+    ORT_DISABLE_TELEMETRY=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1,::1 \
     TAGGRAM_HOST=0.0.0.0 \
     TAGGRAM_PORT=8000 \

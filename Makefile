@@ -6,10 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# CPU torch for the model export lies on local disk on our machines; elsewhere pip takes it from PyPI.
-FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: run test models venv lint clean
+.PHONY: run test image-test models venv lint clean
 
 # Progress lines and real problems only: each setup step prints one line; a step's full output goes to
 # $(SETUP_LOG) and is printed only when the step fails (so pip's errors are still shown in full). pip's own
@@ -33,6 +31,12 @@ lint: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 
+# The container tier alone: starts an engine when none answers (deploy/container-engine.sh, root), builds the cpu
+# image and checks it running as compose runs it, then the compose stack (docs/operations.md). `make test` runs them too.
+image-test: $(STAMP)
+	@echo "[image-test] $(BIN)/python -m pytest -s tests/system/test_image.py tests/system/test_gpu_image.py tests/system/test_compose.py tests/system/test_clean_machine.py"
+	@$(BIN)/python -m pytest -s -rA tests/system/test_image.py tests/system/test_gpu_image.py tests/system/test_compose.py tests/system/test_clean_machine.py
+
 models: $(STAMP)
 	@echo "[models] building missing models (python -m model_export)"
 	@$(BIN)/python -m model_export
@@ -45,7 +49,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "[setup] upgrading pip"
 	@$(call quietly,$(BIN)/python -m pip install --quiet --upgrade pip)
 	@echo "[setup] installing pinned dependencies (runtime + export + test extras); log: $(SETUP_LOG)"
-	@$(call quietly,$(BIN)/python -m pip install --quiet --progress-bar off $(FIND_LINKS) -c constraints.txt -e '$(EXTRAS)')
+	@$(call quietly,$(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e '$(EXTRAS)')
 	@touch $@
 	@echo "[setup] done"
 

@@ -14,13 +14,14 @@ import numpy as np
 
 from model_export import frontend, parity, source
 from model_export.checkpoint import read_checkpoint
-from model_export.quiet import export_noise_filtered
-from model_export.tagger import MODELS, ModelSpec, build_tagger
+from model_export.graph import OPSET
+from model_export.tagger import MODELS, ModelSpec, build_tagger, output_shape
 from service.artefacts.parity_patches import encode_parity_patches, parity_patches_path
 
 MANIFEST_FORMAT = 1
-EXPORT_REVISION = 2  # bump when the export changes in a way the source digest below would not show
-OPSET = 18
+# bump when the export changes in a way the source digest below would not show. 3: graphs built with onnx.helper
+# from the checkpoint (model_export/graph.py), no longer traced from torch modules.
+EXPORT_REVISION = 3
 # Every op type the exported graphs may contain: all have CUDA EP kernels (no STFT/DFT, no control flow).
 ALLOWED_OPS = frozenset({
     "Add", "BatchNormalization", "Concat", "Conv", "Gemm", "Log", "MatMul", "MaxPool", "Mul", "ReduceMax",
@@ -45,7 +46,7 @@ def build_key(spec: ModelSpec) -> str:
     """Digest of everything a build depends on: pinned weights, this package's code, the exporter's versions."""
     from importlib.metadata import version
 
-    tools = [version(name) for name in ("torch", "onnx", "onnxscript", "onnxruntime", "librosa", "numpy")]
+    tools = [version(name) for name in ("onnx", "onnxruntime", "librosa", "numpy")]
     digest = hashlib.sha256()
     digest.update(
         json.dumps(
@@ -69,38 +70,11 @@ def is_up_to_date(onnx_path: Path, manifest_path: Path, key: str) -> bool:
     return manifest.get("build_key") == key and manifest["onnx"]["sha256"] == source.sha256_file(onnx_path)
 
 
-def strip_debug_metadata(model):
-    """Drop the exporter's per-node debug notes (stack traces with absolute source paths, FX node dumps): they
-    would make the bytes, and so the onnx sha256 and every cache key, depend on where the repo is checked out."""
-    for node in model.graph.node:
-        del node.metadata_props[:]
-    for function in model.functions:
-        for node in function.node:
-            del node.metadata_props[:]
-    return model
-
-
 def export_onnx(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> bytes:
     """The tagger as ONNX bytes with a dynamic batch axis, checked with full shape inference."""
     import onnx
-    import torch
 
-    tagger = build_tagger(spec, tensors)
-    example = torch.zeros(2, frontend.PATCH_SAMPLES)
-    with export_noise_filtered():  # torch's torchvision notices and a LeafSpec FutureWarning: see quiet.py
-        program = torch.onnx.export(
-            tagger,
-            (example,),
-            input_names=["waveform"],
-            output_names=list(spec.outputs),
-            dynamic_shapes={"waveform": {0: torch.export.Dim("batch")}},
-            opset_version=OPSET,
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
-    model = strip_debug_metadata(program.model_proto)
-    model.doc_string = f"{spec.name}: musicnn {spec.folder} with its log-mel frontend in the graph"
+    model = build_tagger(spec, tensors)
     model.producer_name, model.producer_version = "taggram.model_export", str(EXPORT_REVISION)
     onnx.checker.check_model(model, full_check=True)
     ops = {node.op_type for node in model.graph.node}
@@ -144,12 +118,7 @@ def manifest_for(
             "track left-padded with 256 zeros",
         },
         "outputs": {
-            name: {
-                "dim": out.dim,
-                "dtype": "float32",
-                "shape": ["batch", frontend.PATCH_FRAMES, out.dim] if name == "logmel" else ["batch", out.dim],
-                "meaning": out.meaning,
-            }
+            name: {"dim": out.dim, "dtype": "float32", "shape": output_shape(name, out.dim), "meaning": out.meaning}
             for name, out in spec.outputs.items()
         },
         "frontend": {

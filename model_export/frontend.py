@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from torch import nn
+
+from model_export.graph import GraphBuilder
 
 SAMPLE_RATE = 16_000  # Hz
 N_FFT = 512  # samples per STFT frame
@@ -49,19 +49,17 @@ def mel_filterbank() -> np.ndarray:
     )
 
 
-class LogMelFrontend(nn.Module):
+def log_mel(g: GraphBuilder, waveform: str, output: str) -> str:
     """[batch, PATCH_SAMPLES] waveform → [batch, PATCH_FRAMES, N_MELS] log10(1 + 10000·mel power), float32."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        basis = torch.from_numpy(windowed_dft_basis().astype(np.float32))
-        self.register_buffer("dft_kernels", basis.unsqueeze(1))  # [2·N_BINS, 1, N_FFT]
-        mel = torch.from_numpy(mel_filterbank().T.astype(np.float32))
-        self.register_buffer("mel_basis", mel)  # [N_BINS, N_MELS]
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spectrum = nn.functional.conv1d(waveform.unsqueeze(1), self.dft_kernels, stride=HOP_LENGTH)
-        real, imag = spectrum[:, :N_BINS], spectrum[:, N_BINS:]
-        power = real * real + imag * imag  # [batch, N_BINS, frames]
-        mel = torch.matmul(power.transpose(1, 2), self.mel_basis)  # [batch, frames, N_MELS]
-        return torch.log(1.0 + LOG_SCALE * mel) * (1.0 / math.log(10.0))
+    framed = g.op("Unsqueeze", waveform, g.ints("channel_axis", [1]))  # [batch, 1, samples]
+    kernels = g.weight("frontend.dft_kernels", windowed_dft_basis()[:, None, :])  # [2·N_BINS, 1, N_FFT]
+    spectrum = g.op("Conv", framed, kernels, strides=[HOP_LENGTH], kernel_shape=[N_FFT])  # [batch, 2·N_BINS, frames]
+    axis = g.ints("bin_axis", [1])
+    real = g.op("Slice", spectrum, g.ints("real_start", [0]), g.ints("real_end", [N_BINS]), axis)
+    imag = g.op("Slice", spectrum, g.ints("imag_start", [N_BINS]), g.ints("imag_end", [2 * N_BINS]), axis)
+    power = g.op("Add", g.op("Mul", real, real), g.op("Mul", imag, imag))  # [batch, N_BINS, frames]
+    frames_first = g.op("Transpose", power, perm=[0, 2, 1])
+    mel = g.op("MatMul", frames_first, g.weight("frontend.mel_basis", mel_filterbank().T))  # [batch, frames, N_MELS]
+    compressed = g.op("Log", g.op("Add", g.op("Mul", mel, g.weight("log_scale", np.array(LOG_SCALE))),
+                                  g.weight("one", np.array(1.0))))  # fmt: skip
+    return g.op("Mul", compressed, g.weight("inverse_ln10", np.array(1.0 / math.log(10.0))), output=output)

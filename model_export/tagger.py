@@ -1,15 +1,13 @@
-"""One exportable module per model: the in-graph frontend feeding a musicnn architecture."""
+"""One graph per model: the in-graph frontend feeding a musicnn architecture."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
-from model_export import architectures
-from model_export.frontend import LogMelFrontend
+from model_export import architectures, frontend
+from model_export.graph import GraphBuilder
 
 MSD_LABELS = [
     "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock",
@@ -86,21 +84,6 @@ MODELS = {
 }
 
 
-class WaveformTagger(nn.Module):
-    """waveform [batch, 48128] → named outputs; the network is exactly the TF graph fed float32 log-mel."""
-
-    def __init__(self, network: nn.Module, output_names: list[str]) -> None:
-        super().__init__()
-        self.frontend = LogMelFrontend()
-        self.network = network
-        self.output_names = output_names
-
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logmel = self.frontend(waveform)
-        outputs = {**self.network(logmel), "logmel": logmel}
-        return tuple(outputs[name] for name in self.output_names)
-
-
 def inference_weight_names(tensors: dict[str, np.ndarray]) -> set[str]:
     """Checkpoint tensors that inference uses: everything but the optimizer's state."""
     return {n for n in tensors if "Adam" not in n and n not in ("beta1_power", "beta2_power")}
@@ -118,13 +101,24 @@ class _RecordingWeights(dict):
         return super().__getitem__(name)
 
 
-def build_tagger(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> WaveformTagger:
-    build = (
-        architectures.musicnn_from_checkpoint if spec.architecture == "musicnn" else architectures.vgg_from_checkpoint
-    )
+def output_shape(name: str, dim: int) -> list:
+    """An output's shape in the graph and the manifest: per frame for the log-mel, per patch for the rest."""
+    return ["batch", frontend.PATCH_FRAMES, dim] if name == "logmel" else ["batch", dim]
+
+
+def build_tagger(spec: ModelSpec, tensors: dict[str, np.ndarray]):
+    """waveform [batch, 48128] → the spec's named outputs, as an onnx ModelProto: the network is exactly the TF
+    graph fed float32 log-mel. Raises KeyError naming a missing weight, ValueError naming an unused one."""
+    build = architectures.musicnn if spec.architecture == "musicnn" else architectures.vgg
     weights = _RecordingWeights(tensors)
-    network = build(weights, len(spec.labels))
+    g = GraphBuilder()
+    logmel = frontend.log_mel(g, "waveform", output="logmel")
+    build(g, logmel, weights)  # names its outputs as the spec does; the checker refuses a graph missing one
     unused = inference_weight_names(tensors) - weights.read
     if unused:
         raise ValueError(f"{spec.folder}: checkpoint weights not used by the architecture: {sorted(unused)}")
-    return WaveformTagger(network, list(spec.outputs)).eval()
+    return g.model(
+        spec.name, f"{spec.name}: musicnn {spec.folder} with its log-mel frontend in the graph",
+        inputs={"waveform": ["batch", frontend.PATCH_SAMPLES]},
+        outputs={name: output_shape(name, out.dim) for name, out in spec.outputs.items()},
+    )  # fmt: skip

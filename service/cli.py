@@ -15,7 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.config import Settings
-from service.errors import ModelFileError, PrecisionError
+from service.errors import DeviceUnavailable, ModelFileError, PrecisionError
 from service.logs import configure_logging
 from service.offline.codes import EXIT_OK, EXIT_USAGE
 
@@ -63,7 +63,7 @@ def serve(settings: Settings) -> int:
 
     try:
         app = create_app(settings)
-    except (ModelFileError, PrecisionError) as error:
+    except (ModelFileError, PrecisionError, DeviceUnavailable) as error:
         log.error("cannot start: %s", error)
         return EXIT_USAGE
     config = uvicorn.Config(
@@ -101,6 +101,28 @@ SUBCOMMANDS = {
     ),
     "index": ("service.offline.index_build", "build a similar-tracks index (taggram index build -h)"),
 }
+# Commands that need an optional extra: the top-level modules that only the extra installs. The service images
+# install neither (nor head_training/), so there the command says what to install instead of a traceback.
+EXTRA_MODULES = {"train-head": ("train", frozenset({"head_training", "sklearn", "threadpoolctl", "onnx"}))}
+
+
+def run_subcommand(command: str, argv: list[str]) -> int:
+    try:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+    except ModuleNotFoundError as error:
+        extra, modules = EXTRA_MODULES.get(command, ("", frozenset()))
+        if (error.name or "").split(".")[0] not in modules:
+            raise
+        log.error(
+            "taggram %s is not installed here (no module %r): it needs the `%s` extra, from a checkout: "
+            "pip install -c constraints.txt '.[%s]'",
+            command,
+            error.name,
+            extra,
+            extra,
+        )
+        return EXIT_USAGE
+    return module.main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
-    return importlib.import_module(SUBCOMMANDS[args.command][0]).main(rest)
+    return run_subcommand(args.command, rest)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ decoders, the artefact loaders and the offline commands raise them too.
     ├── InternalError                 internal_error           500
     ├── ModelFileError                model_file_invalid       start-up only: stops the start (exit 2)
     │   └── IndexFileError            index_file_invalid       start-up only (and a refused index reload)
-    └── PrecisionError                precision_unavailable    start-up only: TAGGRAM_PRECISION=bf16 cannot run
+    ├── PrecisionError                precision_unavailable    start-up only: TAGGRAM_PRECISION=bf16 cannot run
+    └── DeviceUnavailable             device_unavailable       start-up only: TAGGRAM_DEVICE=cuda without a GPU
 
 ``PROBLEM_CODES`` (at the end of this module) is the table: code → status, class, meaning. A code's status is
 written there once; ``DecodeError``'s constructors are checked against it. docs/api.md's error table is checked
@@ -276,6 +277,13 @@ class PrecisionError(TaggramError, RuntimeError):
     code = "precision_unavailable"
 
 
+class DeviceUnavailable(TaggramError, RuntimeError):
+    """``TAGGRAM_DEVICE=cuda`` on a machine whose NVIDIA driver gives no usable GPU, or whose CUDA provider could
+    not start on it (service/engine/device.py): the start stops with this one line (exit 2). Never an HTTP answer."""
+
+    code = "device_unavailable"
+
+
 # ---- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -322,5 +330,8 @@ PROBLEM_CODES: dict[str, ProblemCode] = {
     "index_file_invalid": ProblemCode(500, IndexFileError, "a similarity index is invalid: the start stops", False),
     "precision_unavailable": ProblemCode(
         500, PrecisionError, "TAGGRAM_PRECISION=bf16 cannot be honoured here: the start stops", False
+    ),
+    "device_unavailable": ProblemCode(
+        500, DeviceUnavailable, "TAGGRAM_DEVICE=cuda but no usable GPU here: the start stops", False
     ),
 }

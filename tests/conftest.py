@@ -36,7 +36,7 @@ def models_dir() -> Path:
     Runs ``build_all`` (a no-op when up to date, ~25 s otherwise). A failed build fails the tests that need the
     models; it never skips them.
     """
-    from model_export.export import build_all  # lazily: needs the `export` extra (torch, onnx, librosa)
+    from model_export.export import build_all  # lazily: needs the `export` extra (onnx, librosa)
     from model_export.tagger import MODELS
 
     out_dir = REPO_ROOT / "models"

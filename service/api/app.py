@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from service.api.docs import install_docs
 from service.api.middleware.lingering_close import CloseUnreadBodyMiddleware
 from service.api.middleware.metrics import MetricsMiddleware
 from service.api.page import install_page
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Music tagging: subgenre suggestions, embeddings and taggrams from uploaded audio.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served offline by install_docs
+        redoc_url=None,
     )
     app.state.taggram = state
     install_problem_handlers(app)
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CloseUnreadBodyMiddleware)
     install_routes(app, ROUTERS)
     install_page(app)
+    install_docs(app)
     return app
 
 

@@ -20,20 +20,18 @@ import onnxruntime as ort
 
 from service.config import Device, Settings
 from service.engine.cpus import usable_cpus
-from service.errors import ModelFileError
+from service.engine.device import CUDA_PROVIDER, resolve_device
+from service.errors import DeviceUnavailable, ModelFileError
 
 log = logging.getLogger(__name__)
 
 SERVED_OUTPUTS = ("tags", "embedding")
-CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
 def choose_providers(device: Device) -> list[str]:
-    available = ort.get_available_providers()
-    if device == Device.CUDA and CUDA_PROVIDER not in available:
-        raise RuntimeError("TAGGRAM_DEVICE=cuda but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
-    if device in (Device.CUDA, Device.AUTO) and CUDA_PROVIDER in available:
+    """ONNX Runtime providers for the setting ``device`` (service.engine.device decides whether CUDA is usable)."""
+    if resolve_device(device) == Device.CUDA:
         # HEURISTIC: EXHAUSTIVE re-searches conv algorithms per new shape (hundreds of ms); fixed batch sizes
         # plus warm-up make that a start-up cost only.
         return [(CUDA_PROVIDER, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU_PROVIDER]  # type: ignore[list-item]
@@ -164,6 +162,13 @@ def load_runner(
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for unreadable graphs
         raise ModelFileError(f"model file {path} cannot be loaded by onnxruntime: {error}") from None
     provider = session.get_providers()[0]
+    if providers[0] != CPU_PROVIDER and provider != CUDA_PROVIDER:
+        # A GPU is visible, yet the CUDA provider did not start (onnxruntime logged why: a missing CUDA or cuDNN
+        # library, an old driver). Serving on CPU with the CUDA batch policy would be slow and silent: refuse.
+        raise DeviceUnavailable(
+            f"{path}: the CUDA provider could not start on the visible GPU (onnxruntime's "
+            "error above says why); set TAGGRAM_DEVICE=cpu to serve on CPU"
+        )
     fixed = tuple(sorted(cuda_batch_sizes)) if provider == CUDA_PROVIDER else ()
     single_threaded_cpu = provider == CPU_PROVIDER and intra_op_threads == 1
     return Runner(session, provider, fixed, CpuSlots.get() if single_threaded_cpu else None)

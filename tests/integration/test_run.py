@@ -9,9 +9,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.config import Settings
+from service.config import Device, Settings
 from service.engine.cpus import usable_cpus
+from service.engine.device import visible_gpus
 from service.engine.run import BatchPolicy, Runner, batch_policy, choose_providers, load_runner
+from service.errors import DeviceUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +50,14 @@ def test_padding_to_fixed_batch_sizes_leaves_each_patchs_outputs_unchanged(cpu_r
     np.testing.assert_allclose(actual["embedding"], expected["embedding"], rtol=1e-5, atol=1e-5)
 
 
-def test_cpu_is_chosen_unless_cuda_is_available_and_an_unavailable_cuda_is_refused():
-    assert choose_providers("cpu") == ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        assert choose_providers("auto")[0][0] == "CUDAExecutionProvider"
+def test_cpu_is_chosen_unless_a_gpu_is_usable_and_an_unavailable_cuda_is_refused():
+    assert choose_providers(Device.CPU) == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers() and visible_gpus()[0]:
+        assert choose_providers(Device.AUTO)[0][0] == "CUDAExecutionProvider"
     else:
-        assert choose_providers("auto") == ["CPUExecutionProvider"]
-        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
-            choose_providers("cuda")
+        assert choose_providers(Device.AUTO) == ["CPUExecutionProvider"]
+        with pytest.raises(DeviceUnavailable, match="TAGGRAM_DEVICE=cuda but"):
+            choose_providers(Device.CUDA)
 
 
 # ---- parallelism chosen from the machine -------------------------------------------------------------------------

@@ -75,6 +75,21 @@ def chromium(profile_dir: Path, window: tuple[int, int] = WINDOW) -> Iterator:
         shutil.rmtree(profile_dir, ignore_errors=True)
 
 
+# Injected before any page script (Page.addScriptToEvaluateOnNewDocument): every CSP violation the page causes.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation',
+  (e) => window.__cspViolations.push(e.effectiveDirective + ' ' + (e.blockedURI || 'inline')));
+"""
+
+
+def csp_violations(driver) -> list[str]:
+    """Violations recorded by RECORD_CSP_VIOLATIONS plus those the console reported."""
+    recorded = driver.execute_script("return window.__cspViolations || []")
+    logged = [e["message"] for e in console_entries(driver) if "Content Security Policy" in e["message"]]
+    return recorded + logged
+
+
 def console_entries(driver) -> list[dict]:
     """The console messages since the last call (Chromium hands each one out once)."""
     return driver.get_log("browser")

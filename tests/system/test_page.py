@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.support.audio_factory import chord, encode_audio, noise, sweep, write_audio
-from tests.support.browser import chromium, console_entries, require_browser
+from tests.support.browser import RECORD_CSP_VIOLATIONS, chromium, csp_violations, require_browser
 from tests.support.live_server import live_server, server_settings
 
 SAMPLE_RATE = 22_050
@@ -36,14 +36,9 @@ CSP_DIRECTIVES = {
     "img-src": "'self' data:",
     "form-action": "'none'",
 }
+
+
 # Records CSP violations from the first script of every document on (CDP scripts are not subject to the CSP).
-RECORD_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener('securitypolicyviolation',
-  (e) => window.__cspViolations.push(e.effectiveDirective + ' ' + (e.blockedURI || 'inline')));
-"""
-
-
 @pytest.fixture(scope="module")
 def audio_file(tmp_path_factory) -> Path:
     """24 s in three distinct 8 s parts (a chord, noise, a sweep), so the segments score differently."""
@@ -80,7 +75,7 @@ def keyed_server(models_dir):
 def driver(tmp_path_factory):
     require_browser()
     with chromium(tmp_path_factory.mktemp("chromium")) as browser:
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_VIOLATIONS})
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
         yield browser
 
 
@@ -142,12 +137,6 @@ def by_mean(taggram: dict) -> list[int]:
 def expected_matrix(taggram: dict) -> list[list[float]]:
     """Rows = tags by mean, columns = segments: what the heatmap must draw."""
     return [[segment["scores"][i] for segment in taggram["segments"]] for i in by_mean(taggram)]
-
-
-def csp_violations(driver) -> list[str]:
-    recorded = driver.execute_script("return window.__cspViolations || []")
-    logged = [e["message"] for e in console_entries(driver) if "Content Security Policy" in e["message"]]
-    return recorded + logged
 
 
 def visible_text(driver, element_id: str) -> str:
