@@ -44,8 +44,8 @@ def load_head(manifest_path: Path) -> LoadedHead:
 
 
 def head_agreement(head: LoadedHead, fp32: dict, bf16: dict, ids: list[str]) -> str:
-    a = np.stack([head.track_scores(fp32[i])[0] for i in ids])
-    b = np.stack([head.track_scores(bf16[i])[0] for i in ids])
+    a = np.stack([head.track_scores(fp32[i]) for i in ids])
+    b = np.stack([head.track_scores(bf16[i]) for i in ids])
     top1 = float((a.argmax(1) == b.argmax(1)).mean())
     return (
         f"- head `{head.manifest.name}` ({head.manifest.pooling}, {a.shape[1]} classes, trained on the fp32 "
