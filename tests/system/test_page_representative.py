@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 
 from tests.support.audio_factory import chord, noise, sweep, write_audio
-from tests.support.browser import chromium, require_browser
+from tests.support.browser import RECORD_CSP_VIOLATIONS, chromium, csp_violations, require_browser
 from tests.support.live_server import live_server, server_settings
-from tests.system.test_page import (
-    PAGE_TIMEOUT_SECONDS,
-    RECORD_VIOLATIONS,
-    analyse_in_page,
-    api_post,
-    csp_violations,
-    wait_for,
-)
+from tests.system.test_page import PAGE_TIMEOUT_SECONDS, analyse_in_page, api_post, wait_for
 
 SAMPLE_RATE = 22_050
 PART_SECONDS = 20.0  # three parts: a 60 s track, twice the 30 s window
@@ -54,7 +47,7 @@ def server(models_dir):
 def driver(tmp_path_factory):
     require_browser()
     with chromium(tmp_path_factory.mktemp("chromium")) as browser:
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_VIOLATIONS})
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
         yield browser
 
 
