@@ -11,7 +11,7 @@ import pytest
 
 from service.api.docs import ASSETS, ASSETS_PREFIX, REDOC_STYLE_HASHES, with_style_nonce
 from service.api.page import CONTENT_SECURITY_POLICY
-from tests.support.browser import RECORD_CSP_VIOLATIONS, chromium, csp_violations, require_browser
+from tests.support.browser import csp_violations
 from tests.support.live_server import live_server, server_settings
 
 RENDER_TIMEOUT_SECONDS = 30
@@ -28,14 +28,6 @@ ENDPOINTS = 3  # at least the audio endpoints: /taggram, /embed, /suggest-subgen
 def server(models_dir):
     with live_server(server_settings(models_dir, api_key=API_KEY)) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    require_browser()
-    with chromium(tmp_path_factory.mktemp("chromium")) as browser:
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
-        yield browser
 
 
 def test_a_style_nonce_is_added_to_style_src_only():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.support.audio_factory import chord, encode_audio, noise, sweep, write_audio
-from tests.support.browser import RECORD_CSP_VIOLATIONS, chromium, csp_violations, require_browser
+from tests.support.browser import csp_violations
 from tests.support.live_server import live_server, server_settings
 
 SAMPLE_RATE = 22_050
@@ -69,14 +69,6 @@ def server(models_dir):
 def keyed_server(models_dir):
     with live_server(server_settings(models_dir, api_key=API_KEY)) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    require_browser()
-    with chromium(tmp_path_factory.mktemp("chromium")) as browser:
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
-        yield browser
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------

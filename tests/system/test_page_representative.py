@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.support.audio_factory import chord, noise, sweep, write_audio
-from tests.support.browser import RECORD_CSP_VIOLATIONS, chromium, csp_violations, require_browser
+from tests.support.browser import csp_violations
 from tests.support.live_server import live_server, server_settings
 from tests.system.test_page import PAGE_TIMEOUT_SECONDS, analyse_in_page, api_post, wait_for
 
@@ -41,14 +41,6 @@ def long_file(tmp_path_factory) -> Path:
 def server(models_dir):
     with live_server(server_settings(models_dir)) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    require_browser()
-    with chromium(tmp_path_factory.mktemp("chromium")) as browser:
-        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
-        yield browser
 
 
 @pytest.fixture(scope="module")
