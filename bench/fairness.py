@@ -49,7 +49,7 @@ import httpx
 
 from bench import common
 from bench.fairness_audio import CLIP_SECONDS, LONG_RATE_HZ, long_upload, make_clips
-from bench.signup_http import drain, signup
+from bench.signup_http import PLATFORM_SECOND, drain, signup
 from corpus.music import ensure_music
 
 SECTION = "fairness"
@@ -236,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
         "--signups", type=int, default=0, help="sign-ups per extra mixed phase, early answers on and off (issue #22)"
     )
     parser.add_argument("--signup-minutes", type=float, default=4.0)
+    parser.add_argument(
+        "--platform",
+        action="store_true",
+        help="load mtt-musicnn too: clips and sign-ups get the platform taxonomy's default answer (two models)",
+    )
     args = parser.parse_args(argv)
 
     tracks = ensure_music()
@@ -247,8 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips :]
     gap = args.clip_gap_ms / 1000
     phases: list[tuple[Phase, Phase | None]] = []
+    served = {"models": f"{args.model},{PLATFORM_SECOND}"} if args.platform else {}
     with common.running_service(
-        args.port, args.model, memory_cache_bytes=0, request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS
+        args.port,
+        args.model,
+        memory_cache_bytes=0,
+        request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS,
+        **served,
     ) as service:
         run_phase(service, "warm-up", [], idle_clips[:2], gap, 0)
         idle = run_phase(service, "idle: clips alone", [], idle_clips, gap, 0)
@@ -312,6 +322,13 @@ def main(argv: list[str] | None = None) -> None:
             "## Fairness: clips while long uploads are in flight",
             "",
             *common.environment_lines(["bench.fairness", *(argv if argv is not None else sys.argv[1:])]),
+            f"- models: {args.model}"
+            + (
+                f" and {PLATFORM_SECOND}: clips and sign-ups get the platform taxonomy's "
+                "answer (both models analyse each)"
+                if args.platform
+                else " alone"
+            ),
             f"- long uploads: {args.long_minutes:g} min WAV each ({LONG_RATE_HZ} Hz stereo 16-bit, real music "
             f"looped) to /embed; clips: {CLIP_SECONDS:g} s ogg/vorbis to /suggest-subgenres, "
             f"{args.clip_gap_ms:g} ms apart, one at "

@@ -4,6 +4,7 @@
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup quality
     flock /tmp/taggram-bench.lock env PYTHONPATH=$PWD .venv/bin/python -m bench.signup http --tracks 12
     PYTHONPATH=$PWD .venv/bin/python -m bench.signup head-agreement --backfill BF --head HEADS/NAME.json
+    PYTHONPATH=$PWD .venv/bin/python -m bench.signup sampled-agreement --tracks 20 [--head HEADS/NAME.json]
     PYTHONPATH=$PWD .venv/bin/python -m bench.signup mpeg-scan          # the truncation check on every corpus file
 
 ``agreement``: real corpus tracks of 2–10 minutes in four formats (the corpus's Ogg Vorbis, Opus and mp3 files, and
@@ -14,7 +15,9 @@ one for the model's tag taxonomy and its calibrated taxonomy (top-1 same, top-5 
 ``quality``: the labelled corpus tracks, each analysed from the chosen N spread patches by every model: per
 candidate taxonomy, macro PR-AUC / top-1 / top-3 hit rate on the corpus's 5 classes and distinct top-1 subgenres.
 ``http``: the service's answer time, early vs ``?complete=true`` (bench/signup_http.py); ``head-agreement``: a
-trained head's early answer against its complete one, from a backfill (bench/signup_heads.py).
+trained head's early answer against its complete one, from a backfill (bench/signup_heads.py);
+``sampled-agreement``: the default (platform), msd-musicnn's tags and a head, early vs complete with real sampling
+(bench/signup_sampled.py).
 Sections go to docs/signup.md (``--no-write``: print only).
 """
 
@@ -247,13 +250,19 @@ def run_mpeg_scan(args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("agreement", "quality", "http", "head-agreement", "mpeg-scan"))
+    parser.add_argument(
+        "what", choices=("agreement", "quality", "http", "head-agreement", "sampled-agreement", "mpeg-scan")
+    )
     parser.add_argument("--tracks", type=int, default=20)
     parser.add_argument("--model", default=common.DEFAULT_MODEL)
     parser.add_argument("--patches", type=int, default=12, help="quality: spread patches per track")
     parser.add_argument("--port", type=int, default=0, help="http: the service's port (0: a free one)")
     parser.add_argument("--backfill", type=Path, help="head-agreement: a default-hop --segment-embeddings backfill")
-    parser.add_argument("--head", type=Path, help="head-agreement: the head's manifest (NAME.json)")
+    parser.add_argument("--head", type=Path, help="head-agreement, sampled-agreement: the head's manifest (NAME.json)")
+    parser.add_argument(
+        "--platform", action="store_true", help="http: load mtt-musicnn too (the platform taxonomy's default answer)"
+    )
+    parser.add_argument("--section", help="the report section's name (default: signup-WHAT)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.what == "quality":
@@ -264,6 +273,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench.signup_heads import run_head_agreement
 
         body = run_head_agreement(args)
+    elif args.what == "sampled-agreement":
+        from bench.signup_sampled import run_sampled_agreement
+
+        body = run_sampled_agreement(args)
     elif args.what == "http":
         from bench.signup_http import run_http
 
@@ -272,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         body = {"agreement": run_agreement, "mpeg-scan": run_mpeg_scan}[args.what](args)
     print(body)
     if not args.no_write:
-        common.update_report(f"signup-{args.what}", body, REPORT)
+        common.update_report(args.section or f"signup-{args.what}", body, REPORT)
 
 
 if __name__ == "__main__":

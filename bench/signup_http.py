@@ -14,6 +14,10 @@ The machine is shared, so absolute seconds move with the load: the same run also
 intra-op threads), between the requests, so a reader can scale the service's figures to another machine's inference
 speed. Reported: p50/p95 per format and overall, the ratio early ÷ complete per track, and whether the early answer's
 top-1 is the complete one's.
+
+``--platform``: the service loads msd-musicnn and mtt-musicnn, so the default answer is the platform taxonomy's
+(both models analyse each upload; docs/api.md); each track is then also answered early with ``?model=msd-musicnn``
+alone (its background drained too), and the report adds what the second model costs the early answer.
 """
 
 from __future__ import annotations
@@ -38,13 +42,17 @@ DRAIN_TIMEOUT_SECONDS = 600.0
 DRAIN_POLL_SECONDS = 0.2
 RAW_REPEATS = 3  # raw batches timed after each track (their median is that track's figure)
 FORMATS = ("ogg", "opus", "mp3", "m4a")
+PLATFORM_SECOND = "mtt-musicnn"  # the platform taxonomy's second model (service/artefacts/taxonomies/platform.json)
 
 
-def post(client: httpx.Client, url: str, data: bytes, content_type: str, *, complete: bool) -> tuple[float, dict]:
+def post(
+    client: httpx.Client, url: str, data: bytes, content_type: str, *, complete: bool, model: str | None = None
+) -> tuple[float, dict]:
     started = time.perf_counter()
+    params = {"complete": "true"} if complete else {}
     response = client.post(
         f"{url}/suggest-subgenres",
-        params={"complete": "true"} if complete else None,
+        params=params | ({"model": model} if model else {}),
         content=data,
         headers={"content-type": content_type},
     )
@@ -115,9 +123,10 @@ def run_http(args) -> str:
     models, _ = load(args.model, intra_op_threads=1)
     model = models[args.model]
     tracks = pick_tracks(args.tracks)
-    rows, raw = [], []
+    rows, raw, alone = [], [], []
+    served = {"models": f"{args.model},{PLATFORM_SECOND}"} if args.platform else {}
     with (
-        common.running_service(args.port, args.model, memory_cache_bytes=0) as service,
+        common.running_service(args.port, args.model, memory_cache_bytes=0, **served) as service,
         httpx.Client(timeout=CLIENT_TIMEOUT_SECONDS) as client,
     ):
         warm = tracks[0][1]
@@ -128,6 +137,9 @@ def run_http(args) -> str:
             full_s, full = post(client, service.url, data, kind, complete=True)
             early_s, early = post(client, service.url, data, kind, complete=False)
             background_s = drain(service.url)
+            if args.platform:
+                alone.append(post(client, service.url, data, kind, complete=False, model=args.model)[0])
+                drain(service.url)
             raw.append(raw_batch_seconds(model, spread_batch(model, data, batch_patches)))
             same = early["suggestions"][0]["subgenre"] == full["suggestions"][0]["subgenre"]
             rows.append((fmt, path.name, full["duration_seconds"] / 60, full_s, early_s, early, background_s, same))
@@ -164,9 +176,19 @@ def run_http(args) -> str:
             )
     raw_p50 = statistics.median(raw)
     early_p50 = common.percentile([r[4] for r in rows], 50)
+    answered_by = rows[0][5]["taxonomy"] + " over " + "+".join(rows[0][5]["models"])
+    second = []
+    if alone:
+        cost = [r[4] / a for r, a in zip(rows, alone, strict=True)]
+        second = [
+            f"- the second model's cost: the same tracks answered early by {args.model} alone (`?model=`): p50 "
+            f"**{common.percentile(alone, 50):.2f} s** (p95 {common.percentile(alone, 95):.2f}) against "
+            f"{early_p50:.2f} s for the platform answer; per track the platform answer takes "
+            f"{statistics.median(cost):.2f}× the single model's (min {min(cost):.2f}, max {max(cost):.2f})"
+        ]
     return "\n\n".join(
         [
-            f"### Server time over HTTP, early vs complete ({args.model}, {len(rows)} tracks)",
+            f"### Server time over HTTP, early vs complete ({answered_by}, {len(rows)} tracks)",
             "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
             f"- service: `taggram serve` (fp32, loopback, cache off, defaults otherwise: "
             f"{service_defaults.early_answer_patches} early patches, batches of ≤ {batch_patches}); one request at "
@@ -203,5 +225,6 @@ def run_http(args) -> str:
                 ],
                 table,
             ),
+            *second,
         ]
     )

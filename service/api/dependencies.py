@@ -4,7 +4,8 @@ closes over it, so a route module needs nothing but these and ``APIRouter``.
 - ``PROTECTED``: the API key check (``TAGGRAM_API_KEY``), for a router's ``dependencies=``.
 - ``Models``: the loaded models; ``pick(name)`` is the request's model (the default for None) or ``UnknownModel``.
 - ``AnalyseUpload``: ``await analyse(model, hop) -> (Analysis, cached)`` for the request's upload, through the
-  engine's ``AnalysisService`` (admission before the body is read, cache, single-flight, pipeline).
+  engine's ``AnalysisService`` (admission before the body is read, cache, single-flight, pipeline);
+  ``each(models, hop)`` and ``early(models)`` for a ranking over several models' analyses.
 - ``Rankings``: per model, its tag taxonomies and heads (``?taxonomy=``, ``?head=``), each a ``Ranking``.
 - ``SimilarIndexes``: the similarity indexes, current generation per model.
 
@@ -15,6 +16,7 @@ validated, so ``?model=nope&k=0`` would answer ``unknown_model`` instead of ``in
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -79,15 +81,20 @@ class UploadAnalysis:
     priority: int  # a service.engine.decode_scheduler class
 
     async def __call__(self, model: LoadedModel, hop: float | None) -> tuple[Analysis, bool]:
-        async with self.service.admit(model, hop=hop, priority=self.priority) as admission:  # refuse before reading
-            upload = await read_upload(self.request, self.max_upload_bytes)
-            return await self.service.analyse(admission, upload)
+        (result,) = await self.each([model], hop)
+        return result
 
-    async def early(self, model: LoadedModel) -> EarlyAnswer:
-        """An early answer's analysis (service.engine.early): a sample now, the whole track in the background."""
-        async with self.service.admit(model, hop=None, priority=self.priority) as admission:
+    async def each(self, models: Sequence[LoadedModel], hop: float | None) -> list[tuple[Analysis, bool]]:
+        """The upload's analysis by each model, in the order given."""
+        async with self.service.admit(models, hop=hop, priority=self.priority) as admissions:  # refuse before reading
             upload = await read_upload(self.request, self.max_upload_bytes)
-            return await self.service.early(admission, upload)
+            return await self.service.analyse(admissions, upload)
+
+    async def early(self, models: Sequence[LoadedModel]) -> list[EarlyAnswer]:
+        """Early answers' analyses (service.engine.early): a sample now, the whole track in the background."""
+        async with self.service.admit(models, hop=None, priority=self.priority) as admissions:
+            upload = await read_upload(self.request, self.max_upload_bytes)
+            return await self.service.early(admissions, upload)
 
 
 def upload_analysis(request: Request, state: AppState) -> UploadAnalysis:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.artefacts.heads import LoadedHead
-from service.artefacts.selection import Ranking
+from service.artefacts.selection import Suggester
 from service.decode import DecodeFacts
 from service.engine.analysis import Analysis, mean_over_segments
 from service.engine.representative import representative
@@ -104,7 +104,10 @@ class Suggestion(BaseModel):
 
 
 class SuggestResponse(DecodeReport):
-    model: str
+    model: str = Field(description="The (first) model whose analysis the ranking used; `models` lists them all")
+    models: list[str] = Field(
+        description="Every model whose analysis the ranking used: one, or several for the platform taxonomy"
+    )
     taxonomy: str
     kind: str = Field("tags", description="'head' (a trained classification head) or 'tags' (a tag taxonomy)")
     suggestions: list[Suggestion]
@@ -140,9 +143,20 @@ class ModelInfo(BaseModel):
     index: dict | None = Field(None, description="The similarity index loaded for this model (null: none)")
 
 
+class PlatformTaxonomyInfo(BaseModel):
+    name: str = Field(description="Its ?taxonomy= name on /suggest-subgenres")
+    models: list[str] = Field(description="The models it runs, each scoring the subgenres no earlier one names")
+    subgenres: list[str] = Field(description="The form's vocabulary: the same whatever models are loaded")
+    unscored: list[str] = Field(description="Subgenres no loaded model names: never suggested")
+    default: bool = Field(description="Whether /suggest-subgenres without ?model= and ?taxonomy= ranks with it")
+
+
 class ModelsResponse(BaseModel):
     default: str
     models: list[ModelInfo]
+    platform_taxonomy: PlatformTaxonomyInfo | None = Field(
+        None, description="The platform taxonomy (docs/signup.md); null when none is configured or loadable"
+    )
 
 
 def representative_window(analysis: Analysis) -> Representative:
@@ -187,17 +201,27 @@ def embed(model: str, analysis: Analysis, cached: bool, with_segments: bool) -> 
     )
 
 
-def suggestions(model: str, ranking: Ranking, analysis: Analysis, cached: bool, k: int, **early) -> SuggestResponse:
-    """The k best of any ranking (a tag taxonomy, its calibrated variant, a head), best first; ``early``: the
-    early answer's fields (complete, coverage, unsampled_integrity, sampling)."""
+def suggestions(suggester: Suggester, analyses: list[Analysis], cached: bool, k: int, **early) -> SuggestResponse:
+    """The k best of any suggester (a model's tag taxonomy, calibrated variant or head; the platform taxonomy over
+    several models), best first; ``analyses`` in ``suggester.models``' order; ``early``: the early answer's fields
+    (complete, coverage, unsampled_integrity, sampling). Duration and decode facts are the first model's, with every
+    model's warnings (one analysis may be complete and cached while another is a sample)."""
+    primary = analyses[0]
+    report = decode_report(primary.decode)
+    for analysis in analyses[1:]:
+        report["warnings"] += [w for w in decode_report(analysis.decode)["warnings"] if w not in report["warnings"]]
     return SuggestResponse(
-        model=model,
-        taxonomy=ranking.name,
-        kind=ranking.kind,
-        suggestions=[Suggestion(subgenre=name, score=score) for name, score in ranking.rank(analysis, k)],
-        duration_seconds=analysis.duration_seconds,
+        model=suggester.models[0],
+        models=list(suggester.models),
+        taxonomy=suggester.name,
+        kind=suggester.kind,
+        suggestions=[
+            Suggestion(subgenre=name, score=score)
+            for name, score in suggester.rank(dict(zip(suggester.models, analyses, strict=True)), k)
+        ],
+        duration_seconds=primary.duration_seconds,
         cached=cached,
-        **decode_report(analysis.decode),
+        **report,
         **early,
     )
 

@@ -14,7 +14,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from service.engine.analysis_service import Upload
+from service.engine.analysis_service import SPOOL_MEMORY_BYTES, Upload
 from service.errors import (
     BodyTooLarge,
     ClientDisconnected,
@@ -25,7 +25,6 @@ from service.errors import (
     UnsupportedMediaType,
 )
 
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers and small extra fields around the file
 FILE_FIELD = "file"
 RAW_TYPES = ("application/octet-stream",)

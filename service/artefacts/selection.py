@@ -6,6 +6,11 @@ All three answer ``rank(analysis, k)``: the k best (name, score) pairs for one c
 default per model comes from ``TAGGRAM_DEFAULT_TAXONOMIES`` ("model=name,..."), else the tag taxonomy; a default
 naming nothing the model has stops the start (``ModelFileError``). A name the model does not have, asked in a
 request, is ``UnknownTaxonomy``.
+
+``/suggest-subgenres`` ranks through a :class:`Suggester`: one model's ranking (:class:`ModelRanking`) or the
+platform taxonomy (``service.artefacts.platform``), which ranks from several models' analyses. A request naming
+neither a model nor a taxonomy gets the platform taxonomy, unless ``TAGGRAM_DEFAULT_TAXONOMIES`` names the default
+model's default (an operator's choice, a trained head say, wins); ``?taxonomy=platform`` asks for it by name.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from typing import Protocol
 
 from service import metrics
 from service.artefacts.heads import LoadedHead, load_heads
+from service.artefacts.platform import PlatformTaxonomy, load_platform
 from service.artefacts.registry import LoadedModel
 from service.artefacts.tag_calibration import load_calibration
 from service.engine.analysis import Analysis
-from service.errors import ModelFileError, UnknownTaxonomy
+from service.errors import InvalidParameter, ModelFileError, UnknownTaxonomy
 
 
 class Ranking(Protocol):
@@ -33,6 +39,44 @@ class Ranking(Protocol):
     def kind(self) -> str: ...  # "tags" (ranked by the model's tag scores) or "head" (by a trained classifier)
 
     def rank(self, analysis: Analysis, k: int) -> list[tuple[str, float]]: ...
+
+
+class Suggester(Protocol):
+    """What ``/suggest-subgenres`` ranks with: the models whose analyses it needs, and the ranking over them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def models(self) -> tuple[str, ...]: ...
+
+    def rank(self, analyses: Mapping[str, Analysis], k: int) -> list[tuple[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class ModelRanking:
+    """One model's ranking as a :class:`Suggester`."""
+
+    model: str
+    ranking: Ranking
+
+    @property
+    def name(self) -> str:
+        return self.ranking.name
+
+    @property
+    def kind(self) -> str:
+        return self.ranking.kind
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model,)
+
+    def rank(self, analyses: Mapping[str, Analysis], k: int) -> list[tuple[str, float]]:
+        return self.ranking.rank(analyses[self.model], k)
 
 
 @dataclass(frozen=True)
@@ -52,6 +96,8 @@ class Selection:
     """Every model's choices, by model name."""
 
     by_model: dict[str, ModelSelection]
+    platform: PlatformTaxonomy | None = None
+    configured_defaults: frozenset[str] = frozenset()  # models TAGGRAM_DEFAULT_TAXONOMIES gives a default
 
     def ranking(self, model: str, name: str | None) -> Ranking:
         """?taxonomy=NAME for this model (None: its default): a head, the tag taxonomy or its calibrated variant."""
@@ -62,6 +108,27 @@ class Selection:
         if ranking is None:
             raise UnknownTaxonomy(f"model {model} has no taxonomy or head {name!r}; choose one of {sorted(rankings)}")
         return ranking
+
+    def suggester(self, model: str, taxonomy: str | None, *, model_named: bool) -> Suggester:
+        """What ``/suggest-subgenres`` ranks with for ``model`` (the request's, or the default one when
+        ``model_named`` is false) and ``?taxonomy=`` (None: the default, module docstring)."""
+        platform = self.platform
+        if platform is not None and taxonomy == platform.name:
+            if model_named:
+                raise InvalidParameter(
+                    f"taxonomy {platform.name!r} ranks from its own models ({', '.join(platform.models)}): "
+                    "leave out ?model="
+                )
+            return platform
+        if platform is not None and taxonomy is None and not model_named and model not in self.configured_defaults:
+            return platform
+        return ModelRanking(model, self.ranking(model, taxonomy))
+
+    def platform_info(self, default_model: str) -> dict | None:
+        """GET /models' ``platform_taxonomy``: its vocabulary, the models it runs, and whether it is the default."""
+        if self.platform is None:
+            return None
+        return self.platform.info(is_default=default_model not in self.configured_defaults)
 
     def head(self, model: str, name: str) -> LoadedHead:
         """?head=NAME: a head of this model (a tag taxonomy is not a head)."""
@@ -105,4 +172,5 @@ def load_selection(
             )
     for model_name, loaded in heads.items():
         metrics.HEADS_LOADED.labels(model_name).set(len(loaded))
-    return Selection(by_model)
+    platform = load_platform({name: model.taxonomy for name, model in models.items()}, taxonomy_dir)
+    return Selection(by_model, platform, frozenset(defaults))

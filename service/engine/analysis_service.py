@@ -2,34 +2,41 @@
 
 Every audio route asks it in two steps, so that a refusal costs nothing:
 
-    async with service.admit(model, hop=hop, priority=priority) as admission:  # Overloaded before the body is read
-        upload = await read_upload(...)                                          # the API layer reads and hashes it
-        analysis, cached = await service.analyse(admission, upload)
+    async with service.admit(models, hop=hop, priority=priority) as admissions:  # Overloaded before the body is read
+        upload = await read_upload(...)                                            # the API layer reads and hashes it
+        results = await service.analyse(admissions, upload)                       # [(analysis, cached)], per model
 
-``admit`` starts the request's deadline, refuses when the model's queue or the concurrent-analyses limit is full
-(``Overloaded``, with the configured Retry-After) and counts the upload as in flight until the block ends. ``analyse``
-serves the analysis from the cache, joins an identical one already computing (``SingleFlight``), or runs the
-pipeline (``service.engine.pipeline.analyse``) and stores the result. It knows nothing of HTTP: the upload comes as a
-plain :class:`Upload`, the priority is a decode-scheduler class the caller chose, failures are ``service.errors``.
+``admit`` starts the request's deadline, refuses when a model's queue or the concurrent-analyses limit is full
+(``Overloaded``, with the configured Retry-After) and counts the upload as in flight (once, whatever the number of
+models) until the block ends. ``analyse`` serves each model's analysis from the cache, joins an identical one already
+computing (``SingleFlight``), or runs the pipeline (``service.engine.pipeline.analyse``) and stores the result;
+several models analyse one upload at once, each from its own copy of the bytes. It knows nothing of HTTP: the upload
+comes as a plain :class:`Upload`, the priority is a decode-scheduler class the caller chose, failures are
+``service.errors``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from service import metrics
 from service.config import DamagedAudio, Settings
 from service.decode import refuse_damaged
+from service.decode.sample import Sample
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
 from service.engine.cache import Cache, SingleFlight, cache_key, get_or_compute, make_cache
 from service.engine.decode_scheduler import BULK, DecodeScheduler
-from service.engine.early import BackgroundAnalyses, TrackIsShort, sample_analysis
+from service.engine.early import BackgroundAnalyses, TrackIsShort, decode_sample, infer_sample
+from service.engine.patch import PatchGeometry
 from service.engine.pipeline import analyse
 from service.errors import Overloaded
 
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
     from service.artefacts.registry import LoadedModel
 
 log = logging.getLogger("taggram")
+
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # an upload up to this size stays in memory; a larger one spills to a temp file
 
 
 @dataclass
@@ -49,6 +58,19 @@ class Upload:
 
     def close(self) -> None:
         self.file.close()
+
+    def copy(self) -> Upload:
+        """An independent copy (its own file and position), for analysing the same bytes with another model at once."""
+        clone = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - closed by close()
+        try:
+            self.file.seek(0)
+            shutil.copyfileobj(self.file, clone)
+            self.file.seek(0)
+            clone.seek(0)
+        except BaseException:
+            clone.close()
+            raise
+        return Upload(clone, self.size, self.sha256)
 
 
 @dataclass(frozen=True)
@@ -118,31 +140,38 @@ class AnalysisService:
             self._decoder.shutdown()
 
     @asynccontextmanager
-    async def admit(self, model: LoadedModel, *, hop: float | None, priority: int) -> AsyncIterator[Admission]:
-        """Refuse (``Overloaded``) before the upload is read when the model's queue or the concurrent-analyses limit
-        is full; otherwise the upload counts as in flight until the block ends."""
+    async def admit(
+        self, models: Sequence[LoadedModel], *, hop: float | None, priority: int
+    ) -> AsyncIterator[list[Admission]]:
+        """Refuse (``Overloaded``) before the upload is read when a model's queue or the concurrent-analyses limit
+        is full; otherwise the upload counts as in flight until the block ends. One admission per model."""
         settings = self.settings
         deadline = time.monotonic() + settings.request_timeout_seconds
-        geometry = model.manifest.geometry
-        hop_frames = geometry.hop_frames(hop)
-        batcher = self.batchers[model.name]
+        batchers = [self.batchers[model.name] for model in models]
         try:
-            self._check_room(batcher)
+            self._check_room(batchers)
         except Overloaded:
             if not await self.background.drop_all():  # background analyses give way first
                 raise
-            self._check_room(batcher)
+            self._check_room(batchers)
         self.in_flight += 1
         try:
-            analyser = TrackAnalyser(geometry, hop_frames, settings.min_audio_seconds)
-            yield Admission(model, analyser, batcher, deadline, priority)
+            yield [
+                Admission(model, self._analyser(model, hop), batcher, deadline, priority)
+                for model, batcher in zip(models, batchers, strict=True)
+            ]
         finally:
             self.in_flight -= 1
 
-    def _check_room(self, batcher: Batcher) -> None:
+    def _analyser(self, model: LoadedModel, hop: float | None) -> TrackAnalyser:
+        geometry = model.manifest.geometry
+        return TrackAnalyser(geometry, geometry.hop_frames(hop), self.settings.min_audio_seconds)
+
+    def _check_room(self, batchers: list[Batcher]) -> None:
         """Background analyses count against the concurrent-analyses limit: they hold decoders and queue places
         until a request needs them (``admit`` drops them then)."""
-        batcher.admit()
+        for batcher in batchers:
+            batcher.admit()
         running = self.in_flight + len(self.background)
         if running >= self.settings.max_concurrent_analyses:
             raise Overloaded(f"{running} uploads are already being analysed", self.settings.retry_after_seconds)
@@ -154,60 +183,107 @@ class AnalysisService:
             upload.sha256, model.name, model.manifest.onnx.sha256, hop_samples, precision=model.runner.precision
         )
 
-    async def early(self, admission: Admission, upload: Upload) -> EarlyAnswer:
-        """The cached analysis, or one of ``early_answer_patches`` spread patches with the complete analysis left to
-        the background (service.engine.early); the complete analysis for a short track, at another hop than the
-        default, or with early answers off. Takes ownership of the upload."""
-        analyser = admission.analyser
+    async def early(self, admissions: Sequence[Admission], upload: Upload) -> list[EarlyAnswer]:
+        """Per model, the cached analysis, or one of ``early_answer_patches`` spread patches with the complete
+        analysis left to the background (service.engine.early); the complete analyses for a short track, at another
+        hop than the default, or with early answers off. Takes ownership of the upload."""
         patches = self.settings.early_answer_patches
-        if not patches or analyser.hop_frames != analyser.geometry.patch_frames:
-            return self._whole(*await self.analyse(admission, upload))
-        key = self._key(admission, upload)
-        cached = await self.cache.get(key)
-        if cached is not None:
-            upload.close()
-            metrics.CACHE_HITS.labels(backend=self.cache.name).inc()
-            return self._whole(cached, True)
+        if not patches or any(a.analyser.hop_frames != a.analyser.geometry.patch_frames for a in admissions):
+            return [self._whole(*result) for result in await self.analyse(admissions, upload)]
+        keys = [self._key(admission, upload) for admission in admissions]
         try:
-            analysis, sample = await sample_analysis(
-                upload.file,
-                analyser=analyser,
-                batcher=admission.batcher,
-                decoder=self._decoder,
-                patches=patches,
-                max_seconds=self.settings.max_audio_seconds,
-                deadline=admission.deadline,
-                priority=admission.priority,
-            )
-            if self.settings.damaged_audio is DamagedAudio.REFUSE:
-                refuse_damaged(analysis.decode)  # what the sample already shows (a cut container, damaged regions)
-        except TrackIsShort:
-            return self._whole(*await self.analyse(admission, upload))
+            cached = [await self.cache.get(key) for key in keys]
         except BaseException:
             upload.close()
             raise
-        self.background.submit(key, lambda: self._complete_in_background(admission, upload, key), upload.close)
+        hits = [analysis for analysis in cached if analysis is not None]
+        metrics.CACHE_HITS.labels(backend=self.cache.name).inc(len(hits))
+        if len(hits) == len(admissions):
+            upload.close()
+            return [self._whole(analysis, True) for analysis in hits]
+        missing = [i for i, analysis in enumerate(cached) if analysis is None]
+        try:
+            sampled = await self._sampled([admissions[i] for i in missing], upload)
+        except TrackIsShort:
+            return [self._whole(*result) for result in await self.analyse(admissions, upload)]
+        except BaseException:
+            upload.close()
+            raise
+        rest = [admissions[i] for i in missing]
+        self.background.submit(
+            "|".join(keys[i] for i in missing),
+            lambda: self._complete_in_background(rest, upload, [keys[i] for i in missing]),
+            upload.close,
+        )
         metrics.EARLY_ANSWERS.inc()
-        return EarlyAnswer(analysis, False, False, sample.coverage, sample.fallback_reason)
+        answers = [self._whole(analysis, True) if analysis is not None else None for analysis in cached]
+        for i, (analysis, sample) in zip(missing, sampled, strict=True):
+            answers[i] = EarlyAnswer(analysis, False, False, sample.coverage, sample.fallback_reason)
+        return answers
+
+    async def _sampled(self, admissions: list[Admission], upload: Upload) -> list[tuple[Analysis, Sample]]:
+        """Each model's analysis of the spread patches: one sample per patch geometry, the models inferred at once;
+        raises ``TrackIsShort`` and the decoder's and ``refuse_damaged``'s errors. The upload stays the caller's."""
+        samples: dict[PatchGeometry, Sample] = {}
+        for admission in admissions:
+            geometry = admission.analyser.geometry
+            if geometry not in samples:
+                samples[geometry] = await decode_sample(
+                    upload.file,
+                    geometry=geometry,
+                    decoder=self._decoder,
+                    patches=self.settings.early_answer_patches,
+                    max_seconds=self.settings.max_audio_seconds,
+                    deadline=admission.deadline,
+                    priority=admission.priority,
+                )
+        analyses = await _all(
+            infer_sample(
+                samples[a.analyser.geometry],
+                analyser=a.analyser,
+                batcher=a.batcher,
+                deadline=a.deadline,
+                priority=a.priority,
+            )
+            for a in admissions
+        )
+        if self.settings.damaged_audio is DamagedAudio.REFUSE:
+            for analysis in analyses:
+                refuse_damaged(analysis.decode)  # what the sample already shows (a cut container, damaged regions)
+        return [(analysis, samples[a.analyser.geometry]) for analysis, a in zip(analyses, admissions, strict=True)]
 
     @staticmethod
     def _whole(analysis: Analysis, cached: bool) -> EarlyAnswer:
         return EarlyAnswer(analysis, cached, True, 1.0)
 
-    async def _complete_in_background(self, admission: Admission, upload: Upload, key: str) -> None:
-        background = Admission(
-            admission.model,
-            admission.analyser,
-            admission.batcher,
-            time.monotonic() + self.settings.request_timeout_seconds,
-            BULK,
+    async def _complete_in_background(self, admissions: list[Admission], upload: Upload, keys: list[str]) -> None:
+        deadline = time.monotonic() + self.settings.request_timeout_seconds
+        background = [replace(admission, deadline=deadline, priority=BULK) for admission in admissions]
+        await self._analyse_keyed(background, upload, keys)
+
+    async def analyse(self, admissions: Sequence[Admission], upload: Upload) -> list[tuple[Analysis, bool]]:
+        """``(analysis, cached)`` per admission; takes ownership of the upload."""
+        return await self._analyse_keyed(admissions, upload, [self._key(a, upload) for a in admissions])
+
+    async def _analyse_keyed(
+        self, admissions: Sequence[Admission], upload: Upload, keys: list[str]
+    ) -> list[tuple[Analysis, bool]]:
+        """Every model at once, each from its own copy of the upload (the first takes the upload itself); the first
+        failure is raised once all have ended, so no analysis is left running unowned."""
+        uploads = [upload]
+        try:
+            for _ in admissions[1:]:
+                uploads.append(await asyncio.to_thread(upload.copy))
+        except BaseException:
+            for each in uploads:
+                each.close()
+            raise
+        return await _all(
+            self._analyse_one(admission, each, key)
+            for admission, each, key in zip(admissions, uploads, keys, strict=True)
         )
-        await self._analyse_keyed(background, upload, key)
 
-    async def analyse(self, admission: Admission, upload: Upload) -> tuple[Analysis, bool]:
-        return await self._analyse_keyed(admission, upload, self._key(admission, upload))
-
-    async def _analyse_keyed(self, admission: Admission, upload: Upload, key: str) -> tuple[Analysis, bool]:
+    async def _analyse_one(self, admission: Admission, upload: Upload, key: str) -> tuple[Analysis, bool]:
         """``(analysis, cached)`` for the upload; takes ownership of it (closed however the call ends)."""
         analyser = admission.analyser
         # The upload's file belongs to this call until a computation takes it (the pipeline closes what it was
@@ -233,3 +309,12 @@ class AnalysisService:
         finally:
             if not handed_over:
                 upload.close()
+
+
+async def _all(awaitables) -> list:
+    """Await them together; the first failure is raised once every one has ended (none is left running)."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results

@@ -2,7 +2,8 @@
 
 * **The sample**: ``early_answer_patches`` default-hop patches spread evenly over the track
   (``patch.spread_patch_offsets``), reached by seeking (``service.decode.sample``) in one decode-scheduler step at the
-  request's priority, then inferred by the model's batcher like any request's patches. They are a subset of the full
+  request's priority (``decode_sample``), then inferred by the model's batcher like any request's patches
+  (``infer_sample``); several models of one patch geometry share one sample. They are a subset of the full
   analysis's patches, so a taxonomy or head ranks them exactly as it ranks a full analysis. How many: docs/signup.md.
 * **A track of no more patches than that** (``TrackIsShort``) gets the complete analysis: the early answer would be it.
 * **The background**: the complete analysis then runs at bulk priority through the cache and single-flight
@@ -17,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 import numpy as np
@@ -27,7 +29,7 @@ from service.decode.sample import Sample, sample_track
 from service.engine.analysis import Analysis, TrackAnalyser
 from service.engine.batch import Batcher
 from service.engine.decode_scheduler import DecodeScheduler, DecodeTask
-from service.engine.patch import spread_patch_offsets
+from service.engine.patch import PatchGeometry, spread_patch_offsets
 from service.errors import DeadlineExceeded
 
 log = logging.getLogger("taggram")
@@ -41,20 +43,20 @@ class SampleDecoding(DecodeTask):
     """The sample's decoding as one scheduler step (a few seconds of audio per patch, whatever the track's length).
     Does not close the source: the background analysis takes it next."""
 
-    def __init__(self, source: BinaryIO, analyser: TrackAnalyser, patches: int, max_seconds: float, priority: int):
+    def __init__(self, source: BinaryIO, geometry: PatchGeometry, patches: int, max_seconds: float, priority: int):
         super().__init__(priority, credits=0)
-        self.source, self.analyser, self.patches, self.max_seconds = source, analyser, patches, max_seconds
+        self.source, self.geometry, self.patches, self.max_seconds = source, geometry, patches, max_seconds
         self.sample: Sample | None = None
 
     def starts_for(self, num_samples: int) -> list[int]:
-        geometry = self.analyser.geometry
-        if num_samples <= self.patches * geometry.covered_samples:
+        if num_samples <= self.patches * self.geometry.covered_samples:
             raise TrackIsShort()
-        return spread_patch_offsets(num_samples, geometry, self.patches)
+        return spread_patch_offsets(num_samples, self.geometry, self.patches)
 
     def step(self) -> bool:
+        self.source.seek(0)  # another geometry's sample may have read it before
         self.sample = sample_track(
-            self.source, self.starts_for, self.analyser.geometry.patch_samples, max_seconds=self.max_seconds
+            self.source, self.starts_for, self.geometry.patch_samples, max_seconds=self.max_seconds
         )
         return False
 
@@ -65,19 +67,18 @@ class SampleDecoding(DecodeTask):
         pass
 
 
-async def sample_analysis(
+async def decode_sample(
     source: BinaryIO,
     *,
-    analyser: TrackAnalyser,
-    batcher: Batcher,
+    geometry: PatchGeometry,
     decoder: DecodeScheduler,
     patches: int,
     max_seconds: float,
     deadline: float,
     priority: int,
-) -> tuple[Analysis, Sample]:
-    """The analysis of the sampled patches; raises ``TrackIsShort`` (analyse it whole) and the decoder's errors."""
-    task = SampleDecoding(source, analyser, patches, max_seconds, priority)
+) -> Sample:
+    """The spread patches of one geometry; raises ``TrackIsShort`` (analyse it whole) and the decoder's errors."""
+    task = SampleDecoding(source, geometry, patches, max_seconds, priority)
     decoding = asyncio.wrap_future(decoder.submit(task))
     try:
         sample = await asyncio.wait_for(asyncio.shield(decoding), timeout=max(deadline - time.monotonic(), 0.0))
@@ -85,6 +86,14 @@ async def sample_analysis(
         raise DeadlineExceeded("the deadline passed while sampling") from None
     finally:
         decoder.abandon(task)
+    metrics.EARLY_SAMPLE_PATCHES.observe(len(sample.regions))
+    return sample
+
+
+async def infer_sample(
+    sample: Sample, *, analyser: TrackAnalyser, batcher: Batcher, deadline: float, priority: int
+) -> Analysis:
+    """One model's analysis of the sampled patches, by its batcher like any request's patches."""
     job = batcher.open_job(priority)
     try:
         for region in sample.regions:
@@ -93,11 +102,9 @@ async def sample_analysis(
         outputs = await batcher.wait_for(job, deadline - time.monotonic())
     finally:
         batcher.abandon(job)
-    metrics.EARLY_SAMPLE_PATCHES.observe(len(sample.regions))
-    facts = sample.facts
-    facts.duration_seconds = sample.duration_seconds
+    facts = replace(sample.facts, duration_seconds=sample.duration_seconds)
     facts.warnings = warnings_for(facts)  # what the container already shows (a cut), and the sampled regions' damage
-    analysis = Analysis(
+    return Analysis(
         duration_seconds=sample.duration_seconds,
         sample_rate=analyser.geometry.sample_rate,
         patch_samples=analyser.geometry.covered_samples,
@@ -106,7 +113,6 @@ async def sample_analysis(
         embedding=np.ascontiguousarray(outputs["embedding"], np.float32),
         decode=facts,
     )
-    return analysis, sample
 
 
 class BackgroundAnalyses:

@@ -63,6 +63,29 @@ def test_an_early_answer_says_what_it_covers_and_the_complete_analysis_then_serv
         assert again["unsampled_integrity"] is None
 
 
+def test_the_platform_default_samples_once_for_both_musicnn_models_and_completes_both_in_the_background(
+    models_dir, long_track
+):
+    settings = server_settings(models_dir, models="msd-musicnn,mtt-musicnn", early_answer_patches=PATCHES)
+    with live_server(settings) as live, live.client() as http:
+        early = suggest(http, long_track, k=50)
+        assert (early["taxonomy"], early["models"]) == ("platform", ["msd-musicnn", "mtt-musicnn"])
+        assert early["complete"] is False and early["unsampled_integrity"] == "unknown"
+        assert early["coverage"] == pytest.approx(PATCHES * PATCH_SECONDS / 60.0, abs=0.01)
+        platform = http.get("/models").json()["platform_taxonomy"]
+        assert platform["unscored"] == [] and len(early["suggestions"]) == len(platform["subgenres"])
+        wait_for_background(live)
+        for model in ("msd-musicnn", "mtt-musicnn"):
+            embedded = http.post("/embed", params={"model": model}, files={"file": ("track", long_track)})
+            assert embedded.status_code == 200 and embedded.json()["cached"] is True, model
+        again = suggest(http, long_track, k=50)
+        assert again["complete"] is True and again["cached"] is True
+        waited = suggest(http, long_track, k=50, complete="true")
+        assert waited["suggestions"] == again["suggestions"]
+        early_top = [s["subgenre"] for s in early["suggestions"][:5]]
+        assert len(set(early_top) & {s["subgenre"] for s in again["suggestions"][:5]}) >= 3  # a sample of real music
+
+
 def test_complete_true_is_todays_answer(models_dir, long_track):
     with live_server(server_settings(models_dir, early_answer_patches=0)) as live, live.client() as http:
         today = suggest(http, long_track)

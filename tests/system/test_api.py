@@ -117,7 +117,9 @@ def test_vgg_model_embeds_its_flattened_pool5(client):
 
 
 def test_suggestions_are_k_taxonomy_subgenres_best_first(client):
-    response = client.post("/suggest-subgenres?k=3", content=wav(6.0, seed=5), headers={"content-type": "audio/wav"})
+    response = client.post(
+        "/suggest-subgenres?k=3&model=msd-musicnn", content=wav(6.0, seed=5), headers={"content-type": "audio/wav"}
+    )
     body = response.json()
     taxonomy = json.loads((server_taxonomy_path()).read_text())
     assert body["taxonomy"] == taxonomy["name"]
@@ -130,12 +132,46 @@ def test_suggestions_are_k_taxonomy_subgenres_best_first(client):
 def test_suggestion_score_is_the_best_mean_score_among_the_subgenres_tags(client):
     data = wav(6.0, seed=6)
     taggram = client.post("/taggram", content=data, headers={"content-type": "audio/wav"}).json()
-    suggestions = client.post("/suggest-subgenres?k=50", content=data, headers={"content-type": "audio/wav"}).json()
+    suggestions = client.post(
+        "/suggest-subgenres?k=50&model=msd-musicnn", content=data, headers={"content-type": "audio/wav"}
+    ).json()
     mean = dict(zip(taggram["labels"], taggram["mean"]))
     taxonomy = json.loads(server_taxonomy_path().read_text())["subgenres"]
     for s in suggestions["suggestions"]:
         assert s["score"] == pytest.approx(max(mean[t] for t in taxonomy[s["subgenre"]]), rel=1e-6)
     assert len(suggestions["suggestions"]) == len(taxonomy)  # k is capped by the taxonomy's size
+
+
+def test_the_default_suggestions_rank_the_platform_vocabulary_each_subgenre_from_its_first_model(client):
+    """No ?model= and no ?taxonomy=: the platform taxonomy (docs/signup.md). Each subgenre's score is the best mean
+    of its tags in the first loaded model of the platform file's list whose taxonomy names it (this server loads
+    msd-musicnn and mtt-vgg: mtt-vgg stands in for mtt-musicnn)."""
+    from service.artefacts.taxonomy import SHIPPED_DIR
+
+    platform = client.get("/models").json()["platform_taxonomy"]
+    assert platform["default"] is True and platform["models"] == ["msd-musicnn", "mtt-vgg"]
+    assert platform["unscored"] == [] and {"Rock", "Jazz", "Classical", "Opera"} <= set(platform["subgenres"])
+    data = wav(6.0, seed=6)
+    body = client.post("/suggest-subgenres?k=50", content=data, headers={"content-type": "audio/wav"}).json()
+    assert (body["taxonomy"], body["model"], body["models"]) == ("platform", "msd-musicnn", platform["models"])
+    expected = {}
+    for model in reversed(platform["models"]):  # the first model last: it wins the subgenres both name
+        taggram = client.post(f"/taggram?model={model}", content=data, headers={"content-type": "audio/wav"}).json()
+        mean = dict(zip(taggram["labels"], taggram["mean"]))
+        for subgenre, tags in json.loads((SHIPPED_DIR / f"{model}.json").read_text())["subgenres"].items():
+            expected[subgenre] = max(mean[t] for t in tags)
+    assert {s["subgenre"]: s["score"] for s in body["suggestions"]} == pytest.approx(expected, rel=1e-6)
+    assert [s["subgenre"] for s in body["suggestions"]] == sorted(expected, key=lambda s: -expected[s])
+    again = client.post("/suggest-subgenres?k=3", content=data, headers={"content-type": "audio/wav"}).json()
+    assert again["cached"] is True  # both models' analyses are cached under the track's key
+
+
+def test_the_platform_taxonomy_by_name_refuses_a_model_it_would_ignore(client):
+    response = client.post(
+        "/suggest-subgenres?taxonomy=platform&model=mtt-vgg", content=wav(4.0), headers={"content-type": "audio/wav"}
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_parameter")
+    assert "leave out ?model=" in response.json()["detail"]
 
 
 def server_taxonomy_path():
@@ -178,7 +214,11 @@ def test_cached_response_equals_uncached_exactly(client, endpoint):
 def test_one_cache_entry_serves_every_endpoint_and_any_k(client):
     data = wav(5.0, seed=21)
     assert client.post("/taggram", content=data, headers={"content-type": "audio/wav"}).json()["cached"] is False
-    for endpoint in ("/embed", "/suggest-subgenres?k=2", "/suggest-subgenres?k=9"):
+    for endpoint in (
+        "/embed",
+        "/suggest-subgenres?k=2&model=msd-musicnn",
+        "/suggest-subgenres?k=9&taxonomy=platform-genres-msd",
+    ):
         assert client.post(endpoint, content=data, headers={"content-type": "audio/wav"}).json()["cached"] is True
     # A different hop or model is a different analysis.
     assert client.post("/taggram?hop=1", content=data, headers={"content-type": "audio/wav"}).json()["cached"] is False

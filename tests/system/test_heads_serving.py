@@ -122,8 +122,10 @@ def test_head_scores_equal_the_head_run_on_the_served_embeddings(heads_dir, mode
 def test_taxonomy_contract_and_errors(heads_dir, models_dir):
     data = track("pulses")
     with live_server(server_settings(models_dir, heads_dir=heads_dir)) as live, live.client() as http:
-        default = http.post("/suggest-subgenres", content=data).json()  # no default configured: the tag taxonomy
-        assert default["kind"] == "tags" and default["taxonomy"] == TAG_TAXONOMY
+        default = http.post("/suggest-subgenres", content=data).json()  # no default configured: the platform's
+        assert default["kind"] == "tags" and default["taxonomy"] == "platform"
+        own = http.post("/suggest-subgenres?model=msd-musicnn", content=data).json()  # a model named: its own default
+        assert own["kind"] == "tags" and own["taxonomy"] == TAG_TAXONOMY
         assert set(default) >= {"model", "taxonomy", "kind", "suggestions", "duration_seconds", "cached"}
         head = http.post(f"/suggest-subgenres?taxonomy={POOLED_HEAD}&k=2", content=data).json()
         assert head["kind"] == "head" and len(head["suggestions"]) == 2

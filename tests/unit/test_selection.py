@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.api.responses import suggestions
-from service.artefacts.selection import ModelSelection, Selection
+from service.artefacts.selection import ModelRanking, ModelSelection, Selection
 from service.artefacts.tag_calibration import CalibratedTaxonomy
 from service.artefacts.taxonomy import Taxonomy
 from service.engine.analysis import Analysis
@@ -72,6 +72,12 @@ def test_a_name_the_model_does_not_have_is_unknown_taxonomy_listing_the_choices(
 
 
 def test_the_suggestions_body_comes_from_whichever_ranking_was_picked():
-    body = suggestions("m", CALIBRATED, analysis(), cached=True, k=1)
-    assert (body.model, body.taxonomy, body.kind, body.cached) == ("m", "platform-calibrated", "tags", True)
+    body = suggestions(ModelRanking("m", CALIBRATED), [analysis()], cached=True, k=1)
+    assert (body.model, body.models, body.taxonomy, body.kind, body.cached) == (
+        "m",
+        ["m"],
+        "platform-calibrated",
+        "tags",
+        True,
+    )
     assert [(s.subgenre, s.score) for s in body.suggestions] == [("Rock", pytest.approx(1.0))]

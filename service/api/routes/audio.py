@@ -71,26 +71,27 @@ async def suggest_subgenres(
     hop: HopQuery = None,
     k: SubgenreCountQuery = 5,
     taxonomy: str | None = Query(
-        None, description="A head or tag taxonomy of the model (GET /models); default: TAGGRAM_DEFAULT_TAXONOMIES"
+        None,
+        description="A head or tag taxonomy of the model, or 'platform' (GET /models); default: the platform "
+        "taxonomy when no model is named and TAGGRAM_DEFAULT_TAXONOMIES names none for the default model, else the "
+        "model's default",
     ),
     complete: bool = Query(
         False, description="Wait for the whole track's analysis instead of answering early from a spread sample"
     ),
 ):
     chosen = models.pick(model)
-    ranking = selection.ranking(chosen.name, taxonomy)  # refused before the upload is read
+    suggester = selection.suggester(chosen.name, taxonomy, model_named=model is not None)  # refused before reading
+    needed = [models.pick(name) for name in suggester.models]
     if complete or hop is not None:
-        analysis, cached = await analyse(chosen, hop)
-        return respond.suggestions(chosen.name, ranking, analysis, cached, k)
-    answer = await analyse.early(chosen)
-    fields = {} if answer.complete else {"unsampled_integrity": "unknown", "sampling": answer.sampling}
+        results = await analyse.each(needed, hop)
+        return respond.suggestions(suggester, [a for a, _ in results], all(c for _, c in results), k)
+    answers = await analyse.early(needed)
+    early = {"complete": all(answer.complete for answer in answers)}
+    early["coverage"] = round(min(answer.coverage for answer in answers), 4)
+    if not early["complete"]:
+        early["unsampled_integrity"] = "unknown"
+        early["sampling"] = next((answer.sampling for answer in answers if answer.sampling), None)
     return respond.suggestions(
-        chosen.name,
-        ranking,
-        answer.analysis,
-        answer.cached,
-        k,
-        complete=answer.complete,
-        coverage=round(answer.coverage, 4),
-        **fields,
+        suggester, [answer.analysis for answer in answers], all(answer.cached for answer in answers), k, **early
     )

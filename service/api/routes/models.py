@@ -27,4 +27,5 @@ async def list_models(models: Models, selection: Rankings, indexes: SimilarIndex
             )
             for m in models.models.values()
         ],
+        platform_taxonomy=selection.platform_info(models.default),
     )
