@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--platform", action="store_true", help="http: load mtt-musicnn too (the platform taxonomy's default answer)"
     )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "auto"), default="fp32", help="http: the service's TAGGRAM_PRECISION"
+    )
     parser.add_argument("--section", help="the report section's name (default: signup-WHAT)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ intra-op threads), between the requests, so a reader can scale the service's fig
 speed. Reported: p50/p95 per format and overall, the ratio early ÷ complete per track, and whether the early answer's
 top-1 is the complete one's.
 
+``--precision bf16`` (or ``auto``) serves in that precision (docs/precision.md); the raw batch stays fp32 ONNX Runtime.
 ``--platform``: the service loads msd-musicnn and mtt-musicnn, so the default answer is the platform taxonomy's
 (both models analyse each upload; docs/api.md); each track is then also answered early with ``?model=msd-musicnn``
 alone (its background drained too), and the report adds what the second model costs the early answer.
@@ -125,6 +126,7 @@ def run_http(args) -> str:
     tracks = pick_tracks(args.tracks)
     rows, raw, alone = [], [], []
     served = {"models": f"{args.model},{PLATFORM_SECOND}"} if args.platform else {}
+    served["precision"] = args.precision
     with (
         common.running_service(args.port, args.model, memory_cache_bytes=0, **served) as service,
         httpx.Client(timeout=CLIENT_TIMEOUT_SECONDS) as client,
@@ -190,7 +192,7 @@ def run_http(args) -> str:
         [
             f"### Server time over HTTP, early vs complete ({answered_by}, {len(rows)} tracks)",
             "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
-            f"- service: `taggram serve` (fp32, loopback, cache off, defaults otherwise: "
+            f"- service: `taggram serve` ({args.precision}, loopback, cache off, defaults otherwise: "
             f"{service_defaults.early_answer_patches} early patches, batches of ≤ {batch_patches}); one request at "
             "a time, each early answer's background analysis finished before the next request",
             f"- raw ONNX Runtime, one batch of {batch_patches} patches (1 intra-op thread, as each of the service's "
