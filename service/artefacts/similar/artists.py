@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NEAREST_ARTISTS = 10  # stored per artist; a request asks for at most this many
-SIMILARITY_CHUNK = 1024  # artists scored against all per step: bounded [chunk, artists] temporaries
+SIMILARITY_CHUNK = 256  # artists scored against all per step: [chunk, artists] temporaries, ≈ 0.4 GB at 10^5 artists
 
 
 @dataclass(frozen=True)
