@@ -59,6 +59,12 @@ LABEL_COLUMNS = ["track_id", "label", "artist", "album", "label_reason", "eviden
 REFUSED_COLUMNS = ["track_id", "path", "ffmpeg_error", "soundfile_frames", "soundfile_samplerate"]
 
 
+# What the corpus CSV writes for a track whose artist nobody names: an empty cell. Never a word such as "unknown":
+# a catalog reading the CSV (taggram index build --artists) would take it for one artist and pool every such track
+# under it (docs/catalog.md, "Artists").
+NO_ARTIST = ""
+
+
 @dataclass(frozen=True)
 class Source:
     """One Debian package: where its music lies inside the package, under which licence, by whom."""
@@ -66,7 +72,7 @@ class Source:
     package: str
     pattern: str  # regex on the path relative to the unpacked package root
     licence: str  # SPDX-ish, from /usr/share/doc/<package>/copyright
-    artist: str  # fallback when a file carries no artist tag
+    artist: str  # fallback when a file carries no artist tag (NO_ARTIST: the package names no one)
     album: str  # fallback album (the game's soundtrack)
     # (regex on the file's path in the package, licence) for files the copyright file licenses differently
     licence_overrides: tuple[tuple[str, str], ...] = ()
@@ -91,7 +97,7 @@ SOURCES: tuple[Source, ...] = (
         "wesnoth-1.16-music",
         r"usr/share/games/wesnoth/1\.16/data/core/music/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "The Battle for Wesnoth OST",
     ),
     Source(
@@ -112,7 +118,7 @@ SOURCES: tuple[Source, ...] = (
         "lincity-ng-data",
         r"usr/share/games/lincity-ng/music/default/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "LinCity-NG soundtrack",
     ),
     Source(
@@ -133,14 +139,14 @@ SOURCES: tuple[Source, ...] = (
         "btanks-data",
         r"usr/share/games/btanks/data/tunes/[^/]+\.ogg$",
         "LicenseRef-GPL-2.0-Battle-Tanks-exception",
-        "unknown",
+        NO_ARTIST,
         "Battle Tanks soundtrack",
     ),
     Source(
         "colobot-common-sounds",
         r"usr/share/games/colobot/music/[^/]+\.ogg$",
         "GPL-3.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Colobot soundtrack",
     ),
     Source(
@@ -154,7 +160,7 @@ SOURCES: tuple[Source, ...] = (
         "extremetuxracer-data",
         r"usr/share/games/etr/music/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Extreme Tux Racer soundtrack",
         # usr/share/games/etr/music/readme ("Music Authors List")
         credited_artists=(
@@ -168,35 +174,35 @@ SOURCES: tuple[Source, ...] = (
         "fillets-ng-data",
         r"usr/share/games/fillets-ng/music/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Fish Fillets NG soundtrack",
     ),
     Source(
         "flare-game",
         r"usr/share/games/flare/mods/fantasycore/music/[^/]+\.ogg$",
         "CC-BY-SA-3.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Flare soundtrack",
     ),
     Source(
         "freedroidrpg-data",
         r"usr/share/freedroidrpg/data/sound/music/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "FreedroidRPG soundtrack",
     ),
     Source(
         "hedgewars-data",
         r"usr/share/games/hedgewars/Data/Music/[^/]+\.ogg$",
         "GPL-2.0-only",
-        "unknown",
+        NO_ARTIST,
         "Hedgewars soundtrack",
     ),
     Source(
         "lordsawar-data",
         r"usr/share/games/lordsawar/music/[^/]+\.ogg$",
         "GPL-3.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "LordsAWar soundtrack",
     ),
     Source(
@@ -210,22 +216,22 @@ SOURCES: tuple[Source, ...] = (
         "scorched3d-data",
         r"usr/share/games/scorched3d/data/globalmods/none/data/music/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Scorched3D soundtrack",
     ),
     Source(
         "supertux-data",
         r"usr/share/games/supertux2/music/.+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "SuperTux Soundtrack",
     ),
-    Source("warmux-data", r"usr/share/games/warmux/music/.+\.ogg$", "GPL-2.0-or-later", "unknown", "WarMUX soundtrack"),
+    Source("warmux-data", r"usr/share/games/warmux/music/.+\.ogg$", "GPL-2.0-or-later", NO_ARTIST, "WarMUX soundtrack"),
     Source(
         "warzone2100-music",
         r"usr/share/games/warzone2100/music/.+\.opus$",
         "CC-BY-SA-3.0-or-later OR GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Warzone 2100 soundtrack",
         # the albums' license.txt: Martin Severn's original tracks (and track3_enhanced, derived) are GPL-2+
         ((r"original_soundtrack/|track3_enhanced|music/menu\.opus$", "GPL-2.0-or-later"),),
@@ -234,14 +240,14 @@ SOURCES: tuple[Source, ...] = (
         "xmoto-data",
         r"usr/share/games/xmoto/Textures/Musics/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "X-Moto soundtrack",
     ),
     Source(
         "frozen-bubble-data",
         r"usr/share/games/frozen-bubble/snd/(introzik|frozen-mainzik-[12]p)\.ogg$",
         "GPL-2.0-only",
-        "unknown",
+        NO_ARTIST,
         "Frozen-Bubble soundtrack",
     ),
     Source(
@@ -249,7 +255,7 @@ SOURCES: tuple[Source, ...] = (
         # the *_fast / *_f files are sped-up copies of the same pieces (played on the last lap): left out
         r"usr/share/games/supertuxkart/data/music/(?![^/]*_(fast|f)\.ogg$)[^/]+\.ogg$",
         "CC-BY-SA-3.0",
-        "unknown",
+        NO_ARTIST,
         "SuperTuxKart soundtrack",
         ((r"/(Boom_boom_boom|alien_signal)\.ogg$", "CC-BY-SA-4.0"), (r"/klabauter_dance\.ogg$", "GPL")),
     ),
@@ -257,7 +263,7 @@ SOURCES: tuple[Source, ...] = (
         "widelands-data",
         r"usr/share/games/widelands/data/music/[^/]+\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Widelands soundtrack",
         ((r"/ingame_2[456]\.ogg$", "CC-BY-SA-3.0"),),
     ),
@@ -265,14 +271,14 @@ SOURCES: tuple[Source, ...] = (
         "megaglest-data",
         r"usr/share/games/megaglest/.*/music/[^/]+\.ogg$",
         "CC-BY-SA-3.0",
-        "unknown",
+        NO_ARTIST,
         "MegaGlest soundtrack",
     ),
     Source(
         "tuxtype-data",
         r"usr/share/tuxtype/sounds/(tuxi|amidst_the_raindrops|chiptune2)\.ogg$",
         "GPL-2.0-or-later",
-        "unknown",
+        NO_ARTIST,
         "Tux Typing music",
         ((r"tuxi\.ogg$", "LicenseRef-public-domain"),),
     ),
@@ -494,8 +500,9 @@ def describe(path: Path, root: Path, source: Source, albums: dict[str, tuple[str
 
 
 def cv_group(artist: str, album: str) -> str:
-    """The unit an artist-disjoint split keeps together: the artist, or the album when the artist is unknown."""
-    return artist if artist and artist != "unknown" else album
+    """The unit an artist-disjoint split keeps together: the artist, or the album when the artist is unknown (no
+    artist, or a placeholder such as the labels file's "unknown")."""
+    return artist if meaningful(artist) else album
 
 
 def read_labels(path: Path = LABELS_CSV) -> dict[str, dict[str, str]]:
@@ -537,7 +544,9 @@ def catalogue_package(
         label = labels.get(tid)
         if label:
             # the labels file is the curated record: its artist/album (read from copyright files and docs) win
-            row.update({k: label[k] for k in ("label", "label_reason", "artist", "album") if label.get(k)})
+            row.update({k: label[k] for k in ("label", "label_reason", "album") if label.get(k)})
+            if label.get("artist"):  # its "unknown" is the curator's word too: no artist (NO_ARTIST)
+                row["artist"] = meaningful(label["artist"])
             row["label_evidence"] = label.get("evidence", "")
         # the labels file may group a track with another artist's (a remaster stays with its original)
         row["cv_group"] = (label or {}).get("cv_group") or cv_group(row["artist"], row["album"])

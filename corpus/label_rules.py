@@ -10,7 +10,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from corpus.build import LABEL_COLUMNS, LABELS_CSV, tags
+from corpus.build import LABEL_COLUMNS, LABELS_CSV, NO_ARTIST, cv_group, tags
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--dest", type=Path, required=True)
@@ -24,7 +24,7 @@ def add(tid, label, reason, evidence, artist=None, album=None, group=None):
     r = rows[tid]
     artist = artist or r["artist"]
     album = album or r["album"]
-    group = group or (artist if artist != "unknown" else album)
+    group = group or cv_group(artist, album)
     out.append(
         dict(
             track_id=tid,
@@ -175,7 +175,7 @@ for tid, r in rows.items():
             "SuperTux's own 'retro' music folder (music of the early SuperTux releases); retro game-music style by curator judgement"
             + ("; artist tag is zhaymusic.com, Zhaytee's site" if zhay else ""),
             "curator",
-            artist="Joseph G. Toscano (Zhaytee)" if zhay else "unknown",
+            artist="Joseph G. Toscano (Zhaytee)" if zhay else "unknown",  # the curator's word: no artist
             album="SuperTux retro music",
         )
     elif tid == "freedroidrpg-data/TheBeginning":
@@ -201,6 +201,6 @@ with open(LABELS_CSV, "w", newline="", encoding="utf-8") as f:
 for lab in sorted({r["label"] for r in out}):
     rs = [r for r in out if r["label"] == lab]
     print(
-        f"{lab:15s} tracks={len(rs):3d} groups={len({r['cv_group'] for r in rs}):2d} artists_known={len({r['artist'] for r in rs if r['artist'] != 'unknown'}):2d} albums={len({r['album'] for r in rs}):2d} documented={sum(r['evidence'] == 'documented' for r in rs):3d}"
+        f"{lab:15s} tracks={len(rs):3d} groups={len({r['cv_group'] for r in rs}):2d} artists_known={len({r['artist'] for r in rs if r['artist'] not in (NO_ARTIST, 'unknown')}):2d} albums={len({r['album'] for r in rs}):2d} documented={sum(r['evidence'] == 'documented' for r in rs):3d}"
     )
 print(len(out), "labelled tracks")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +53,62 @@ def comma_separated(value: Any) -> Any:
     return value
 
 
+# TAGGRAM_CATALOG_AUDIO_URL: where the page's catalog map fetches a track's audio to play its representative segment
+# on hover (docs/catalog.md). An operator's template, never a path from a request; the track id is the only variable.
+TRACK_ID_PLACEHOLDER = "{track_id}"
+AUDIO_URL_SCHEMES = ("http", "https")
+# A host name or an IPv4 address: the origin goes into the page's Content-Security-Policy header, so nothing that
+# could end or extend a CSP directive (";", ",", quotes, spaces) may reach it.
+HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def audio_url_template_problem(template: str) -> str | None:
+    """Why ``template`` is not a usable catalog audio URL template, or None when it is: an absolute http(s) URL with
+    a host, no user:password@ (every visitor of the page would read it), no #fragment (never sent), and the
+    ``{track_id}`` placeholder exactly once, in the path or the query (in the host it would change the origin the
+    page's CSP allows), and no other ``{…}``."""
+    if any(c.isspace() or ord(c) < 0x20 for c in template):
+        return "must not contain spaces or control characters"
+    count = template.count(TRACK_ID_PLACEHOLDER)
+    if count != 1:
+        return f"must contain {TRACK_ID_PLACEHOLDER} exactly once (found {count} times)"
+    if "{" in template.replace(TRACK_ID_PLACEHOLDER, "") or "}" in template.replace(TRACK_ID_PLACEHOLDER, ""):
+        return f"must contain no placeholder but {TRACK_ID_PLACEHOLDER}"
+    try:
+        parts = urlsplit(template)
+        port = parts.port  # a ValueError for a port that is not a number in 0-65535
+    except ValueError as error:
+        return f"is not a URL ({error})"
+    if parts.scheme.lower() not in AUDIO_URL_SCHEMES or not parts.netloc:
+        return "must be an absolute http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "must not carry user:password@ (the page shows the URL to every visitor)"
+    if TRACK_ID_PLACEHOLDER in parts.netloc:
+        return f"must have {TRACK_ID_PLACEHOLDER} in the path or the query, not in the host"
+    if parts.fragment or template.endswith("#"):
+        return "must not have a #fragment (it is never sent to the server)"
+    if not HOST_NAME.match(parts.hostname or ""):
+        return f"must name its host as a DNS name or an IPv4 address (got {parts.hostname!r})"
+    if port == 0:
+        return "must have a port between 1 and 65535"
+    return None
+
+
+def audio_origin(template: str) -> str:
+    """The origin the template's URLs are fetched from, as the page's CSP ``media-src`` names it:
+    ``scheme://host[:port]`` (host lower-cased; the port only when the template gives one)."""
+    parts = urlsplit(template)
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}{port}"
+
+
+def audio_url(template: str, track_id: str) -> str:
+    """The template with the track id substituted, percent-encoded as one URL component: every byte of its UTF-8
+    but the unreserved ``A-Z a-z 0-9 - . _ ~`` (RFC 3986), so "/", "?", "#", "&" or "%" in an id stay inside the
+    id. The page (catalog.js ``audioUrl``) encodes exactly the same way."""
+    return template.replace(TRACK_ID_PLACEHOLDER, quote(track_id, safe=""), 1)
+
+
 def parse_parameter(kind: Any, text: str) -> Any:
     """``text`` as a request parameter of type ``kind`` (e.g. ``HopSeconds``), checked as the API checks it; a
     ValueError with the API's reason otherwise."""
@@ -85,6 +143,12 @@ class Settings(BaseSettings):
     )
     index_poll_seconds: float = Field(
         10.0, ge=0, description="How often a changed index manifest is looked for and swapped in (0 = only on SIGHUP)"
+    )
+    catalog_audio_url: str | None = Field(
+        None,
+        description="URL template of a catalog track's audio, e.g. https://cdn.example.com/audio/{track_id}.mp3 "
+        "({track_id} once, URL-encoded): the page's catalog map plays each track's representative segment on hover "
+        "and its CSP allows media from that origin; unset = no playback",
     )
 
     max_upload_bytes: int = Field(100 * MIB, description="Largest accepted request body, enforced while reading")
@@ -192,6 +256,16 @@ class Settings(BaseSettings):
         if not sizes or min(sizes) < 1:
             raise ValueError(f"must be whole numbers >= 1 (e.g. 1,4,16), got {sizes!r}")
         return tuple(sorted(set(sizes)))
+
+    @field_validator("catalog_audio_url")
+    @classmethod
+    def _audio_url_template(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        problem = audio_url_template_problem(template)
+        if problem is not None:
+            raise ValueError(f"{template!r} {problem}")
+        return template
 
     @field_validator("redis_url")
     @classmethod

@@ -3,7 +3,10 @@
 A backfill-like output of ``--derived`` vectors (span means of a real ``--segment-embeddings`` backfill, as
 bench/studies/catalog_map.py) with track ids and artists shaped like the corpus's (``<package>/<track>~<n>``, each
 derived row keeping its source track's artist and tag scores), through the real `taggram index build` (pca) and
-``load_index``; then the bodies ``GET /catalog/map`` sends (service/api/catalog_payload.py). Run::
+``load_index``; then the bodies ``GET /catalog/map`` sends (service/api/catalog_payload.py). Each derived row also
+gets a representative window (output format 3): starting at its span's first segment and as long as its source
+track's window, clipped to the track: one distinct window per row, as in a real catalog (the source tracks' own
+windows would repeat 110 values, which gzip would flatter). Run::
 
     flock /tmp/taggram-bench.lock .venv/bin/python -m bench.studies.catalog_payload /tmp/cat-corpus/bf \
         --artists /tmp/cat-corpus/subset.csv --derived 100000
@@ -27,7 +30,9 @@ import pyarrow.parquet as pq
 
 from service.api.catalog_payload import GZIP_LEVEL, compact_document, encode, points_document
 from service.artefacts.similar import artefact
+from service.artefacts.similar.catalog import WINDOW_COLUMNS
 from service.artefacts.similar.serving import load_index
+from service.decode.limits import SAMPLE_RATE  # the backfill's hop_samples count at this rate
 from service.offline import index_build
 from service.offline.backfill.output import RUN_FILE
 from service.offline.index_build import read_artists
@@ -47,11 +52,13 @@ def derived_output(backfill: Path, artists_csv: Path, n: int, out: Path) -> tupl
     rng = np.random.default_rng(SEED)
     source = rng.integers(0, len(segments), n)
     vectors = np.empty((n, segments[0].shape[1]), np.float32)
+    firsts = np.empty(n, np.int64)
     for row, track in enumerate(source.tolist()):  # a random span of the source track, at least 2 segments
         length = len(segments[track])
         span = int(rng.integers(min(2, length), length + 1))
         first = int(rng.integers(0, length - span + 1))
         vectors[row] = segments[track][first : first + span].mean(axis=0)
+        firsts[row] = first
     scores = np.stack(table.column("tag_scores").to_numpy(zero_copy_only=False))[source]
     model, onnx = table.column("model")[0].as_py(), table.column("onnx_sha256")[0].as_py()
     derived = pa.table(
@@ -64,12 +71,27 @@ def derived_output(backfill: Path, artists_csv: Path, n: int, out: Path) -> tupl
                 pa.array(scores.reshape(-1).astype(np.float32)), scores.shape[1]
             ),
             "artist_id": pa.array([artists.get(track_ids[t], (None, None))[0] for t in source.tolist()], pa.string()),
+            **derived_windows(table, source, firsts),
         }
     ).replace_schema_metadata(table.schema.metadata)
     (out / "results").mkdir(parents=True)
     shutil.copy(backfill / RUN_FILE, out / RUN_FILE)  # the run's identity: index build records its precision
     pq.write_table(derived, out / "results" / "part-n0001-i0000-000000.parquet")
     return model, onnx
+
+
+def derived_windows(table, source: np.ndarray, firsts: np.ndarray) -> dict:
+    """The window columns of derived rows (see the module's docstring); none for a backfill without them."""
+    if not all(name in table.column_names for name in WINDOW_COLUMNS):
+        return {}
+    start, end = (table.column(name).to_numpy()[source] for name in WINDOW_COLUMNS)
+    hop = table.column("hop_samples").to_numpy()[source] / SAMPLE_RATE
+    duration = table.column("duration_seconds").to_numpy()[source]
+    first = np.minimum(firsts * hop, np.maximum(duration - (end - start), 0.0))
+    return {
+        WINDOW_COLUMNS[0]: pa.array(first, pa.float64()),
+        WINDOW_COLUMNS[1]: pa.array(np.minimum(first + (end - start), duration), pa.float64()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(CloseUnreadBodyMiddleware)
     install_routes(app, ROUTERS)
-    install_page(app)
+    install_page(app, settings.catalog_audio_url)
     install_docs(app)
     return app
 

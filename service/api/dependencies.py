@@ -8,6 +8,7 @@ closes over it, so a route module needs nothing but these and ``APIRouter``.
   ``each(models, hop)`` and ``early(models)`` for a ranking over several models' analyses.
 - ``Rankings``: per model, its tag taxonomies and heads (``?taxonomy=``, ``?head=``), each a ``Ranking``.
 - ``SimilarIndexes``: the similarity indexes, current generation per model.
+- ``CatalogAudioUrl``: TAGGRAM_CATALOG_AUDIO_URL, the operator's catalog audio URL template (None: unset).
 
 The model is picked in the route body, not by a dependency: dependencies run before the query parameters are
 validated, so ``?model=nope&k=0`` would answer ``unknown_model`` instead of ``invalid_parameter``.
@@ -117,3 +118,10 @@ def similar_indexes(state: AppState) -> Indexes:
 
 
 SimilarIndexes = Annotated[Indexes, Depends(similar_indexes)]
+
+
+def catalog_audio_url(state: AppState) -> str | None:
+    return state.settings.catalog_audio_url
+
+
+CatalogAudioUrl = Annotated[str | None, Depends(catalog_audio_url)]

@@ -5,7 +5,9 @@ Labels are a head's top class when the build is given one (``--label-head DIR/NA
 ``taggram serve`` loads from TAGGRAM_HEADS_DIR), run on each track's pooled (mean) embedding; else the top tag of
 the backfill's ``tag_scores`` column and the label list in its Parquet metadata. The manifest's ``map.label`` says
 which. Subgenre scores come from the tag scores; an output without them (older or hand-made) gets unlabelled points
-(unless a head labels them) and artists without subgenres.
+(unless a head labels them) and artists without subgenres. Each track's representative window (the backfill's
+``representative_*`` columns, output format 3) is carried into the map; an older output has none
+(``map.representative`` false: the page plays a track's first 30 s instead, docs/catalog.md).
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ def top_labels(table) -> list[str | None]:
     return [labels[i] for i in np.argmax(scores, axis=1).tolist()]
 
 
+def representative_windows(table) -> np.ndarray | None:
+    """float64 [tracks, 2] of the backfill's representative (start, end) seconds (NaN where a row has none), or None
+    for an output without the columns (written before output format 3); a window that is not one is refused."""
+    if not all(name in table.column_names for name in catalog.WINDOW_COLUMNS):
+        return None
+    windows = np.stack(
+        [np.asarray(table.column(n).to_numpy(zero_copy_only=False), np.float64) for n in catalog.WINDOW_COLUMNS],
+        axis=1,
+    )
+    row = catalog.window_problem(windows)
+    if row is not None:
+        raise CatalogInputError(
+            f"track {table.column('track_id')[row].as_py()!r}: representative window {windows[row].tolist()} "
+            "is not a window (0 <= start < end)"
+        )
+    return windows
+
+
 def label_head(path: Path, model: str, onnx_sha256: str, embedding_dim: int) -> LoadedHead:
     """The head at ``path``, refused unless it was trained on the very graph whose embeddings the backfill holds."""
     try:
@@ -84,14 +104,20 @@ def map_labels(table, raw: np.ndarray, head: LoadedHead | None) -> tuple[list[st
 
 
 def build_map(
-    output: Path, model: str, vectors: np.ndarray, table, method: str, labels: tuple[list[str | None], str]
+    output: Path,
+    model: str,
+    vectors: np.ndarray,
+    method: str,
+    labels: tuple[list[str | None], str],
+    windows: np.ndarray | None,
 ) -> artefact.MapInfo:
+    """``windows``: ``representative_windows`` of the backfill's table, read before anything is written."""
     if method in projection.NEIGHBOUR_PLACED:
         positions = fit_tsne(vectors)
         placement = projection.NeighbourPlacement(method, projection.PLACEMENT_NEIGHBOURS)
-        return catalog.write_map(output, model, positions, labels, placement)
+        return catalog.write_map(output, model, positions, labels, placement, windows)
     fitted = projection.fit(vectors, method)
-    return catalog.write_map(output, model, fitted.place(vectors), labels, fitted)
+    return catalog.write_map(output, model, fitted.place(vectors), labels, fitted, windows)
 
 
 def fit_tsne(vectors: np.ndarray) -> np.ndarray:

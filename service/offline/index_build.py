@@ -4,8 +4,9 @@ Reads every committed results part (``service.offline.backfill.read_output``), c
 mean and scales them to unit length, writes the vectors (exact .npy or usearch HNSW), the row → track table, the
 catalog map and the pooled artists (catalog_build.py) and, last, the manifest (artefact.py). Artists come from an
 ``artist_id`` column of the backfill output when it has one, else from ``--artists CSV`` (columns track_id and
-artist_id or artist, optional title: the corpus CSV works as is). Exit codes: 0 built, 2 bad input (no output, several
-models, unreadable CSV).
+artist_id or artist, optional title: the corpus CSV works as is); a missing, empty or blank artist is none. Each
+track's representative window (the backfill's columns, output format 3) goes into the map. Exit codes: 0 built,
+2 bad input (no output, several models, unreadable CSV, a window that is not one).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def embeddings(table) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
 
 
+def artist_id(value: str | None) -> str | None:
+    """An artist cell as the index keeps it: None when missing, empty or blank (a track with no artist belongs to no
+    artist: it is on the map with artist_id null and in no artist's pooling), else the id exactly as written."""
+    return value if value is not None and value.strip() else None
+
+
 def read_artists(path: Path) -> dict[str, tuple[str | None, str | None]]:
     """track_id → (artist_id, title) from a CSV with track_id and artist_id (or artist) columns, title optional."""
     try:
@@ -99,7 +106,7 @@ def read_artists(path: Path) -> dict[str, tuple[str | None, str | None]]:
             artist_column = "artist_id" if "artist_id" in fields else "artist" if "artist" in fields else None
             if "track_id" not in fields or artist_column is None:
                 raise UsageError(f"{path}: needs a track_id and an artist_id (or artist) column")
-            return {row["track_id"]: (row[artist_column] or None, row.get("title") or None) for row in reader}
+            return {row["track_id"]: (artist_id(row[artist_column]), row.get("title") or None) for row in reader}
     except OSError as error:
         raise UsageError(f"{path}: {error.strerror or error}") from None
 
@@ -108,7 +115,7 @@ def track_table(track_ids: list[str], table, artists: dict | None):
     import pyarrow as pa
 
     if "artist_id" in table.column_names:
-        artist = table.column("artist_id").to_pylist()
+        artist = [artist_id(a) for a in table.column("artist_id").to_pylist()]
         title = table.column("title").to_pylist() if "title" in table.column_names else [None] * len(track_ids)
     elif artists is not None:
         artist = [artists.get(t, (None, None))[0] for t in track_ids]
@@ -153,6 +160,7 @@ def build(
     raw = embeddings(table)
     head = None if label_head is None else catalog_build.label_head(label_head, model, onnx_sha256, raw.shape[1])
     labels = catalog_build.map_labels(table, raw, head)
+    windows = catalog_build.representative_windows(table)  # a bad window refuses the build before any file
     vectors, mean = artefact.normalise_catalog(raw)
     if duplicate_threshold is None:
         duplicate_threshold = CALIBRATED_DUPLICATE_THRESHOLDS.get(model, DEFAULT_DUPLICATE_THRESHOLD)
@@ -206,7 +214,7 @@ def build(
             "artists": str(artists_csv) if artists_csv else None,
             "artists_sha256": sha256_file(artists_csv) if artists_csv else None,
         },
-        map=catalog_build.build_map(output, model, vectors, table, projection, labels),
+        map=catalog_build.build_map(output, model, vectors, projection, labels, windows),
         artists=catalog_build.build_artists(output, model, vectors, table, tracks, taxonomy_dir),
         built_at=time.time(),
         build_seconds=time.perf_counter() - started,

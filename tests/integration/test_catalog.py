@@ -72,6 +72,44 @@ def test_the_compact_map_is_the_same_points_in_columns(server):
         assert body["labels"][body["label"][i]] == p["label"]
 
 
+def test_the_map_carries_each_tracks_representative_window_from_the_backfill(server, backfill_out):
+    results = pq.read_table(sorted((backfill_out / "results").glob("part-*.parquet"))[0])
+    # the bodies round to milliseconds: within half of one of the backfill's seconds (and a float's error)
+    written = {
+        t: {"start_seconds": pytest.approx(s, abs=6e-4), "end_seconds": pytest.approx(e, abs=6e-4)}
+        for t, s, e in zip(
+            results.column("track_id").to_pylist(),
+            results.column("representative_start_seconds").to_pylist(),
+            results.column("representative_end_seconds").to_pylist(),
+        )
+    }
+    points = httpx.get(f"{server.url}/catalog/map", headers={"Accept": "application/json"}).json()
+    assert points["audio_url_template"] is None  # TAGGRAM_CATALOG_AUDIO_URL unset
+    assert {p["track_id"]: p["representative"] for p in points["points"]} == written
+    body = compact(httpx.get(f"{server.url}/catalog/map"))
+    assert body["audio_url_template"] is None
+    columns = body["representative"]
+    assert {
+        t: {"start_seconds": s, "end_seconds": e}
+        for t, s, e in zip(body["track_ids"], columns["start_seconds"], columns["end_seconds"])
+    } == written
+
+
+def test_the_audio_url_template_reaches_the_map_and_the_pages_policy(index_dir, models_dir, tmp_path):
+    template = "https://cdn.example.com/catalog/{track_id}.ogg"
+    with ServeProcess(
+        models_dir, tmp_path / "logs", TAGGRAM_INDEX_DIR=str(index_dir), TAGGRAM_CATALOG_AUDIO_URL=template
+    ) as proc:
+        proc.wait_ready()
+        points = httpx.get(f"{proc.url}/catalog/map", headers={"Accept": "application/json"}).json()
+        body = compact(httpx.get(f"{proc.url}/catalog/map"))
+        page_policy = httpx.get(f"{proc.url}/").headers["content-security-policy"]
+        docs_policy = httpx.get(f"{proc.url}/docs").headers["content-security-policy"]
+    assert points["audio_url_template"] == body["audio_url_template"] == template
+    assert "media-src 'self' blob: https://cdn.example.com;" in page_policy
+    assert "cdn.example.com" not in docs_policy  # the API description pages play nothing: not widened
+
+
 def test_an_upload_of_a_catalog_track_lands_on_its_own_position(server, music_catalog):
     _, clips = music_catalog
     points = {

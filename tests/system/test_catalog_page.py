@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from service.api.page import CONTENT_SECURITY_POLICY
 from service.artefacts.manifest import load_manifest
 from service.offline import index_build
 from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
@@ -29,25 +30,37 @@ POINTS = 100_000
 ARTISTS = 500
 
 
-def catalog_output(out: Path, models_dir: Path) -> None:
+def catalog_output(
+    out: Path,
+    models_dir: Path,
+    points: int = POINTS,
+    track_ids: list[str] | None = None,
+    windows: np.ndarray | None = None,
+) -> None:
+    """A backfill output of ``points`` constructed tracks; ``windows``: float64 [points, 2] representative (start,
+    end) seconds, NaN for none (null in the columns), or None for an output without the columns."""
     manifest = load_manifest(models_dir / f"{MODEL}.json")
     rng = np.random.default_rng(23)
     basis = rng.standard_normal((12, manifest.embedding_dim))
     centres = rng.standard_normal((40, 12))
-    vectors = (centres[rng.integers(0, 40, POINTS)] + 0.4 * rng.standard_normal((POINTS, 12))) @ basis
-    scores = rng.random((POINTS, len(manifest.labels)), np.float32)
-    table = pa.table(
-        {
-            "track_id": [f"pkg{i % 7}/track-{i}" for i in range(POINTS)],
-            "model": [MODEL] * POINTS,
-            "onnx_sha256": [manifest.onnx.sha256] * POINTS,
-            "embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(vectors.astype(np.float32).reshape(-1)), manifest.embedding_dim
-            ),
-            "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), len(manifest.labels)),
-            "artist_id": [f"artist-{i % ARTISTS}" for i in range(POINTS)],
-        }
-    ).replace_schema_metadata({BACKFILL_METADATA: json.dumps({"labels": manifest.labels}).encode()})
+    vectors = (centres[rng.integers(0, 40, points)] + 0.4 * rng.standard_normal((points, 12))) @ basis
+    scores = rng.random((points, len(manifest.labels)), np.float32)
+    columns = {
+        "track_id": track_ids or [f"pkg{i % 7}/track-{i}" for i in range(points)],
+        "model": [MODEL] * points,
+        "onnx_sha256": [manifest.onnx.sha256] * points,
+        "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(vectors.astype(np.float32).reshape(-1)), manifest.embedding_dim
+        ),
+        "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), len(manifest.labels)),
+        "artist_id": [f"artist-{i % ARTISTS}" for i in range(points)],
+    }
+    if windows is not None:
+        for i, name in enumerate(("representative_start_seconds", "representative_end_seconds")):
+            columns[name] = pa.array(windows[:, i], pa.float64(), mask=np.isnan(windows[:, i]))
+    table = pa.table(columns).replace_schema_metadata(
+        {BACKFILL_METADATA: json.dumps({"labels": manifest.labels}).encode()}
+    )
     (out / "results").mkdir(parents=True)
     identity = {"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": manifest.onnx.sha256}
     (out / RUN_FILE).write_text(json.dumps(identity))
@@ -106,6 +119,10 @@ def test_the_map_draws_every_indexed_track(page, live):
     assert page.execute_script("return window.taggramCatalog.trackIds().length") == POINTS
     assert page.execute_script("return performance.getEntriesByName('catalog-draw').length") >= 1
     assert csp_violations(page) == []
+    # No catalog audio configured: no sound control, and the page's policy is the one without catalog media.
+    assert body["audio_url_template"] is None and body["representative"] is None
+    assert page.execute_script("return document.getElementById('catalog-sound-control').hidden") is True
+    assert httpx.get(live.url + "/").headers["content-security-policy"] == CONTENT_SECURITY_POLICY
 
 
 def test_hover_names_the_track_and_a_click_lists_its_neighbours_in_similars_order(page, live):

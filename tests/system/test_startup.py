@@ -195,6 +195,22 @@ def test_bad_cuda_batch_sizes_stop_the_start_with_the_one_line_settings_error(mo
     assert "TAGGRAM_CUDA_BATCH_SIZES" in errors[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        ("https://cdn.example.com/audio/all.mp3", "{track_id} exactly once"),
+        ("/srv/audio/{track_id}.mp3", "absolute http:// or https:// URL"),
+        ("https://cdn.example.com/{artist}/{track_id}", "no placeholder but {track_id}"),
+    ],
+)
+def test_a_bad_catalog_audio_url_stops_the_start_with_the_one_line_settings_error(models_dir, template, says):
+    env = clean_env(TAGGRAM_MODELS_DIR=str(models_dir), TAGGRAM_CATALOG_AUDIO_URL=template)
+    result = subprocess.run([taggram_executable(), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "TAGGRAM_CATALOG_AUDIO_URL" in errors[0] and says in errors[0] and "Traceback" not in result.stderr
+
+
 def test_bf16_that_cannot_be_honoured_stops_the_start_with_one_line_saying_why(tmp_path, models_dir):
     """A model copied without its parity patches: refused on any CPU (where the CPU has no native bf16, or openvino
     is missing, the line says that instead; docs/precision.md)."""

@@ -14,10 +14,12 @@ import pytest
 
 from service.artefacts.similar import artefact
 from service.artefacts.similar.artists import NEAREST_ARTISTS, pool
+from service.artefacts.similar.catalog import WINDOW_COLUMNS
 from service.artefacts.similar.projection import PROJECTIONS, Projection, fit, place_by_neighbours
 from service.artefacts.similar.serving import load_index
 from service.offline import index_build as build
 from service.offline.backfill.output import OUTPUT_FORMAT, RUN_FILE
+from service.offline.catalog_build import CatalogInputError
 
 MODEL = "msd-musicnn"
 ONNX = "0" * 64
@@ -26,21 +28,30 @@ LABELS = ["rock", "jazz", "ambient", "techno"]
 TAXONOMY = {"name": "test", "subgenres": {"Rock": ["rock"], "Jazz": ["jazz"], "Electronic": ["ambient", "techno"]}}
 
 
-def write_backfill(out: Path, vectors: np.ndarray, scores: np.ndarray, artists: list[str | None]) -> None:
-    """The columns and metadata `index build` reads, as the backfill writes them."""
+def write_backfill(
+    out: Path,
+    vectors: np.ndarray,
+    scores: np.ndarray,
+    artists: list[str | None],
+    windows: np.ndarray | None = None,
+) -> None:
+    """The columns and metadata `index build` reads, as the backfill writes them; ``windows`` (float64 [n, 2]
+    representative start/end seconds, NaN: null) or None for an output of a format before the columns."""
     (out / "results").mkdir(parents=True)
     (out / RUN_FILE).write_text(json.dumps({"format": OUTPUT_FORMAT, "model": MODEL, "onnx_sha256": ONNX}))
     n = len(vectors)
-    table = pa.table(
-        {
-            "track_id": [f"t{i}" for i in range(n)],
-            "model": [MODEL] * n,
-            "onnx_sha256": [ONNX] * n,
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), DIM),
-            "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1), pa.float32()), len(LABELS)),
-            "artist_id": pa.array(artists, pa.string()),
-        }
-    )
+    columns = {
+        "track_id": [f"t{i}" for i in range(n)],
+        "model": [MODEL] * n,
+        "onnx_sha256": [ONNX] * n,
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), DIM),
+        "tag_scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1), pa.float32()), len(LABELS)),
+        "artist_id": pa.array(artists, pa.string()),
+    }
+    if windows is not None:
+        for i, name in enumerate(WINDOW_COLUMNS):
+            columns[name] = pa.array(windows[:, i], pa.float64(), mask=np.isnan(windows[:, i]))
+    table = pa.table(columns)
     table = table.replace_schema_metadata({b"taggram.backfill": json.dumps({"labels": LABELS}).encode()})
     pq.write_table(table, out / "results" / "part-n0001-i0000-000000.parquet")
 
@@ -221,3 +232,125 @@ def test_a_new_point_is_placed_among_its_nearest_catalog_tracks():
     np.testing.assert_array_equal(place_by_neighbours(positions, [3, 1], [1.0, 0.9]), positions[3])
     # nothing alike: at the best neighbour
     np.testing.assert_array_equal(place_by_neighbours(positions, [2, 1], [-0.1, -0.2]), positions[2])
+
+
+# ---- the representative windows: from the backfill's columns into the map --------------------------------------
+
+
+def track_windows(n: int) -> np.ndarray:
+    start = np.arange(n, dtype=np.float64) * 2.99
+    return np.stack([start, start + 30.08], axis=1)
+
+
+def test_each_tracks_representative_window_is_carried_into_the_map(tmp_path, taxonomy_dir):
+    vectors, scores, artists = catalog()
+    windows = track_windows(len(vectors))
+    windows[5] = np.nan  # a row without a window: null in the columns, NaN in the map
+    write_backfill(tmp_path / "bf", vectors, scores, artists, windows)
+    manifest = build.build(tmp_path / "bf", tmp_path / "ix", taxonomy_dir=taxonomy_dir)
+    assert manifest.map.representative is True
+    index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
+    np.testing.assert_array_equal(index.catalog_map.windows, windows)
+    stored = pq.read_table(tmp_path / "ix" / manifest.map.file)
+    assert stored.column(WINDOW_COLUMNS[0]).null_count == 1
+
+
+def test_an_output_without_the_columns_gives_a_map_without_windows(tmp_path, taxonomy_dir):
+    vectors, scores, artists = catalog()
+    write_backfill(tmp_path / "bf", vectors, scores, artists, windows=None)
+    manifest = build.build(tmp_path / "bf", tmp_path / "ix", taxonomy_dir=taxonomy_dir)
+    assert manifest.map.representative is False
+    assert load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models()).catalog_map.windows is None
+
+
+@pytest.mark.parametrize("bad", [(-1.0, 29.0), (40.0, 40.0), (40.0, 10.0), (np.inf, np.inf), (3.0, np.nan)])
+def test_a_window_that_is_not_one_refuses_the_build_before_anything_is_written(tmp_path, taxonomy_dir, bad):
+    vectors, scores, artists = catalog()
+    windows = track_windows(len(vectors))
+    windows[7] = bad
+    write_backfill(tmp_path / "bf", vectors, scores, artists, windows)
+    with pytest.raises(CatalogInputError, match="track 't7': representative window"):
+        build.build(tmp_path / "bf", tmp_path / "ix", taxonomy_dir=taxonomy_dir)
+    assert not (tmp_path / "ix").exists()
+
+
+def test_a_map_whose_windows_do_not_hold_refuses_the_generation(tmp_path, taxonomy_dir):
+    """A map file that passes its checksum (rewritten with the manifest updated) but whose windows are missing or
+    broken: the generation is refused, as any unreadable map."""
+    vectors, scores, artists = catalog()
+    write_backfill(tmp_path / "bf", vectors, scores, artists, track_windows(len(vectors)))
+    manifest = build.build(tmp_path / "bf", tmp_path / "ix", taxonomy_dir=taxonomy_dir)
+    path = tmp_path / "ix" / manifest.map.file
+    original = pq.read_table(path)
+    broken_end = original.column(WINDOW_COLUMNS[1]).to_numpy().copy()
+    broken_end[3] = -1.0
+    for table, says in (
+        (original.drop_columns(list(WINDOW_COLUMNS)), "cannot be read"),
+        (
+            original.set_column(
+                original.schema.get_field_index(WINDOW_COLUMNS[1]), WINDOW_COLUMNS[1], pa.array(broken_end)
+            ),
+            "row 3 has no valid representative window",
+        ),
+    ):
+        pq.write_table(table, path)
+        document = json.loads(artefact.manifest_path(tmp_path / "ix", MODEL).read_text())
+        document["map"]["sha256"] = build.sha256_file(path)
+        artefact.manifest_path(tmp_path / "ix", MODEL).write_text(json.dumps(document))
+        with pytest.raises(artefact.IndexFileError, match=says):
+            load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
+
+
+def test_the_map_bodies_carry_the_windows_and_the_template(tmp_path, taxonomy_dir):
+    from service.api.catalog_payload import compact_document, points_document
+
+    vectors, scores, artists = catalog(n=12)
+    windows = track_windows(12) + 0.00049  # rounded to milliseconds in the bodies
+    windows[2] = np.nan
+    write_backfill(tmp_path / "bf", vectors, scores, artists, windows)
+    build.build(tmp_path / "bf", tmp_path / "ix", taxonomy_dir=taxonomy_dir)
+    index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
+    template = "https://cdn.example.com/{track_id}.mp3"
+    compact, points = compact_document(MODEL, index, template), points_document(MODEL, index, template)
+    assert compact["audio_url_template"] == points["audio_url_template"] == template
+    expected = [None if np.isnan(s) else [round(s, 3), round(e, 3)] for s, e in windows.tolist()]
+    got = [None if s is None else [s, e] for s, e in zip(*compact["representative"].values())]
+    assert got == expected and list(compact["representative"]) == ["start_seconds", "end_seconds"]
+    assert [p["representative"] for p in points["points"]] == [
+        None if w is None else {"start_seconds": w[0], "end_seconds": w[1]} for w in expected
+    ]
+    # An index from an older backfill output (no columns): no windows anywhere, no template when unset.
+    write_backfill(tmp_path / "old", vectors, scores, artists, windows=None)
+    build.build(tmp_path / "old", tmp_path / "ix-old", taxonomy_dir=taxonomy_dir)
+    old = load_index(artefact.manifest_path(tmp_path / "ix-old", MODEL), models())
+    assert compact_document(MODEL, old)["representative"] is None
+    assert compact_document(MODEL, old)["audio_url_template"] is None
+    assert all(p["representative"] is None for p in points_document(MODEL, old)["points"])
+
+
+# ---- tracks without an artist ------------------------------------------------------------------------------------
+
+
+def test_an_empty_or_blank_artist_is_no_artist(tmp_path, taxonomy_dir):
+    vectors, scores, _ = catalog()
+    artists = [["artist-a", "artist-b", "", "  ", None][i % 5] for i in range(len(vectors))]
+    write_backfill(tmp_path / "bf", vectors, scores, artists)
+    manifest = build.build(tmp_path / "bf", tmp_path / "ix", taxonomy_dir=taxonomy_dir)
+    index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
+    assert index.artists == [["artist-a", "artist-b", None, None, None][i % 5] for i in range(len(vectors))]
+    assert manifest.artists.count == 2 and index.artist_table.ids == ["artist-a", "artist-b"]
+    assert index.artist_table.entry("") is None and index.artist_table.entry("  ") is None
+
+
+def test_an_artists_csv_with_an_empty_artist_gives_no_artist(tmp_path, taxonomy_dir):
+    vectors, scores, _ = catalog(n=6)
+    write_backfill(tmp_path / "bf", vectors, scores, [None] * 6)
+    # the backfill output has an artist_id column of nulls: drop it, so the CSV is what names the artists
+    part = next((tmp_path / "bf" / "results").glob("part-*.parquet"))
+    pq.write_table(pq.read_table(part).drop_columns(["artist_id"]), part)
+    csv_path = tmp_path / "catalog.csv"
+    csv_path.write_text("track_id,artist,title\nt0,Ann,One\nt1,,Two\nt2, ,Three\nt3,Ann,Four\n")
+    build.build(tmp_path / "bf", tmp_path / "ix", artists_csv=csv_path, taxonomy_dir=taxonomy_dir)
+    index = load_index(artefact.manifest_path(tmp_path / "ix", MODEL), models())
+    assert index.artists == ["Ann", None, None, "Ann", None, None]
+    assert index.artist_table.ids == ["Ann"] and index.artist_table.entry("Ann").rows == [0, 3]

@@ -71,6 +71,38 @@ def test_per_file_licence_and_credits_override_the_package_defaults():
 def test_cv_group_falls_back_to_the_album():
     assert corpus.cv_group("Kenta Cho", "Gunroar soundtrack") == "Kenta Cho"
     assert corpus.cv_group("unknown", "Flare soundtrack") == "Flare soundtrack"
+    assert corpus.cv_group(corpus.NO_ARTIST, "Flare soundtrack") == "Flare soundtrack"
+
+
+def test_a_track_nobody_names_has_an_empty_artist_and_index_build_reads_it_as_none(tmp_path):
+    """Issue #23: the corpus CSV wrote "unknown", and `index build --artists corpus.csv` pooled 117 tracks as one
+    artist called "unknown". Now the CSV leaves the cell empty, whether no one is named by the file, its name, the
+    package's credits and defaults, or the labels file says "unknown"; and index build reads an empty cell as none."""
+    from service.offline.index_build import read_artists
+
+    root = tmp_path / "unpacked" / "pkg"
+    music = root / "usr" / "share" / "games" / "pkg" / "music"
+    music.mkdir(parents=True)
+    piece = encode_audio(sine(330, 25, SAMPLE_RATE), SAMPLE_RATE, "ogg")
+    for name in ("theme.ogg", "battle.ogg", "01 - Some Body - Named.ogg"):
+        (music / name).write_bytes(piece)
+    source = Source("pkg", r"music/[^/]+\.ogg$", "GPL-2.0-or-later", corpus.NO_ARTIST, "Pkg soundtrack")
+    curated = {"label": "ambient", "album": "", "label_reason": "why", "evidence": "curator", "cv_group": ""}
+    labels = {"pkg/battle": {"track_id": "pkg/battle", "artist": "unknown", **curated}}
+    rows = {r["track_id"]: r for r in corpus.catalogue_package(source, root, "1", tmp_path / "audio", labels)}
+    assert rows["pkg/theme"]["artist"] == rows["pkg/battle"]["artist"] == ""
+    assert rows["pkg/theme"]["cv_group"] == rows["pkg/battle"]["cv_group"] == "Pkg soundtrack"
+    assert rows["pkg/01_-_Some_Body_-_Named"]["artist"] == "Some Body"
+    # no package default is a placeholder word: a name, or no artist
+    assert all(s.artist == corpus.NO_ARTIST or corpus.meaningful(s.artist) for s in corpus.SOURCES)
+
+    catalog = tmp_path / "corpus.csv"
+    corpus.write_csv(catalog, corpus.CORPUS_COLUMNS, list(rows.values()))
+    assert read_artists(catalog) == {
+        "pkg/theme": (None, "theme"),
+        "pkg/battle": (None, "battle"),
+        "pkg/01_-_Some_Body_-_Named": ("Some Body", "Named"),
+    }
 
 
 def test_music_xml_titles_reads_supertuxkart_credits_and_skips_s_expressions(tmp_path):
@@ -89,7 +121,7 @@ def test_catalogue_links_describes_skips_jingles_and_joins_labels(tmp_path):
     piece = encode_audio(sine(440, 25, SAMPLE_RATE), SAMPLE_RATE, "ogg")
     (music / "01 - Some Body - Long Piece.ogg").write_bytes(piece)
     (music / "jingle.ogg").write_bytes(encode_audio(sine(440, 3, SAMPLE_RATE), SAMPLE_RATE, "ogg"))
-    source = Source("pkg", r"music/[^/]+\.ogg$", "GPL-2.0-or-later", "unknown", "Pkg soundtrack")
+    source = Source("pkg", r"music/[^/]+\.ogg$", "GPL-2.0-or-later", corpus.NO_ARTIST, "Pkg soundtrack")
     tid = "pkg/01_-_Some_Body_-_Long_Piece"
     labels = {
         tid: {

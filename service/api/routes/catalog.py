@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.api.catalog_payload import COMPACT_MEDIA_TYPE, MapBodyCache, encode, points_document
-from service.api.dependencies import PROTECTED, Models, SimilarIndexes
+from service.api.dependencies import PROTECTED, CatalogAudioUrl, Models, SimilarIndexes
 from service.api.openapi import PROBLEM_RESPONSES, problem_response_doc
 from service.api.parameters import ModelQuery
 from service.api.routes.similar import index_for
@@ -38,15 +38,17 @@ def wants_points(request: Request) -> bool:
         503: problem_response_doc("No index, or an index built without a map (code no_index, no_map)"),
     },
 )
-async def catalog_map(request: Request, models: Models, indexes: SimilarIndexes, model: ModelQuery = None):
+async def catalog_map(
+    request: Request, models: Models, indexes: SimilarIndexes, audio: CatalogAudioUrl, model: ModelQuery = None
+):
     chosen = models.pick(model)
     index = index_for(indexes, chosen.name)
     if index.catalog_map is None:
         raise NoCatalogMap(chosen.name)
     if wants_points(request):
-        body = await asyncio.to_thread(lambda: encode(points_document(chosen.name, index)))
+        body = await asyncio.to_thread(lambda: encode(points_document(chosen.name, index, audio)))
         return Response(body, media_type="application/json")
-    bodies = await asyncio.to_thread(BODIES.get, chosen.name, index)
+    bodies = await asyncio.to_thread(BODIES.get, chosen.name, index, audio)
     headers = {"Vary": "Accept, Accept-Encoding", "Cache-Control": "no-cache"}
     if "gzip" in request.headers.get("accept-encoding", ""):
         return Response(

@@ -2,9 +2,11 @@
 // pan, wheel to zoom; hover names the track, its artist and label; click lists its neighbours (GET /similar/{id}) and
 // rings them; an artist typed in the box is highlighted; an upload appears at POST /similar's position with lines to
 // its nearest catalog tracks. Points are written straight into an ImageData (no path per point): 10⁵ points redraw
-// in a few milliseconds (docs/catalog.md), each redraw is a performance measure named MEASURE_DRAW.
+// in a few milliseconds (docs/catalog.md), each redraw is a performance measure named MEASURE_DRAW. Where the
+// operator configured catalog audio, resting on a track plays its representative segment (catalog_sound.js).
 
 import { getCatalogMap, getSimilar } from "./api.js";
+import { configureSound, hoverTrack, soundNote, stopSound, wireSound } from "./catalog_sound.js";
 import { cssColour } from "./colour.js";
 
 export const MEASURE_DRAW = "catalog-draw";
@@ -149,6 +151,7 @@ function wire(canvas, model) {
       view.x0 -= (event.clientX - drag.x) / view.scale;
       view.y0 += (event.clientY - drag.y) / view.scale;
       drag = { x: event.clientX, y: event.clientY, moved: true };
+      hoverTrack(-1);
       draw();
       return;
     }
@@ -156,10 +159,16 @@ function wire(canvas, model) {
     const tooltip = $("catalog-tooltip");
     tooltip.hidden = i < 0;
     if (i >= 0) {
-      tooltip.textContent = describe(i);
+      const note = soundNote(i);
+      tooltip.textContent = note ? `${describe(i)} · ${note}` : describe(i);
       tooltip.style.left = `${event.offsetX + 12}px`;
       tooltip.style.top = `${event.offsetY + 12}px`;
     }
+    hoverTrack(i);
+  };
+  canvas.onpointerleave = () => {
+    $("catalog-tooltip").hidden = true;
+    hoverTrack(-1);
   };
   canvas.onwheel = (event) => {
     event.preventDefault();
@@ -181,9 +190,12 @@ export async function showCatalog(model) {
   const section = $("catalog");
   if (!model.index || !model.index.map) {
     section.hidden = true;
+    stopSound();
     return;
   }
   view.map = await getCatalogMap(model.name);
+  configureSound(view.map);
+  wireSound();
   view.colours = labelColours(view.map);
   view.neighbours = [];
   view.upload = null;

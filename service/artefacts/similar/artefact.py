@@ -6,6 +6,7 @@ A generation is three to five files in the index directory::
     <model>-<digest>.npy | .usearch       the normalised vectors (exact) or the HNSW graph (usearch)
     <model>-<digest>.tracks.parquet       row → track_id, artist_id, title
     <model>-<digest>.map.parquet          row → x, y, label on the catalog map (its projection is in the manifest)
+                                          and the track's representative window (when the backfill wrote one)
     <model>-<digest>.artists.parquet      artist → tracks, pooled vector and subgenre scores, nearest artists
 
 The data files are named by a digest of their content, so a new generation never overwrites a file a running
@@ -43,6 +44,9 @@ class MapInfo(BaseModel):
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
     projection: dict  # projection.Projection.as_json(): method, centre, scale, components
     label: str  # what the label column holds: "top tag", or "head NAME" (index build --label-head)
+    # The file also holds representative_start_seconds / _end_seconds (the backfill's, output format 3): each track's
+    # representative window. False: built from an older backfill output, or before the columns existed.
+    representative: bool = False
 
 
 class ArtistsInfo(BaseModel):

@@ -2,7 +2,9 @@
 
 Both are content-addressed Parquet files beside the vectors (``<model>-<digest>.map.parquet``,
 ``<model>-<digest>.artists.parquet``), named in the manifest with their sha256 and checked on load like the
-vectors: they are committed, swapped and validated with the index, never apart from it.
+vectors: they are committed, swapped and validated with the index, never apart from it. The map file also carries
+each track's representative window (``representative_start_seconds``, ``representative_end_seconds``, the
+backfill's columns) when the manifest's ``map.representative`` says so: the window the page's map plays on hover.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ MAP_SUFFIX = ".map.parquet"
 ARTISTS_SUFFIX = ".artists.parquet"
 MAP_LABEL = "top tag"  # the label column: the track's highest mean tag score (the backfill's tag_scores)
 HEAD_LABEL = "head"  # or "head NAME": that head's most probable class on the track's mean embedding
+# The backfill's columns (output format 3, service/offline/backfill/output.py), kept under the same names in the map.
+WINDOW_COLUMNS = ("representative_start_seconds", "representative_end_seconds")
+
+
+def window_problem(windows: np.ndarray) -> int | None:
+    """The first row of float64 [tracks, 2] (start, end) seconds that is not a window (NaN in both: none), or None:
+    a window starts at or after 0 and ends after it starts, both finite."""
+    missing = np.isnan(windows).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(windows).all(axis=1) & (windows[:, 0] >= 0) & (windows[:, 1] > windows[:, 0])
+    bad = np.flatnonzero(~(missing | good))
+    return int(bad[0]) if len(bad) else None
 
 
 def write_content_addressed(output: Path, model: str, suffix: str, write) -> tuple[str, str]:
@@ -40,21 +54,27 @@ def write_map(
     positions: np.ndarray,
     labelled: tuple[list[str | None], str],
     projection: projections.Projection | projections.NeighbourPlacement,
+    windows: np.ndarray | None = None,
 ) -> artefact.MapInfo:
-    """``labelled``: (one label per row, what they are: MAP_LABEL or "head NAME")."""
+    """``labelled``: (one label per row, what they are: MAP_LABEL or "head NAME"); ``windows``: float64 [rows, 2]
+    representative (start, end) seconds, NaN for a track without one, or None when the backfill has none."""
     labels, label_kind = labelled
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table(
-        {
-            "x": pa.array(positions[:, 0], pa.float32()),
-            "y": pa.array(positions[:, 1], pa.float32()),
-            "label": pa.array(labels, pa.string()).dictionary_encode(),
-        }
-    )
+    columns = {
+        "x": pa.array(positions[:, 0], pa.float32()),
+        "y": pa.array(positions[:, 1], pa.float32()),
+        "label": pa.array(labels, pa.string()).dictionary_encode(),
+    }
+    if windows is not None:
+        for i, name in enumerate(WINDOW_COLUMNS):
+            columns[name] = pa.array(windows[:, i], pa.float64(), mask=np.isnan(windows[:, i]))
+    table = pa.table(columns)
     name, sha = write_content_addressed(output, model, MAP_SUFFIX, lambda path: pq.write_table(table, path))
-    return artefact.MapInfo(file=name, sha256=sha, projection=projection.as_json(), label=label_kind)
+    return artefact.MapInfo(
+        file=name, sha256=sha, projection=projection.as_json(), label=label_kind, representative=windows is not None
+    )
 
 
 def write_artists(
@@ -93,6 +113,9 @@ class CatalogMap:
     positions: np.ndarray  # float32 [tracks, 2], the index's row order
     labels: list[str | None]
     label_kind: str
+    # float64 [tracks, 2] representative (start, end) seconds, NaN rows for tracks without one; None: the index was
+    # built from a backfill output without the columns (the page then plays a track's first 30 s: docs/catalog.md)
+    windows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +173,22 @@ def load_map(directory: Path, manifest: artefact.IndexManifest) -> CatalogMap | 
         table = pq.read_table(path)
         positions = np.stack([table.column("x").to_numpy(), table.column("y").to_numpy()], axis=1).astype(np.float32)
         labels = table.column("label").to_pylist()
+        windows = read_windows(table) if info.representative else None
     except Exception as error:  # noqa: BLE001 - a file that passed its checksum but is not a map: this generation's fault
         raise artefact.IndexFileError(f"index map {path} cannot be read: {error}") from None
     if len(positions) != manifest.count:
         raise artefact.IndexFileError(f"index map {path}: {len(positions)} points, manifest says {manifest.count}")
-    return CatalogMap(projection, positions, labels, info.label)
+    if windows is not None and (row := window_problem(windows)) is not None:
+        raise artefact.IndexFileError(
+            f"index map {path}: row {row} has no valid representative window: {windows[row].tolist()}"
+        )
+    return CatalogMap(projection, positions, labels, info.label, windows)
+
+
+def read_windows(table) -> np.ndarray:
+    """float64 [rows, 2] of the map's window columns, NaN where null (a KeyError when the file lacks them)."""
+    columns = [table.column(name).to_numpy(zero_copy_only=False) for name in WINDOW_COLUMNS]
+    return np.stack([np.asarray(c, np.float64) for c in columns], axis=1)
 
 
 def load_artists(directory: Path, manifest: artefact.IndexManifest) -> Artists | None:
