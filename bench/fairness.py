@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="load mtt-musicnn too: clips and sign-ups get the platform taxonomy's default answer (two models)",
     )
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32", help="TAGGRAM_PRECISION")
     args = parser.parse_args(argv)
 
     tracks = ensure_music()
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         args.model,
         memory_cache_bytes=0,
         request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS,
+        precision=args.precision,
         **served,
     ) as service:
         run_phase(service, "warm-up", [], idle_clips[:2], gap, 0)

@@ -190,7 +190,7 @@ def run_http(args) -> str:
         ]
     return "\n\n".join(
         [
-            f"### Server time over HTTP, early vs complete ({answered_by}, {len(rows)} tracks)",
+            f"### Server time over HTTP, early vs complete ({answered_by}, {args.precision}, {len(rows)} tracks)",
             "\n".join(common.environment_lines(["bench.signup", *sys.argv[1:]])),
             f"- service: `taggram serve` ({args.precision}, loopback, cache off, defaults otherwise: "
             f"{service_defaults.early_answer_patches} early patches, batches of ≤ {batch_patches}); one request at "
