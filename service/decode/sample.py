@@ -168,6 +168,9 @@ def _region(container, stream, origin: int, start: int, length: int, facts: Deco
         raise _CannotSeek(f"seeking failed ({ffmpeg._reason(exc)}): decoded in order") from None
     positions, pieces, ended = [], [], True  # per decoded frame: where its timestamp puts it, its mono samples
     anchor = None  # index of the first frame whose timestamp follows on from the previous frame's samples
+    since_anchor = 0  # samples decoded from the anchor frame on
+    to_samples = stream.time_base * rate  # a timestamp tick in source samples (exact: a Fraction)
+    whole_ticks = to_samples.denominator == 1  # the usual case (time base 1/rate): integer arithmetic suffices
     for frame in ffmpeg._decoded_frames(container, stream, facts):
         if not frame.samples:
             continue
@@ -175,12 +178,15 @@ def _region(container, stream, origin: int, start: int, length: int, facts: Deco
             raise _CannotSeek("a frame after a seek carries no timestamp: decoded in order")
         if (frame.sample_rate, frame.layout.nb_channels) != (rate, facts.source_channels):
             raise _CannotSeek("the rate or channel layout changes within the stream: decoded in order")
-        positions.append(round((frame.pts - origin) * stream.time_base * rate))
+        ticks = frame.pts - origin
+        positions.append(ticks * to_samples.numerator if whole_ticks else round(ticks * to_samples))
         data = ffmpeg.join_planes([ffmpeg.frame_planes(frame)])
         pieces.append(mix_to_mono(to_float_planar(data, frame.format.name, facts.source_channels)))
-        if anchor is None and len(pieces) > 1 and positions[-2] + pieces[-2].size == positions[-1]:
-            anchor = len(pieces) - 1
-        if anchor is not None and positions[anchor] + sum(p.size for p in pieces[anchor:]) >= end_src:
+        if anchor is not None:
+            since_anchor += pieces[-1].size
+        elif len(pieces) > 1 and positions[-2] + pieces[-2].size == positions[-1]:
+            anchor, since_anchor = len(pieces) - 1, pieces[-1].size
+        if anchor is not None and positions[anchor] + since_anchor >= end_src:
             ended = False
             break
     if not pieces:
