@@ -49,7 +49,7 @@ import httpx
 
 from bench import common
 from bench.fairness_audio import CLIP_SECONDS, LONG_RATE_HZ, long_upload, make_clips
-from bench.signup_http import PLATFORM_SECOND, drain, signup
+from bench.signup_http import PLATFORM_SECOND, drain, service_settings, signup
 from corpus.music import ensure_music
 
 SECTION = "fairness"
@@ -253,14 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     idle_clips, stream_clips = clips[: args.idle_clips], clips[args.idle_clips :]
     gap = args.clip_gap_ms / 1000
     phases: list[tuple[Phase, Phase | None]] = []
-    served = {"models": f"{args.model},{PLATFORM_SECOND}"} if args.platform else {}
     with common.running_service(
         args.port,
         args.model,
         memory_cache_bytes=0,
         request_timeout_seconds=SERVICE_REQUEST_TIMEOUT_SECONDS,
-        precision=args.precision,
-        **served,
+        **service_settings(args),
     ) as service:
         run_phase(service, "warm-up", [], idle_clips[:2], gap, 0)
         idle = run_phase(service, "idle: clips alone", [], idle_clips, gap, 0)

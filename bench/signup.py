@@ -31,10 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 
 from bench import common
+from corpus.music import transcode
 from service.artefacts.tag_calibration import load_calibration
 from service.artefacts.taxonomy import suggest
 from service.config import Precision, Settings
@@ -49,7 +49,6 @@ MIN_SECONDS, MAX_SECONDS = 120.0, 600.0  # the issue's 2–10 minutes
 SAMPLE_SIZES = (4, 8, 12, 16, 24)
 TOP_K = 5
 BATCH = 16  # patches per inference call
-M4A_BIT_RATE = 160_000
 TRANSCODE_DIR = common.REPO_ROOT / ".cache" / "signup-m4a"
 
 
@@ -58,10 +57,14 @@ def geometry(model) -> PatchGeometry:
     return PatchGeometry(m.sample_rate, m.patch_samples, m.patch_frames, m.frame_hop)
 
 
+def infer_outputs(model, patches: np.ndarray) -> dict[str, np.ndarray]:
+    """Every served output (tags, embedding) of the patches, BATCH at a time."""
+    runs = [model.runner.run(np.ascontiguousarray(patches[i : i + BATCH])) for i in range(0, len(patches), BATCH)]
+    return {name: np.concatenate([run[name] for run in runs]) for name in runs[0]}
+
+
 def infer(model, patches: np.ndarray) -> np.ndarray:
-    return np.concatenate(
-        [model.runner.run(np.ascontiguousarray(patches[i : i + BATCH]))["tags"] for i in range(0, len(patches), BATCH)]
-    )
+    return infer_outputs(model, patches)["tags"]
 
 
 def load(models: str, **settings: object):
@@ -87,24 +90,11 @@ def corpus_rows() -> list[dict]:
 
 
 def transcode_m4a(source: Path) -> Path:
-    """An m4a (AAC 160 kbit/s) of ``source``, made once with PyAV's native AAC encoder."""
+    """An m4a (AAC 160 kbit/s, ``corpus.music.TRANSCODES``) of ``source``, made once with PyAV's native AAC encoder."""
     target = TRANSCODE_DIR / (source.stem + ".m4a")
-    if target.exists():
-        return target
-    TRANSCODE_DIR.mkdir(parents=True, exist_ok=True)
-    with av.open(str(source)) as inp, av.open(str(target), "w", format="ipod") as out:
-        stream = inp.streams.audio[0]
-        layout = "stereo" if stream.channels >= 2 else "mono"
-        encoder = out.add_stream("aac", rate=stream.rate, layout=layout)
-        encoder.codec_context.bit_rate = M4A_BIT_RATE
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=stream.rate)
-        for frame in inp.decode(stream):
-            for converted in resampler.resample(frame):
-                converted.pts = None
-                for packet in encoder.encode(converted):
-                    out.mux(packet)
-        for packet in encoder.encode(None):
-            out.mux(packet)
+    if not target.exists():
+        TRANSCODE_DIR.mkdir(parents=True, exist_ok=True)
+        transcode(source, target, "m4a")
     return target
 
 

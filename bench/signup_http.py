@@ -46,6 +46,12 @@ FORMATS = ("ogg", "opus", "mp3", "m4a")
 PLATFORM_SECOND = "mtt-musicnn"  # the platform taxonomy's second model (service/artefacts/taxonomies/platform.json)
 
 
+def service_settings(args) -> dict[str, str]:
+    """``running_service`` settings for ``--platform`` (load the second model too) and ``--precision``."""
+    models = {"models": f"{args.model},{PLATFORM_SECOND}"} if args.platform else {}
+    return {**models, "precision": args.precision}
+
+
 def post(
     client: httpx.Client, url: str, data: bytes, content_type: str, *, complete: bool, model: str | None = None
 ) -> tuple[float, dict]:
@@ -125,10 +131,8 @@ def run_http(args) -> str:
     model = models[args.model]
     tracks = pick_tracks(args.tracks)
     rows, raw, alone = [], [], []
-    served = {"models": f"{args.model},{PLATFORM_SECOND}"} if args.platform else {}
-    served["precision"] = args.precision
     with (
-        common.running_service(args.port, args.model, memory_cache_bytes=0, **served) as service,
+        common.running_service(args.port, args.model, memory_cache_bytes=0, **service_settings(args)) as service,
         httpx.Client(timeout=CLIENT_TIMEOUT_SECONDS) as client,
     ):
         warm = tracks[0][1]

@@ -19,7 +19,8 @@ import sys
 import numpy as np
 
 from bench import common
-from bench.signup import MAX_SECONDS, SAMPLE_SIZES, TOP_K, geometry, load, pick_tracks
+from bench.signup import MAX_SECONDS, SAMPLE_SIZES, TOP_K, geometry, infer_outputs, load, pick_tracks
+from bench.signup_heads import HEAD_TOP
 from service.artefacts.heads import load_head
 from service.artefacts.platform import load_platform
 from service.decode import decode
@@ -28,20 +29,18 @@ from service.engine.analysis import Analysis
 from service.engine.patch import patch_track, spread_patch_offsets
 
 MODELS = ("msd-musicnn", "mtt-musicnn")
-BATCH = 16  # patches per inference call
-HEAD_TOP = 3  # a head of 5 classes: its top 5 would always overlap fully
 
 
 def analyse(model, patches: np.ndarray, duration_seconds: float) -> Analysis:
-    outputs = [model.runner.run(np.ascontiguousarray(patches[i : i + BATCH])) for i in range(0, len(patches), BATCH)]
+    outputs = infer_outputs(model, patches)
     g = geometry(model)
     return Analysis(
         duration_seconds=duration_seconds,
         sample_rate=g.sample_rate,
         patch_samples=g.covered_samples,
         hop_samples=g.patch_frames * g.frame_hop,
-        tags=np.concatenate([o["tags"] for o in outputs]).astype(np.float32),
-        embedding=np.concatenate([o["embedding"] for o in outputs]).astype(np.float32),
+        tags=outputs["tags"].astype(np.float32),
+        embedding=outputs["embedding"].astype(np.float32),
     )
 
 

@@ -63,7 +63,8 @@ def ensure_music() -> list[Path]:
     return tracks
 
 
-def _transcode(source: Path, target: Path, fmt: str) -> None:
+def transcode(source: Path, target: Path, fmt: str) -> None:
+    """``source`` re-encoded as ``fmt`` (a key of TRANSCODES: same rate and layout), written whole or not at all."""
     container_format, codec, bit_rate = TRANSCODES[fmt]
     partial = target.with_suffix(target.suffix + ".partial")
     with av.open(str(source)) as inp, av.open(str(partial), "w", format=container_format) as out:
@@ -94,7 +95,7 @@ def music_files(formats: tuple[str, ...] = ("ogg",), limit: int = 0) -> list[Pat
         for track in tracks:
             target = TRANSCODE_DIR / f"{track.stem}.{fmt}"
             if not target.exists():
-                _transcode(track, target, fmt)
+                transcode(track, target, fmt)
             files.append(target)
     return files[:limit] if limit else files
 

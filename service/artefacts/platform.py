@@ -141,7 +141,10 @@ def load_platform(loaded: Mapping[str, Taxonomy], taxonomy_dir: Path | None) -> 
     if taxonomy_dir is not None and not path.exists():
         return None
     name, preference = _preference(_read(path), path)
-    named = {model: _named_subgenres(model, taxonomy_dir) for model in preference}
+    named = {
+        model: loaded[model].subgenres if model in loaded else _named_subgenres(model, taxonomy_dir)
+        for model in preference
+    }
     vocabulary, parts = platform_parts(preference, named, loaded)
     if not parts:
         return None

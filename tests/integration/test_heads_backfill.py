@@ -7,42 +7,21 @@ the same bytes; the option is part of the run identity (a directory started with
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from service.offline import backfill
 from service.offline.backfill import read_output
 from service.offline.codes import EXIT_USAGE
 from tests.support.audio_factory import chord, encode_audio, sine
+from tests.support.head_catalog import backfill_one_worker as run
 from tests.support.live_server import live_server, server_settings
 
-MODEL = "msd-musicnn"
 EMBEDDING_DIM = 200
 FILES = {
     "one.wav": lambda: encode_audio(sine(440, 7.0, 22_050), 22_050, "wav"),  # 2 segments (whole patches of 2.99 s)
     "two.flac": lambda: encode_audio(chord((220, 330, 440), 10.0, 22_050), 22_050, "flac"),  # 3 segments
 }
-
-
-def run(source: Path, out: Path, models_dir: Path, *extra: str) -> int:
-    return backfill.main(
-        [
-            str(source),
-            "--out",
-            str(out),
-            "--models-dir",
-            str(models_dir),
-            "--model",
-            MODEL,
-            "--workers",
-            "1",
-            "--progress",
-            "log",
-            *extra,
-        ]
-    )
 
 
 def test_segment_embeddings_column_matches_the_pooled_embedding_and_the_service(models_dir, tmp_path):

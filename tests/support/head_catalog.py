@@ -75,21 +75,12 @@ def make_catalog(root: Path) -> tuple[Path, Path]:
     return audio, labels
 
 
+def backfill_one_worker(source: Path, out: Path, models_dir: Path, *extra: str) -> int:
+    """``taggram backfill`` in this process with MODEL, one worker and log progress; its exit code."""
+    arguments = [str(source), "--out", str(out), "--models-dir", str(models_dir), "--model", MODEL]
+    return backfill.main([*arguments, "--workers", "1", "--progress", "log", *extra])
+
+
 def run_backfill(audio: Path, out: Path, models_dir: Path) -> None:
-    code = backfill.main(
-        [
-            str(audio),
-            "--out",
-            str(out),
-            "--models-dir",
-            str(models_dir),
-            "--model",
-            MODEL,
-            "--workers",
-            "1",
-            "--progress",
-            "log",
-            "--segment-embeddings",
-        ]
-    )
+    code = backfill_one_worker(audio, out, models_dir, "--segment-embeddings")
     assert code == 0, f"backfill exited {code}"
